@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-ha/lifeboat/internal/agent"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
+)
+
+func agentCmd() *cobra.Command {
+	var path string
+	var logJSON bool
+	cmd := &cobra.Command{
+		Use:   "agent --config FILE",
+		Short: "Run the node agent (the daemon)",
+		Long: `Run the node agent: it joins the cluster, keeps the replicated state, detects
+failures, and brings into service the hierarchies the cluster assigns to this node.
+
+On SIGTERM or SIGINT it follows shutdown_strategy: "switchover" (the default)
+hands every hierarchy to the next ready node before exiting, "stop" takes them
+out of service and leaves them stopped.`,
+		Example: `  lifeboat agent --config /etc/lifeboat/agent.yaml
+  lifeboat agent --config ./node1.yaml --log-json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if path == "" {
+				return codeErr{exitUsage, fmt.Errorf("--config FILE is required")}
+			}
+			cfg, err := config.LoadAgent(path)
+			if err != nil {
+				return codeErr{exitUsage, err}
+			}
+			level := new(slog.LevelVar)
+			if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+				return codeErr{exitUsage, fmt.Errorf("%s: log_level: %w", path, err)}
+			}
+			opts := &slog.HandlerOptions{Level: level}
+			var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+			if logJSON {
+				h = slog.NewJSONHandler(os.Stderr, opts)
+			}
+			logger := slog.New(h)
+			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level})
+			if err != nil {
+				return codeErr{exitFailure, err}
+			}
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			s := <-sig
+			logger.Info("signal received", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			go func() {
+				<-sig
+				logger.Warn("second signal: stopping without waiting")
+				cancel()
+			}()
+			a.Shutdown(ctx)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "agent config file (YAML)")
+	cmd.Flags().BoolVar(&logJSON, "log-json", false, "write logs as JSON lines")
+	return cmd
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+func statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show nodes, hierarchies and each resource's state on each node",
+		Example: `  lifeboat status
+  lifeboat status --json | jq '.hierarchies[] | {name, owner, state}'
+  LIFEBOAT_ADDR=10.0.0.2:7100 LIFEBOAT_TOKEN=... lifeboat status`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st api.Status
+			if err := call(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(st)
+			}
+			printStatus(st)
+			return nil
+		},
+	}
+}
+
+func printStatus(st api.Status) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "NONE (no quorum?)"
+	}
+	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n\n", leader, st.Index, st.Node)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE")
+	for _, n := range st.Nodes {
+		role := "voter"
+		switch {
+		case n.Leader:
+			role = "leader"
+		case n.Witness:
+			role = "witness"
+		}
+		state := n.State
+		if n.Fenced {
+			state += " (fenced)"
+		}
+		if n.Leaving {
+			state += " (leaving)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, state, role, dash(n.Version), n.Gen, dash(n.Lease))
+	}
+	tw.Flush()
+	if len(st.Hierarchies) == 0 {
+		fmt.Println("\nNo hierarchies. Create one with: lifeboat apply -f FILE")
+		return
+	}
+	fmt.Println()
+	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HIERARCHY\tOWNER\tSTATE\tEPOCH\tNODES (priority)\tSWITCHBACK\tREASON")
+	for _, h := range st.Hierarchies {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, dash(h.Owner), h.State, h.Epoch, strings.Join(h.Nodes, ","), h.Switchback, h.Reason)
+	}
+	tw.Flush()
+	for _, h := range st.Hierarchies {
+		if len(h.Resources) == 0 {
+			continue
+		}
+		fmt.Printf("\nResources of %s:\n", h.Name)
+		for _, node := range spec.SortedKeys(h.Resources) {
+			var parts []string
+			for _, r := range spec.SortedKeys(h.Resources[node]) {
+				parts = append(parts, r+"="+h.Resources[node][r])
+			}
+			mark := " "
+			if node == h.Owner {
+				mark = "*"
+			}
+			fmt.Printf(" %s %-10s %s\n", mark, node, strings.Join(parts, " "))
+			if e := h.Errors[node]; e != "" {
+				fmt.Printf("   %-10s last error: %s\n", "", e)
+			}
+		}
+		if len(h.Failed) > 0 {
+			fmt.Printf("   failed on: %s (cleared by lifeboat start %s or a switchover)\n", strings.Join(h.Failed, ", "), h.Name)
+		}
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

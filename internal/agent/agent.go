@@ -1,0 +1,544 @@
+// Package agent wires one lifeboat node: the replicated cluster state, the
+// quorum leases, placement on the leader, the engine that runs this node's
+// share of the hierarchies, and the HTTP API. Data flows one way: API ->
+// cluster state -> placement -> engine -> kits; status flows back through
+// the cluster state.
+package agent
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/engine"
+	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/placement"
+)
+
+// Version is the binary's version, set by the main package.
+var Version = "dev"
+
+// Agent is one running node.
+type Agent struct {
+	cfg    *config.Agent
+	log    *slog.Logger
+	level  *slog.LevelVar
+	events *events.Log
+	c      *cluster.Cluster
+	eng    *engine.Engine
+	rpc    *rpc
+	self   config.Node
+
+	apiToken      string
+	internalToken string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	repMu   sync.Mutex
+	pending map[string]engine.Report
+	repWake chan struct{}
+
+	fenceMu sync.Mutex
+	fencing map[string]bool
+
+	stopping bool
+	http     *httpServers
+}
+
+// Options are run-time settings outside the config file.
+type Options struct {
+	Logger *slog.Logger
+	Level  *slog.LevelVar
+}
+
+// New starts a node from its config. Call Shutdown to stop it.
+func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
+	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(),
+		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	a.log = a.log.With("node", cfg.Node)
+	key := cfg.KeyBytes()
+	a.internalToken = DeriveToken(key, "lifeboat-internal")
+	a.apiToken = DeriveToken(key, "lifeboat-api")
+	if cfg.API.TokenFile != "" {
+		b, err := os.ReadFile(cfg.API.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read API token file %s: %w", cfg.API.TokenFile, err)
+		}
+		a.apiToken = strings.TrimSpace(string(b))
+		if len(a.apiToken) < 16 {
+			return nil, fmt.Errorf("API token in %s is too short: use at least 16 characters", cfg.API.TokenFile)
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	}
+	a.events, err = events.Open(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), 5000)
+	if err != nil {
+		return nil, err
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.rpc = newRPC(a)
+
+	var members []cluster.Member
+	for _, n := range cfg.Cluster.Nodes {
+		members = append(members, cluster.Member{Name: n.Name, Witness: n.Witness, Raft: n.Raft, Gossip: n.Gossip, API: n.API})
+	}
+	t := cfg.Timing
+	a.c, err = cluster.Start(cluster.Config{
+		Node: cfg.Node, DataDir: cfg.DataDir, Members: members, Key: key, Version: Version, Logger: a.log,
+		Transport: a.rpc,
+		Timing: cluster.Timing{Lease: t.Lease.D(), Renew: t.RenewInterval.D(), ProbeInterval: t.ProbeInterval.D(),
+			ProbeTimeout: t.ProbeTimeout.D(), SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()},
+		Rejoin: a.join,
+	})
+	if err != nil {
+		a.events.Close()
+		return nil, err
+	}
+	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport})
+	a.http, err = a.serveHTTP()
+	if err != nil {
+		a.eng.Close()
+		a.c.Shutdown()
+		a.events.Close()
+		return nil, err
+	}
+	a.events.Add(events.Event{Kind: "cluster", Action: "start", Message: "agent started, version " + Version})
+	a.goFn(a.desiredLoop)
+	a.goFn(a.reportLoop)
+	a.goFn(a.leaderLoop)
+	return a, nil
+}
+
+// DeriveToken derives a bearer token for purpose ("lifeboat-api",
+// "lifeboat-internal") from the cluster key.
+func DeriveToken(key []byte, purpose string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(purpose))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (a *Agent) goFn(fn func(context.Context)) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn(a.ctx)
+	}()
+}
+
+// join commits a new lease generation for this node.
+func (a *Agent) join(ctx context.Context) (uint64, error) {
+	res, err := a.submit(ctx, cluster.Command{Type: cluster.CmdJoin, Node: a.cfg.Node, Version: Version})
+	if err != nil {
+		return 0, err
+	}
+	a.events.Add(events.Event{Kind: "lease", Action: "join", Message: fmt.Sprintf("joined with lease generation %d", res.Gen)})
+	return res.Gen, nil
+}
+
+// desired computes what this node's engine should run.
+func (a *Agent) desired() map[string]engine.Desired {
+	out := map[string]engine.Desired{}
+	reports := a.eng.Reports()
+	a.c.FSM.View(func(s *cluster.State) {
+		me := s.Nodes[a.cfg.Node]
+		for name, h := range s.Hierarchies {
+			as := s.Assignments[name]
+			if as == nil {
+				continue
+			}
+			d := engine.Desired{Spec: h, Epoch: as.Epoch}
+			mine := !a.stopping && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
+				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
+			if mine {
+				if a.c.Leases.Valid(as.Gen) {
+					d.InService = true
+				} else if a.cfg.QuorumLossAction == config.QuorumLossKeep {
+					if r, ok := reports[name]; ok && (r.State == engine.StateOnline || r.State == engine.StateFrozen) {
+						d.Frozen = true
+					}
+				}
+			}
+			out[name] = d
+		}
+	})
+	return out
+}
+
+// desiredLoop feeds the engine on every state or lease change.
+func (a *Agent) desiredLoop(ctx context.Context) {
+	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D())
+	defer tick.Stop()
+	for {
+		fsmC := a.c.FSM.Changed()
+		leaseC := a.c.Leases.Changed()
+		a.eng.Update(a.desired())
+		select {
+		case <-ctx.Done():
+			return
+		case <-fsmC:
+		case <-leaseC:
+		case <-tick.C:
+		}
+	}
+}
+
+// queueReport is the engine's callback: keep the latest report per
+// hierarchy and let reportLoop send it.
+func (a *Agent) queueReport(r engine.Report) {
+	a.repMu.Lock()
+	a.pending[r.Hierarchy] = r
+	a.repMu.Unlock()
+	select {
+	case a.repWake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) reportLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.repWake:
+		}
+		for {
+			a.repMu.Lock()
+			var r engine.Report
+			found := false
+			for _, p := range a.pending {
+				r, found = p, true
+				break
+			}
+			a.repMu.Unlock()
+			if !found {
+				break
+			}
+			rep := cluster.HierarchyReport{Epoch: r.Epoch, State: r.State, Resources: r.Resources, Error: r.Error, At: r.At}
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := a.submit(sctx, cluster.Command{Type: cluster.CmdReport, Node: a.cfg.Node, Hierarchy: r.Hierarchy, Report: &rep})
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				a.log.Debug("report state", "hierarchy", r.Hierarchy, "error", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			a.repMu.Lock()
+			if cur, ok := a.pending[r.Hierarchy]; ok && cur.At.Equal(r.At) && cur.State == r.State && cur.Epoch == r.Epoch {
+				delete(a.pending, r.Hierarchy)
+			}
+			a.repMu.Unlock()
+		}
+	}
+}
+
+// nodeViews is the leader's view of every node for placement.
+func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
+	members := a.c.Members()
+	th := a.c.Leases.Threshold()
+	out := map[string]placement.NodeView{}
+	for _, m := range a.c.MemberList() {
+		v := placement.NodeView{Name: m.Name, Witness: m.Witness, Ready: true}
+		ms := members[m.Name]
+		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping)
+		if n := s.Nodes[m.Name]; n != nil {
+			v.Gen, v.Revoked, v.Leaving = n.Gen, n.Revoked, n.Leaving
+		}
+		if ago, ok := a.c.Leases.LastGrant(m.Name, v.Gen); ok && ago < th {
+			v.LeaseFresh = true
+		}
+		out[m.Name] = v
+	}
+	return out
+}
+
+// leaderLoop runs placement while this node leads.
+func (a *Agent) leaderLoop(ctx context.Context) {
+	for {
+		if a.c.IsLeader() {
+			a.lead(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) lead(ctx context.Context) {
+	if err := a.c.Raft.Barrier(5 * time.Second).Error(); err != nil {
+		a.log.Warn("leader barrier", "error", err)
+		return
+	}
+	a.log.Info("leading the cluster: placement active")
+	a.events.Add(events.Event{Kind: "cluster", Action: "leader", Message: "became raft leader; placement active"})
+	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D() / 2)
+	defer tick.Stop()
+	for a.c.IsLeader() && ctx.Err() == nil {
+		fsmC := a.c.FSM.Changed()
+		memC := a.c.MemberChanged()
+		s := a.c.FSM.Copy()
+		for _, act := range placement.Decide(s, a.nodeViews(s)) {
+			a.carryOut(ctx, act)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-fsmC:
+		case <-memC:
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *Agent) carryOut(ctx context.Context, act placement.Action) {
+	var cmd cluster.Command
+	switch act.Kind {
+	case placement.ActFence:
+		a.startFence(ctx, act)
+		return
+	case placement.ActAssign:
+		cmd = cluster.Command{Type: cluster.CmdAssign, Hierarchy: act.Hierarchy, Node: act.Node, Gen: act.Gen, Epoch: act.Epoch, MarkFailed: act.MarkFailed, Reason: act.Reason}
+	case placement.ActMove:
+		cmd = cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: act.Hierarchy, To: act.To, Epoch: act.Epoch, Reason: act.Reason}
+	case placement.ActPurge:
+		cmd = cluster.Command{Type: cluster.CmdPurge, Hierarchy: act.Hierarchy, Epoch: act.Epoch}
+	default:
+		return
+	}
+	res, _, err := a.c.Apply(cmd, 5*time.Second)
+	if err != nil {
+		a.log.Warn("placement", "action", act.String(), "error", err)
+		return
+	}
+	if res.Changed {
+		a.log.Info("placement", "action", act.Kind, "hierarchy", act.Hierarchy, "target", act.Node+act.To, "reason", act.Reason, "epoch", act.Epoch+1)
+		a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String()})
+	}
+}
+
+// startFence runs one fence job per node generation: check that a majority
+// of voters no longer grant the node's lease, revoke it, wait for a binding
+// majority attestation that the lease ran out, then release its hierarchies.
+func (a *Agent) startFence(ctx context.Context, act placement.Action) {
+	key := fmt.Sprintf("%s/%d", act.Node, act.Gen)
+	a.fenceMu.Lock()
+	if a.fencing[key] {
+		a.fenceMu.Unlock()
+		return
+	}
+	a.fencing[key] = true
+	a.fenceMu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.fenceMu.Lock()
+			delete(a.fencing, key)
+			a.fenceMu.Unlock()
+		}()
+		if err := a.fence(ctx, act); err != nil {
+			a.log.Debug("fence", "peer", act.Node, "gen", act.Gen, "error", err)
+		}
+	}()
+}
+
+func (a *Agent) fence(ctx context.Context, act placement.Action) error {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// Non-binding check first: one broken link must not fence a node the
+	// rest of the cluster still hears from.
+	if ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, 0); !ok {
+		return fmt.Errorf("not fencing %s: %s", act.Node, strings.Join(why, "; "))
+	}
+	start := time.Now()
+	_, idx, err := a.c.Apply(cluster.Command{Type: cluster.CmdRevoke, Node: act.Node, Gen: act.Gen, Reason: act.Reason}, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("revoke %s generation %d: %w", act.Node, act.Gen, err)
+	}
+	for {
+		ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, idx)
+		if ok {
+			break
+		}
+		select {
+		case <-fctx.Done():
+			return fmt.Errorf("no majority attests that %s's lease ran out: %s", act.Node, strings.Join(why, "; "))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	res, _, err := a.c.Apply(cluster.Command{Type: cluster.CmdRelease, Node: act.Node, Gen: act.Gen, Reason: fmt.Sprintf("%s fenced: %s", act.Node, act.Reason)}, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("release hierarchies of %s: %w", act.Node, err)
+	}
+	msg := fmt.Sprintf("fenced %s (lease generation %d): %s; lease expiry attested by a majority in %s", act.Node, act.Gen, act.Reason, time.Since(start).Round(time.Millisecond))
+	a.log.Warn("fenced node", "peer", act.Node, "gen", act.Gen, "reason", act.Reason, "released", res.Changed)
+	a.events.Add(events.Event{Kind: "failover", Action: "fence", Message: msg})
+	return nil
+}
+
+// submit commits a command on the leader, forwarding when this node is a
+// follower, and retries while no leader is known.
+func (a *Agent) submit(ctx context.Context, cmd cluster.Command) (cluster.Result, error) {
+	if cmd.Time.IsZero() {
+		cmd.Time = time.Now().UTC()
+	}
+	for {
+		var res cluster.Result
+		var err error
+		if a.c.IsLeader() {
+			res, _, err = a.c.Apply(cmd, 5*time.Second)
+		} else if leader := a.c.Leader(); leader != "" {
+			res, err = a.rpc.forward(ctx, leader, cmd)
+		} else {
+			err = cluster.ErrNotLeader
+		}
+		if err == nil || !retryable(err) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("%s: no raft leader reachable (is a majority of nodes up?): %w", cmd.Type, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errRejected marks an error the leader returned for the command itself.
+type errRejected struct{ msg string }
+
+func (e errRejected) Error() string { return e.msg }
+
+func retryable(err error) bool {
+	var rej errRejected
+	return !errors.As(err, &rej) && !errors.Is(err, context.Canceled)
+}
+
+// Shutdown stops the node following the configured shutdown strategy.
+func (a *Agent) Shutdown(ctx context.Context) {
+	a.log.Info("shutting down", "strategy", a.cfg.ShutdownStrategy)
+	a.events.Add(events.Event{Kind: "cluster", Action: "shutdown", Message: "agent stopping, strategy " + a.cfg.ShutdownStrategy})
+	if !a.self.Witness {
+		a.handOver(ctx)
+	}
+	// Take whatever is still here out of service.
+	a.stopping = true
+	a.eng.Update(a.desired())
+	_ = a.eng.Wait(ctx, func(rs map[string]engine.Report) bool {
+		for _, r := range rs {
+			if r.State != engine.StateOffline && r.State != engine.StateFailed && r.State != engine.StateUnknown {
+				return false
+			}
+		}
+		return true
+	})
+	// Let the last reports reach the leader.
+	a.flushReports(ctx)
+	if err := a.c.TransferLeadership(); err != nil {
+		a.log.Debug("leadership transfer", "error", err)
+	}
+	a.cancel()
+	a.http.close()
+	a.wg.Wait()
+	a.eng.Close()
+	a.c.Shutdown()
+	a.events.Close()
+}
+
+func (a *Agent) flushReports(ctx context.Context) {
+	for i := 0; i < 40; i++ {
+		a.repMu.Lock()
+		n := len(a.pending)
+		a.repMu.Unlock()
+		if n == 0 || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// handOver moves (switchover strategy) or stops (stop strategy) every
+// hierarchy this node owns.
+func (a *Agent) handOver(ctx context.Context) {
+	owned := func() []string {
+		var hs []string
+		a.c.FSM.View(func(s *cluster.State) {
+			for n, as := range s.Assignments {
+				if as.Node == a.cfg.Node && as.Online {
+					hs = append(hs, n)
+				}
+			}
+		})
+		return hs
+	}
+	hs := owned()
+	if len(hs) == 0 {
+		return
+	}
+	if a.cfg.ShutdownStrategy == config.ShutdownStop {
+		for _, h := range hs {
+			_, err := a.submit(ctx, cluster.Command{Type: cluster.CmdSetOnline, Hierarchy: h, Online: false, Reason: a.cfg.Node + " shut down (shutdown_strategy stop)"})
+			if err != nil {
+				a.log.Error("stop hierarchy on shutdown", "hierarchy", h, "error", err)
+			}
+		}
+		return
+	}
+	if _, err := a.submit(ctx, cluster.Command{Type: cluster.CmdLeaving, Node: a.cfg.Node, Leaving: true}); err != nil {
+		a.log.Error("announce shutdown", "error", err)
+		return
+	}
+	// Wait until placement has moved everything it can move.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		left := 0
+		movable := false
+		a.c.FSM.View(func(s *cluster.State) {
+			for _, as := range s.Assignments {
+				if as.Node == a.cfg.Node && as.Online {
+					left++
+					if as.MoveTo != "" {
+						movable = true
+					}
+				}
+			}
+		})
+		if left == 0 {
+			a.log.Info("all hierarchies handed over")
+			return
+		}
+		if !movable && time.Since(deadline.Add(-60*time.Second)) > 3*time.Second {
+			a.log.Warn("no ready node can take the remaining hierarchies; taking them out of service", "count", left)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.c.FSM.Changed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

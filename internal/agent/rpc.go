@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+)
+
+// rpc carries agent-to-agent calls over the peers' TCP API, authenticated
+// with a token derived from the cluster key.
+type rpc struct {
+	a     *Agent
+	fast  map[string]*api.Client // lease traffic: short timeouts
+	slow  map[string]*api.Client // forwarding and fan-out
+	renew time.Duration
+}
+
+var _ cluster.LeaseTransport = (*rpc)(nil)
+
+func newRPC(a *Agent) *rpc {
+	r := &rpc{a: a, fast: map[string]*api.Client{}, slow: map[string]*api.Client{}, renew: a.cfg.Timing.RenewInterval.D()}
+	for _, n := range a.cfg.Cluster.Nodes {
+		// Addresses were validated with the config; errors cannot happen.
+		r.fast[n.Name], _ = api.NewClient(n.API, a.internalToken, a.cfg.Timing.Lease.D())
+		r.slow[n.Name], _ = api.NewClient(n.API, a.internalToken, 30*time.Second)
+	}
+	return r
+}
+
+func (r *rpc) Renew(ctx context.Context, peer string, req cluster.RenewRequest) (cluster.RenewResponse, error) {
+	var out cluster.RenewResponse
+	err := r.fast[peer].Do(ctx, "POST", "/v1/internal/lease/renew", req, &out)
+	return out, err
+}
+
+func (r *rpc) Attest(ctx context.Context, peer string, req cluster.AttestRequest) (cluster.AttestResponse, error) {
+	var out cluster.AttestResponse
+	err := r.fast[peer].Do(ctx, "POST", "/v1/internal/lease/attest", req, &out)
+	return out, err
+}
+
+// applyAnswer is the leader's answer to a forwarded command.
+type applyAnswer struct {
+	Changed bool   `json:"changed"`
+	Gen     uint64 `json:"gen,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// NotLeader: the peer is no longer the leader; retry.
+	NotLeader bool `json:"not_leader,omitempty"`
+}
+
+// forward sends a command to the leader.
+func (r *rpc) forward(ctx context.Context, leader string, cmd cluster.Command) (cluster.Result, error) {
+	c, ok := r.slow[leader]
+	if !ok {
+		return cluster.Result{}, fmt.Errorf("leader %q is not in the configured membership", leader)
+	}
+	var ans applyAnswer
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Do(fctx, "POST", "/v1/internal/apply", cmd, &ans); err != nil {
+		return cluster.Result{}, fmt.Errorf("forward %s to leader %s: %w", cmd.Type, leader, err)
+	}
+	if ans.NotLeader {
+		return cluster.Result{}, cluster.ErrNotLeader
+	}
+	if ans.Error != "" {
+		return cluster.Result{}, errRejected{ans.Error}
+	}
+	return cluster.Result{Changed: ans.Changed, Gen: ans.Gen}, nil
+}
+
+// handleInternalApply commits a forwarded command if this node leads.
+func (a *Agent) handleInternalApply(cmd cluster.Command) applyAnswer {
+	if !a.c.IsLeader() {
+		return applyAnswer{NotLeader: true}
+	}
+	res, _, err := a.c.Apply(cmd, 5*time.Second)
+	if err == cluster.ErrNotLeader {
+		return applyAnswer{NotLeader: true}
+	}
+	if err != nil {
+		return applyAnswer{Error: err.Error()}
+	}
+	return applyAnswer{Changed: res.Changed, Gen: res.Gen}
+}
+
+// parseCursors reads "node:seq,node:seq".
+func parseCursors(s string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, part := range strings.Split(s, ",") {
+		n, v, ok := strings.Cut(part, ":")
+		if !ok {
+			continue
+		}
+		var seq uint64
+		if _, err := fmt.Sscan(v, &seq); err == nil {
+			out[n] = seq
+		}
+	}
+	return out
+}
+
+func encodeJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

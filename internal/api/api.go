@@ -1,0 +1,225 @@
+// Package api holds the agent's HTTP API types and the client used by the
+// CLI and by agents talking to each other. The API is JSON over HTTP, served
+// on a root-only Unix socket for local use and on TCP with a bearer token for
+// remote use.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// DefaultSocket is where the CLI looks when neither --addr nor LIFEBOAT_ADDR is set.
+const DefaultSocket = "/run/lifeboat/lifeboat.sock"
+
+// Status is the answer to GET /v1/status.
+type Status struct {
+	Node        string            `json:"node"`
+	Leader      string            `json:"leader"`
+	Index       uint64            `json:"index"`
+	Nodes       []NodeStatus      `json:"nodes"`
+	Hierarchies []HierarchyStatus `json:"hierarchies"`
+}
+
+// NodeStatus is one node in Status.
+type NodeStatus struct {
+	Name    string `json:"name"`
+	State   string `json:"state"` // alive, suspect, failed, left, unknown
+	Leader  bool   `json:"leader"`
+	Witness bool   `json:"witness,omitempty"`
+	Version string `json:"version,omitempty"`
+	Gen     uint64 `json:"gen"`
+	Fenced  bool   `json:"fenced,omitempty"`
+	Leaving bool   `json:"leaving,omitempty"`
+	// Lease is the answering node's view: "held", "expired" (for itself) or
+	// the age of the last renewal it granted.
+	Lease string `json:"lease,omitempty"`
+}
+
+// HierarchyStatus is one hierarchy in Status.
+type HierarchyStatus struct {
+	Name       string   `json:"name"`
+	Owner      string   `json:"owner"`
+	State      string   `json:"state"` // the owner's report: online, restoring, failed, ...; "stopped" when out of service by request
+	Epoch      uint64   `json:"epoch"`
+	Online     bool     `json:"online"`
+	MoveTo     string   `json:"move_to,omitempty"`
+	Failed     []string `json:"failed_on,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	Since      string   `json:"since,omitempty"`
+	Nodes      []string `json:"nodes"`
+	Switchback string   `json:"switchback"`
+	// Resources: node -> resource -> state, as each node last reported.
+	Resources map[string]map[string]string `json:"resources,omitempty"`
+	Errors    map[string]string            `json:"errors,omitempty"`
+}
+
+// ApplyRequest is the body of POST /v1/apply.
+type ApplyRequest struct {
+	Hierarchies []spec.Hierarchy `json:"hierarchies"`
+}
+
+// ApplyResponse lists what changed.
+type ApplyResponse struct {
+	Created   []string `json:"created,omitempty"`
+	Updated   []string `json:"updated,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
+}
+
+// MoveRequest is the body of POST /v1/hierarchies/{name}/switchover.
+type MoveRequest struct {
+	To      string        `json:"to"`
+	Timeout spec.Duration `json:"timeout,omitempty"`
+	Force   bool          `json:"force,omitempty"`
+}
+
+// ActionRequest is the body of start, stop and delete.
+type ActionRequest struct {
+	Timeout spec.Duration `json:"timeout,omitempty"`
+	NoWait  bool          `json:"no_wait,omitempty"`
+}
+
+// Outcome is the answer to switchover, start, stop and delete.
+type Outcome struct {
+	Hierarchy string `json:"hierarchy"`
+	Owner     string `json:"owner,omitempty"`
+	State     string `json:"state"`
+	Epoch     uint64 `json:"epoch"`
+	Duration  string `json:"duration"`
+	Message   string `json:"message,omitempty"`
+}
+
+// EventsResponse is the answer to GET /v1/events.
+type EventsResponse struct {
+	Events []events.Event `json:"events"`
+	// Cursors: node -> last sequence number returned; pass back as
+	// ?cursor=node:seq,... to get only newer events.
+	Cursors map[string]uint64 `json:"cursors"`
+	// Unreachable lists nodes whose history could not be read.
+	Unreachable map[string]string `json:"unreachable,omitempty"`
+}
+
+// Version is the answer to GET /v1/version.
+type Version struct {
+	Node    string `json:"node"`
+	Version string `json:"version"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Client talks to one agent.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient makes a client for addr: a Unix socket path ("/run/x.sock" or
+// "unix:///run/x.sock") or a TCP address ("http://10.0.0.1:7100" or
+// "10.0.0.1:7100"). token is sent as a bearer token (TCP only needs it).
+func NewClient(addr, token string, timeout time.Duration) (*Client, error) {
+	c := &Client{token: token}
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+	switch {
+	case strings.HasPrefix(addr, "unix://") || strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./"):
+		path := strings.TrimPrefix(addr, "unix://")
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		c.base = "http://lifeboat"
+	case strings.HasPrefix(addr, "http://"):
+		c.base = strings.TrimSuffix(addr, "/")
+	case strings.HasPrefix(addr, "https://"):
+		return nil, fmt.Errorf("address %q: https is not supported yet; use http:// with a token on a trusted network, or the Unix socket", addr)
+	case addr == "":
+		return nil, errors.New("no agent address: use --addr or LIFEBOAT_ADDR (a Unix socket path or host:port)")
+	default:
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("agent address %q is neither a socket path nor host:port", addr)
+		}
+		c.base = "http://" + addr
+	}
+	c.hc = &http.Client{Transport: tr, Timeout: timeout}
+	return c, nil
+}
+
+// Base returns the address the client talks to, for messages.
+func (c *Client) Base() string { return c.base }
+
+// Do sends a request with an optional JSON body and decodes a JSON answer
+// into out (when non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("build request %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("connect to agent at %s: permission denied (the local socket is root-only: run as root)", c.base)
+		}
+		return fmt.Errorf("connect to agent at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return &StatusError{Code: resp.StatusCode, Msg: e.Error}
+		}
+		return &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(data))}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string {
+	if e.Code == http.StatusUnauthorized {
+		return "agent refused the request: " + e.Msg + " (set LIFEBOAT_TOKEN or --token for TCP access)"
+	}
+	return e.Msg
+}

@@ -1,0 +1,417 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Member is one entry of the static cluster membership.
+type Member struct {
+	Name    string
+	Witness bool
+	Raft    string
+	Gossip  string
+	API     string
+}
+
+// Timing holds the failure-detection and lease timers.
+type Timing struct {
+	Lease         time.Duration
+	Renew         time.Duration
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
+	RaftHeartbeat time.Duration
+	RaftElection  time.Duration
+}
+
+// Config wires a cluster node.
+type Config struct {
+	Node      string
+	DataDir   string
+	Members   []Member
+	Key       []byte
+	Version   string
+	Timing    Timing
+	Logger    *slog.Logger
+	Transport LeaseTransport
+	// Rejoin commits a join for this node (through the leader).
+	Rejoin func(ctx context.Context) (uint64, error)
+}
+
+// Meta is what each node gossips about itself.
+type Meta struct {
+	API     string `json:"api"`
+	Version string `json:"version"`
+	Witness bool   `json:"witness,omitempty"`
+}
+
+// MemberStatus is the failure detector's view of a node.
+type MemberStatus struct {
+	Name    string `json:"name"`
+	State   string `json:"state"` // alive, suspect, failed, left, unknown
+	Version string `json:"version,omitempty"`
+	Witness bool   `json:"witness,omitempty"`
+	Addr    string `json:"addr,omitempty"`
+}
+
+// Cluster is this node's membership in the cluster.
+type Cluster struct {
+	cfg    Config
+	FSM    *FSM
+	Raft   *raft.Raft
+	Leases *Leases
+	ml     *memberlist.Memberlist
+	store  *raftboltdb.BoltStore
+	trans  *raft.NetworkTransport
+
+	mu      sync.Mutex
+	waiters []chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// Start opens the durable raft store, starts raft, memberlist and the lease
+// service. A node with no raft state bootstraps with the configured
+// membership (all nodes may do so: the configuration is identical).
+func Start(cfg Config) (c *Cluster, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	}
+	var self *Member
+	for i := range cfg.Members {
+		if cfg.Members[i].Name == cfg.Node {
+			self = &cfg.Members[i]
+		}
+	}
+	if self == nil {
+		return nil, fmt.Errorf("node %q is not in the cluster membership", cfg.Node)
+	}
+	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			c.closeParts()
+		}
+	}()
+
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{cfg.Logger, "raft"}})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Node)
+	rc.HeartbeatTimeout = cfg.Timing.RaftHeartbeat
+	rc.ElectionTimeout = cfg.Timing.RaftElection
+	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat / 2
+	rc.CommitTimeout = 10 * time.Millisecond
+	rc.SnapshotThreshold = 2048
+	rc.TrailingLogs = 4096
+	rc.Logger = hl
+
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	c.store, err = raftboltdb.New(raftboltdb.Options{Path: path})
+	if err != nil {
+		return nil, fmt.Errorf("open raft store %s: %w", path, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hl)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", self.Raft)
+	if err != nil {
+		return nil, fmt.Errorf("raft address %s: %w", self.Raft, err)
+	}
+	c.trans, err = raft.NewTCPTransportWithLogger(self.Raft, addr, 3, 2*time.Second, hl)
+	if err != nil {
+		return nil, fmt.Errorf("listen for raft on %s: %w", self.Raft, err)
+	}
+	has, err := raft.HasExistingState(c.store, c.store, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+	}
+	if !has {
+		var servers []raft.Server
+		for _, m := range cfg.Members {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Raft)})
+		}
+		if err := raft.BootstrapCluster(rc, c.store, c.store, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
+			return nil, fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	c.Raft, err = raft.NewRaft(rc, c.FSM, c.store, c.store, snaps, c.trans)
+	if err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+
+	var voters []string
+	for _, m := range cfg.Members {
+		voters = append(voters, m.Name)
+	}
+	c.Leases = NewLeases(LeaseConfig{
+		Node: cfg.Node, Voters: voters, Lease: cfg.Timing.Lease, Renew: cfg.Timing.Renew,
+		Holder: !self.Witness, FSM: c.FSM, Transport: cfg.Transport, Logger: cfg.Logger, Rejoin: cfg.Rejoin,
+	})
+
+	if err := c.startMemberlist(self); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go func() {
+		defer close(c.done)
+		c.Leases.Run(ctx)
+		<-ctx.Done()
+	}()
+	go c.joinLoop(ctx)
+	return c, nil
+}
+
+func (c *Cluster) startMemberlist(self *Member) error {
+	host, portS, err := net.SplitHostPort(self.Gossip)
+	if err != nil {
+		return fmt.Errorf("gossip address %s: %w", self.Gossip, err)
+	}
+	port, _ := strconv.Atoi(portS)
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.Node
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.ProbeInterval = c.cfg.Timing.ProbeInterval
+	mc.ProbeTimeout = c.cfg.Timing.ProbeTimeout
+	mc.SuspicionMult = c.cfg.Timing.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 50 * time.Millisecond
+	mc.GossipToTheDeadTime = 5 * time.Second
+	mc.PushPullInterval = 15 * time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.IndirectChecks = 3
+	mc.SecretKey = c.cfg.Key
+	mc.Logger = log.New(slogWriter{c.cfg.Logger, "memberlist"}, "", 0)
+	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness})
+	mc.Delegate = metaDelegate(meta)
+	mc.Events = &eventDelegate{c: c}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start failure detection on %s: %w", self.Gossip, err)
+	}
+	c.ml = ml
+	return nil
+}
+
+// joinLoop joins the other members until every one has been seen once.
+func (c *Cluster) joinLoop(ctx context.Context) {
+	var others []string
+	for _, m := range c.cfg.Members {
+		if m.Name != c.cfg.Node {
+			others = append(others, m.Gossip)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	for {
+		n, _ := c.ml.Join(others)
+		if n > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Members returns the failure detector's view of every configured node.
+func (c *Cluster) Members() map[string]MemberStatus {
+	out := map[string]MemberStatus{}
+	for _, m := range c.cfg.Members {
+		out[m.Name] = MemberStatus{Name: m.Name, State: "unknown", Witness: m.Witness}
+	}
+	if c.ml == nil {
+		return out
+	}
+	for _, n := range c.ml.Members() {
+		st := MemberStatus{Name: n.Name, Addr: n.Address()}
+		switch n.State {
+		case memberlist.StateAlive:
+			st.State = "alive"
+		case memberlist.StateSuspect:
+			st.State = "suspect"
+		case memberlist.StateDead:
+			st.State = "failed"
+		case memberlist.StateLeft:
+			st.State = "left"
+		}
+		var meta Meta
+		if json.Unmarshal(n.Meta, &meta) == nil {
+			st.Version, st.Witness = meta.Version, meta.Witness
+		}
+		if _, ok := out[n.Name]; ok {
+			out[n.Name] = st
+		}
+	}
+	return out
+}
+
+// MemberChanged returns a channel closed at the next membership change.
+func (c *Cluster) MemberChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan struct{})
+	c.waiters = append(c.waiters, ch)
+	return ch
+}
+
+func (c *Cluster) memberNotify() {
+	c.mu.Lock()
+	ws := c.waiters
+	c.waiters = nil
+	c.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+// Member returns the configured member by name.
+func (c *Cluster) Member(name string) (Member, bool) {
+	for _, m := range c.cfg.Members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// MemberList returns the configured membership.
+func (c *Cluster) MemberList() []Member { return c.cfg.Members }
+
+// IsLeader reports whether this node is the raft leader.
+func (c *Cluster) IsLeader() bool { return c.Raft.State() == raft.Leader }
+
+// Leader returns the current leader's name ("" when none is known).
+func (c *Cluster) Leader() string {
+	_, id := c.Raft.LeaderWithID()
+	return string(id)
+}
+
+// ErrNotLeader is returned by Apply on a follower.
+var ErrNotLeader = errors.New("not the raft leader")
+
+// Apply commits a command; only on the leader.
+func (c *Cluster) Apply(cmd Command, timeout time.Duration) (Result, uint64, error) {
+	if cmd.Time.IsZero() {
+		cmd.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return Result{}, 0, fmt.Errorf("encode %s command: %w", cmd.Type, err)
+	}
+	f := c.Raft.Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return Result{}, 0, ErrNotLeader
+		}
+		return Result{}, 0, fmt.Errorf("commit %s command: %w", cmd.Type, err)
+	}
+	res, _ := f.Response().(Result)
+	return res, f.Index(), res.Err
+}
+
+// TransferLeadership hands leadership to another voter, if this node leads.
+func (c *Cluster) TransferLeadership() error {
+	if !c.IsLeader() {
+		return nil
+	}
+	return c.Raft.LeadershipTransfer().Error()
+}
+
+// Shutdown leaves the gossip ring and stops raft.
+func (c *Cluster) Shutdown() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+	if c.ml != nil {
+		_ = c.ml.Leave(500 * time.Millisecond)
+	}
+	c.closeParts()
+}
+
+func (c *Cluster) closeParts() {
+	if c.ml != nil {
+		_ = c.ml.Shutdown()
+	}
+	if c.Raft != nil {
+		_ = c.Raft.Shutdown().Error()
+	}
+	if c.trans != nil {
+		_ = c.trans.Close()
+	}
+	if c.store != nil {
+		_ = c.store.Close()
+	}
+}
+
+type metaDelegate []byte
+
+func (m metaDelegate) NodeMeta(limit int) []byte {
+	if len(m) > limit {
+		return nil
+	}
+	return m
+}
+func (metaDelegate) NotifyMsg([]byte)                           {}
+func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (metaDelegate) LocalState(join bool) []byte                { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type eventDelegate struct{ c *Cluster }
+
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
+	e.c.cfg.Logger.Info("node alive", "peer", n.Name)
+	e.c.memberNotify()
+}
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
+	e.c.cfg.Logger.Warn("node failed or left", "peer", n.Name)
+	e.c.memberNotify()
+}
+func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.c.memberNotify() }
+
+// slogWriter forwards the text loggers of raft and memberlist into slog,
+// dropping their debug chatter unless debug logging is on.
+type slogWriter struct {
+	l   *slog.Logger
+	sub string
+}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	level := slog.LevelInfo
+	switch {
+	case bytes.Contains(p, []byte("[DEBUG]")), bytes.Contains(p, []byte("[TRACE]")):
+		level = slog.LevelDebug
+	case bytes.Contains(p, []byte("[WARN]")):
+		level = slog.LevelWarn
+	case bytes.Contains(p, []byte("[ERR")):
+		level = slog.LevelError
+	}
+	w.l.Log(context.Background(), level, line, "component", w.sub)
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,123 @@
+// Package cluster owns the replicated cluster state and the machinery that
+// keeps it: the raft finite-state machine (typed commands, one apply function
+// each, no clock reads and no cloud calls inside Apply), the raft and
+// memberlist wiring, and the quorum leases that fence a node which can no
+// longer prove it is part of the majority.
+package cluster
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Assignment says where a hierarchy should be in service.
+type Assignment struct {
+	Hierarchy string `json:"hierarchy"`
+	// Node is the owner; "" when unassigned.
+	Node string `json:"node,omitempty"`
+	// Gen is the owner's lease generation when it was assigned: the owner
+	// holds the hierarchy only while its lease is of this generation.
+	Gen uint64 `json:"gen,omitempty"`
+	// Epoch rises with every change of the assignment.
+	Epoch uint64 `json:"epoch"`
+	// Online is the operator's wish (start/stop).
+	Online bool `json:"online"`
+	// MoveTo, when set, asks the owner to take the hierarchy out of service
+	// so that it can be restored on MoveTo (a planned switchover).
+	MoveTo string `json:"move_to,omitempty"`
+	// Failed lists the nodes where the hierarchy failed; placement skips
+	// them until an operator starts or switches the hierarchy over.
+	Failed []string `json:"failed,omitempty"`
+	// Deleting: take out of service, then forget.
+	Deleting bool   `json:"deleting,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Since is the leader's wall clock when the assignment last changed
+	// (carried in the command, not read in Apply).
+	Since time.Time `json:"since"`
+}
+
+// FailedOn reports whether the hierarchy failed on node.
+func (a *Assignment) FailedOn(node string) bool {
+	for _, n := range a.Failed {
+		if n == node {
+			return true
+		}
+	}
+	return false
+}
+
+// HierarchyReport is a node's account of one hierarchy.
+type HierarchyReport struct {
+	Epoch     uint64            `json:"epoch"`
+	State     string            `json:"state"`
+	Resources map[string]string `json:"resources,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	At        time.Time         `json:"at"`
+}
+
+// NodeState is what the cluster knows of a node.
+type NodeState struct {
+	Name string `json:"name"`
+	// Gen is the node's current lease generation; a node starts a new one
+	// when it joins and after it has been fenced.
+	Gen     uint64 `json:"gen"`
+	Revoked bool   `json:"revoked,omitempty"`
+	// Leaving: the node is shutting down with the switchover strategy.
+	Leaving bool                       `json:"leaving,omitempty"`
+	Version string                     `json:"version,omitempty"`
+	Reports map[string]HierarchyReport `json:"reports,omitempty"`
+}
+
+// State is the whole replicated state.
+type State struct {
+	Hierarchies map[string]spec.Hierarchy `json:"hierarchies"`
+	Assignments map[string]*Assignment    `json:"assignments"`
+	Nodes       map[string]*NodeState     `json:"nodes"`
+	// Index is the raft index of the last applied command.
+	Index uint64 `json:"index"`
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{Hierarchies: map[string]spec.Hierarchy{}, Assignments: map[string]*Assignment{}, Nodes: map[string]*NodeState{}}
+}
+
+// Clone deep-copies the state (through JSON: the state is small and this
+// keeps every nested map safe to hand out).
+func (s *State) Clone() *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	c := NewState()
+	if err := json.Unmarshal(b, c); err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// HierarchyNames returns the hierarchy names in order.
+func (s *State) HierarchyNames() []string {
+	var ns []string
+	for n := range s.Hierarchies {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+// Report returns node's report on hierarchy h for epoch, if any.
+func (s *State) Report(node, h string, epoch uint64) (HierarchyReport, bool) {
+	n := s.Nodes[node]
+	if n == nil {
+		return HierarchyReport{}, false
+	}
+	r, ok := n.Reports[h]
+	if !ok || r.Epoch != epoch {
+		return HierarchyReport{}, false
+	}
+	return r, true
+}

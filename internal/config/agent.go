@@ -1,0 +1,410 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Values of Agent.ShutdownStrategy (what the agent does with its
+// hierarchies when it stops) and Agent.QuorumLossAction (what it does with
+// them when it can no longer renew its lease); the first of each is the
+// default.
+const (
+	ShutdownSwitchover = "switchover"
+	ShutdownStop       = "stop"
+	QuorumLossRemove   = "remove"
+	QuorumLossKeep     = "keep"
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path is
+// 108 bytes, NUL included).
+const maxSocketPath = 107
+
+const keyHint = "generate one with: head -c 32 /dev/urandom | base64"
+
+var hostnameRe = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$`)
+
+// Agent is the agent config file.
+type Agent struct {
+	// Node is this node's name: one of Cluster.Nodes.
+	Node string `yaml:"node"`
+	// DataDir holds the node's state. Relative paths are resolved against
+	// the config file's directory.
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `yaml:"log_level"`
+	// ShutdownStrategy is ShutdownSwitchover (default) or ShutdownStop.
+	ShutdownStrategy string `yaml:"shutdown_strategy"`
+	// QuorumLossAction is QuorumLossRemove (default) or QuorumLossKeep.
+	QuorumLossAction string  `yaml:"quorum_loss_action"`
+	API              API     `yaml:"api"`
+	Cluster          Cluster `yaml:"cluster"`
+	Timing           Timing  `yaml:"timing"`
+
+	key []byte // read from Cluster.KeyFile by LoadAgent
+}
+
+// API configures the local and remote API.
+type API struct {
+	// Socket is the local unix socket; default DataDir/lifeboat.sock.
+	Socket string `yaml:"socket"`
+	// TokenFile optionally holds the bearer token for remote TCP API access;
+	// when unset a token derived from the cluster key is used.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Cluster is the membership and its shared secret.
+type Cluster struct {
+	// Key is the base64 of a 16, 24 or 32 byte key (the memberlist AES key).
+	// Exactly one of Key and KeyFile is set.
+	Key string `yaml:"key"`
+	// KeyFile holds that base64 key; LoadAgent reads it.
+	KeyFile string `yaml:"key_file"`
+	// Nodes lists every member, this node included.
+	Nodes []Node `yaml:"nodes"`
+}
+
+// Node is one cluster member.
+type Node struct {
+	Name string `yaml:"name"`
+	// Witness nodes vote but never run resources.
+	Witness bool `yaml:"witness"`
+	// Raft, Gossip and API are host:port addresses the other nodes can
+	// reach. API serves the TCP API and the internal RPC.
+	Raft   string `yaml:"raft"`
+	Gossip string `yaml:"gossip"`
+	API    string `yaml:"api"`
+}
+
+// Timing tunes the lease, failure detection (memberlist) and raft. Zero
+// means the default (see DefaultTiming). RenewInterval must be under a third
+// of Lease, ProbeTimeout under ProbeInterval and RaftElection at least
+// RaftHeartbeat.
+type Timing struct {
+	Lease         spec.Duration `yaml:"lease"`
+	RenewInterval spec.Duration `yaml:"renew_interval"`
+	ProbeInterval spec.Duration `yaml:"probe_interval"`
+	ProbeTimeout  spec.Duration `yaml:"probe_timeout"`
+	SuspicionMult int           `yaml:"suspicion_mult"`
+	RaftHeartbeat spec.Duration `yaml:"raft_heartbeat"`
+	RaftElection  spec.Duration `yaml:"raft_election"`
+}
+
+// DefaultSuspicionMult is the default Timing.SuspicionMult.
+const DefaultSuspicionMult = 2
+
+type durationField struct {
+	name string
+	d    *spec.Duration
+	def  time.Duration
+}
+
+func (t *Timing) durations() []durationField {
+	ms := time.Millisecond
+	return []durationField{
+		{"lease", &t.Lease, 600 * ms},
+		{"renew_interval", &t.RenewInterval, 100 * ms},
+		{"probe_interval", &t.ProbeInterval, 150 * ms},
+		{"probe_timeout", &t.ProbeTimeout, 100 * ms},
+		{"raft_heartbeat", &t.RaftHeartbeat, 300 * ms},
+		{"raft_election", &t.RaftElection, 300 * ms},
+	}
+}
+
+// DefaultTiming returns the timing used for every field left unset.
+func DefaultTiming() Timing {
+	var t Timing
+	for _, f := range t.durations() {
+		*f.d = spec.Duration(f.def)
+	}
+	t.SuspicionMult = DefaultSuspicionMult
+	return t
+}
+
+// LoadAgent reads, parses and validates the agent config file at path and
+// reads the cluster key file it names.
+func LoadAgent(path string) (*Agent, error) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Errors{List: []Error{{File: path, Message: fmt.Sprintf("cannot read the agent config: %v (check the path and its permissions)", err)}}}
+	}
+	w := newWalker(path)
+	a := parseAgent(w, data)
+	if a != nil && a.Cluster.KeyFile != "" && a.Cluster.Key == "" && !w.bad["cluster.key_file"] {
+		b, err := os.ReadFile(a.Cluster.KeyFile)
+		if err == nil {
+			a.key, err = decodeKey(string(b))
+			if err != nil {
+				err = fmt.Errorf("key file %s %v", a.Cluster.KeyFile, err)
+			}
+		} else {
+			err = fmt.Errorf("cannot read the key file: %v (create it with: head -c 32 /dev/urandom | base64 > %s)", err, a.Cluster.KeyFile)
+		}
+		if err != nil {
+			w.problem("cluster.key_file", err.Error())
+		}
+	}
+	if err := w.result(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// ParseAgent parses and validates an agent config. name is the file name
+// used in errors and to resolve relative paths. It does no I/O: a key_file
+// is resolved but not read, so KeyBytes returns nil for it (use LoadAgent).
+func ParseAgent(name string, data []byte) (*Agent, error) {
+	w := newWalker(name)
+	a := parseAgent(w, data)
+	if err := w.result(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// parseAgent records every problem in w; it returns nil only when the file
+// could not be decoded at all.
+func parseAgent(w *walker, data []byte) *Agent {
+	a := &Agent{}
+	if root := w.document(data); root == nil && len(w.errs) > 0 || root != nil && !w.decode(root, a) {
+		return nil
+	}
+	// An explicit zero would silently become the default: reject it.
+	set := func(p string) bool { _, ok := w.pos[p]; return ok && !w.nulls[p] && !w.bad[p] }
+	for _, f := range a.Timing.durations() {
+		if p := "timing." + f.name; set(p) && *f.d == 0 {
+			w.problem(p, fmt.Sprintf("must be greater than 0 (leave it out for the default %v)", f.def))
+			w.bad[p] = true
+		}
+	}
+	if set("timing.suspicion_mult") && a.Timing.SuspicionMult == 0 {
+		w.problem("timing.suspicion_mult", "must be 1 or more")
+	}
+	dir := filepath.Dir(w.file)
+	for _, p := range []*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	a.applyDefaults()
+	for _, p := range a.Validate() {
+		if !w.mentionsBad(p.Message) {
+			w.problem(p.Field, p.Message)
+		}
+	}
+	return a
+}
+
+// applyDefaults fills every unset field with its default.
+func (a *Agent) applyDefaults() {
+	if a.LogLevel == "" {
+		a.LogLevel = "info"
+	}
+	if a.ShutdownStrategy == "" {
+		a.ShutdownStrategy = ShutdownSwitchover
+	}
+	if a.QuorumLossAction == "" {
+		a.QuorumLossAction = QuorumLossRemove
+	}
+	if a.API.Socket == "" && a.DataDir != "" {
+		a.API.Socket = filepath.Join(a.DataDir, "lifeboat.sock")
+	}
+	for _, f := range a.Timing.durations() {
+		if *f.d == 0 {
+			*f.d = spec.Duration(f.def)
+		}
+	}
+	if a.Timing.SuspicionMult == 0 {
+		a.Timing.SuspicionMult = DefaultSuspicionMult
+	}
+}
+
+// Self returns this node's entry in Cluster.Nodes (the zero Node if absent).
+func (a *Agent) Self() Node {
+	for _, n := range a.Cluster.Nodes {
+		if n.Name == a.Node {
+			return n
+		}
+	}
+	return Node{}
+}
+
+// KeyBytes returns the decoded cluster key: Cluster.Key, or the content of
+// Cluster.KeyFile as read by LoadAgent. It is nil when neither is available.
+func (a *Agent) KeyBytes() []byte {
+	if a.Cluster.Key != "" {
+		b, _ := decodeKey(a.Cluster.Key)
+		return b
+	}
+	return append([]byte(nil), a.key...)
+}
+
+// decodeKey decodes a base64 memberlist key. Errors never quote the key.
+func decodeKey(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("is not valid base64 (%s)", keyHint)
+	}
+	switch len(b) {
+	case 16, 24, 32:
+		return b, nil
+	}
+	return nil, fmt.Errorf("decodes to %d bytes but the key must be 16, 24 or 32 bytes (%s)", len(b), keyHint)
+}
+
+// Validate reports every problem with a (defaults applied) agent config.
+func (a *Agent) Validate() []spec.Problem {
+	var ps []spec.Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, spec.Problem{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	var names []string
+	for _, n := range a.Cluster.Nodes {
+		names = append(names, n.Name)
+	}
+	switch {
+	case a.Node == "":
+		add("node", "required: this node's name, one of cluster.nodes")
+	case !spec.ValidName(a.Node):
+		add("node", "%q is not a valid name (letters, digits, '-', '_', '.', 1-63 characters)", a.Node)
+	case len(names) > 0 && a.Self().Name != a.Node:
+		add("node", "%q is not in cluster.nodes (add it there or use one of: %s)", a.Node, strings.Join(names, ", "))
+	}
+	if a.DataDir == "" {
+		add("data_dir", "required: the directory for this node's state (for example /var/lib/lifeboat)")
+	}
+	switch a.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level", "%q is not a log level (use debug, info, warn or error)", a.LogLevel)
+	}
+	if a.ShutdownStrategy != ShutdownSwitchover && a.ShutdownStrategy != ShutdownStop {
+		add("shutdown_strategy", "%q is not a shutdown strategy (use %s or %s)", a.ShutdownStrategy, ShutdownSwitchover, ShutdownStop)
+	}
+	if a.QuorumLossAction != QuorumLossRemove && a.QuorumLossAction != QuorumLossKeep {
+		add("quorum_loss_action", "%q is not a quorum loss action (use %s or %s)", a.QuorumLossAction, QuorumLossRemove, QuorumLossKeep)
+	}
+	if len(a.API.Socket) > maxSocketPath {
+		add("api.socket", "%q is %d bytes but a unix socket path may have at most %d: set api.socket to a shorter path", a.API.Socket, len(a.API.Socket), maxSocketPath)
+	}
+	switch {
+	case a.Cluster.Key == "" && a.Cluster.KeyFile == "":
+		add("cluster.key", "required: set cluster.key or cluster.key_file to the cluster's shared base64 key (%s)", keyHint)
+	case a.Cluster.Key != "" && a.Cluster.KeyFile != "":
+		add("cluster.key_file", "set either cluster.key or cluster.key_file, not both")
+	case a.Cluster.Key != "":
+		if _, err := decodeKey(a.Cluster.Key); err != nil {
+			add("cluster.key", "%v", err)
+		}
+	}
+	a.validateNodes(add)
+	a.validateTiming(add)
+	return ps
+}
+
+func (a *Agent) validateNodes(add func(field, format string, args ...any)) {
+	nodes := a.Cluster.Nodes
+	if len(nodes) == 0 {
+		add("cluster.nodes", "at least one node is required: list every member with its name, raft, gossip and api addresses")
+		return
+	}
+	byName := map[string]int{}
+	addrs := map[string]string{}
+	voters, witnesses := 0, 0
+	for i, n := range nodes {
+		f := fmt.Sprintf("cluster.nodes[%d]", i)
+		if j, dup := byName[n.Name]; dup {
+			add(f+".name", "node name %q is used twice (also cluster.nodes[%d]): names must be unique", n.Name, j)
+		} else if n.Name == "" {
+			add(f+".name", "required: the node's name (letters, digits, '-', '_', '.')")
+		} else if !spec.ValidName(n.Name) {
+			add(f+".name", "%q is not a valid name (letters, digits, '-', '_', '.', 1-63 characters)", n.Name)
+		} else {
+			byName[n.Name] = i
+		}
+		for _, ad := range []struct{ field, val, example string }{
+			{"raft", n.Raft, "10.0.0.2:7101"}, {"gossip", n.Gossip, "10.0.0.2:7102"}, {"api", n.API, "10.0.0.2:7103"},
+		} {
+			key, err := checkHostPort(ad.val, ad.example)
+			if err != nil {
+				add(f+"."+ad.field, "%v", err)
+			} else if prev, dup := addrs[key]; dup {
+				add(f+"."+ad.field, "%s is already used by %s: every address must be unique", ad.val, prev)
+			} else {
+				addrs[key] = f + "." + ad.field
+			}
+		}
+		if n.Witness {
+			witnesses++
+		} else {
+			voters++
+		}
+	}
+	switch {
+	case voters == 0:
+		add("cluster.nodes", "every node is a witness: at least one node must run resources (witness: false)")
+	case voters == 2 && witnesses == 0:
+		add("cluster.nodes", "two nodes need a third voter: add a node with witness: true")
+	}
+}
+
+func (a *Agent) validateTiming(add func(field, format string, args ...any)) {
+	t := &a.Timing
+	for _, f := range t.durations() {
+		if *f.d <= 0 {
+			add("timing."+f.name, "must be greater than 0 (default %v)", f.def)
+		}
+	}
+	if t.Lease > 0 && t.RenewInterval > 0 && t.RenewInterval >= t.Lease/3 {
+		add("timing.renew_interval", "%v must be less than a third of timing.lease (%v) so that a missed renewal does not lose the lease: lower renew_interval or raise lease", t.RenewInterval, t.Lease)
+	}
+	if t.ProbeTimeout > 0 && t.ProbeTimeout >= t.ProbeInterval {
+		add("timing.probe_timeout", "%v must be less than timing.probe_interval (%v): lower probe_timeout or raise probe_interval", t.ProbeTimeout, t.ProbeInterval)
+	}
+	if t.SuspicionMult < 1 {
+		add("timing.suspicion_mult", "must be 1 or more (default %d)", DefaultSuspicionMult)
+	}
+	if t.RaftHeartbeat > 0 && t.RaftHeartbeat.D() < 5*time.Millisecond {
+		add("timing.raft_heartbeat", "%v is too short: raft needs at least 5ms", t.RaftHeartbeat)
+	}
+	if t.RaftElection > 0 && t.RaftElection < t.RaftHeartbeat {
+		add("timing.raft_election", "%v must be at least timing.raft_heartbeat (%v)", t.RaftElection, t.RaftHeartbeat)
+	}
+}
+
+// checkHostPort validates an address other nodes dial and returns it in a
+// canonical form for duplicate detection.
+func checkHostPort(s, example string) (string, error) {
+	if s == "" {
+		return "", fmt.Errorf("required: host:port (for example %s)", example)
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || port == "" {
+		return "", fmt.Errorf("%q is not host:port (for example %s)", s, example)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("%q: the port must be a number from 1 to 65535 (for example %s)", s, example)
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return "", fmt.Errorf("%q: %s is not an address other nodes can reach: use this node's own address (for example %s)", s, host, example)
+		}
+		host = ip.String()
+	} else if len(host) > 253 || !hostnameRe.MatchString(host) {
+		return "", fmt.Errorf("%q: %q is not an IP address or host name (for example %s)", s, host, example)
+	}
+	return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(p)), nil
+}

@@ -1,0 +1,359 @@
+// Package demo starts a whole lifeboat cluster on one machine: it writes a
+// config per node on 127.0.0.1, starts each node as a separate `lifeboat
+// agent` process, applies a sample hierarchy and describes the result in
+// demo.json. The integration tests and `lifeboat bench` drive clusters
+// through the same code, so what the README shows is what the tests run.
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/agent"
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+)
+
+// Options describe the cluster to start.
+type Options struct {
+	// Binary is the lifeboat executable to run for each agent.
+	Binary string
+	// Dir holds configs, data, logs and demo.json.
+	Dir string
+	// Nodes is the number of resource nodes (default 3).
+	Nodes int
+	// Witness adds a witness voter.
+	Witness bool
+	// ExtraConfig is appended to every node's config (YAML).
+	ExtraConfig string
+	// ShutdownStrategy for every node ("" = default).
+	ShutdownStrategy string
+}
+
+// Node is one agent process.
+type Node struct {
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	API     string `json:"api"`
+	Socket  string `json:"socket"`
+	Config  string `json:"config"`
+	Log     string `json:"log"`
+	Witness bool   `json:"witness,omitempty"`
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Nodes       []*Node  `json:"nodes"`
+	Hierarchies []string `json:"hierarchies"`
+	Token       string   `json:"token"`
+	Service     string   `json:"service,omitempty"`
+	Dir         string   `json:"dir"`
+	opts        Options
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1 that are also
+// free for UDP (memberlist uses both).
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		u.Close()
+		ls = append(ls, l)
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+// Start writes the configs and starts every agent. It returns once every
+// process runs; use WaitReady to wait for the cluster to form.
+func Start(opts Options) (*Cluster, error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the lifeboat binary: %w", err)
+		}
+		opts.Binary = exe
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create demo directory %s: %w", dir, err)
+	}
+	c := &Cluster{Dir: dir, opts: opts}
+	total := opts.Nodes
+	if opts.Witness {
+		total++
+	}
+	ports, err := freePorts(total*3 + 1)
+	if err != nil {
+		return nil, err
+	}
+	c.Service = fmt.Sprintf("127.0.0.1:%d", ports[len(ports)-1])
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	keyFile := filepath.Join(dir, "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", keyFile, err)
+	}
+	var members strings.Builder
+	for i := 0; i < total; i++ {
+		n := &Node{Name: fmt.Sprintf("node%d", i+1)}
+		if opts.Witness && i == total-1 {
+			n.Name, n.Witness = "witness", true
+		}
+		n.API = fmt.Sprintf("127.0.0.1:%d", ports[i*3+2])
+		fmt.Fprintf(&members, "    - name: %s\n      witness: %v\n      raft: 127.0.0.1:%d\n      gossip: 127.0.0.1:%d\n      api: %s\n",
+			n.Name, n.Witness, ports[i*3], ports[i*3+1], n.API)
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		n.Config = filepath.Join(dir, n.Name+".yaml")
+		n.Socket = filepath.Join(dir, n.Name, "lifeboat.sock")
+		n.Log = filepath.Join(dir, n.Name+".log")
+		cfg := fmt.Sprintf("node: %s\ndata_dir: %s\n", n.Name, filepath.Join(dir, n.Name))
+		if opts.ShutdownStrategy != "" {
+			cfg += "shutdown_strategy: " + opts.ShutdownStrategy + "\n"
+		}
+		cfg += fmt.Sprintf("api:\n  socket: %s\ncluster:\n  key_file: %s\n  nodes:\n%s", n.Socket, keyFile, members.String())
+		cfg += opts.ExtraConfig
+		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", n.Config, err)
+		}
+	}
+	c.Token = agent.DeriveToken(key, "lifeboat-api")
+	for _, n := range c.Nodes {
+		if err := c.StartNode(n.Name); err != nil {
+			c.Kill()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Node returns a node by name.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// StartNode (re)starts one agent process.
+func (c *Cluster) StartNode(name string) error {
+	n := c.Node(name)
+	if n == nil {
+		return fmt.Errorf("no node %q", name)
+	}
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", n.Log, err)
+	}
+	cmd := exec.Command(c.opts.Binary, "agent", "--config", n.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a Ctrl-C in the terminal reaches the demo, which
+	// then stops the agents in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start agent %s: %w", name, err)
+	}
+	n.cmd, n.PID, n.done = cmd, cmd.Process.Pid, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}(n.done)
+	return nil
+}
+
+// Running reports whether the node's process is running.
+func (n *Node) Running() bool {
+	if n.done == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to the node's process.
+func (c *Cluster) Signal(name string, sig syscall.Signal) error {
+	n := c.Node(name)
+	if n == nil || !n.Running() {
+		return fmt.Errorf("node %s is not running", name)
+	}
+	return n.cmd.Process.Signal(sig)
+}
+
+// WaitExit waits for the node's process to end.
+func (c *Cluster) WaitExit(ctx context.Context, name string) error {
+	n := c.Node(name)
+	if n == nil || n.done == nil {
+		return nil
+	}
+	select {
+	case <-n.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("node %s still running: %w", name, ctx.Err())
+	}
+}
+
+// Client returns an API client for a node's socket.
+func (c *Cluster) Client(name string) *api.Client {
+	n := c.Node(name)
+	cl, _ := api.NewClient(n.Socket, "", 10*time.Second)
+	return cl
+}
+
+// Status asks a node for the cluster status.
+func (c *Cluster) Status(ctx context.Context, name string) (api.Status, error) {
+	var st api.Status
+	err := c.Client(name).Do(ctx, "GET", "/v1/status", nil, &st)
+	return st, err
+}
+
+// WaitReady waits until every running node sees a leader and every running
+// resource node has joined (holds a generation) and is alive.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	var last error
+	for {
+		ok := true
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			st, err := c.Status(ctx, n.Name)
+			if err != nil {
+				ok, last = false, err
+				break
+			}
+			if st.Leader == "" {
+				ok, last = false, fmt.Errorf("%s sees no leader", n.Name)
+				break
+			}
+			for _, ns := range st.Nodes {
+				peer := c.Node(ns.Name)
+				if peer == nil || !peer.Running() {
+					continue
+				}
+				if ns.State != "alive" || (!ns.Witness && ns.Gen == 0) {
+					ok, last = false, fmt.Errorf("%s sees %s %s (gen %d)", n.Name, ns.Name, ns.State, ns.Gen)
+					break
+				}
+			}
+			if !ok {
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster not ready: %v", last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Apply submits hierarchies written as YAML through the first running node.
+func (c *Cluster) Apply(ctx context.Context, req api.ApplyRequest) error {
+	for _, n := range c.Nodes {
+		if n.Running() && !n.Witness {
+			return c.Client(n.Name).Do(ctx, "POST", "/v1/apply", req, nil)
+		}
+	}
+	return errors.New("no node running")
+}
+
+// Kill stops every agent at once with SIGKILL (for test cleanup).
+func (c *Cluster) Kill() {
+	for _, n := range c.Nodes {
+		if n.Running() {
+			_ = n.cmd.Process.Signal(syscall.SIGCONT)
+			_ = n.cmd.Process.Kill()
+			<-n.done
+		}
+	}
+}
+
+// Stop sends SIGTERM to every agent and waits up to timeout, then kills.
+func (c *Cluster) Stop(timeout time.Duration) {
+	for _, n := range c.Nodes {
+		if n.Running() {
+			_ = n.cmd.Process.Signal(syscall.SIGCONT)
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.After(timeout)
+	for _, n := range c.Nodes {
+		if n.done == nil {
+			continue
+		}
+		select {
+		case <-n.done:
+		case <-deadline:
+			c.Kill()
+			return
+		}
+	}
+}
+
+// WriteJSON writes DIR/demo.json.
+func (c *Cluster) WriteJSON(extra map[string]any) error {
+	m := map[string]any{"nodes": c.Nodes, "hierarchies": c.Hierarchies, "token": c.Token, "service": c.Service, "dir": c.Dir}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(c.Dir, "demo.json")
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return os.Rename(tmp, p)
+}

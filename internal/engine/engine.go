@@ -1,0 +1,527 @@
+// Package engine reconciles what the cluster wants this node to run with what
+// runs here. For each hierarchy it restores resources children-first, removes
+// them parents-first, runs each resource's quickCheck on its interval, tries
+// local recovery a configured number of times and then reports the failure so
+// that placement moves the hierarchy. The engine never talks to the cluster
+// directly: it receives desired states through Update and reports through a
+// callback.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Hierarchy and resource states as reported to the cluster.
+const (
+	StateOnline    = "online"
+	StateOffline   = "offline"
+	StateRestoring = "restoring"
+	StateRemoving  = "removing"
+	StateFailed    = "failed"
+	StateFrozen    = "frozen"
+	StateUnknown   = "unknown"
+)
+
+// Desired is what the cluster wants for one hierarchy on this node.
+type Desired struct {
+	Spec  spec.Hierarchy
+	Epoch uint64
+	// InService: restore and keep the hierarchy in service here.
+	InService bool
+	// Frozen: this node lost its lease and quorum_loss_action is keep:
+	// leave everything as it is, run no checks and no recovery.
+	Frozen bool
+}
+
+// Report is the engine's account of one hierarchy on this node.
+type Report struct {
+	Hierarchy string            `json:"hierarchy"`
+	Epoch     uint64            `json:"epoch"`
+	State     string            `json:"state"`
+	Resources map[string]string `json:"resources,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	At        time.Time         `json:"at"`
+}
+
+// Config wires an engine.
+type Config struct {
+	Node    string
+	DataDir string
+	Logger  *slog.Logger
+	Events  *events.Log
+	// Report is called on every state change; it must not block.
+	Report func(Report)
+	// Lookup finds the kit for a resource type (kit.Lookup by default).
+	Lookup func(string) (kit.Kit, bool)
+}
+
+// Engine runs one worker per hierarchy.
+type Engine struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	workers map[string]*worker
+}
+
+// New starts an engine with no hierarchies.
+func New(cfg Config) *Engine {
+	if cfg.Lookup == nil {
+		cfg.Lookup = kit.Lookup
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Report == nil {
+		cfg.Report = func(Report) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{cfg: cfg, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+}
+
+// Update hands the engine the complete desired state. Hierarchies missing
+// from the map are wanted out of service here.
+func (e *Engine) Update(desired map[string]Desired) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, d := range desired {
+		w, ok := e.workers[name]
+		if !ok {
+			w = newWorker(e, name)
+			e.workers[name] = w
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				w.run(e.ctx)
+			}()
+		}
+		w.set(d, true)
+	}
+	for name, w := range e.workers {
+		if _, ok := desired[name]; !ok {
+			w.set(Desired{}, false)
+		}
+	}
+}
+
+// Reports returns the current state of every hierarchy known here.
+func (e *Engine) Reports() map[string]Report {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]Report, len(e.workers))
+	for n, w := range e.workers {
+		w.mu.Lock()
+		gone := !w.known
+		w.mu.Unlock()
+		if r := w.report(); !gone || r.State != StateOffline {
+			out[n] = r
+		}
+	}
+	return out
+}
+
+// Wait blocks until no hierarchy is in any state but offline or failed
+// (everything removed), or ctx ends.
+func (e *Engine) Wait(ctx context.Context, done func(map[string]Report) bool) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if done(e.Reports()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops every worker without removing anything.
+func (e *Engine) Close() {
+	e.cancel()
+	e.wg.Wait()
+}
+
+func (e *Engine) event(ev events.Event) {
+	if e.cfg.Events != nil {
+		e.cfg.Events.Add(ev)
+	}
+}
+
+// worker owns one hierarchy on this node.
+type worker struct {
+	e    *Engine
+	name string
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu      sync.Mutex
+	desired Desired
+	known   bool // present in the cluster state
+	status  Report
+
+	// owned by the run goroutine
+	specKey     string
+	specRes     spec.Hierarchy
+	insts       map[string]kit.Instance
+	up          map[string]bool
+	clean       bool // everything known removed
+	failedEpoch uint64
+	recoveries  map[string]int
+	nextCheck   map[string]time.Time
+}
+
+func newWorker(e *Engine, name string) *worker {
+	return &worker{
+		e: e, name: name, wake: make(chan struct{}, 1),
+		log:        e.cfg.Logger.With("hierarchy", name),
+		status:     Report{Hierarchy: name, State: StateUnknown},
+		up:         map[string]bool{},
+		recoveries: map[string]int{},
+		nextCheck:  map[string]time.Time{},
+	}
+}
+
+func (w *worker) set(d Desired, known bool) {
+	w.mu.Lock()
+	if known || w.known {
+		if known {
+			w.desired = d
+		} else {
+			w.desired.InService = false
+			w.desired.Frozen = false
+		}
+		w.known = known
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) get() Desired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.desired
+}
+
+func (w *worker) report() Report {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.status
+	r.Resources = make(map[string]string, len(w.status.Resources))
+	for k, v := range w.status.Resources {
+		r.Resources[k] = v
+	}
+	return r
+}
+
+// publish records and reports a state change.
+func (w *worker) publish(epoch uint64, state string, res map[string]string, errMsg string) {
+	w.mu.Lock()
+	changed := w.status.State != state || w.status.Epoch != epoch || w.status.Error != errMsg || !sameMap(w.status.Resources, res)
+	w.status = Report{Hierarchy: w.name, Epoch: epoch, State: state, Resources: res, Error: errMsg, At: time.Now()}
+	r := w.status
+	w.mu.Unlock()
+	if changed {
+		w.e.cfg.Report(r)
+	}
+}
+
+func sameMap(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *worker) run(ctx context.Context) {
+	for {
+		next := w.step(ctx)
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(max(time.Until(next), time.Millisecond))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// step does one round of reconciliation and returns when it wants to run
+// again (zero: only when woken).
+func (w *worker) step(ctx context.Context) time.Time {
+	d := w.get()
+	switch {
+	case d.Frozen:
+		w.publish(d.Epoch, StateFrozen, w.resStates(StateFrozen), "lease lost: quorum_loss_action is keep, resources left as they are, no checks or recovery")
+		return time.Time{}
+	case d.InService && d.Epoch == w.failedEpoch:
+		return time.Time{}
+	case d.InService:
+		if err := w.prepare(d.Spec); err != nil {
+			w.failedEpoch = d.Epoch
+			w.publish(d.Epoch, StateFailed, nil, err.Error())
+			return time.Time{}
+		}
+		if !w.allUp(d.Spec) {
+			w.restore(ctx, d)
+			return w.earliestCheck()
+		}
+		return w.monitor(ctx, d)
+	default:
+		if !w.clean {
+			if err := w.prepare(d.Spec); err == nil || w.insts != nil {
+				w.removeAll(ctx, d, "out of service here")
+			}
+		}
+		return time.Time{}
+	}
+}
+
+// prepare (re)creates kit instances when the spec changed.
+func (w *worker) prepare(h spec.Hierarchy) error {
+	key := fmt.Sprintf("%v", h.Resources)
+	if w.insts != nil && key == w.specKey {
+		return nil
+	}
+	if len(h.Resources) == 0 {
+		return fmt.Errorf("hierarchy %s has no resources", w.name)
+	}
+	insts := map[string]kit.Instance{}
+	for _, r := range h.Resources {
+		k, ok := w.e.cfg.Lookup(r.Type)
+		if !ok {
+			return fmt.Errorf("resource %s: no kit for type %q on node %s", r.Name, r.Type, w.e.cfg.Node)
+		}
+		inst, err := k.New(r, kit.Env{Node: w.e.cfg.Node, Hierarchy: w.name, DataDir: w.e.cfg.DataDir, Logger: w.log.With("resource", r.Name)})
+		if err != nil {
+			return fmt.Errorf("resource %s: %w", r.Name, err)
+		}
+		insts[r.Name] = inst
+	}
+	w.insts, w.specKey = insts, key
+	w.specRes = h
+	return nil
+}
+
+func (w *worker) allUp(h spec.Hierarchy) bool {
+	for _, r := range h.Resources {
+		if !w.up[r.Name] {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *worker) resStates(def string) map[string]string {
+	m := map[string]string{}
+	for _, r := range w.specRes.Resources {
+		if w.up[r.Name] {
+			m[r.Name] = StateOnline
+		} else {
+			m[r.Name] = StateOffline
+		}
+		if def != "" {
+			m[r.Name] = def
+		}
+	}
+	return m
+}
+
+// still reports whether the cluster still wants this epoch in service.
+func (w *worker) still(d Desired) bool {
+	c := w.get()
+	return c.InService && !c.Frozen && c.Epoch == d.Epoch
+}
+
+// act runs one kit action with events and logs.
+func (w *worker) act(ctx context.Context, d Desired, r spec.Resource, action string, fn func(context.Context) error) error {
+	start := time.Now()
+	w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: action, Phase: "start", Epoch: d.Epoch})
+	w.log.Info("action start", "resource", r.Name, "action", action, "epoch", d.Epoch)
+	timeout := r.Timeout.D()
+	if timeout <= 0 {
+		timeout = spec.DefaultActionTimeout
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+	err := fn(actx)
+	cancel()
+	dur := time.Since(start)
+	ev := events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: action, Phase: "end", Epoch: d.Epoch, Duration: dur.Round(time.Microsecond).String()}
+	if err != nil {
+		ev.Error = err.Error()
+		w.log.Error("action failed", "resource", r.Name, "action", action, "epoch", d.Epoch, "duration", dur, "error", err)
+	} else {
+		w.log.Info("action end", "resource", r.Name, "action", action, "epoch", d.Epoch, "duration", dur)
+	}
+	w.e.event(ev)
+	return err
+}
+
+func (w *worker) restore(ctx context.Context, d Desired) {
+	order, err := d.Spec.RestoreOrder()
+	if err != nil {
+		w.failedEpoch = d.Epoch
+		w.publish(d.Epoch, StateFailed, nil, err.Error())
+		return
+	}
+	w.clean = false
+	w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
+	for _, r := range order {
+		if !w.still(d) {
+			w.removeAll(ctx, d, "restore interrupted: no longer wanted here")
+			return
+		}
+		if w.up[r.Name] {
+			continue
+		}
+		err := w.act(ctx, d, r, kit.OpRestore, w.insts[r.Name].Restore)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			msg := fmt.Sprintf("restore %s on %s: %v", r.Name, w.e.cfg.Node, err)
+			w.removeAll(ctx, d, "restore failed")
+			w.failedEpoch = d.Epoch
+			w.publish(d.Epoch, StateFailed, w.resStates(""), msg)
+			return
+		}
+		w.up[r.Name] = true
+		w.recoveries[r.Name] = 0
+		w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
+		w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
+	}
+	w.publish(d.Epoch, StateOnline, w.resStates(""), "")
+}
+
+// removeAll takes every resource out of service, parents first. A failed
+// remove is reported but does not stop the others from being removed.
+func (w *worker) removeAll(ctx context.Context, d Desired, why string) {
+	h := w.specRes
+	order, err := h.RemoveOrder()
+	if err != nil {
+		order = h.Resources
+	}
+	w.publish(d.Epoch, StateRemoving, w.resStates(""), "")
+	var firstErr error
+	for _, r := range order {
+		inst := w.insts[r.Name]
+		if inst == nil {
+			continue
+		}
+		err := w.act(ctx, d, r, kit.OpRemove, inst.Remove)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("remove %s on %s: %w", r.Name, w.e.cfg.Node, err)
+		}
+		w.up[r.Name] = false
+	}
+	w.clean = true
+	msg := ""
+	if firstErr != nil {
+		msg = firstErr.Error()
+	}
+	w.log.Info("hierarchy out of service", "reason", why, "epoch", d.Epoch)
+	w.publish(d.Epoch, StateOffline, w.resStates(""), msg)
+}
+
+func (w *worker) earliestCheck() time.Time {
+	var t time.Time
+	for _, r := range w.specRes.Resources {
+		n := w.nextCheck[r.Name]
+		if w.up[r.Name] && (t.IsZero() || n.Before(t)) {
+			t = n
+		}
+	}
+	return t
+}
+
+// monitor runs the quickChecks that are due and local recovery.
+func (w *worker) monitor(ctx context.Context, d Desired) time.Time {
+	now := time.Now()
+	order, _ := d.Spec.RestoreOrder()
+	for _, r := range order {
+		if now.Before(w.nextCheck[r.Name]) {
+			continue
+		}
+		if !w.still(d) {
+			return time.Now()
+		}
+		inst := w.insts[r.Name]
+		timeout := r.Timeout.D()
+		cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+		start := time.Now()
+		h, err := inst.QuickCheck(cctx)
+		cancel()
+		w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
+		switch h {
+		case kit.Healthy:
+			w.recoveries[r.Name] = 0
+			continue
+		case kit.Unknown:
+			msg := "check could not tell; resource stays in service, retrying"
+			if err != nil {
+				msg = err.Error()
+			}
+			w.log.Warn("quickcheck unknown", "resource", r.Name, "epoch", d.Epoch, "duration", time.Since(start), "error", msg)
+			w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: kit.OpQuickCheck, Phase: "end", Epoch: d.Epoch, Duration: time.Since(start).Round(time.Microsecond).String(), Message: "unknown", Error: msg})
+			continue
+		}
+		errMsg := "check failed"
+		if err != nil {
+			errMsg = err.Error()
+		}
+		w.log.Warn("quickcheck failed", "resource", r.Name, "epoch", d.Epoch, "error", errMsg)
+		w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: kit.OpQuickCheck, Phase: "end", Epoch: d.Epoch, Duration: time.Since(start).Round(time.Microsecond).String(), Message: "failed", Error: errMsg})
+		limit := 0
+		if r.LocalRecovery != nil {
+			limit = *r.LocalRecovery
+		}
+		if w.recoveries[r.Name] < limit {
+			w.recoveries[r.Name]++
+			w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: kit.OpRecover, Epoch: d.Epoch, Message: fmt.Sprintf("local recovery %d of %d", w.recoveries[r.Name], limit)})
+			if err := w.act(ctx, d, r, kit.OpRecover, inst.Recover); err == nil {
+				w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
+				continue
+			}
+			// a failed recovery counts as an attempt; check again soon
+			w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
+			continue
+		}
+		msg := fmt.Sprintf("resource %s on %s failed its check and %d local recovery attempts: %s", r.Name, w.e.cfg.Node, limit, errMsg)
+		w.e.event(events.Event{Kind: "failover", Hierarchy: w.name, Resource: r.Name, Action: "give-up", Epoch: d.Epoch, Error: msg})
+		w.removeAll(ctx, d, "local recovery exhausted")
+		w.failedEpoch = d.Epoch
+		w.publish(d.Epoch, StateFailed, w.resStates(""), msg)
+		return time.Time{}
+	}
+	return w.earliestCheck()
+}

@@ -1,0 +1,152 @@
+// Package kit defines the contract between the engine and the resource kits:
+// how a resource type is brought into service (Restore), taken out (Remove),
+// observed (QuickCheck) and repaired in place (Recover), plus the optional
+// readiness probe and permission declaration used by the cloud kits. Kits
+// register by type name; they never import the engine or the cluster.
+package kit
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Health is the outcome of a QuickCheck.
+type Health int
+
+const (
+	// Healthy: the resource is in service as it should be.
+	Healthy Health = iota
+	// Failed: a definite mismatch; local recovery starts.
+	Failed
+	// Unknown: the check could not tell (timeout, throttling); the resource
+	// stays in service and the check is retried.
+	Unknown
+)
+
+func (h Health) String() string {
+	switch h {
+	case Healthy:
+		return "healthy"
+	case Failed:
+		return "failed"
+	default:
+		return "unknown"
+	}
+}
+
+// Env is what the engine hands a kit about where it runs.
+type Env struct {
+	Node      string
+	Hierarchy string
+	DataDir   string
+	Logger    *slog.Logger
+}
+
+// Instance manages one configured resource on this node. Every method must be
+// idempotent: Restore on a resource already in service succeeds, Remove on one
+// already out of service succeeds. QuickCheck must not change anything.
+type Instance interface {
+	Restore(ctx context.Context) error
+	Remove(ctx context.Context) error
+	QuickCheck(ctx context.Context) (Health, error)
+	Recover(ctx context.Context) error
+}
+
+// Kit is a resource type.
+type Kit interface {
+	// Type is the name used in specs ("app").
+	Type() string
+	// Validate checks a resource's parameters without side effects.
+	Validate(params map[string]string) []spec.Problem
+	// New makes the instance for one resource on this node.
+	New(res spec.Resource, env Env) (Instance, error)
+}
+
+// Readiness is the result of a readiness probe: can this node take the
+// resource over right now, and if not, why.
+type Readiness struct {
+	Ready   bool     `json:"ready"`
+	Missing []string `json:"missing,omitempty"` // e.g. IAM actions
+	Reason  string   `json:"reason,omitempty"`
+}
+
+// ReadinessProber is implemented by kits that can prove, without side
+// effects, that this node could restore the resource.
+type ReadinessProber interface {
+	Ready(ctx context.Context) Readiness
+}
+
+// Operation names used in permission declarations.
+const (
+	OpRestore    = "restore"
+	OpRemove     = "remove"
+	OpQuickCheck = "quickcheck"
+	OpRecover    = "recover"
+)
+
+// PermissionDeclarer is implemented by kits whose operations need cloud
+// permissions: operation -> actions.
+type PermissionDeclarer interface {
+	Permissions(params map[string]string) map[string][]string
+}
+
+var (
+	mu       sync.RWMutex
+	registry = map[string]Kit{}
+)
+
+// Register makes a kit available by its type name. It panics on duplicates,
+// like database/sql.Register: registration happens in init.
+func Register(k Kit) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := registry[k.Type()]; dup {
+		panic(fmt.Sprintf("kit: %q registered twice", k.Type()))
+	}
+	registry[k.Type()] = k
+}
+
+// Lookup returns the kit for a type.
+func Lookup(typ string) (Kit, bool) {
+	mu.RLock()
+	defer mu.RUnlock()
+	k, ok := registry[typ]
+	return k, ok
+}
+
+// Known reports whether a type is registered.
+func Known(typ string) bool { _, ok := Lookup(typ); return ok }
+
+// Types lists the registered types.
+func Types() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	var ts []string
+	for t := range registry {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	return ts
+}
+
+// ValidateHierarchy validates structure and every resource's parameters
+// with its kit.
+func ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
+	ps := h.Validate(Known)
+	for i, r := range h.Resources {
+		k, ok := Lookup(r.Type)
+		if !ok {
+			continue
+		}
+		for _, p := range k.Validate(r.Params) {
+			p.Field = fmt.Sprintf("resources[%d].params.%s", i, p.Field)
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}

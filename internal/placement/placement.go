@@ -1,0 +1,215 @@
+// Package placement decides, on the raft leader, where each hierarchy should
+// be in service. Decide is a pure function of the replicated state and the
+// leader's view of the nodes (failure detector, leases, readiness): it keeps
+// a hierarchy where it is while its owner is alive, healthy and holds a
+// lease; otherwise it fences the owner and picks the highest-priority ready
+// node. The agent carries out the actions it returns.
+package placement
+
+import (
+	"fmt"
+
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// NodeView is the leader's view of one node.
+type NodeView struct {
+	Name    string
+	Witness bool
+	// Alive: the failure detector sees the node alive (or suspect).
+	Alive bool
+	// LeaseFresh: the node renewed its lease at its current generation
+	// recently, as seen by the leader's own voter.
+	LeaseFresh bool
+	// Ready: the node could take over (readiness probes pass).
+	Ready   bool
+	Gen     uint64
+	Revoked bool
+	Leaving bool
+}
+
+// Action kinds.
+const (
+	// ActAssign commits a new owner (Node may be "": nowhere to go).
+	ActAssign = "assign"
+	// ActMove asks the owner to hand the hierarchy over to To.
+	ActMove = "move"
+	// ActFence revokes Node's lease generation Gen and, once a majority of
+	// voters attest it has run out, releases its hierarchies.
+	ActFence = "fence"
+	// ActPurge forgets a deleted hierarchy that is out of service.
+	ActPurge = "purge"
+)
+
+// Action is one step for the leader to commit.
+type Action struct {
+	Kind       string
+	Hierarchy  string
+	Node       string
+	To         string
+	Gen        uint64
+	Epoch      uint64
+	MarkFailed bool
+	Reason     string
+}
+
+func (a Action) String() string {
+	switch a.Kind {
+	case ActFence:
+		return fmt.Sprintf("fence %s (generation %d): %s", a.Node, a.Gen, a.Reason)
+	case ActMove:
+		return fmt.Sprintf("move %s to %s: %s", a.Hierarchy, a.To, a.Reason)
+	case ActPurge:
+		return fmt.Sprintf("purge %s", a.Hierarchy)
+	}
+	return fmt.Sprintf("assign %s to %q: %s", a.Hierarchy, a.Node, a.Reason)
+}
+
+// Candidate reports whether node n may take hierarchy h now, and if not why.
+func Candidate(h spec.Hierarchy, a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
+	switch {
+	case !ok:
+		return false, "unknown node"
+	case h.Priority(n.Name) < 0:
+		return false, "not in the hierarchy's node list"
+	case n.Witness:
+		return false, "a witness runs no resources"
+	case !n.Alive:
+		return false, "not alive"
+	case n.Gen == 0 || n.Revoked:
+		return false, "has not joined since it was fenced"
+	case !n.LeaseFresh:
+		return false, "holds no lease"
+	case n.Leaving:
+		return false, "shutting down"
+	case !n.Ready:
+		return false, "NOT READY"
+	case a != nil && a.FailedOn(n.Name):
+		return false, "the hierarchy failed there"
+	}
+	return true, ""
+}
+
+// Choose picks the highest-priority candidate for h other than except.
+func Choose(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView, except string) (NodeView, bool) {
+	for _, name := range h.Nodes {
+		if name == except {
+			continue
+		}
+		n, ok := nodes[name]
+		if c, _ := Candidate(h, a, n, ok); c {
+			return n, true
+		}
+	}
+	return NodeView{}, false
+}
+
+// ownerGone reports whether the owner's lease generation must be fenced
+// before the hierarchy can go anywhere else.
+func ownerGone(a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
+	switch {
+	case !ok:
+		return true, "owner unknown"
+	case n.Gen != a.Gen || n.Revoked:
+		return true, "owner restarted or was fenced"
+	case !n.LeaseFresh:
+		return true, "owner stopped renewing its lease"
+	case !n.Alive:
+		return true, "owner failed"
+	}
+	return false, ""
+}
+
+// Decide returns the actions that bring the cluster towards its desired
+// state. It is deterministic: hierarchies are visited in name order and at
+// most one fence per node generation is returned.
+func Decide(s *cluster.State, nodes map[string]NodeView) []Action {
+	var out []Action
+	fenced := map[string]bool{}
+	fence := func(a *cluster.Assignment, why string) {
+		key := fmt.Sprintf("%s/%d", a.Node, a.Gen)
+		if !fenced[key] {
+			fenced[key] = true
+			out = append(out, Action{Kind: ActFence, Node: a.Node, Gen: a.Gen, Hierarchy: a.Hierarchy, Reason: why})
+		}
+	}
+	for _, name := range s.HierarchyNames() {
+		h := s.Hierarchies[name]
+		a := s.Assignments[name]
+		if a == nil {
+			continue
+		}
+		if a.Node != "" {
+			owner, known := nodes[a.Node]
+			if gone, why := ownerGone(a, owner, known); gone {
+				fence(a, why)
+				continue
+			}
+		}
+		rep, reported := s.Report(a.Node, name, a.Epoch)
+		if a.Deleting {
+			if a.Node == "" || (reported && (rep.State == "offline" || rep.State == "failed")) {
+				out = append(out, Action{Kind: ActPurge, Hierarchy: name, Epoch: a.Epoch})
+			}
+			continue
+		}
+		if a.Node == "" {
+			if !a.Online {
+				continue
+			}
+			if t, ok := nodes[a.MoveTo]; ok && a.MoveTo != "" {
+				if c, _ := Candidate(h, a, t, true); c {
+					out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: t.Name, Gen: t.Gen, Epoch: a.Epoch, Reason: "switchover to " + t.Name})
+					continue
+				}
+			}
+			if c, ok := Choose(h, a, nodes, ""); ok {
+				out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: c.Name, Gen: c.Gen, Epoch: a.Epoch, Reason: "placed on highest-priority ready node"})
+			}
+			continue
+		}
+		owner := nodes[a.Node]
+		switch {
+		case !a.Online:
+			continue
+		case reported && rep.State == "failed":
+			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true}
+			if c, ok := Choose(h, a, nodes, a.Node); ok {
+				act.Node, act.Gen = c.Name, c.Gen
+				act.Reason = fmt.Sprintf("failed on %s: %s", a.Node, rep.Error)
+			} else {
+				act.Reason = fmt.Sprintf("failed on %s and no other node is ready: %s", a.Node, rep.Error)
+			}
+			out = append(out, act)
+		case a.MoveTo != "":
+			if !reported || rep.State != "offline" {
+				continue
+			}
+			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch}
+			if t, ok := nodes[a.MoveTo]; ok {
+				if c, _ := Candidate(h, a, t, true); c {
+					act.Node, act.Gen, act.Reason = t.Name, t.Gen, "switchover to "+t.Name
+				}
+			}
+			if act.Node == "" {
+				if c, ok := Choose(h, a, nodes, ""); ok {
+					act.Node, act.Gen = c.Name, c.Gen
+					act.Reason = fmt.Sprintf("switchover target %s cannot take it; placed on %s", a.MoveTo, c.Name)
+				} else {
+					act.Reason = "switchover target cannot take it and no node is ready"
+				}
+			}
+			out = append(out, act)
+		case owner.Leaving:
+			if c, ok := Choose(h, a, nodes, a.Node); ok {
+				out = append(out, Action{Kind: ActMove, Hierarchy: name, To: c.Name, Epoch: a.Epoch, Reason: a.Node + " is shutting down"})
+			}
+		case h.Switchback == spec.SwitchbackAutomatic && reported && rep.State == "online":
+			if c, ok := Choose(h, a, nodes, a.Node); ok && h.Priority(c.Name) < h.Priority(a.Node) {
+				out = append(out, Action{Kind: ActMove, Hierarchy: name, To: c.Name, Epoch: a.Epoch, Reason: "automatic switchback to higher-priority " + c.Name})
+			}
+		}
+	}
+	return out
+}
