@@ -176,6 +176,11 @@ func (a *Agent) status() api.Status {
 	s := a.c.FSM.Copy()
 	st := api.Status{Node: a.cfg.Node, Leader: leader, Index: s.Index}
 	gen, until := a.c.Leases.Current()
+	st.Local = api.LocalStatus{LeaseHeld: a.c.Leases.Valid(gen), LeaseGen: gen, Hierarchies: map[string]api.LocalHierarchy{}}
+	want := a.desired()
+	for name, r := range a.eng.Reports() {
+		st.Local.Hierarchies[name] = api.LocalHierarchy{State: r.State, Epoch: r.Epoch, Holding: want[name].InService}
+	}
 	for _, m := range a.c.MemberList() {
 		ms := members[m.Name]
 		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version}
@@ -192,7 +197,7 @@ func (a *Agent) status() api.Status {
 			case m.Witness:
 				ns.Lease = "witness (grants only)"
 			case a.c.Leases.Valid(gen):
-				ns.Lease = "held"
+				ns.Lease, ns.LeaseFresh = "held", true
 			case gen != 0:
 				ns.Lease = fmt.Sprintf("expired %s ago", time.Since(until).Round(time.Millisecond))
 			default:
@@ -201,6 +206,7 @@ func (a *Agent) status() api.Status {
 		} else if !m.Witness {
 			if ago, ok := a.c.Leases.LastGrant(m.Name, ns.Gen); ok {
 				ns.Lease = fmt.Sprintf("renewed %s ago", ago.Round(time.Millisecond))
+				ns.LeaseFresh = ago < a.c.Leases.Threshold()
 			}
 		}
 		st.Nodes = append(st.Nodes, ns)

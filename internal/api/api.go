@@ -31,6 +31,26 @@ type Status struct {
 	Index       uint64            `json:"index"`
 	Nodes       []NodeStatus      `json:"nodes"`
 	Hierarchies []HierarchyStatus `json:"hierarchies"`
+	// Local is the answering node's own view, fresh (not from the
+	// replicated state): its lease and what its engine runs.
+	Local LocalStatus `json:"local"`
+}
+
+// LocalStatus is one node's own view.
+type LocalStatus struct {
+	LeaseHeld bool   `json:"lease_held"`
+	LeaseGen  uint64 `json:"lease_gen"`
+	// Hierarchies: what the engine runs here.
+	Hierarchies map[string]LocalHierarchy `json:"hierarchies"`
+}
+
+// LocalHierarchy is the engine's state of one hierarchy on the answering node.
+type LocalHierarchy struct {
+	State string `json:"state"`
+	Epoch uint64 `json:"epoch"`
+	// Holding: this node, right now, holds the hierarchy (it is assigned
+	// here and the node's lease is valid).
+	Holding bool `json:"holding"`
 }
 
 // NodeStatus is one node in Status.
@@ -46,6 +66,9 @@ type NodeStatus struct {
 	// Lease is the answering node's view: "held", "expired" (for itself) or
 	// the age of the last renewal it granted.
 	Lease string `json:"lease,omitempty"`
+	// LeaseFresh: the answering node granted this node's current lease
+	// generation within the lease period (itself: holds its lease).
+	LeaseFresh bool `json:"lease_fresh"`
 }
 
 // HierarchyStatus is one hierarchy in Status.

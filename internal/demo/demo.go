@@ -272,12 +272,16 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 				ok, last = false, fmt.Errorf("%s sees no leader", n.Name)
 				break
 			}
+			if !n.Witness && !st.Local.LeaseHeld {
+				ok, last = false, fmt.Errorf("%s holds no lease yet", n.Name)
+				break
+			}
 			for _, ns := range st.Nodes {
 				peer := c.Node(ns.Name)
 				if peer == nil || !peer.Running() {
 					continue
 				}
-				if ns.State != "alive" || (!ns.Witness && ns.Gen == 0) {
+				if ns.State != "alive" || (!ns.Witness && (ns.Gen == 0 || !ns.LeaseFresh)) {
 					ok, last = false, fmt.Errorf("%s sees %s %s (gen %d)", n.Name, ns.Name, ns.State, ns.Gen)
 					break
 				}

@@ -44,7 +44,8 @@ type Env struct {
 	Node      string
 	Hierarchy string
 	DataDir   string
-	Logger    *slog.Logger
+	// Logger already carries the node, hierarchy and resource keys.
+	Logger *slog.Logger
 }
 
 // Instance manages one configured resource on this node. Every method must be

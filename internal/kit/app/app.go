@@ -364,7 +364,6 @@ func (in *instance) run(ctx context.Context, action string) outcome {
 	}
 
 	attrs := []any{
-		"node", in.node, "hierarchy", in.hierarchy, "resource", in.resource,
 		"action", action, "duration", dur, "exit_code", o.code, "output", out.String(),
 	}
 	switch {
@@ -378,7 +377,7 @@ func (in *instance) run(ctx context.Context, action string) outcome {
 	if o.err == nil && errors.Is(runErr, exec.ErrWaitDelay) {
 		in.log.Warn("app command exited but a background process kept its output open; "+
 			"redirect that process's output (for example >/dev/null 2>&1) or it may be killed by SIGPIPE",
-			"node", in.node, "hierarchy", in.hierarchy, "resource", in.resource, "action", action)
+			"action", action)
 	}
 	return o
 }

@@ -130,7 +130,7 @@ func newInstance(t *testing.T, params map[string]string, timeout time.Duration) 
 	logs := &logBuffer{}
 	env := kit.Env{
 		Node: "n1", Hierarchy: "h1", DataDir: "/var/lib/lifeboat-test",
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "n1", "hierarchy", "h1", "resource", "web"),
 	}
 	res := spec.Resource{Name: "web", Type: "app", Params: params, Timeout: spec.Duration(timeout)}
 	in, err := Kit{}.New(res, env)
