@@ -120,6 +120,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		return nil, err
 	}
 	a.events.Add(events.Event{Kind: "cluster", Action: "start", Message: "agent started, version " + Version})
+	a.c.StartLeases()
 	a.goFn(a.desiredLoop)
 	a.goFn(a.reportLoop)
 	a.goFn(a.leaderLoop)

@@ -378,12 +378,13 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	before := as.Epoch
 	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: name, To: req.To, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
 	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested"})
-	a.finishWait(w, r, name, start, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
+	a.finishWait(w, r, name, start, before, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
 		if as.Node != req.To {
 			if as.MoveTo == "" && as.Node != "" {
 				if rep, ok := s.Report(as.Node, name, as.Epoch); ok && rep.State == engine.StateOnline {
@@ -418,11 +419,16 @@ func (a *Agent) report(node, h string, epoch uint64) (cluster.HierarchyReport, b
 }
 
 // finishWait waits for cond and writes the outcome.
-func (a *Agent) finishWait(w http.ResponseWriter, r *http.Request, name string, start time.Time, timeout time.Duration, cond func(*cluster.State, *cluster.Assignment) (bool, error)) {
+// Only states after the request's own change (epoch above before) count:
+// a follower's state may lag the leader's commit.
+func (a *Agent) finishWait(w http.ResponseWriter, r *http.Request, name string, start time.Time, before uint64, timeout time.Duration, cond func(*cluster.State, *cluster.Assignment) (bool, error)) {
 	err := a.waitFor(r.Context(), timeout, func(s *cluster.State) (bool, error) {
 		as := s.Assignments[name]
 		if as == nil {
 			return true, nil
+		}
+		if as.Epoch <= before {
+			return false, nil
 		}
 		return cond(s, as)
 	})
@@ -451,7 +457,8 @@ func (a *Agent) handleStartStop(online bool) http.HandlerFunc {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		if _, _, ok := a.assignment(name); !ok {
+		cur, _, ok := a.assignment(name)
+		if !ok {
 			writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", name))
 			return
 		}
@@ -467,7 +474,7 @@ func (a *Agent) handleStartStop(online bool) http.HandlerFunc {
 			writeJSON(w, api.Outcome{Hierarchy: name, Owner: as.Node, Epoch: as.Epoch, State: "requested"})
 			return
 		}
-		a.finishWait(w, r, name, start, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
+		a.finishWait(w, r, name, start, cur.Epoch, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
 			if online {
 				if as.Node == "" {
 					if len(as.Failed) > 0 {

@@ -84,8 +84,10 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{}
+	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
+	started bool
 }
 
 // Start opens the durable raft store, starts raft, memberlist and the lease
@@ -171,13 +173,21 @@ func Start(cfg Config) (c *Cluster, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	go func() {
-		defer close(c.done)
-		c.Leases.Run(ctx)
-		<-ctx.Done()
-	}()
+	c.ctx = ctx
 	go c.joinLoop(ctx)
 	return c, nil
+}
+
+// StartLeases starts renewing this node's lease (and joining the cluster
+// with a new generation). Call it once the caller is ready to commit the
+// join, i.e. after Start has returned.
+func (c *Cluster) StartLeases() {
+	c.started = true
+	go func() {
+		defer close(c.done)
+		c.Leases.Run(c.ctx)
+		<-c.ctx.Done()
+	}()
 }
 
 func (c *Cluster) startMemberlist(self *Member) error {
@@ -344,7 +354,9 @@ func (c *Cluster) TransferLeadership() error {
 func (c *Cluster) Shutdown() {
 	if c.cancel != nil {
 		c.cancel()
-		<-c.done
+		if c.started {
+			<-c.done
+		}
 	}
 	if c.ml != nil {
 		_ = c.ml.Leave(500 * time.Millisecond)

@@ -284,7 +284,7 @@ func (w *worker) step(ctx context.Context) time.Time {
 	case d.InService && d.Epoch == w.failedEpoch:
 		return time.Time{}
 	case d.InService:
-		if err := w.prepare(d.Spec); err != nil {
+		if err := w.prepare(ctx, d); err != nil {
 			w.failedEpoch = d.Epoch
 			w.publish(d.Epoch, StateFailed, nil, err.Error())
 			return time.Time{}
@@ -293,10 +293,13 @@ func (w *worker) step(ctx context.Context) time.Time {
 			w.restore(ctx, d)
 			return w.earliestCheck()
 		}
+		// Already in service: a new epoch (spec update, start) is
+		// confirmed at once.
+		w.publish(d.Epoch, StateOnline, w.resStates(""), "")
 		return w.monitor(ctx, d)
 	default:
 		if !w.clean {
-			if err := w.prepare(d.Spec); err == nil || w.insts != nil {
+			if err := w.prepare(ctx, d); err == nil || w.insts != nil {
 				w.removeAll(ctx, d, "out of service here")
 			}
 		}
@@ -305,7 +308,8 @@ func (w *worker) step(ctx context.Context) time.Time {
 }
 
 // prepare (re)creates kit instances when the spec changed.
-func (w *worker) prepare(h spec.Hierarchy) error {
+func (w *worker) prepare(ctx context.Context, d Desired) error {
+	h := d.Spec
 	key := fmt.Sprintf("%v", h.Resources)
 	if w.insts != nil && key == w.specKey {
 		return nil
@@ -324,6 +328,21 @@ func (w *worker) prepare(h spec.Hierarchy) error {
 			return fmt.Errorf("resource %s: %w", r.Name, err)
 		}
 		insts[r.Name] = inst
+	}
+	// Resources dropped from the spec are taken out of service first.
+	if w.insts != nil {
+		old := w.specRes
+		order, err := old.RemoveOrder()
+		if err != nil {
+			order = old.Resources
+		}
+		for _, r := range order {
+			if _, kept := insts[r.Name]; kept || !w.up[r.Name] {
+				continue
+			}
+			_ = w.act(ctx, d, r, kit.OpRemove, w.insts[r.Name].Remove)
+			delete(w.up, r.Name)
+		}
 	}
 	w.insts, w.specKey = insts, key
 	w.specRes = h
