@@ -30,6 +30,16 @@ func demoAppCmd() *cobra.Command {
 			node := os.Getenv("LB_NODE")
 			switch args[0] {
 			case "serve":
+				// The demo runs every node on one machine; the service dies
+				// with its node's agent, as it would with the machine.
+				if pid, _ := strconv.Atoi(os.Getenv("LB_AGENT_PID")); pid > 0 {
+					go func() {
+						for alive(pid) {
+							time.Sleep(20 * time.Millisecond)
+						}
+						os.Exit(0)
+					}()
+				}
 				return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					fmt.Fprintf(w, "lifeboat demo service on %s\n", node)
 				}))
@@ -75,7 +85,7 @@ func demoAppCmd() *cobra.Command {
 				pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 				if pid > 0 {
 					_ = syscall.Kill(pid, syscall.SIGTERM)
-					for i := 0; i < 300 && syscall.Kill(pid, 0) == nil; i++ {
+					for i := 0; i < 300 && alive(pid); i++ {
 						time.Sleep(10 * time.Millisecond)
 					}
 					_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -109,4 +119,15 @@ func demoCheck(addr, node string) error {
 		return codeErr{1, fmt.Errorf("service on %s answers for another node: %s", addr, strings.TrimSpace(string(b)))}
 	}
 	return nil
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -72,6 +72,10 @@ func printStatus(st api.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, dash(h.Owner), h.State, h.Epoch, strings.Join(h.Nodes, ","), h.Switchback, h.Reason)
 	}
 	tw.Flush()
+	nodeState := map[string]string{}
+	for _, n := range st.Nodes {
+		nodeState[n.Name] = n.State
+	}
 	for _, h := range st.Hierarchies {
 		if len(h.Resources) == 0 {
 			continue
@@ -86,7 +90,11 @@ func printStatus(st api.Status) {
 			if node == h.Owner {
 				mark = "*"
 			}
-			fmt.Printf(" %s %-10s %s\n", mark, node, strings.Join(parts, " "))
+			note := ""
+			if s := nodeState[node]; s != "alive" {
+				note = "  (node " + s + ": last report)"
+			}
+			fmt.Printf(" %s %-10s %s%s\n", mark, node, strings.Join(parts, " "), note)
 			if e := h.Errors[node]; e != "" {
 				fmt.Printf("   %-10s last error: %s\n", "", e)
 			}

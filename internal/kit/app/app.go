@@ -30,6 +30,7 @@
 //	LB_RESOURCE     the resource's name
 //	LB_ACTION       restore, remove, quickcheck or recover
 //	LB_DATA_DIR     the agent's data directory
+//	LB_AGENT_PID    the agent's process id (a service may stop with its agent)
 //	LB_PARAM_<KEY>  every parameter other than env.*, the key upper-cased with
 //	                anything but letters and digits turned into "_"
 //	                (LB_PARAM_RESTORE, LB_PARAM_DIR, ...)
@@ -70,6 +71,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -215,6 +217,7 @@ func (k Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 		"LB_HIERARCHY": env.Hierarchy,
 		"LB_RESOURCE":  res.Name,
 		"LB_DATA_DIR":  env.DataDir,
+		"LB_AGENT_PID": strconv.Itoa(os.Getpid()),
 	}
 	for key, v := range res.Params {
 		switch {
