@@ -38,6 +38,12 @@ type Options struct {
 	ExtraConfig string
 	// ShutdownStrategy for every node ("" = default).
 	ShutdownStrategy string
+	// IPs, when set, gives each node (in order) its own address instead
+	// of 127.0.0.1, e.g. inside its own network namespace.
+	IPs []string
+	// Wrap, when set, returns the command prefix that runs a node's agent
+	// (for example ip netns exec NAME).
+	Wrap func(node string) []string
 }
 
 // Node is one agent process.
@@ -136,9 +142,13 @@ func Start(opts Options) (*Cluster, error) {
 		if opts.Witness && i == total-1 {
 			n.Name, n.Witness = "witness", true
 		}
-		n.API = fmt.Sprintf("127.0.0.1:%d", ports[i*3+2])
-		fmt.Fprintf(&members, "    - name: %s\n      witness: %v\n      raft: 127.0.0.1:%d\n      gossip: 127.0.0.1:%d\n      api: %s\n",
-			n.Name, n.Witness, ports[i*3], ports[i*3+1], n.API)
+		ip := "127.0.0.1"
+		if i < len(opts.IPs) {
+			ip = opts.IPs[i]
+		}
+		n.API = fmt.Sprintf("%s:%d", ip, ports[i*3+2])
+		fmt.Fprintf(&members, "    - name: %s\n      witness: %v\n      raft: %s:%d\n      gossip: %s:%d\n      api: %s\n",
+			n.Name, n.Witness, ip, ports[i*3], ip, ports[i*3+1], n.API)
 		c.Nodes = append(c.Nodes, n)
 	}
 	for _, n := range c.Nodes {
@@ -185,7 +195,11 @@ func (c *Cluster) StartNode(name string) error {
 	if err != nil {
 		return fmt.Errorf("open log %s: %w", n.Log, err)
 	}
-	cmd := exec.Command(c.opts.Binary, "agent", "--config", n.Config)
+	argv := []string{c.opts.Binary, "agent", "--config", n.Config}
+	if c.opts.Wrap != nil {
+		argv = append(c.opts.Wrap(name), argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a Ctrl-C in the terminal reaches the demo, which
 	// then stops the agents in order.
