@@ -44,6 +44,7 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 				fmt.Printf("run %2d: failover %.0f ms (owner was leader: %v)\n", i+1, d, res.OwnerWasLeader[i])
 			}
 			fmt.Printf("\nfailover median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", res.MedianMS, res.MinMS, res.MaxMS, len(res.FailoverMS))
+			fmt.Printf("owner was a follower: median %.0f ms; owner was the raft leader: median %.0f ms\n", res.FollowerMedianMS, res.LeaderMedianMS)
 			for _, n := range res.Idle {
 				fmt.Printf("idle %s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, n.CPUPercent, idle, n.RSSMiB)
 			}
@@ -63,12 +64,15 @@ type idleFigure struct {
 }
 
 type benchResult struct {
-	FailoverMS     []float64    `json:"failover_ms"`
-	OwnerWasLeader []bool       `json:"owner_was_leader"`
-	MedianMS       float64      `json:"median_ms"`
-	MinMS          float64      `json:"min_ms"`
-	MaxMS          float64      `json:"max_ms"`
-	Idle           []idleFigure `json:"idle"`
+	FailoverMS     []float64 `json:"failover_ms"`
+	OwnerWasLeader []bool    `json:"owner_was_leader"`
+	MedianMS       float64   `json:"median_ms"`
+	MinMS          float64   `json:"min_ms"`
+	MaxMS          float64   `json:"max_ms"`
+	// Medians split by whether the killed owner was also the raft leader.
+	FollowerMedianMS float64      `json:"follower_median_ms"`
+	LeaderMedianMS   float64      `json:"leader_median_ms"`
+	Idle             []idleFigure `json:"idle"`
 }
 
 func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
@@ -111,6 +115,21 @@ func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Every other run, the owner is also the raft leader: then a new
+		// leader must be elected as well.
+		wantLeader := i%2 == 1
+		if target := benchTarget(c, st, owner, wantLeader); target != "" {
+			var o api.Outcome
+			if err := c.Client(otherThan(c, "")).Do(ctx, "POST", "/v1/hierarchies/bench/switchover", api.MoveRequest{To: target}, &o); err != nil {
+				return nil, fmt.Errorf("run %d: switchover to the leader: %w", i+1, err)
+			}
+			if owner, epoch, err = benchOwner(ctx, c, "", epoch); err != nil {
+				return nil, err
+			}
+			if st, err = c.Status(ctx, otherThan(c, owner)); err != nil {
+				return nil, err
+			}
+		}
 		killed := time.Now()
 		if err := c.Signal(owner, syscall.SIGKILL); err != nil {
 			return nil, err
@@ -130,17 +149,51 @@ func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
 			return nil, err
 		}
 	}
-	s := append([]float64(nil), res.FailoverMS...)
-	sort.Float64s(s)
-	if n := len(s); n > 0 {
-		res.MinMS, res.MaxMS = s[0], s[n-1]
-		if n%2 == 1 {
-			res.MedianMS = s[n/2]
+	res.MedianMS, res.MinMS, res.MaxMS = median(res.FailoverMS)
+	var fol, lead []float64
+	for i, d := range res.FailoverMS {
+		if res.OwnerWasLeader[i] {
+			lead = append(lead, d)
 		} else {
-			res.MedianMS = (s[n/2-1] + s[n/2]) / 2
+			fol = append(fol, d)
 		}
 	}
+	res.FollowerMedianMS, _, _ = median(fol)
+	res.LeaderMedianMS, _, _ = median(lead)
 	return res, nil
+}
+
+// median returns the median, minimum and maximum of xs (zeros when empty).
+func median(xs []float64) (med, lo, hi float64) {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	if n%2 == 1 {
+		med = s[n/2]
+	} else {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return med, s[0], s[n-1]
+}
+
+// benchTarget returns where to move the hierarchy so that its owner is (or
+// is not) the raft leader, or "" when it already is as wanted.
+func benchTarget(c *demo.Cluster, st api.Status, owner string, wantLeader bool) string {
+	if st.Leader == "" || (owner == st.Leader) == wantLeader {
+		return ""
+	}
+	if wantLeader {
+		return st.Leader
+	}
+	for _, n := range c.Nodes {
+		if n.Name != st.Leader && n.Running() {
+			return n.Name
+		}
+	}
+	return ""
 }
 
 func otherThan(c *demo.Cluster, name string) string {

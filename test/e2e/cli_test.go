@@ -250,4 +250,3 @@ func writeFile(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
-
