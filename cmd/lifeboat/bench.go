@@ -41,10 +41,11 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 				return printJSON(res)
 			}
 			for i, d := range res.FailoverMS {
-				fmt.Printf("run %2d: failover %.0f ms (owner was leader: %v)\n", i+1, d, res.OwnerWasLeader[i])
+				fmt.Printf("run %2d: failover %.0f ms, declared failed after %.0f ms (owner was leader: %v)\n", i+1, d, res.DetectMS[i], res.OwnerWasLeader[i])
 			}
 			fmt.Printf("\nfailover median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", res.MedianMS, res.MinMS, res.MaxMS, len(res.FailoverMS))
 			fmt.Printf("owner was a follower: median %.0f ms; owner was the raft leader: median %.0f ms\n", res.FollowerMedianMS, res.LeaderMedianMS)
+			fmt.Printf("failure detection (kill -> declared failed): median %.0f ms\n", res.DetectMedianMS)
 			for _, n := range res.Idle {
 				fmt.Printf("idle %s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, n.CPUPercent, idle, n.RSSMiB)
 			}
@@ -64,7 +65,10 @@ type idleFigure struct {
 }
 
 type benchResult struct {
-	FailoverMS     []float64 `json:"failover_ms"`
+	FailoverMS []float64 `json:"failover_ms"`
+	// DetectMS: kill -> the failure detector declares the node failed.
+	DetectMS       []float64 `json:"detect_ms"`
+	DetectMedianMS float64   `json:"detect_median_ms"`
 	OwnerWasLeader []bool    `json:"owner_was_leader"`
 	MedianMS       float64   `json:"median_ms"`
 	MinMS          float64   `json:"min_ms"`
@@ -134,11 +138,20 @@ func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
 		if err := c.Signal(owner, syscall.SIGKILL); err != nil {
 			return nil, err
 		}
-		_, _, err = benchOwner(ctx, c, owner, epoch)
+		var detected time.Duration
+		_, _, err = benchOwnerDetect(ctx, c, owner, epoch, func() { detected = time.Since(killed) })
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", i+1, err)
 		}
 		d := time.Since(killed)
+		if detected == 0 {
+			// the hierarchy moved first; wait for the failure detector
+			if err := waitNodeFailed(ctx, c, owner); err != nil {
+				return nil, err
+			}
+			detected = time.Since(killed)
+		}
+		res.DetectMS = append(res.DetectMS, float64(detected.Microseconds())/1000)
 		res.FailoverMS = append(res.FailoverMS, float64(d.Microseconds())/1000)
 		res.OwnerWasLeader = append(res.OwnerWasLeader, st.Leader == owner)
 		_ = c.WaitExit(ctx, owner)
@@ -150,6 +163,7 @@ func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
 		}
 	}
 	res.MedianMS, res.MinMS, res.MaxMS = median(res.FailoverMS)
+	res.DetectMedianMS, _, _ = median(res.DetectMS)
 	var fol, lead []float64
 	for i, d := range res.FailoverMS {
 		if res.OwnerWasLeader[i] {
@@ -208,8 +222,22 @@ func otherThan(c *demo.Cluster, name string) string {
 // benchOwner polls a running node other than notOn until the hierarchy is
 // online on a node other than notOn at an epoch above after.
 func benchOwner(ctx context.Context, c *demo.Cluster, notOn string, after uint64) (string, uint64, error) {
+	return benchOwnerDetect(ctx, c, notOn, after, nil)
+}
+
+// benchOwnerDetect is benchOwner that also calls failed (once) when the
+// failure detector first reports notOn failed.
+func benchOwnerDetect(ctx context.Context, c *demo.Cluster, notOn string, after uint64, failed func()) (string, uint64, error) {
 	for {
 		st, err := c.Status(ctx, otherThan(c, notOn))
+		if err == nil && failed != nil {
+			for _, n := range st.Nodes {
+				if n.Name == notOn && n.State == "failed" {
+					failed()
+					failed = nil
+				}
+			}
+		}
 		if err == nil {
 			for _, h := range st.Hierarchies {
 				if h.State == "online" && h.Owner != notOn && h.Epoch > after {
@@ -220,6 +248,23 @@ func benchOwner(ctx context.Context, c *demo.Cluster, notOn string, after uint64
 		select {
 		case <-ctx.Done():
 			return "", 0, fmt.Errorf("hierarchy not back in service: %w", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func waitNodeFailed(ctx context.Context, c *demo.Cluster, node string) error {
+	for {
+		if st, err := c.Status(ctx, otherThan(c, node)); err == nil {
+			for _, n := range st.Nodes {
+				if n.Name == node && n.State == "failed" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never declared failed: %w", node, ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

@@ -77,9 +77,11 @@ type LeaseConfig struct {
 	Rejoin func(ctx context.Context) (uint64, error)
 }
 
-type grant struct {
-	gen uint64
-	at  time.Time
+// grantKey identifies a lease generation: grants are kept per generation
+// so that a grant at a newer one never hides a recent grant at an older one.
+type grantKey struct {
+	node string
+	gen  uint64
 }
 
 // Leases is both sides of the lease protocol on one node.
@@ -88,7 +90,7 @@ type Leases struct {
 	started time.Time
 
 	gmu    sync.Mutex
-	grants map[string]grant
+	grants map[grantKey]time.Time
 
 	hmu     sync.Mutex
 	gen     uint64
@@ -99,7 +101,7 @@ type Leases struct {
 
 // NewLeases makes the lease service; Run starts renewing.
 func NewLeases(cfg LeaseConfig) *Leases {
-	return &Leases{cfg: cfg, started: time.Now(), grants: map[string]grant{}}
+	return &Leases{cfg: cfg, started: time.Now(), grants: map[grantKey]time.Time{}}
 }
 
 // Threshold is how long after its last grant a voter considers a lease
@@ -126,8 +128,14 @@ func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
 	case cur > req.Gen || revoked:
 		return RenewResponse{Revoked: true, Reason: fmt.Sprintf("generation %d of %s was fenced", req.Gen, req.Node)}
 	}
+	now := time.Now()
 	l.gmu.Lock()
-	l.grants[req.Node] = grant{gen: req.Gen, at: time.Now()}
+	l.grants[grantKey{req.Node, req.Gen}] = now
+	for k, at := range l.grants {
+		if k.node == req.Node && k.gen < req.Gen && now.Sub(at) > l.Threshold() {
+			delete(l.grants, k) // old generation, long expired
+		}
+	}
 	l.gmu.Unlock()
 	return RenewResponse{Granted: true}
 }
@@ -143,8 +151,8 @@ func (l *Leases) HandleAttest(req AttestRequest) AttestResponse {
 	if since := time.Since(l.started); since < th {
 		return AttestResponse{Reason: fmt.Sprintf("voter started %s ago", since.Round(time.Millisecond))}
 	}
-	if g, ok := l.grants[req.Node]; ok && g.gen == req.Gen {
-		if ago := time.Since(g.at); ago < th {
+	if at, ok := l.grants[grantKey{req.Node, req.Gen}]; ok {
+		if ago := time.Since(at); ago < th {
 			return AttestResponse{Reason: fmt.Sprintf("granted %s ago", ago.Round(time.Millisecond))}
 		}
 	}
@@ -155,11 +163,11 @@ func (l *Leases) HandleAttest(req AttestRequest) AttestResponse {
 func (l *Leases) LastGrant(node string, gen uint64) (time.Duration, bool) {
 	l.gmu.Lock()
 	defer l.gmu.Unlock()
-	g, ok := l.grants[node]
-	if !ok || g.gen != gen {
+	at, ok := l.grants[grantKey{node, gen}]
+	if !ok {
 		return time.Since(l.started), false
 	}
-	return time.Since(g.at), true
+	return time.Since(at), true
 }
 
 // Attest asks every voter (this one locally) whether node's lease at gen

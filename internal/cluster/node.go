@@ -84,6 +84,9 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{}
+	// gone records, for nodes memberlist no longer lists, why: "failed"
+	// or "left". memberlist's Members() lists only live nodes.
+	gone map[string]string
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -106,7 +109,7 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if self == nil {
 		return nil, fmt.Errorf("node %q is not in the cluster membership", cfg.Node)
 	}
-	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{})}
+	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{}), gone: map[string]string{}}
 	defer func() {
 		if err != nil {
 			c.closeParts()
@@ -255,6 +258,14 @@ func (c *Cluster) Members() map[string]MemberStatus {
 	if c.ml == nil {
 		return out
 	}
+	c.mu.Lock()
+	for name, why := range c.gone {
+		if st, ok := out[name]; ok {
+			st.State = why
+			out[name] = st
+		}
+	}
+	c.mu.Unlock()
 	for _, n := range c.ml.Members() {
 		st := MemberStatus{Name: n.Name, Addr: n.Address()}
 		switch n.State {
@@ -396,10 +407,20 @@ type eventDelegate struct{ c *Cluster }
 
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	e.c.cfg.Logger.Info("node alive", "peer", n.Name)
+	e.c.mu.Lock()
+	delete(e.c.gone, n.Name)
+	e.c.mu.Unlock()
 	e.c.memberNotify()
 }
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
-	e.c.cfg.Logger.Warn("node failed or left", "peer", n.Name)
+	why := "failed"
+	if n.State == memberlist.StateLeft {
+		why = "left"
+	}
+	e.c.cfg.Logger.Warn("node "+why, "peer", n.Name)
+	e.c.mu.Lock()
+	e.c.gone[n.Name] = why
+	e.c.mu.Unlock()
 	e.c.memberNotify()
 }
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.c.memberNotify() }

@@ -9,6 +9,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -253,7 +254,7 @@ func sameMap(a, b map[string]string) bool {
 }
 
 func (w *worker) run(ctx context.Context) {
-	for {
+	for ctx.Err() == nil {
 		next := w.step(ctx)
 		var timer <-chan time.Time
 		var t *time.Timer
@@ -302,6 +303,8 @@ func (w *worker) step(ctx context.Context) time.Time {
 			if err := w.prepare(ctx, d); err == nil || w.insts != nil {
 				w.removeAll(ctx, d, "out of service here")
 			}
+		} else if w.report().Epoch != d.Epoch {
+			w.publish(d.Epoch, StateOffline, w.resStates(""), "")
 		}
 		return time.Time{}
 	}
@@ -310,7 +313,8 @@ func (w *worker) step(ctx context.Context) time.Time {
 // prepare (re)creates kit instances when the spec changed.
 func (w *worker) prepare(ctx context.Context, d Desired) error {
 	h := d.Spec
-	key := fmt.Sprintf("%v", h.Resources)
+	kb, _ := json.Marshal(h.Resources)
+	key := string(kb)
 	if w.insts != nil && key == w.specKey {
 		return nil
 	}
@@ -500,6 +504,9 @@ func (w *worker) monitor(ctx context.Context, d Desired) time.Time {
 		start := time.Now()
 		h, err := inst.QuickCheck(cctx)
 		cancel()
+		if ctx.Err() != nil {
+			return time.Time{}
+		}
 		w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
 		switch h {
 		case kit.Healthy:

@@ -31,12 +31,17 @@ type call struct {
 	Res    string
 	Op     string     // opNew or a kit.Op* name
 	Health kit.Health // quickcheck result
+	// Cancelled: the action's context was already done when it was called.
+	Cancelled bool
 }
 
 func (c call) String() string {
 	s := fmt.Sprintf("#%d %s/%s %s", c.Seq, c.Hier, c.Res, c.Op)
 	if c.Op == kit.OpQuickCheck {
 		s += "=" + c.Health.String()
+	}
+	if c.Cancelled {
+		s += " (context already done)"
 	}
 	return s
 }
@@ -54,6 +59,9 @@ type script struct {
 	// are used up every check returns checkDefault.
 	checks       []kit.Health
 	checkDefault kit.Health
+	// checkUntilDone makes QuickCheck wait for its context to end and then
+	// report Failed, like a kit that treats an interrupted probe as a failure.
+	checkUntilDone bool
 }
 
 // fakeKit is the "fake" resource type: it journals every call in time order
@@ -84,7 +92,7 @@ func (f *fakeKit) Validate(map[string]string) []spec.Problem { return nil }
 
 // New implements kit.Kit.
 func (f *fakeKit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
-	f.record(env.Hierarchy, res.Name, opNew, 0)
+	f.record(env.Hierarchy, res.Name, opNew, 0, false)
 	return &fakeInstance{k: f, hier: env.Hierarchy, res: res.Name}, nil
 }
 
@@ -105,14 +113,14 @@ func (f *fakeKit) scriptLocked(hier, res string) *script {
 	return s
 }
 
-func (f *fakeKit) record(hier, res, op string, h kit.Health) {
+func (f *fakeKit) record(hier, res, op string, h kit.Health, cancelled bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.recordLocked(hier, res, op, h)
+	f.recordLocked(hier, res, op, h, cancelled)
 }
 
-func (f *fakeKit) recordLocked(hier, res, op string, h kit.Health) {
-	f.calls = append(f.calls, call{Seq: len(f.calls), At: time.Now(), Hier: hier, Res: res, Op: op, Health: h})
+func (f *fakeKit) recordLocked(hier, res, op string, h kit.Health, cancelled bool) {
+	f.calls = append(f.calls, call{Seq: len(f.calls), At: time.Now(), Hier: hier, Res: res, Op: op, Health: h, Cancelled: cancelled})
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
@@ -152,7 +160,7 @@ type fakeInstance struct {
 
 func (i *fakeInstance) Restore(ctx context.Context) error {
 	i.k.mu.Lock()
-	i.k.recordLocked(i.hier, i.res, kit.OpRestore, 0)
+	i.k.recordLocked(i.hier, i.res, kit.OpRestore, 0, ctx.Err() != nil)
 	s := i.k.scriptLocked(i.hier, i.res)
 	err, delay, block := s.restoreErr, s.restoreDelay, s.restoreBlock
 	i.k.mu.Unlock()
@@ -160,7 +168,7 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 		select {
 		case <-block:
 		case <-ctx.Done():
-			i.k.record(i.hier, i.res, opRestoreAborted, 0)
+			i.k.record(i.hier, i.res, opRestoreAborted, 0, true)
 			return ctx.Err()
 		}
 	}
@@ -176,23 +184,31 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 	return err
 }
 
-func (i *fakeInstance) Remove(context.Context) error {
+func (i *fakeInstance) Remove(ctx context.Context) error {
 	i.k.mu.Lock()
 	defer i.k.mu.Unlock()
-	i.k.recordLocked(i.hier, i.res, kit.OpRemove, 0)
+	i.k.recordLocked(i.hier, i.res, kit.OpRemove, 0, ctx.Err() != nil)
 	return i.k.scriptLocked(i.hier, i.res).removeErr
 }
 
-func (i *fakeInstance) QuickCheck(context.Context) (kit.Health, error) {
+func (i *fakeInstance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	i.k.mu.Lock()
-	defer i.k.mu.Unlock()
 	s := i.k.scriptLocked(i.hier, i.res)
 	h := s.checkDefault
 	if len(s.checks) > 0 {
 		h = s.checks[0]
 		s.checks = s.checks[1:]
 	}
-	i.k.recordLocked(i.hier, i.res, kit.OpQuickCheck, h)
+	untilDone := s.checkUntilDone
+	if untilDone {
+		h = kit.Failed
+	}
+	i.k.recordLocked(i.hier, i.res, kit.OpQuickCheck, h, ctx.Err() != nil)
+	i.k.mu.Unlock()
+	if untilDone {
+		<-ctx.Done()
+		return kit.Failed, ctx.Err()
+	}
 	var err error
 	switch h {
 	case kit.Failed:
@@ -203,10 +219,10 @@ func (i *fakeInstance) QuickCheck(context.Context) (kit.Health, error) {
 	return h, err
 }
 
-func (i *fakeInstance) Recover(context.Context) error {
+func (i *fakeInstance) Recover(ctx context.Context) error {
 	i.k.mu.Lock()
 	defer i.k.mu.Unlock()
-	i.k.recordLocked(i.hier, i.res, kit.OpRecover, 0)
+	i.k.recordLocked(i.hier, i.res, kit.OpRecover, 0, ctx.Err() != nil)
 	return i.k.scriptLocked(i.hier, i.res).recoverErr
 }
 

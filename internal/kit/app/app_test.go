@@ -178,6 +178,7 @@ func TestEnvironment(t *testing.T) {
 		"LB_RESOURCE":          "web",
 		"LB_ACTION":            "restore",
 		"LB_DATA_DIR":          "/var/lib/lifeboat-test",
+		"LB_AGENT_PID":         strconv.Itoa(os.Getpid()),
 		"LB_PARAM_RESTORE":     `env > "$OUT"`,
 		"LB_PARAM_REMOVE":      "true",
 		"LB_PARAM_QUICKCHECK":  "true",

@@ -1,0 +1,551 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+
+func testHier(name string, nodes ...string) spec.Hierarchy {
+	h := spec.Hierarchy{Name: name, Nodes: nodes, Resources: []spec.Resource{{Name: "r", Type: "app"}}}
+	h.Normalize() // fills pointer fields, so Clone's depth is exercised
+	return h
+}
+
+func put(hs ...spec.Hierarchy) *Command {
+	return &Command{Type: CmdPutHierarchies, Hierarchies: hs, Time: t0}
+}
+
+// mustApply applies c and fails the test on an error result.
+func mustApply(t *testing.T, s *State, c *Command) Result {
+	t.Helper()
+	r := apply(s, c)
+	if r.Err != nil {
+		t.Fatalf("apply %s: %v", c.Type, r.Err)
+	}
+	return r
+}
+
+func TestApplyPut(t *testing.T) {
+	s := NewState()
+	r := mustApply(t, s, put(testHier("web", "n1", "n2"), testHier("db", "n2")))
+	if !r.Changed {
+		t.Fatal("put not Changed")
+	}
+	for _, n := range []string{"web", "db"} {
+		a := s.Assignments[n]
+		if a == nil {
+			t.Fatalf("no assignment for %s", n)
+		}
+		if !a.Online || a.Epoch != 1 || a.Node != "" || a.Hierarchy != n || !a.Since.Equal(t0) || a.Reason == "" {
+			t.Fatalf("new assignment %+v, want Online at epoch 1, unassigned, since t0", a)
+		}
+		if _, ok := s.Hierarchies[n]; !ok {
+			t.Fatalf("hierarchy %s not stored", n)
+		}
+	}
+
+	// The owner keeps it across an update; the epoch rises.
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "web", Node: "n2", Gen: 3, Epoch: 1})
+	t1 := t0.Add(time.Minute)
+	upd := put(testHier("web", "n1", "n2", "n3"))
+	upd.Time = t1
+	mustApply(t, s, upd)
+	a := s.Assignments["web"]
+	if a.Node != "n2" || a.Gen != 3 || a.Epoch != 3 || a.MoveTo != "" || !a.Online || !a.Since.Equal(t1) {
+		t.Fatalf("after update %+v, want owner n2/3 kept, epoch 3, no MoveTo", a)
+	}
+	if got := s.Hierarchies["web"].Nodes; !reflect.DeepEqual(got, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("spec not replaced: %v", got)
+	}
+	if s.Assignments["db"].Epoch != 1 {
+		t.Fatalf("unrelated hierarchy touched: %+v", s.Assignments["db"])
+	}
+
+	// The owner is dropped from the node list: move to the first listed.
+	mustApply(t, s, put(testHier("web", "n3", "n1")))
+	a = s.Assignments["web"]
+	if a.Node != "n2" || a.MoveTo != "n3" || a.Epoch != 4 {
+		t.Fatalf("owner dropped: %+v, want owner n2 with MoveTo n3 at epoch 4", a)
+	}
+
+	// A put revives a hierarchy being deleted.
+	mustApply(t, s, &Command{Type: CmdDelete, Hierarchy: "db"})
+	if a := s.Assignments["db"]; !a.Deleting || a.Online || a.Epoch != 2 {
+		t.Fatalf("after delete %+v", a)
+	}
+	mustApply(t, s, put(testHier("db", "n2")))
+	if a := s.Assignments["db"]; a.Deleting || !a.Online || a.Epoch != 3 {
+		t.Fatalf("after re-put %+v, want not deleting, online, epoch 3", a)
+	}
+}
+
+func TestApplyAssign(t *testing.T) {
+	tests := []struct {
+		name    string
+		start   Assignment
+		cmd     Command
+		changed bool
+		want    Assignment
+	}{
+		{
+			name:    "assign at the current epoch",
+			start:   Assignment{Epoch: 1, Online: true},
+			cmd:     Command{Node: "n1", Gen: 2, Epoch: 1, Reason: "placed"},
+			changed: true,
+			want:    Assignment{Node: "n1", Gen: 2, Epoch: 2, Online: true, Reason: "placed"},
+		},
+		{
+			name:    "stale epoch is a no-op",
+			start:   Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true},
+			cmd:     Command{Node: "n2", Gen: 1, Epoch: 4},
+			changed: false,
+			want:    Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true},
+		},
+		{
+			name:    "future epoch is a no-op",
+			start:   Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true},
+			cmd:     Command{Node: "n2", Gen: 1, Epoch: 6},
+			changed: false,
+			want:    Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true},
+		},
+		{
+			name:    "assign clears MoveTo",
+			start:   Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true, MoveTo: "n3"},
+			cmd:     Command{Node: "n3", Gen: 4, Epoch: 5},
+			changed: true,
+			want:    Assignment{Node: "n3", Gen: 4, Epoch: 6, Online: true},
+		},
+		{
+			name:    "MarkFailed appends the previous owner",
+			start:   Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true, Failed: []string{"n9"}},
+			cmd:     Command{Node: "n2", Gen: 3, Epoch: 5, MarkFailed: true},
+			changed: true,
+			want:    Assignment{Node: "n2", Gen: 3, Epoch: 6, Online: true, Failed: []string{"n9", "n1"}},
+		},
+		{
+			name:    "MarkFailed does not list the owner twice",
+			start:   Assignment{Node: "n1", Gen: 2, Epoch: 5, Online: true, Failed: []string{"n1"}},
+			cmd:     Command{Node: "", Epoch: 5, MarkFailed: true},
+			changed: true,
+			want:    Assignment{Epoch: 6, Online: true, Failed: []string{"n1"}},
+		},
+		{
+			name:    "MarkFailed with no owner adds nothing",
+			start:   Assignment{Epoch: 5, Online: true},
+			cmd:     Command{Node: "n2", Gen: 1, Epoch: 5, MarkFailed: true},
+			changed: true,
+			want:    Assignment{Node: "n2", Gen: 1, Epoch: 6, Online: true},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewState()
+			s.Hierarchies["web"] = testHier("web", "n1", "n2", "n3")
+			a := tt.start
+			a.Hierarchy = "web"
+			s.Assignments["web"] = &a
+			c := tt.cmd
+			c.Type, c.Hierarchy, c.Time = CmdAssign, "web", t0
+			r := apply(s, &c)
+			if r.Err != nil || r.Changed != tt.changed {
+				t.Fatalf("apply = %+v, want Changed %v", r, tt.changed)
+			}
+			want := tt.want
+			want.Hierarchy = "web"
+			if tt.changed {
+				want.Since = t0
+			}
+			if got := *s.Assignments["web"]; !reflect.DeepEqual(got, want) {
+				t.Fatalf("assignment\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+	s := NewState()
+	if r := apply(s, &Command{Type: CmdAssign, Hierarchy: "nope", Epoch: 0}); r.Changed || r.Err != nil {
+		t.Fatalf("assign of unknown hierarchy = %+v", r)
+	}
+}
+
+func TestApplyRequestMoveAndSetOnline(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("web", "n1", "n2", "n3")))
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1})
+	s.Assignments["web"].Failed = []string{"n2", "n3"}
+	s.Assignments["web"].Online = false
+
+	// Stale epoch: no-op.
+	if r := apply(s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n2", Epoch: 1}); r.Changed || r.Err != nil {
+		t.Fatalf("stale request-move = %+v", r)
+	}
+	// Without ClearFailed: Failed and Online are left alone.
+	r := mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n3", Epoch: 2})
+	a := s.Assignments["web"]
+	if !r.Changed || a.MoveTo != "n3" || a.Epoch != 3 || a.Online || !reflect.DeepEqual(a.Failed, []string{"n2", "n3"}) {
+		t.Fatalf("request-move = %+v, %+v", r, a)
+	}
+	// Epoch 0 means unconditional; ClearFailed removes only the target.
+	mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n2", ClearFailed: true})
+	a = s.Assignments["web"]
+	if a.MoveTo != "n2" || a.Epoch != 4 || !a.Online || !reflect.DeepEqual(a.Failed, []string{"n3"}) || a.Node != "n1" {
+		t.Fatalf("request-move with ClearFailed: %+v, want MoveTo n2, Online, Failed [n3]", a)
+	}
+	// set-online clears MoveTo and (optionally) Failed.
+	mustApply(t, s, &Command{Type: CmdSetOnline, Hierarchy: "web", Online: false})
+	a = s.Assignments["web"]
+	if a.Online || a.MoveTo != "" || a.Epoch != 5 || len(a.Failed) != 1 {
+		t.Fatalf("set-online false: %+v", a)
+	}
+	mustApply(t, s, &Command{Type: CmdSetOnline, Hierarchy: "web", Online: true, ClearFailed: true})
+	a = s.Assignments["web"]
+	if !a.Online || a.Failed != nil || a.Epoch != 6 {
+		t.Fatalf("set-online true: %+v", a)
+	}
+	// Unknown or deleting hierarchies are errors.
+	if r := apply(s, &Command{Type: CmdRequestMove, Hierarchy: "nope", To: "n1"}); r.Err == nil {
+		t.Fatal("request-move of unknown hierarchy accepted")
+	}
+	if r := apply(s, &Command{Type: CmdSetOnline, Hierarchy: "nope"}); r.Err == nil {
+		t.Fatal("set-online of unknown hierarchy accepted")
+	}
+	mustApply(t, s, &Command{Type: CmdDelete, Hierarchy: "web"})
+	if r := apply(s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n1"}); r.Err == nil {
+		t.Fatal("request-move of deleting hierarchy accepted")
+	}
+	if r := apply(s, &Command{Type: CmdSetOnline, Hierarchy: "web", Online: true}); r.Err == nil {
+		t.Fatal("set-online of deleting hierarchy accepted")
+	}
+	if r := apply(s, &Command{Type: CmdDelete, Hierarchy: "nope"}); r.Err == nil {
+		t.Fatal("delete of unknown hierarchy accepted")
+	}
+}
+
+func TestApplyNodes(t *testing.T) {
+	s := NewState()
+	// join: new generation, returned in Result.Gen.
+	for want := uint64(1); want <= 3; want++ {
+		r := mustApply(t, s, &Command{Type: CmdJoin, Node: "n1", Version: "v1"})
+		if !r.Changed || r.Gen != want || s.Nodes["n1"].Gen != want {
+			t.Fatalf("join %d = %+v, node %+v", want, r, s.Nodes["n1"])
+		}
+	}
+	if s.Nodes["n1"].Version != "v1" {
+		t.Fatalf("version not recorded: %+v", s.Nodes["n1"])
+	}
+	// revoke only the current generation.
+	if r := apply(s, &Command{Type: CmdRevoke, Node: "n1", Gen: 2}); r.Changed || s.Nodes["n1"].Revoked {
+		t.Fatalf("revoke of old gen = %+v, node %+v", r, s.Nodes["n1"])
+	}
+	if r := apply(s, &Command{Type: CmdRevoke, Node: "n1", Gen: 4}); r.Changed || s.Nodes["n1"].Revoked {
+		t.Fatalf("revoke of future gen = %+v, node %+v", r, s.Nodes["n1"])
+	}
+	if r := apply(s, &Command{Type: CmdRevoke, Node: "n1", Gen: 3}); !r.Changed || !s.Nodes["n1"].Revoked {
+		t.Fatalf("revoke of current gen = %+v, node %+v", r, s.Nodes["n1"])
+	}
+	if r := apply(s, &Command{Type: CmdRevoke, Node: "n1", Gen: 3}); r.Changed {
+		t.Fatalf("second revoke = %+v, want no change", r)
+	}
+	// leaving.
+	mustApply(t, s, &Command{Type: CmdLeaving, Node: "n1", Leaving: true})
+	if !s.Nodes["n1"].Leaving {
+		t.Fatal("leaving not set")
+	}
+	// join clears Revoked and Leaving.
+	r := mustApply(t, s, &Command{Type: CmdJoin, Node: "n1", Version: "v2"})
+	n := s.Nodes["n1"]
+	if r.Gen != 4 || n.Gen != 4 || n.Revoked || n.Leaving || n.Version != "v2" {
+		t.Fatalf("rejoin = %+v, node %+v", r, n)
+	}
+	mustApply(t, s, &Command{Type: CmdLeaving, Node: "n1", Leaving: true})
+	mustApply(t, s, &Command{Type: CmdLeaving, Node: "n1", Leaving: false})
+	if s.Nodes["n1"].Leaving {
+		t.Fatal("leaving not cleared")
+	}
+}
+
+func TestApplyRelease(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("a", "n1"), testHier("b", "n1"), testHier("c", "n1"), testHier("d", "n2")))
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "a", Node: "n1", Gen: 2, Epoch: 1})
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "b", Node: "n1", Gen: 2, Epoch: 1})
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "c", Node: "n1", Gen: 3, Epoch: 1})
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "d", Node: "n2", Gen: 2, Epoch: 1})
+	t1 := t0.Add(time.Hour)
+	r := mustApply(t, s, &Command{Type: CmdRelease, Node: "n1", Gen: 2, Reason: "fenced", Time: t1})
+	if !r.Changed {
+		t.Fatal("release not Changed")
+	}
+	for _, n := range []string{"a", "b"} {
+		a := s.Assignments[n]
+		if a.Node != "" || a.Gen != 0 || a.Epoch != 3 || a.Reason != "fenced" || !a.Since.Equal(t1) || !a.Online {
+			t.Fatalf("%s after release: %+v", n, a)
+		}
+	}
+	if a := s.Assignments["c"]; a.Node != "n1" || a.Gen != 3 || a.Epoch != 2 {
+		t.Fatalf("other generation touched: %+v", a)
+	}
+	if a := s.Assignments["d"]; a.Node != "n2" || a.Gen != 2 || a.Epoch != 2 {
+		t.Fatalf("other node touched: %+v", a)
+	}
+	if r := apply(s, &Command{Type: CmdRelease, Node: "n1", Gen: 2}); r.Changed {
+		t.Fatal("second release Changed")
+	}
+}
+
+func TestApplyReportAndPurge(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("web", "n1")))
+	rep := &HierarchyReport{Epoch: 1, State: "online", At: t0}
+	if r := mustApply(t, s, &Command{Type: CmdReport, Node: "n1", Hierarchy: "web", Report: rep}); !r.Changed {
+		t.Fatal("report not Changed")
+	}
+	if got, ok := s.Report("n1", "web", 1); !ok || got.State != "online" {
+		t.Fatalf("Report = %+v %v", got, ok)
+	}
+	if _, ok := s.Report("n1", "web", 2); ok {
+		t.Fatal("Report at another epoch found")
+	}
+	if _, ok := s.Report("n2", "web", 1); ok {
+		t.Fatal("Report of unknown node found")
+	}
+	// Report for an unknown hierarchy is dropped.
+	if r := apply(s, &Command{Type: CmdReport, Node: "n1", Hierarchy: "ghost", Report: rep}); r.Changed || r.Err != nil {
+		t.Fatalf("report for unknown hierarchy = %+v", r)
+	}
+	if _, ok := s.Nodes["n1"].Reports["ghost"]; ok {
+		t.Fatal("report for unknown hierarchy stored")
+	}
+	if r := apply(s, &Command{Type: CmdReport, Node: "n1", Hierarchy: "web"}); r.Err == nil {
+		t.Fatal("report without body accepted")
+	}
+
+	// Purge: only when deleting and at the current epoch.
+	if r := apply(s, &Command{Type: CmdPurge, Hierarchy: "web", Epoch: 1}); r.Changed {
+		t.Fatal("purge of a live hierarchy")
+	}
+	mustApply(t, s, &Command{Type: CmdDelete, Hierarchy: "web"})
+	if r := apply(s, &Command{Type: CmdPurge, Hierarchy: "web", Epoch: 1}); r.Changed {
+		t.Fatal("purge at a stale epoch")
+	}
+	if r := apply(s, &Command{Type: CmdPurge, Hierarchy: "web", Epoch: 2}); !r.Changed {
+		t.Fatal("purge at the current epoch refused")
+	}
+	if _, ok := s.Assignments["web"]; ok {
+		t.Fatal("assignment not purged")
+	}
+	if _, ok := s.Hierarchies["web"]; ok {
+		t.Fatal("hierarchy not purged")
+	}
+	if _, ok := s.Nodes["n1"].Reports["web"]; ok {
+		t.Fatal("report not purged")
+	}
+	if r := apply(s, &Command{Type: CmdPurge, Hierarchy: "web", Epoch: 2}); r.Changed {
+		t.Fatal("second purge Changed")
+	}
+}
+
+func TestApplyUnknownCommand(t *testing.T) {
+	if r := apply(NewState(), &Command{Type: "frobnicate"}); r.Err == nil || r.Changed {
+		t.Fatalf("unknown command = %+v", r)
+	}
+}
+
+func logOf(t *testing.T, idx uint64, c Command) *raft.Log {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: b}
+}
+
+func TestFSMApply(t *testing.T) {
+	f := NewFSM()
+	ch := f.Changed()
+	res := f.Apply(logOf(t, 7, Command{Type: CmdJoin, Node: "n1"}))
+	r, ok := res.(Result)
+	if !ok || r.Err != nil || r.Gen != 1 {
+		t.Fatalf("Apply = %#v", res)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed not closed after Apply")
+	}
+	if f.Index() != 7 {
+		t.Fatalf("Index = %d, want 7", f.Index())
+	}
+	res = f.Apply(logOf(t, 8, *put(testHier("web", "n1"))))
+	if r := res.(Result); !r.Changed {
+		t.Fatalf("put = %+v", r)
+	}
+	f.View(func(s *State) {
+		if s.Assignments["web"] == nil || s.Nodes["n1"].Gen != 1 || s.Index != 8 {
+			t.Fatalf("state %+v", s)
+		}
+	})
+	// A command that does not decode is an error result; state unchanged.
+	res = f.Apply(&raft.Log{Index: 9, Data: []byte("{not json")})
+	if r := res.(Result); r.Err == nil {
+		t.Fatalf("bad log = %+v", r)
+	}
+	if f.Index() != 8 {
+		t.Fatalf("Index after bad log = %d", f.Index())
+	}
+	// Copy is independent of the FSM.
+	c := f.Copy()
+	c.Nodes["n1"].Gen = 99
+	f.View(func(s *State) {
+		if s.Nodes["n1"].Gen != 1 {
+			t.Fatal("Copy aliases the FSM state")
+		}
+	})
+}
+
+type memSink struct {
+	bytes.Buffer
+	closed, cancelled bool
+	failWrite         bool
+}
+
+func (s *memSink) Write(p []byte) (int, error) {
+	if s.failWrite {
+		return 0, errors.New("disk full")
+	}
+	return s.Buffer.Write(p)
+}
+func (s *memSink) ID() string     { return "mem" }
+func (s *memSink) Cancel() error  { s.cancelled = true; return nil }
+func (s *memSink) Close() error   { s.closed = true; return nil }
+func (s *memSink) String() string { return s.Buffer.String() }
+
+var _ raft.SnapshotSink = (*memSink)(nil)
+
+func richState(t *testing.T) *FSM {
+	t.Helper()
+	f := NewFSM()
+	cmds := []Command{
+		{Type: CmdJoin, Node: "n1", Version: "1.0"},
+		{Type: CmdJoin, Node: "n2"},
+		*put(testHier("web", "n1", "n2"), testHier("db", "n2", "n1")),
+		{Type: CmdAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1, Time: t0},
+		{Type: CmdReport, Node: "n1", Hierarchy: "web", Report: &HierarchyReport{Epoch: 2, State: "online", Resources: map[string]string{"r": "online"}, At: t0}},
+		{Type: CmdAssign, Hierarchy: "db", Node: "n2", Gen: 1, Epoch: 1, MarkFailed: true, Time: t0},
+		{Type: CmdAssign, Hierarchy: "db", Node: "n1", Gen: 1, Epoch: 2, MarkFailed: true, Time: t0},
+		{Type: CmdRevoke, Node: "n2", Gen: 1},
+		{Type: CmdLeaving, Node: "n1", Leaving: true},
+	}
+	for i, c := range cmds {
+		if r := f.Apply(logOf(t, uint64(i+1), c)).(Result); r.Err != nil {
+			t.Fatalf("command %d: %v", i, r.Err)
+		}
+	}
+	return f
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	f := richState(t)
+	want := f.Copy()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changes after the snapshot do not leak into it.
+	f.Apply(logOf(t, 100, Command{Type: CmdJoin, Node: "n3"}))
+
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if !sink.closed || sink.cancelled {
+		t.Fatalf("sink closed=%v cancelled=%v", sink.closed, sink.cancelled)
+	}
+
+	g := NewFSM()
+	ch := g.Changed()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Restore did not wake watchers")
+	}
+	got := g.Copy()
+	if !reflect.DeepEqual(got, want) {
+		gb, _ := json.Marshal(got)
+		wb, _ := json.Marshal(want)
+		t.Fatalf("restored state differs:\n got %s\nwant %s", gb, wb)
+	}
+	if got.Index != 9 || got.Nodes["n3"] != nil {
+		t.Fatalf("restored state has index %d, n3 %v", got.Index, got.Nodes["n3"])
+	}
+	if a := got.Assignments["db"]; !reflect.DeepEqual(a.Failed, []string{"n2"}) || a.Node != "n1" {
+		t.Fatalf("restored db %+v", a)
+	}
+	// The restored FSM keeps working.
+	if r := g.Apply(logOf(t, 10, Command{Type: CmdJoin, Node: "n2"})).(Result); r.Gen != 2 {
+		t.Fatalf("apply after restore = %+v", r)
+	}
+
+	// An empty object restores to a usable empty state.
+	h := NewFSM()
+	if err := h.Restore(io.NopCloser(bytes.NewReader([]byte(`{}`)))); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.Apply(logOf(t, 1, *put(testHier("x", "n1")))).(Result); r.Err != nil || !r.Changed {
+		t.Fatalf("apply after empty restore = %+v", r)
+	}
+	if r := h.Apply(logOf(t, 2, Command{Type: CmdJoin, Node: "n1"})).(Result); r.Gen != 1 {
+		t.Fatalf("join after empty restore = %+v", r)
+	}
+	// Garbage is an error and leaves the state alone.
+	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte("garbage")))); err == nil {
+		t.Fatal("Restore accepted garbage")
+	}
+	if g.Index() != 10 {
+		t.Fatalf("failed Restore replaced the state (index %d)", g.Index())
+	}
+	// A failing sink is cancelled.
+	bad := &memSink{failWrite: true}
+	if err := snap.Persist(bad); err == nil || !bad.cancelled {
+		t.Fatalf("Persist to failing sink = %v, cancelled=%v", err, bad.cancelled)
+	}
+}
+
+func TestCloneIsDeep(t *testing.T) {
+	s := richState(t).Copy()
+	orig, _ := json.Marshal(s)
+	c := s.Clone()
+	if !reflect.DeepEqual(c, s) {
+		t.Fatal("Clone differs from the original")
+	}
+	c.Assignments["web"].Node = "zz"
+	c.Assignments["db"].Failed[0] = "zz"
+	c.Assignments["db"].Failed = append(c.Assignments["db"].Failed, "yy")
+	c.Nodes["n1"].Reports["web"] = HierarchyReport{State: "zz"}
+	c.Nodes["n1"].Gen = 42
+	h := c.Hierarchies["web"]
+	h.Nodes[0] = "zz"
+	*h.Resources[0].LocalRecovery = 77
+	h.Resources[0].DependsOn = append(h.Resources[0].DependsOn, "zz")
+	c.Hierarchies["web"] = h
+	delete(c.Assignments, "db")
+	c.Nodes["n9"] = &NodeState{Name: "n9"}
+	c.Index = 1000
+	after, _ := json.Marshal(s)
+	if !bytes.Equal(orig, after) {
+		t.Fatalf("mutating the clone changed the original:\n%s\n%s", orig, after)
+	}
+}

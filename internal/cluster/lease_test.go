@@ -1,0 +1,661 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ---- in-memory lease network ----
+
+type linkMode int
+
+const (
+	linkOK linkMode = iota
+	// linkCut fails at once without delivering the request.
+	linkCut
+	// linkHang delivers nothing and blocks until the caller gives up.
+	linkHang
+	// linkDropReply delivers the request but loses the answer.
+	linkDropReply
+)
+
+var errUnreachable = errors.New("unreachable")
+
+// lnet routes lease messages between Leases; links are directed (from, to).
+type lnet struct {
+	mu    sync.Mutex
+	peers map[string]*Leases
+	modes map[[2]string]linkMode
+}
+
+func (n *lnet) mode(from, to string) linkMode {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.modes[[2]string{from, to}]
+}
+
+// set sets the mode of both directions between a and b.
+func (n *lnet) set(a, b string, m linkMode) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.modes[[2]string{a, b}] = m
+	n.modes[[2]string{b, a}] = m
+}
+
+// setDirected sets the mode of calls from -> to only.
+func (n *lnet) setDirected(from, to string, m linkMode) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.modes[[2]string{from, to}] = m
+}
+
+// isolate sets every link of node to m.
+func (n *lnet) isolate(node string, m linkMode) {
+	for p := range n.peers {
+		if p != node {
+			n.set(node, p, m)
+		}
+	}
+}
+
+// call runs fn on peer as seen over the link from -> peer.
+func call[T any](ctx context.Context, n *lnet, from, peer string, fn func(*Leases) T) (T, error) {
+	var zero T
+	p := n.peers[peer]
+	if p == nil {
+		return zero, errors.New("no such peer " + peer)
+	}
+	switch n.mode(from, peer) {
+	case linkCut:
+		return zero, errUnreachable
+	case linkHang:
+		<-ctx.Done()
+		return zero, ctx.Err()
+	case linkDropReply:
+		fn(p)
+		return zero, errors.New("reply lost")
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	return fn(p), nil
+}
+
+type ltrans struct {
+	net  *lnet
+	from string
+}
+
+func (t ltrans) Renew(ctx context.Context, peer string, req RenewRequest) (RenewResponse, error) {
+	return call(ctx, t.net, t.from, peer, func(l *Leases) RenewResponse { return l.HandleRenew(req) })
+}
+
+func (t ltrans) Attest(ctx context.Context, peer string, req AttestRequest) (AttestResponse, error) {
+	return call(ctx, t.net, t.from, peer, func(l *Leases) AttestResponse { return l.HandleAttest(req) })
+}
+
+// ---- a three-voter lease cluster sharing replicated state ----
+
+var voters3 = []string{"n1", "n2", "n3"}
+
+type leaseCluster struct {
+	net    *lnet
+	fsms   map[string]*FSM
+	leases map[string]*Leases
+
+	amu sync.Mutex
+	idx uint64
+}
+
+// newLeaseCluster builds n1..n3, each with its own FSM. started backdates
+// every voter's start (0: started now).
+func newLeaseCluster(lease, renew, started time.Duration) *leaseCluster {
+	c := &leaseCluster{
+		net:    &lnet{peers: map[string]*Leases{}, modes: map[[2]string]linkMode{}},
+		fsms:   map[string]*FSM{},
+		leases: map[string]*Leases{},
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, name := range voters3 {
+		c.fsms[name] = NewFSM()
+	}
+	for _, name := range voters3 {
+		l := NewLeases(LeaseConfig{
+			Node: name, Voters: voters3, Lease: lease, Renew: renew, Holder: true,
+			FSM: c.fsms[name], Transport: ltrans{net: c.net, from: name}, Logger: log,
+			Rejoin: func(ctx context.Context) (uint64, error) {
+				r := c.applyAll(Command{Type: CmdJoin, Node: name})
+				return r.Gen, r.Err
+			},
+		})
+		l.started = l.started.Add(-started)
+		c.leases[name] = l
+		c.net.peers[name] = l
+	}
+	return c
+}
+
+// applyAll commits c on every voter's FSM (as raft would) and returns the
+// result and the log index.
+func (c *leaseCluster) applyAll(cmd Command) Result {
+	r, _ := c.applyAllIdx(cmd)
+	return r
+}
+
+func (c *leaseCluster) applyAllIdx(cmd Command) (Result, uint64) {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		panic(err)
+	}
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	c.idx++
+	var res Result
+	for _, name := range voters3 {
+		res = c.fsms[name].Apply(&raft.Log{Index: c.idx, Type: raft.LogCommand, Data: b}).(Result)
+	}
+	return res, c.idx
+}
+
+// run starts n's renew loop until the test ends.
+func (c *leaseCluster) run(t *testing.T, n string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.leases[n].Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+func (c *leaseCluster) gen(n string) uint64 {
+	var g uint64
+	c.fsms[n].View(func(s *State) {
+		if ns := s.Nodes[n]; ns != nil {
+			g = ns.Gen
+		}
+	})
+	return g
+}
+
+// eventually polls cond every millisecond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// acquire starts n1's renew loop and waits for its lease.
+func (c *leaseCluster) acquire(t *testing.T) uint64 {
+	t.Helper()
+	c.run(t, "n1")
+	var gen uint64
+	eventually(t, 3*time.Second, "n1 to hold a lease", func() bool {
+		gen = c.gen("n1")
+		return gen != 0 && c.leases["n1"].Valid(gen)
+	})
+	return gen
+}
+
+// setGrant backdates a voter's grant (the only test code that knows how
+// grants are stored).
+func setGrant(l *Leases, node string, gen uint64, at time.Time) {
+	l.gmu.Lock()
+	defer l.gmu.Unlock()
+	l.grants[grantKey{node, gen}] = at
+}
+
+func lastOK(l *Leases) time.Time {
+	l.hmu.Lock()
+	defer l.hmu.Unlock()
+	return l.lastOK
+}
+
+const (
+	testLease = 60 * time.Millisecond
+	testRenew = 10 * time.Millisecond
+)
+
+// ---- voter side ----
+
+func TestThresholdAndMajority(t *testing.T) {
+	l := NewLeases(LeaseConfig{Lease: testLease})
+	if got, want := l.Threshold(), 116*time.Millisecond; got != want {
+		t.Fatalf("Threshold = %s, want %s", got, want)
+	}
+	if l.Threshold() <= testLease {
+		t.Fatal("Threshold must exceed the lease")
+	}
+	for n, want := range map[int]int{1: 1, 2: 2, 3: 2, 4: 3, 5: 3} {
+		l := NewLeases(LeaseConfig{Voters: make([]string, n)})
+		if got := l.Majority(); got != want {
+			t.Errorf("Majority of %d = %d, want %d", n, got, want)
+		}
+	}
+}
+
+func TestHandleRenew(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, 0)
+	v := c.leases["n2"]
+
+	// Unknown node: refused, not revoked.
+	r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+	if r.Granted || r.Revoked || r.Reason == "" {
+		t.Fatalf("unknown node: %+v", r)
+	}
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"}) // gen 2
+
+	// A generation this voter has not applied yet: refused, not revoked.
+	r = v.HandleRenew(RenewRequest{Node: "n1", Gen: 3})
+	if r.Granted || r.Revoked {
+		t.Fatalf("future gen: %+v", r)
+	}
+	// An older generation: revoked.
+	r = v.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+	if r.Granted || !r.Revoked {
+		t.Fatalf("older gen: %+v", r)
+	}
+	if _, ok := v.LastGrant("n1", 1); ok {
+		t.Fatal("refused renewals recorded a grant")
+	}
+	// The current generation: granted and recorded.
+	r = v.HandleRenew(RenewRequest{Node: "n1", Gen: 2})
+	if !r.Granted || r.Revoked {
+		t.Fatalf("current gen: %+v", r)
+	}
+	if ago, ok := v.LastGrant("n1", 2); !ok || ago < 0 || ago > time.Second {
+		t.Fatalf("LastGrant = %s %v", ago, ok)
+	}
+	if _, ok := v.LastGrant("n1", 1); ok {
+		t.Fatal("LastGrant for another generation")
+	}
+	// Revoked current generation: refused with Revoked.
+	c.applyAll(Command{Type: CmdRevoke, Node: "n1", Gen: 2})
+	r = v.HandleRenew(RenewRequest{Node: "n1", Gen: 2})
+	if r.Granted || !r.Revoked || !strings.Contains(r.Reason, "fenced") {
+		t.Fatalf("revoked gen: %+v", r)
+	}
+	// A rejoin makes the new generation grantable again.
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 3}); !r.Granted {
+		t.Fatalf("after rejoin: %+v", r)
+	}
+}
+
+func TestHandleAttest(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, 0)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v := c.leases["n2"]
+	th := v.Threshold()
+	req := AttestRequest{Node: "n1", Gen: 1}
+
+	// A voter that has just started may have granted before a restart.
+	if r := v.HandleAttest(req); r.Expired || !strings.Contains(r.Reason, "started") {
+		t.Fatalf("fresh voter: %+v", r)
+	}
+	v.started = time.Now().Add(-th - 10*time.Millisecond)
+
+	// Up for longer than Threshold and never granted: expired.
+	if r := v.HandleAttest(req); !r.Expired {
+		t.Fatalf("no grant: %+v", r)
+	}
+	// Right after a grant: not expired.
+	if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1}); !r.Granted {
+		t.Fatal(r.Reason)
+	}
+	if r := v.HandleAttest(req); r.Expired || !strings.Contains(r.Reason, "granted") {
+		t.Fatalf("after grant: %+v", r)
+	}
+	// Just inside Threshold: not expired; just beyond: expired.
+	setGrant(v, "n1", 1, time.Now().Add(-th+20*time.Millisecond))
+	if r := v.HandleAttest(req); r.Expired {
+		t.Fatalf("grant inside threshold: %+v", r)
+	}
+	setGrant(v, "n1", 1, time.Now().Add(-th-time.Millisecond))
+	if r := v.HandleAttest(req); !r.Expired {
+		t.Fatalf("grant beyond threshold: %+v", r)
+	}
+	// State behind MinIndex: not expired whatever the grants say.
+	idx := c.fsms["n2"].Index()
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinIndex: idx + 1}); r.Expired || !strings.Contains(r.Reason, "index") {
+		t.Fatalf("behind MinIndex: %+v", r)
+	}
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinIndex: idx}); !r.Expired {
+		t.Fatalf("at MinIndex: %+v", r)
+	}
+}
+
+// TestHandleAttestRealTime checks the timing of an attestation on the
+// clock: a voter says expired only Threshold after it started and after its
+// last grant.
+func TestHandleAttestRealTime(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, 0)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v := c.leases["n3"]
+	th := v.Threshold()
+	req := AttestRequest{Node: "n1", Gen: 1}
+
+	eventually(t, 2*time.Second, "the voter to have been up for Threshold", func() bool {
+		return v.HandleAttest(req).Expired
+	})
+	if up := time.Since(v.started); up < th {
+		t.Fatalf("expired after the voter was up only %s < %s", up, th)
+	}
+	granted := time.Now()
+	if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1}); !r.Granted {
+		t.Fatal(r.Reason)
+	}
+	if v.HandleAttest(req).Expired {
+		t.Fatal("expired right after a grant")
+	}
+	eventually(t, 2*time.Second, "the grant to run out", func() bool {
+		return v.HandleAttest(req).Expired
+	})
+	if ago := time.Since(granted); ago < th {
+		t.Fatalf("expired %s after the grant, before Threshold %s", ago, th)
+	}
+}
+
+func TestAttestMajority(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, time.Hour)
+	c.applyAll(Command{Type: CmdJoin, Node: "x"})
+	n1, n2 := c.leases["n1"], c.leases["n2"]
+	c.net.set("n1", "n3", linkCut)
+	ctx := context.Background()
+
+	// n1 and n2 never granted: a majority despite n3 being unreachable.
+	ok, why := n1.Attest(ctx, "x", 1, 0)
+	if !ok {
+		t.Fatalf("Attest = false %v, want a majority of n1, n2", why)
+	}
+	if len(why) != 1 || !strings.HasPrefix(why[0], "n3: ") {
+		t.Fatalf("why = %v, want only n3's error", why)
+	}
+
+	// n2 granted recently: only n1 says expired, n3 is unreachable.
+	if r := n2.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
+		t.Fatal(r.Reason)
+	}
+	ok, why = n1.Attest(ctx, "x", 1, 0)
+	if ok {
+		t.Fatal("Attest = true with only one voter of three saying expired")
+	}
+	if len(why) != 2 || !strings.Contains(strings.Join(why, ";"), "n2: granted") {
+		t.Fatalf("why = %v", why)
+	}
+
+	// With n3 reachable again, n1 and n3 make the majority.
+	c.net.set("n1", "n3", linkOK)
+	if ok, why := n1.Attest(ctx, "x", 1, 0); !ok {
+		t.Fatalf("Attest = false %v", why)
+	}
+
+	// The local voter's answer counts too: n1 granted, n2 granted.
+	if r := n1.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
+		t.Fatal(r.Reason)
+	}
+	if ok, _ := n1.Attest(ctx, "x", 1, 0); ok {
+		t.Fatal("Attest = true with two of three voters having granted")
+	}
+
+	// MinIndex beyond every voter's state: nobody attests.
+	if ok, _ := n2.Attest(ctx, "y", 1, 1000); ok {
+		t.Fatal("Attest = true with every voter behind MinIndex")
+	}
+
+	// A hanging voter is bounded by the caller's context.
+	c.net.set("n2", "n1", linkHang)
+	hctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	ok, why = n2.Attest(hctx, "y", 1, 0)
+	if !ok {
+		t.Fatalf("Attest with one hanging voter = false %v", why)
+	}
+	if !strings.Contains(strings.Join(why, ";"), "n1: ") {
+		t.Fatalf("why = %v, want n1's timeout", why)
+	}
+}
+
+// ---- holder side ----
+
+func TestRunWitnessReturns(t *testing.T) {
+	l := NewLeases(LeaseConfig{Node: "w", Voters: voters3, Lease: testLease, Renew: testRenew, Holder: false})
+	done := make(chan struct{})
+	go func() {
+		l.Run(context.Background())
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run on a witness did not return")
+	}
+	if g, _ := l.Current(); g != 0 {
+		t.Fatalf("witness holds generation %d", g)
+	}
+}
+
+func TestLeaseAcquireAndLoseWhenCutOff(t *testing.T) {
+	for _, m := range []struct {
+		name string
+		mode linkMode
+	}{{"cut", linkCut}, {"hang", linkHang}} {
+		t.Run(m.name, func(t *testing.T) {
+			c := newLeaseCluster(testLease, testRenew, 0)
+			n1 := c.leases["n1"]
+			changed := n1.Changed()
+			gen := c.acquire(t)
+			if gen != 1 {
+				t.Fatalf("first join gave generation %d", gen)
+			}
+			select {
+			case <-changed:
+			default:
+				t.Fatal("Changed did not fire when the lease was acquired")
+			}
+			granted := 0
+			for _, v := range voters3 {
+				if _, ok := c.leases[v].LastGrant("n1", gen); ok {
+					granted++
+				}
+			}
+			if granted < 2 {
+				t.Fatalf("lease valid with grants from only %d voters", granted)
+			}
+			if n1.Valid(0) || n1.Valid(gen+1) {
+				t.Fatal("Valid for a generation the node does not hold")
+			}
+
+			lost := n1.Changed()
+			c.net.isolate("n1", m.mode)
+			cut := time.Now()
+
+			select {
+			case <-lost:
+			case <-time.After(testLease + 500*time.Millisecond):
+				t.Fatal("Changed did not fire after the lease ran out")
+			}
+			elapsed := time.Since(cut)
+			if n1.Valid(gen) {
+				t.Fatal("lease still valid after Changed fired")
+			}
+			g, until := n1.Current()
+			if g != gen {
+				t.Fatalf("Current gen = %d", g)
+			}
+			// No round that started after the cut can have succeeded.
+			if until.After(cut.Add(testLease)) {
+				t.Fatalf("lease extended to %s after the cut, beyond cut+Lease", until.Sub(cut))
+			}
+			if elapsed > testLease+200*time.Millisecond {
+				t.Fatalf("lease loss noticed %s after the cut", elapsed)
+			}
+
+			// Reconnected: the lease comes back at the same generation.
+			back := n1.Changed()
+			c.net.isolate("n1", linkOK)
+			eventually(t, 2*time.Second, "the lease to come back", func() bool { return n1.Valid(gen) })
+			select {
+			case <-back:
+			default:
+				t.Fatal("Changed did not fire when the lease came back")
+			}
+		})
+	}
+}
+
+func TestLeaseSurvivesOneCutLink(t *testing.T) {
+	for _, m := range []struct {
+		name string
+		mode linkMode
+	}{{"cut", linkCut}, {"hang", linkHang}} {
+		t.Run(m.name, func(t *testing.T) {
+			c := newLeaseCluster(testLease, testRenew, 0)
+			n1 := c.leases["n1"]
+			gen := c.acquire(t)
+			c.net.set("n1", "n3", m.mode)
+			_, until0 := n1.Current()
+			end := time.Now().Add(4 * testLease)
+			for time.Now().Before(end) {
+				if !n1.Valid(gen) {
+					t.Fatal("lease lost with a majority (n1, n2) still connected")
+				}
+				time.Sleep(time.Millisecond) // sampling, not synchronisation
+			}
+			if _, until := n1.Current(); !until.After(until0.Add(2 * testLease)) {
+				t.Fatalf("lease not being extended: %s then %s", until0, until)
+			}
+		})
+	}
+}
+
+// TestAttestSafety: once the holder is cut off, another voter's Attest
+// succeeds only after the holder's lease has run out.
+func TestAttestSafety(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, time.Hour)
+	n1, n2 := c.leases["n1"], c.leases["n2"]
+	gen := c.acquire(t)
+	ctx := context.Background()
+
+	if ok, why := n2.Attest(ctx, "n1", gen, 0); ok {
+		t.Fatalf("Attest = true while n1 holds its lease (%v)", why)
+	}
+	c.net.isolate("n1", linkCut)
+	cut := time.Now()
+	if ok, _ := n2.Attest(ctx, "n1", gen, 0); ok {
+		t.Fatal("Attest = true right after the cut")
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := cut.Add(n2.Threshold() + 2*time.Second)
+	for {
+		ok, _ := n2.Attest(ctx, "n1", gen, 0)
+		if ok {
+			valid := n1.Valid(gen)
+			since := time.Since(lastOK(n1))
+			if valid {
+				t.Fatal("a majority attests n1's lease ran out while n1 still holds it")
+			}
+			if since <= testLease {
+				t.Fatalf("attested %s after n1's last successful round, within Lease %s", since, testLease)
+			}
+			if sc := time.Since(cut); sc < testLease {
+				t.Fatalf("attested %s after the cut", sc)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the majority never attested the lease ran out")
+		}
+		<-tick.C
+	}
+}
+
+func TestRevokeAndRejoin(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, 0)
+	n1 := c.leases["n1"]
+	gen := c.acquire(t)
+	c.applyAll(Command{Type: CmdRevoke, Node: "n1", Gen: gen})
+	eventually(t, 3*time.Second, "n1 to rejoin with a new lease", func() bool {
+		g := c.gen("n1")
+		return g > gen && n1.Valid(g)
+	})
+	if n1.Valid(gen) {
+		t.Fatal("the revoked generation is still valid")
+	}
+	if r := c.leases["n2"].HandleRenew(RenewRequest{Node: "n1", Gen: gen}); r.Granted || !r.Revoked {
+		t.Fatalf("old generation renewed: %+v", r)
+	}
+}
+
+// TestAttestAfterNewerGeneration: a voter's grant to a newer generation
+// makes it forget its grant to the older one, so it attests the old lease
+// expired although it granted it a moment ago (regression test: grants are
+// now kept per generation).
+func TestAttestAfterNewerGeneration(t *testing.T) {
+	t.Run("voter", func(t *testing.T) {
+		c := newLeaseCluster(testLease, testRenew, time.Hour)
+		v := c.leases["n2"]
+		c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+		if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1}); !r.Granted {
+			t.Fatal(r.Reason)
+		}
+		c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+		if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 2}); !r.Granted {
+			t.Fatal(r.Reason)
+		}
+		if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1}); r.Expired {
+			t.Fatal("voter attests generation 1 expired right after granting it")
+		}
+	})
+	t.Run("holder", func(t *testing.T) {
+		// n1 holds its lease through n1 and n2 (n3 cannot reach it). The
+		// leader revokes generation 1; n1 rejoins as generation 2 and asks
+		// n2, which grants but whose answer is lost. n3 then attests
+		// generation 1 with MinIndex at the revoke.
+		lease := 400 * time.Millisecond
+		c := newLeaseCluster(lease, testRenew, time.Hour)
+		n1, n3 := c.leases["n1"], c.leases["n3"]
+		c.net.set("n1", "n3", linkCut)
+		gen := c.acquire(t)
+		c.net.setDirected("n1", "n2", linkDropReply)
+		_, idx := c.applyAllIdx(Command{Type: CmdRevoke, Node: "n1", Gen: gen})
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		deadline := time.Now().Add(n3.Threshold() + 2*time.Second)
+		for {
+			if ok, _ := n3.Attest(context.Background(), "n1", gen, idx); ok {
+				if n1.Valid(gen) {
+					_, until := n1.Current()
+					t.Fatalf("a majority attests generation %d expired while n1 holds it for another %s",
+						gen, time.Until(until).Round(time.Millisecond))
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("never attested")
+			}
+			<-tick.C
+		}
+	})
+}

@@ -1,0 +1,531 @@
+package placement
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// ready is a node that can take any hierarchy.
+func ready(name string, gen uint64) NodeView {
+	return NodeView{Name: name, Alive: true, LeaseFresh: true, Ready: true, Gen: gen}
+}
+
+func views(vs ...NodeView) map[string]NodeView {
+	m := map[string]NodeView{}
+	for _, v := range vs {
+		m[v.Name] = v
+	}
+	return m
+}
+
+func with(v NodeView, f func(*NodeView)) NodeView {
+	f(&v)
+	return v
+}
+
+func hier(name, switchback string, nodes ...string) spec.Hierarchy {
+	return spec.Hierarchy{Name: name, Nodes: nodes, Switchback: switchback,
+		Resources: []spec.Resource{{Name: "r", Type: "app"}}}
+}
+
+// world builds a cluster.State.
+type world struct {
+	s *cluster.State
+}
+
+func newWorld() *world { return &world{s: cluster.NewState()} }
+
+func (w *world) hier(h spec.Hierarchy, a cluster.Assignment) *world {
+	a.Hierarchy = h.Name
+	w.s.Hierarchies[h.Name] = h
+	w.s.Assignments[h.Name] = &a
+	return w
+}
+
+func (w *world) report(node, h string, epoch uint64, state, err string) *world {
+	n := w.s.Nodes[node]
+	if n == nil {
+		n = &cluster.NodeState{Name: node, Reports: map[string]cluster.HierarchyReport{}}
+		w.s.Nodes[node] = n
+	}
+	n.Reports[h] = cluster.HierarchyReport{Epoch: epoch, State: state, Error: err}
+	return w
+}
+
+func stripReasons(as []Action) []Action {
+	if len(as) == 0 {
+		return nil
+	}
+	out := make([]Action, len(as))
+	for i, a := range as {
+		a.Reason = ""
+		out[i] = a
+	}
+	return out
+}
+
+const (
+	intel = spec.SwitchbackIntelligent
+	auto  = spec.SwitchbackAutomatic
+)
+
+func TestDecide(t *testing.T) {
+	h3 := hier("web", intel, "n1", "n2", "n3")
+	h3auto := hier("web", auto, "n1", "n2", "n3")
+	all := views(ready("n1", 1), ready("n2", 2), ready("n3", 3))
+
+	tests := []struct {
+		name  string
+		w     *world
+		nodes map[string]NodeView
+		want  []Action
+	}{
+		{
+			name:  "new hierarchy goes to the highest-priority node",
+			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips witness",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Witness = true }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips dead node",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips generation 0",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Gen = 0 }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips revoked",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Revoked = true }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips leaving",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips node without fresh lease",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy skips not ready",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }),
+				ready("n2", 2), ready("n3", 3)),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
+		},
+		{
+			name:  "new hierarchy skips node it failed on",
+			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 4, Online: true, Failed: []string{"n1", "n2"}}),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 4}},
+		},
+		{
+			name:  "new hierarchy skips nodes outside its list and unknown nodes",
+			w:     newWorld().hier(hier("web", intel, "ghost", "n3"), cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy with no candidate stays unassigned",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }),
+				with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
+			want: nil,
+		},
+		{
+			name:  "unassigned and stopped stays put",
+			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 2, Online: false}),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name:  "unassigned with MoveTo goes to MoveTo",
+			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 5}},
+		},
+		{
+			name: "unassigned with MoveTo that cannot take it goes to the best candidate",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
+			nodes: views(ready("n1", 1), ready("n2", 2),
+				with(ready("n3", 3), func(v *NodeView) { v.Ready = false })),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 5}},
+		},
+		{
+			name: "owner alive and healthy: no action",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				report("n1", "web", 2, "online", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "intelligent switchback keeps it on the lower-priority node",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				report("n2", "web", 3, "online", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "automatic switchback moves to the preferred node once online",
+			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				report("n2", "web", 3, "online", ""),
+			nodes: all,
+			want:  []Action{{Kind: ActMove, Hierarchy: "web", To: "n1", Epoch: 3}},
+		},
+		{
+			name:  "automatic switchback waits until the owner reports online",
+			w:     newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "automatic switchback ignores a report at an older epoch",
+			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				report("n2", "web", 2, "online", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "automatic switchback while restoring: no move",
+			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				report("n2", "web", 3, "restoring", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "automatic switchback needs a ready higher-priority node",
+			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				report("n2", "web", 3, "online", ""),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }), ready("n2", 2), ready("n3", 3)),
+			want:  nil,
+		},
+		{
+			name: "automatic switchback never moves to a lower-priority node",
+			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+				report("n1", "web", 3, "online", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "owner not lease-fresh is fenced",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				report("n1", "web", 2, "online", ""),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false }), ready("n2", 2), ready("n3", 3)),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name: "owner not alive is fenced",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				report("n1", "web", 2, "online", ""),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), ready("n2", 2), ready("n3", 3)),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name:  "owner restarted (generation mismatch) is fenced at the old generation",
+			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
+			nodes: views(ready("n1", 7), ready("n2", 2), ready("n3", 3)),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name:  "revoked owner is fenced",
+			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Revoked = true }), ready("n2", 2), ready("n3", 3)),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name:  "unknown owner is fenced",
+			w:     newWorld().hier(h3, cluster.Assignment{Node: "n9", Gen: 4, Epoch: 2, Online: true}),
+			nodes: all,
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n9", Gen: 4}},
+		},
+		{
+			name:  "stopped hierarchy whose owner died is still fenced",
+			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: false}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), ready("n2", 2)),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name: "one fence per node generation across hierarchies",
+			w: newWorld().
+				hier(hier("a", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				hier(hier("b", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 9, Online: true}).
+				hier(hier("c", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}).
+				hier(hier("d", intel, "n2", "n1"), cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				hier(hier("e", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}),
+			nodes: views(with(ready("n1", 3), func(v *NodeView) { v.Alive = false }), ready("n2", 2)),
+			want: []Action{
+				{Kind: ActFence, Hierarchy: "a", Node: "n1", Gen: 1},
+				{Kind: ActFence, Hierarchy: "c", Node: "n1", Gen: 2},
+			},
+		},
+		{
+			name: "owner reports failed: assign to next candidate and mark failed",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				report("n1", "web", 2, "failed", "disk gone"),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 2, MarkFailed: true}},
+		},
+		{
+			name: "owner reports failed: skips nodes it already failed on",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true, Failed: []string{"n2"}}).
+				report("n1", "web", 2, "failed", "disk gone"),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 2, MarkFailed: true}},
+		},
+		{
+			name: "owner reports failed and no other node is ready: unassign",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				report("n1", "web", 2, "failed", "disk gone"),
+			nodes: views(ready("n1", 1), with(ready("n2", 2), func(v *NodeView) { v.Ready = false })),
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 2, MarkFailed: true}},
+		},
+		{
+			name: "failure report at an older epoch is ignored",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+				report("n1", "web", 2, "failed", "old news"),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "failure report by a node that is not the owner is ignored",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+				report("n2", "web", 3, "failed", "not mine"),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "MoveTo waits for the owner to report offline",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+				report("n1", "web", 3, "removing", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "MoveTo with an offline report at an older epoch waits",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+				report("n1", "web", 2, "offline", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "MoveTo and owner offline: assign to MoveTo",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+				report("n1", "web", 3, "offline", ""),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 3}},
+		},
+		{
+			name: "MoveTo cannot take it: fall back to the best candidate",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n3"}).
+				report("n2", "web", 3, "offline", ""),
+			nodes: views(ready("n1", 1), ready("n2", 2), with(ready("n3", 3), func(v *NodeView) { v.Ready = false })),
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 3}},
+		},
+		{
+			name: "MoveTo unknown: fall back to the best candidate",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n9"}).
+				report("n2", "web", 3, "offline", ""),
+			nodes: all,
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 3}},
+		},
+		{
+			name: "MoveTo nobody can take it: unassign",
+			w: newWorld().hier(hier("web", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n2"}).
+				report("n1", "web", 3, "offline", ""),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }), with(ready("n2", 2), func(v *NodeView) { v.Ready = false })),
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 3}},
+		},
+		{
+			name: "owner leaving: move to the best other node",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+				report("n1", "web", 3, "online", ""),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }), with(ready("n2", 2), func(v *NodeView) { v.Ready = false }), ready("n3", 3)),
+			want:  []Action{{Kind: ActMove, Hierarchy: "web", To: "n3", Epoch: 3}},
+		},
+		{
+			name:  "owner leaving with nowhere to go: no action",
+			w:     newWorld().hier(hier("web", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }), with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
+			want:  nil,
+		},
+		{
+			name: "stopped hierarchy: nothing even if failed",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: false}).
+				report("n1", "web", 3, "failed", "x"),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "deleting with owner offline: purge",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+				report("n1", "web", 4, "offline", ""),
+			nodes: all,
+			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
+		},
+		{
+			name: "deleting with owner failed: purge",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+				report("n1", "web", 4, "failed", "x"),
+			nodes: all,
+			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
+		},
+		{
+			name: "deleting while owner still removing: wait",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+				report("n1", "web", 4, "removing", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name: "deleting with an offline report at an older epoch: wait",
+			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+				report("n1", "web", 3, "offline", ""),
+			nodes: all,
+			want:  nil,
+		},
+		{
+			name:  "deleting and unassigned: purge",
+			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 4, Deleting: true}),
+			nodes: all,
+			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
+		},
+		{
+			name:  "deleting with owner gone: fence first",
+			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false })),
+			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
+		},
+		{
+			name: "hierarchies are visited in name order",
+			w: newWorld().
+				hier(hier("zeta", intel, "n2", "n1"), cluster.Assignment{Epoch: 1, Online: true}).
+				hier(hier("alpha", intel, "n1", "n2"), cluster.Assignment{Epoch: 7, Online: true}).
+				hier(hier("mid", intel, "n3"), cluster.Assignment{Epoch: 2, Online: true}),
+			nodes: all,
+			want: []Action{
+				{Kind: ActAssign, Hierarchy: "alpha", Node: "n1", Gen: 1, Epoch: 7},
+				{Kind: ActAssign, Hierarchy: "mid", Node: "n3", Gen: 3, Epoch: 2},
+				{Kind: ActAssign, Hierarchy: "zeta", Node: "n2", Gen: 2, Epoch: 1},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.w.s.Clone()
+			got := Decide(tt.w.s, tt.nodes)
+			if !reflect.DeepEqual(stripReasons(got), tt.want) {
+				t.Fatalf("Decide =\n  %+v\nwant\n  %+v", got, tt.want)
+			}
+			for _, a := range got {
+				if a.Kind != ActPurge && a.Reason == "" {
+					t.Errorf("action %+v has no reason", a)
+				}
+				if a.String() == "" {
+					t.Errorf("action %+v has no string form", a)
+				}
+			}
+			if !reflect.DeepEqual(before, tt.w.s) {
+				t.Fatal("Decide modified the state")
+			}
+			// Deterministic.
+			if again := Decide(tt.w.s, tt.nodes); !reflect.DeepEqual(again, got) {
+				t.Fatalf("Decide not deterministic: %+v vs %+v", again, got)
+			}
+		})
+	}
+}
+
+func TestDecideReasons(t *testing.T) {
+	h := hier("web", intel, "n1", "n2")
+	w := newWorld().hier(h, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+		report("n1", "web", 2, "failed", "disk gone")
+	got := Decide(w.s, views(ready("n1", 1), ready("n2", 2)))
+	if len(got) != 1 || !strings.Contains(got[0].Reason, "disk gone") || !strings.Contains(got[0].Reason, "n1") {
+		t.Fatalf("Decide = %+v, want the failure reason", got)
+	}
+	if s := got[0].String(); !strings.Contains(s, "assign web") || !strings.Contains(s, `"n2"`) {
+		t.Fatalf("String() = %q", s)
+	}
+	f := Action{Kind: ActFence, Node: "n1", Gen: 3, Reason: "x"}
+	if s := f.String(); !strings.Contains(s, "fence n1") || !strings.Contains(s, "3") {
+		t.Fatalf("String() = %q", s)
+	}
+}
+
+func TestCandidate(t *testing.T) {
+	h := hier("web", intel, "n1", "n2")
+	failed := &cluster.Assignment{Failed: []string{"n1"}}
+	tests := []struct {
+		name string
+		a    *cluster.Assignment
+		n    NodeView
+		ok   bool
+		want bool
+		why  string
+	}{
+		{"ready", nil, ready("n1", 1), true, true, ""},
+		{"unknown", nil, NodeView{}, false, false, "unknown"},
+		{"not listed", nil, ready("n3", 1), true, false, "node list"},
+		{"witness", nil, with(ready("n1", 1), func(v *NodeView) { v.Witness = true }), true, false, "witness"},
+		{"dead", nil, with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), true, false, "alive"},
+		{"gen 0", nil, ready("n1", 0), true, false, "fenced"},
+		{"revoked", nil, with(ready("n1", 1), func(v *NodeView) { v.Revoked = true }), true, false, "fenced"},
+		{"no lease", nil, with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false }), true, false, "lease"},
+		{"leaving", nil, with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }), true, false, "shutting down"},
+		{"not ready", nil, with(ready("n1", 1), func(v *NodeView) { v.Ready = false }), true, false, "READY"},
+		{"failed there", failed, ready("n1", 1), true, false, "failed"},
+		{"failed elsewhere", failed, ready("n2", 1), true, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, why := Candidate(h, tt.a, tt.n, tt.ok)
+			if got != tt.want || !strings.Contains(why, tt.why) || (got && why != "") {
+				t.Fatalf("Candidate = %v %q, want %v %q", got, why, tt.want, tt.why)
+			}
+		})
+	}
+}
+
+func TestChoose(t *testing.T) {
+	h := hier("web", intel, "n3", "n1", "n2")
+	nodes := views(ready("n1", 1), ready("n2", 2), ready("n3", 3))
+	if c, ok := Choose(h, nil, nodes, ""); !ok || c.Name != "n3" {
+		t.Fatalf("Choose = %v %v, want n3", c.Name, ok)
+	}
+	if c, ok := Choose(h, nil, nodes, "n3"); !ok || c.Name != "n1" {
+		t.Fatalf("Choose except n3 = %v %v, want n1", c.Name, ok)
+	}
+	a := &cluster.Assignment{Failed: []string{"n1"}}
+	if c, ok := Choose(h, a, nodes, "n3"); !ok || c.Name != "n2" {
+		t.Fatalf("Choose except n3, failed on n1 = %v %v, want n2", c.Name, ok)
+	}
+	if c, ok := Choose(h, a, views(ready("n1", 1)), ""); ok {
+		t.Fatalf("Choose = %v, want none", c)
+	}
+}
