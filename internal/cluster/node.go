@@ -86,7 +86,7 @@ type Cluster struct {
 	waiters []chan struct{}
 	// gone records, for nodes memberlist no longer lists, why: "failed"
 	// or "left". memberlist's Members() lists only live nodes.
-	gone map[string]string
+	gone    map[string]string
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}

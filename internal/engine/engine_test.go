@@ -24,7 +24,6 @@ const (
 	clockRes  = "tick"
 )
 
-
 type harness struct {
 	fk  *fakeKit
 	col *collector
