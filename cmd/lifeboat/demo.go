@@ -102,7 +102,7 @@ The service answers on http://%s/ (it moves with the hierarchy).
 
 In another shell:
   export LIFEBOAT_ADDR=%s                    # node1's root-only socket
-  # or over TCP: export LIFEBOAT_ADDR=%s LIFEBOAT_TOKEN=%s
+  # or over TCP (TLS): export LIFEBOAT_ADDR=%s LIFEBOAT_TOKEN=%s LIFEBOAT_FINGERPRINT=%s
   lifeboat status
   lifeboat events -f
   curl -s http://%s/
@@ -111,7 +111,7 @@ In another shell:
   lifeboat agent --config %s/<node>.yaml   # bring a killed node back
 
 Logs: %s/<node>.log    Ctrl-C stops the demo.
-`, len(c.Nodes), c.Service, n1.Socket, n1.API, c.Token, c.Service, "demo.json", c.Dir, c.Dir)
+`, len(c.Nodes), c.Service, n1.Socket, n1.API, c.Token, c.Fingerprint, c.Service, "demo.json", c.Dir, c.Dir)
 			<-sig
 			fmt.Println("\nstopping the demo ...")
 			c.Stop(30 * time.Second)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // registers the app kit
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -29,10 +31,11 @@ const (
 )
 
 type globals struct {
-	addr    string
-	token   string
-	json    bool
-	timeout time.Duration
+	addr        string
+	token       string
+	fingerprint string
+	json        bool
+	timeout     time.Duration
 }
 
 var g globals
@@ -46,14 +49,15 @@ func main() {
 node notices and brings the service's whole resource hierarchy into service on itself.
 
 The operator commands talk to a local agent through its root-only Unix socket
-(default ` + api.DefaultSocket + `) or to any agent over TCP with a token:
-  export LIFEBOAT_ADDR=127.0.0.1:7100 LIFEBOAT_TOKEN=...`,
+(default ` + api.DefaultSocket + `) or to any agent over TCP (TLS) with a token and the agent's certificate fingerprint:
+  export LIFEBOAT_ADDR=10.0.0.1:7100 LIFEBOAT_TOKEN=... LIFEBOAT_FINGERPRINT=...`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.addr, "addr", envOr("LIFEBOAT_ADDR", api.DefaultSocket), "agent address: Unix socket path or host:port (env LIFEBOAT_ADDR)")
 	pf.StringVar(&g.token, "token", os.Getenv("LIFEBOAT_TOKEN"), "bearer token for TCP access (env LIFEBOAT_TOKEN)")
+	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false),
@@ -87,7 +91,15 @@ func envOr(k, def string) string {
 }
 
 func client() (*api.Client, error) {
-	c, err := api.NewClient(g.addr, g.token, g.timeout+5*time.Second)
+	var tlsCfg *tls.Config
+	if g.fingerprint != "" {
+		cfg, err := tlsid.PinnedClientConfig(g.fingerprint)
+		if err != nil {
+			return nil, codeErr{exitUsage, err}
+		}
+		tlsCfg = cfg
+	}
+	c, err := api.NewClient(g.addr, g.token, g.timeout+5*time.Second, tlsCfg)
 	if err != nil {
 		return nil, codeErr{exitUsage, err}
 	}

@@ -40,7 +40,8 @@ func printStatus(st api.Status) {
 	if leader == "" {
 		leader = "NONE (no quorum?)"
 	}
-	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n\n", leader, st.Index, st.Node)
+	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n", leader, st.Index, st.Node)
+	fmt.Printf("API TLS fingerprint: %s\n\n", st.Fingerprint)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE")
 	for _, n := range st.Nodes {

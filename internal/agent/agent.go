@@ -24,6 +24,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
 // Version is the binary's version, set by the main package.
@@ -42,6 +43,7 @@ type Agent struct {
 
 	apiToken      string
 	internalToken string
+	tls           *tlsid.Identity
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -73,6 +75,9 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	}
 	a.log = a.log.With("node", cfg.Node)
 	key := cfg.KeyBytes()
+	if a.tls, err = tlsid.Derive(key); err != nil {
+		return nil, err
+	}
 	a.internalToken = DeriveToken(key, "lifeboat-internal")
 	a.apiToken = DeriveToken(key, "lifeboat-api")
 	if cfg.API.TokenFile != "" {
@@ -106,6 +111,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		Timing: cluster.Timing{Lease: t.Lease.D(), Renew: t.RenewInterval.D(), ProbeInterval: t.ProbeInterval.D(),
 			ProbeTimeout: t.ProbeTimeout.D(), SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()},
 		Rejoin: a.join,
+		TLS:    a.tls,
 	})
 	if err != nil {
 		a.events.Close()

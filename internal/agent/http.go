@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,11 +67,12 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		ul.Close()
 		return nil, fmt.Errorf("restrict socket %s to root: %w", sock, err)
 	}
-	tl, err := net.Listen("tcp", a.self.API)
+	tcp, err := net.Listen("tcp", a.self.API)
 	if err != nil {
 		ul.Close()
 		return nil, fmt.Errorf("listen for the API on %s: %w", a.self.API, err)
 	}
+	tl := tls.NewListener(tcp, a.tls.ServerConfig(false))
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey, accessLocal)))
 	})
@@ -79,6 +81,12 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		level := ""
 		switch {
 		case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.internalToken)) == 1:
+			// Members also present the cluster certificate (pinned by
+			// the TLS layer when given).
+			if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+				writeErr(w, http.StatusUnauthorized, errors.New("internal calls need the cluster certificate"))
+				return
+			}
 			level = accessInternal
 		case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.apiToken)) == 1:
 			level = accessAPI
@@ -174,7 +182,7 @@ func (a *Agent) status() api.Status {
 	members := a.c.Members()
 	leader := a.c.Leader()
 	s := a.c.FSM.Copy()
-	st := api.Status{Node: a.cfg.Node, Leader: leader, Index: s.Index}
+	st := api.Status{Node: a.cfg.Node, Leader: leader, Index: s.Index, Fingerprint: a.tls.Fingerprint()}
 	gen, until := a.c.Leases.Current()
 	st.Local = api.LocalStatus{LeaseHeld: a.c.Leases.Valid(gen), LeaseGen: gen, Hierarchies: map[string]api.LocalHierarchy{}}
 	want := a.desired()

@@ -26,8 +26,8 @@ func newRPC(a *Agent) *rpc {
 	r := &rpc{a: a, fast: map[string]*api.Client{}, slow: map[string]*api.Client{}, renew: a.cfg.Timing.RenewInterval.D()}
 	for _, n := range a.cfg.Cluster.Nodes {
 		// Addresses were validated with the config; errors cannot happen.
-		r.fast[n.Name], _ = api.NewClient(n.API, a.internalToken, a.cfg.Timing.Lease.D())
-		r.slow[n.Name], _ = api.NewClient(n.API, a.internalToken, 30*time.Second)
+		r.fast[n.Name], _ = api.NewClient(n.API, a.internalToken, a.cfg.Timing.Lease.D(), a.tls.ClientConfig())
+		r.slow[n.Name], _ = api.NewClient(n.API, a.internalToken, 30*time.Second, a.tls.ClientConfig())
 	}
 	return r
 }

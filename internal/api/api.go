@@ -7,6 +7,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,11 @@ const DefaultSocket = "/run/lifeboat/lifeboat.sock"
 
 // Status is the answer to GET /v1/status.
 type Status struct {
-	Node        string            `json:"node"`
-	Leader      string            `json:"leader"`
+	Node   string `json:"node"`
+	Leader string `json:"leader"`
+	// Fingerprint is the SHA-256 of the API's TLS certificate, for remote
+	// CLI access (LIFEBOAT_FINGERPRINT).
+	Fingerprint string            `json:"fingerprint"`
 	Index       uint64            `json:"index"`
 	Nodes       []NodeStatus      `json:"nodes"`
 	Hierarchies []HierarchyStatus `json:"hierarchies"`
@@ -153,11 +157,12 @@ type Client struct {
 }
 
 // NewClient makes a client for addr: a Unix socket path ("/run/x.sock" or
-// "unix:///run/x.sock") or a TCP address ("http://10.0.0.1:7100" or
-// "10.0.0.1:7100"). token is sent as a bearer token (TCP only needs it).
-func NewClient(addr, token string, timeout time.Duration) (*Client, error) {
+// "unix:///run/x.sock") or a TCP address ("10.0.0.1:7100" or
+// "https://10.0.0.1:7100"), which is always TLS with tlsCfg. token is sent
+// as a bearer token (only TCP needs it).
+func NewClient(addr, token string, timeout time.Duration, tlsCfg *tls.Config) (*Client, error) {
 	c := &Client{token: token}
-	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second, TLSClientConfig: tlsCfg, ForceAttemptHTTP2: false}
 	switch {
 	case strings.HasPrefix(addr, "unix://") || strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./"):
 		path := strings.TrimPrefix(addr, "unix://")
@@ -167,16 +172,18 @@ func NewClient(addr, token string, timeout time.Duration) (*Client, error) {
 		}
 		c.base = "http://lifeboat"
 	case strings.HasPrefix(addr, "http://"):
-		c.base = strings.TrimSuffix(addr, "/")
-	case strings.HasPrefix(addr, "https://"):
-		return nil, fmt.Errorf("address %q: https is not supported yet; use http:// with a token on a trusted network, or the Unix socket", addr)
+		return nil, fmt.Errorf("address %q: the TCP API speaks only TLS: use https://%s or just %s", addr, strings.TrimPrefix(addr, "http://"), strings.TrimPrefix(addr, "http://"))
 	case addr == "":
 		return nil, errors.New("no agent address: use --addr or LIFEBOAT_ADDR (a Unix socket path or host:port)")
 	default:
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		hostport := strings.TrimSuffix(strings.TrimPrefix(addr, "https://"), "/")
+		if _, _, err := net.SplitHostPort(hostport); err != nil {
 			return nil, fmt.Errorf("agent address %q is neither a socket path nor host:port", addr)
 		}
-		c.base = "http://" + addr
+		if tlsCfg == nil {
+			return nil, fmt.Errorf("agent address %s is TCP, which is TLS: set LIFEBOAT_FINGERPRINT (or --fingerprint) to the agent's certificate fingerprint, which `lifeboat status` on a node prints", addr)
+		}
+		c.base = "https://" + hostport
 	}
 	c.hc = &http.Client{Transport: tr, Timeout: timeout}
 	return c, nil

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
 // Member is one entry of the static cluster membership.
@@ -54,6 +57,8 @@ type Config struct {
 	Transport LeaseTransport
 	// Rejoin commits a join for this node (through the leader).
 	Rejoin func(ctx context.Context) (uint64, error)
+	// TLS is the cluster identity: raft runs over mutual TLS with it.
+	TLS *tlsid.Identity
 }
 
 // Meta is what each node gossips about itself.
@@ -136,14 +141,19 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
 	}
+	if cfg.TLS == nil {
+		return nil, errors.New("start raft: no TLS identity")
+	}
 	addr, err := net.ResolveTCPAddr("tcp", self.Raft)
 	if err != nil {
 		return nil, fmt.Errorf("raft address %s: %w", self.Raft, err)
 	}
-	c.trans, err = raft.NewTCPTransportWithLogger(self.Raft, addr, 3, 2*time.Second, hl)
+	ln, err := net.Listen("tcp", self.Raft)
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", self.Raft, err)
 	}
+	stream := &tlsStream{Listener: tls.NewListener(ln, cfg.TLS.ServerConfig(true)), addr: addr, client: cfg.TLS.ClientConfig()}
+	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
 	has, err := raft.HasExistingState(c.store, c.store, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
@@ -389,6 +399,21 @@ func (c *Cluster) closeParts() {
 		_ = c.store.Close()
 	}
 }
+
+// tlsStream is raft's stream layer over mutual TLS with the cluster identity.
+type tlsStream struct {
+	net.Listener
+	addr   net.Addr
+	client *tls.Config
+}
+
+func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), s.client)
+}
+
+func (s *tlsStream) Addr() net.Addr { return s.addr }
+
+var _ raft.StreamLayer = (*tlsStream)(nil)
 
 type metaDelegate []byte
 

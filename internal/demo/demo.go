@@ -22,6 +22,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
 // Options describe the cluster to start.
@@ -65,6 +66,7 @@ type Cluster struct {
 	Nodes       []*Node  `json:"nodes"`
 	Hierarchies []string `json:"hierarchies"`
 	Token       string   `json:"token"`
+	Fingerprint string   `json:"fingerprint"`
 	Service     string   `json:"service,omitempty"`
 	Dir         string   `json:"dir"`
 	opts        Options
@@ -166,6 +168,11 @@ func Start(opts Options) (*Cluster, error) {
 		}
 	}
 	c.Token = agent.DeriveToken(key, "lifeboat-api")
+	id, err := tlsid.Derive(key)
+	if err != nil {
+		return nil, err
+	}
+	c.Fingerprint = id.Fingerprint()
 	for _, n := range c.Nodes {
 		if err := c.StartNode(n.Name); err != nil {
 			c.Kill()
@@ -256,7 +263,7 @@ func (c *Cluster) WaitExit(ctx context.Context, name string) error {
 // Client returns an API client for a node's socket.
 func (c *Cluster) Client(name string) *api.Client {
 	n := c.Node(name)
-	cl, _ := api.NewClient(n.Socket, "", 10*time.Second)
+	cl, _ := api.NewClient(n.Socket, "", 10*time.Second, nil)
 	return cl
 }
 
@@ -360,7 +367,7 @@ func (c *Cluster) Stop(timeout time.Duration) {
 
 // WriteJSON writes DIR/demo.json.
 func (c *Cluster) WriteJSON(extra map[string]any) error {
-	m := map[string]any{"nodes": c.Nodes, "hierarchies": c.Hierarchies, "token": c.Token, "service": c.Service, "dir": c.Dir}
+	m := map[string]any{"nodes": c.Nodes, "hierarchies": c.Hierarchies, "token": c.Token, "fingerprint": c.Fingerprint, "service": c.Service, "dir": c.Dir}
 	for k, v := range extra {
 		m[k] = v
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -9,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
 // The operator CLI end to end, every command sent to a follower so that
@@ -202,24 +205,51 @@ func TestAPIAccess(t *testing.T) {
 		}
 		return string(b), 0
 	}
-	out, code := run("LIFEBOAT_ADDR=" + n.API)
+	fp := "LIFEBOAT_FINGERPRINT=" + c.Fingerprint
+	out, code := run("LIFEBOAT_ADDR="+n.API, "LIFEBOAT_TOKEN="+c.Token)
+	if code == 0 || !strings.Contains(out, "LIFEBOAT_FINGERPRINT") {
+		t.Fatalf("TCP without fingerprint: exit %d: %s", code, out)
+	}
+	out, code = run("LIFEBOAT_ADDR="+n.API, "LIFEBOAT_TOKEN="+c.Token, "LIFEBOAT_FINGERPRINT="+strings.Repeat("ab", 32))
+	if code == 0 || !strings.Contains(out, "does not match the fingerprint") {
+		t.Fatalf("TCP with a wrong fingerprint: exit %d: %s", code, out)
+	}
+	out, code = run("LIFEBOAT_ADDR="+n.API, fp)
 	if code == 0 || !strings.Contains(out, "token") {
 		t.Fatalf("TCP without token: exit %d: %s", code, out)
 	}
-	out, code = run("LIFEBOAT_ADDR="+n.API, "LIFEBOAT_TOKEN=wrong-token-wrong-token")
+	out, code = run("LIFEBOAT_ADDR="+n.API, fp, "LIFEBOAT_TOKEN=wrong-token-wrong-token")
 	if code == 0 {
 		t.Fatalf("TCP with a wrong token: exit %d: %s", code, out)
 	}
-	out, code = run("LIFEBOAT_ADDR="+n.API, "LIFEBOAT_TOKEN="+c.Token)
+	out, code = run("LIFEBOAT_ADDR="+n.API, fp, "LIFEBOAT_TOKEN="+c.Token)
 	var st api.Status
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Nodes) != 3 {
 		t.Fatalf("TCP with token: exit %d: %s", code, out)
 	}
-	// the API token cannot call internal endpoints (lease grants)
-	cl, _ := api.NewClient(n.API, c.Token, 5*time.Second)
+	if st.Fingerprint != c.Fingerprint {
+		t.Fatalf("status shows fingerprint %s, want %s", st.Fingerprint, c.Fingerprint)
+	}
+	// the API token cannot call internal endpoints (lease grants) ...
+	pinned, err := tlsid.PinnedClientConfig(c.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := api.NewClient(n.API, c.Token, 5*time.Second, pinned)
 	err = cl.Do(t.Context(), "POST", "/v1/internal/lease/renew", map[string]any{"node": "node2", "gen": 1}, nil)
 	if err == nil || !strings.Contains(err.Error(), "internal endpoint") {
 		t.Fatalf("internal endpoint with the API token: %v", err)
+	}
+	// ... and neither can the internal token without the cluster certificate
+	key, err := os.ReadFile(filepath.Join(c.Dir, "cluster.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(key)))
+	cl, _ = api.NewClient(n.API, agent.DeriveToken(raw, "lifeboat-internal"), 5*time.Second, pinned)
+	err = cl.Do(t.Context(), "POST", "/v1/internal/lease/renew", map[string]any{"node": "node2", "gen": 1}, nil)
+	if err == nil || !strings.Contains(err.Error(), "cluster certificate") {
+		t.Fatalf("internal endpoint without the cluster certificate: %v", err)
 	}
 	// witness: a two-node cluster with a witness places on node1, never the witness
 	apply(t, c, flagHierarchy("pair", []string{"node1", "node2"}, "", 1, ""))

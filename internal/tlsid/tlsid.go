@@ -1,0 +1,124 @@
+// Package tlsid derives the cluster's TLS identity from the shared cluster
+// key. Every member computes the same Ed25519 key pair and self-signed
+// certificate from the key, so members authenticate each other by pinning
+// that certificate (mutual TLS for raft and agent-to-agent calls), and the
+// operator CLI pins the API server's certificate by its SHA-256
+// fingerprint. Whoever has the cluster key is a member; nobody else can
+// speak raft, grant leases or read the internal API.
+package tlsid
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// Identity is the cluster's certificate and key.
+type Identity struct {
+	Cert tls.Certificate
+	DER  []byte
+}
+
+// Derive computes the identity from the cluster key. It is deterministic:
+// Ed25519 signatures involve no randomness and every certificate field is
+// fixed.
+func Derive(key []byte) (*Identity, error) {
+	if len(key) == 0 {
+		return nil, errors.New("derive TLS identity: empty cluster key")
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("lifeboat-tls-identity-v1"))
+	priv := ed25519.NewKeyFromSeed(m.Sum(nil))
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "lifeboat cluster member"},
+		NotBefore:             time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:              time.Date(2125, 1, 1, 0, 0, 0, 0, time.UTC),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(nil, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		return nil, fmt.Errorf("derive TLS identity: %w", err)
+	}
+	return &Identity{Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, DER: der}, nil
+}
+
+// Fingerprint is the SHA-256 of the certificate, hex encoded.
+func (id *Identity) Fingerprint() string { return Fingerprint(id.DER) }
+
+// Fingerprint returns the hex SHA-256 of a DER certificate.
+func Fingerprint(der []byte) string {
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+func (id *Identity) pin(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 || !bytes.Equal(raw[0], id.DER) {
+		return errors.New("peer is not a member of this cluster (certificate does not match the cluster key)")
+	}
+	return nil
+}
+
+// ServerConfig serves TLS with the cluster identity. With requireClient,
+// the peer must present the cluster identity too (raft); otherwise a client
+// certificate is optional but checked when given (the API, where the CLI
+// authenticates with a token instead).
+func (id *Identity) ServerConfig(requireClient bool) *tls.Config {
+	c := &tls.Config{
+		Certificates: []tls.Certificate{id.Cert},
+		MinVersion:   tls.VersionTLS13,
+		ClientAuth:   tls.RequestClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, chains [][]*x509.Certificate) error {
+			if len(raw) == 0 && !requireClient {
+				return nil
+			}
+			return id.pin(raw, chains)
+		},
+	}
+	if requireClient {
+		c.ClientAuth = tls.RequireAnyClientCert
+	}
+	return c
+}
+
+// ClientConfig dials a member: it presents the identity and accepts only a
+// server that has it.
+func (id *Identity) ClientConfig() *tls.Config {
+	return &tls.Config{
+		Certificates:          []tls.Certificate{id.Cert},
+		MinVersion:            tls.VersionTLS13,
+		InsecureSkipVerify:    true, // replaced by the pin below: no CA, no host names
+		VerifyPeerCertificate: id.pin,
+	}
+}
+
+// PinnedClientConfig trusts exactly the server certificate with the given
+// SHA-256 fingerprint (for the CLI, which has no cluster key).
+func PinnedClientConfig(fingerprint string) (*tls.Config, error) {
+	want := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(fingerprint), ":", ""))
+	if len(want) != 64 {
+		return nil, fmt.Errorf("TLS fingerprint %q is not a SHA-256 hex digest (64 hex digits; `lifeboat status` on a node prints it)", fingerprint)
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // replaced by the pin below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || Fingerprint(raw[0]) != want {
+				return fmt.Errorf("agent's TLS certificate does not match the fingerprint %s", want)
+			}
+			return nil
+		},
+	}, nil
+}
