@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
@@ -56,7 +57,7 @@ type Agent struct {
 	fenceMu sync.Mutex
 	fencing map[string]bool
 
-	stopping bool
+	stopping atomic.Bool
 	http     *httpServers
 }
 
@@ -171,7 +172,7 @@ func (a *Agent) desired() map[string]engine.Desired {
 				continue
 			}
 			d := engine.Desired{Spec: h, Epoch: as.Epoch}
-			mine := !a.stopping && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
+			mine := !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
 				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
 			if mine {
 				if a.c.Leases.Valid(as.Gen) {
@@ -270,7 +271,7 @@ func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
 	for _, m := range a.c.MemberList() {
 		v := placement.NodeView{Name: m.Name, Witness: m.Witness, Ready: true}
 		ms := members[m.Name]
-		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping)
+		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping.Load())
 		if n := s.Nodes[m.Name]; n != nil {
 			v.Gen, v.Revoked, v.Leaving = n.Gen, n.Revoked, n.Leaving
 		}
@@ -308,8 +309,11 @@ func (a *Agent) lead(ctx context.Context) {
 	for a.c.IsLeader() && ctx.Err() == nil {
 		fsmC := a.c.FSM.Changed()
 		memC := a.c.MemberChanged()
-		s := a.c.FSM.Copy()
-		for _, act := range placement.Decide(s, a.nodeViews(s)) {
+		// Decide reads the state without copying it (it never mutates);
+		// the actions are committed after the read lock is released.
+		var acts []placement.Action
+		a.c.FSM.View(func(s *cluster.State) { acts = placement.Decide(s, a.nodeViews(s)) })
+		for _, act := range acts {
 			a.carryOut(ctx, act)
 		}
 		select {
@@ -453,7 +457,7 @@ func (a *Agent) Shutdown(ctx context.Context) {
 		a.handOver(ctx)
 	}
 	// Take whatever is still here out of service.
-	a.stopping = true
+	a.stopping.Store(true)
 	a.eng.Update(a.desired())
 	_ = a.eng.Wait(ctx, func(rs map[string]engine.Report) bool {
 		for _, r := range rs {

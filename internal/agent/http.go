@@ -592,7 +592,11 @@ func (a *Agent) handleLogLevel(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if err := a.level.UnmarshalText([]byte(req.Level)); err != nil || a.level == nil {
+	if a.level == nil {
+		writeErr(w, http.StatusConflict, errors.New("this agent's log level cannot be changed at run time"))
+		return
+	}
+	if err := a.level.UnmarshalText([]byte(req.Level)); err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("unknown log level %q: use debug, info, warn or error", req.Level))
 		return
 	}
