@@ -79,6 +79,32 @@ func TestCLI(t *testing.T) {
 		}
 	}
 
+	// events -f follows the live history of every node
+	follow := exec.Command(binary, "events", "-f", "--json", "--limit", "1")
+	follow.Env = append(os.Environ(), "LIFEBOAT_ADDR="+c.Node(follower).Socket)
+	followOut, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = follow.Process.Kill(); _ = follow.Wait() }()
+	sawSwitchover := make(chan events.Event, 1)
+	go func() {
+		dec := json.NewDecoder(followOut)
+		for {
+			var e events.Event
+			if dec.Decode(&e) != nil {
+				return
+			}
+			if e.Node == "node2" && e.Action == "restore" && e.Phase == "end" && e.Hierarchy == "web" {
+				sawSwitchover <- e
+				return
+			}
+		}
+	}()
+
 	// switchover through a follower
 	out, errOut, code = lifeboat(t, c, follower, "switchover", "web", "--to", "node2", "--json")
 	var o api.Outcome
@@ -95,6 +121,11 @@ func TestCLI(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(c.Dir, "node2", f)); err != nil {
 			t.Fatalf("%s not on node2 after switchover", f)
 		}
+	}
+	select {
+	case <-sawSwitchover:
+	case <-time.After(10 * time.Second):
+		t.Fatal("events -f did not show node2's restore within 10s")
 	}
 	// order on node2: web-data restored before web-app (children first)
 	var resp api.EventsResponse
