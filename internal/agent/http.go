@@ -98,9 +98,12 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		}
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey, level)))
 	})
+	// Requests end with the agent: a long wait (switchover) does not
+	// outlive Shutdown.
+	base := func(net.Listener) context.Context { return a.ctx }
 	h := &httpServers{
-		unix: &http.Server{Handler: local, ReadHeaderTimeout: 5 * time.Second},
-		tcp:  &http.Server{Handler: remote, ReadHeaderTimeout: 5 * time.Second},
+		unix: &http.Server{Handler: local, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
+		tcp:  &http.Server{Handler: remote, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
 	}
 	go func() { _ = h.unix.Serve(ul) }()
 	go func() { _ = h.tcp.Serve(tl) }()
@@ -380,11 +383,14 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	if as.Node == req.To && as.Online && as.MoveTo == "" {
+	if as.Node == req.To && as.Online && as.MoveTo == "" && !as.FailedOn(req.To) {
 		if rep, ok := a.report(req.To, name, as.Epoch); ok && rep.State == engine.StateOnline {
 			writeJSON(w, api.Outcome{Hierarchy: name, Owner: req.To, State: rep.State, Epoch: as.Epoch, Duration: "0s", Message: "already in service on " + req.To})
 			return
 		}
+		// Already assigned there (still restoring): wait for it, no move.
+		a.finishWait(w, r, name, start, as.Epoch-1, timeoutOr(req.Timeout, 2*time.Minute), onlineOrFailedOn(req.To))
+		return
 	}
 	before := as.Epoch
 	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: name, To: req.To, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
@@ -403,6 +409,15 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		}
 		return onlineOrFailed(s, as)
 	})
+}
+
+func onlineOrFailedOn(node string) func(*cluster.State, *cluster.Assignment) (bool, error) {
+	return func(s *cluster.State, as *cluster.Assignment) (bool, error) {
+		if as.Node != node {
+			return false, fmt.Errorf("%s moved to %q: %s", as.Hierarchy, as.Node, as.Reason)
+		}
+		return onlineOrFailed(s, as)
+	}
 }
 
 func onlineOrFailed(s *cluster.State, as *cluster.Assignment) (bool, error) {

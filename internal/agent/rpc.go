@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,8 +98,7 @@ func parseCursors(s string) map[string]uint64 {
 		if !ok {
 			continue
 		}
-		var seq uint64
-		if _, err := fmt.Sscan(v, &seq); err == nil {
+		if seq, err := strconv.ParseUint(v, 10, 64); err == nil {
 			out[n] = seq
 		}
 	}

@@ -255,6 +255,7 @@ func applyRequestMove(s *State, c *Command) Result {
 	if c.Epoch != 0 && a.Epoch != c.Epoch {
 		return Result{}
 	}
+	before, wasOnline := len(a.Failed), a.Online
 	if c.ClearFailed {
 		var keep []string
 		for _, n := range a.Failed {
@@ -264,6 +265,16 @@ func applyRequestMove(s *State, c *Command) Result {
 		}
 		a.Failed = keep
 		a.Online = true
+	}
+	if c.To == a.Node && a.Node != "" {
+		// Already there: nothing to move. Only a change of the failure
+		// marks or of Online is a new epoch.
+		if a.MoveTo == "" && len(a.Failed) == before && wasOnline == a.Online {
+			return Result{}
+		}
+		a.MoveTo = ""
+		bump(a, c, c.Reason)
+		return Result{Changed: true}
 	}
 	a.MoveTo = c.To
 	bump(a, c, c.Reason)

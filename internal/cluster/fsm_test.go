@@ -549,3 +549,27 @@ func TestCloneIsDeep(t *testing.T) {
 		t.Fatalf("mutating the clone changed the original:\n%s\n%s", orig, after)
 	}
 }
+
+// A move to the node that already owns the hierarchy is not a move: the
+// owner must not take it out of service and back.
+func TestApplyRequestMoveToOwner(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("web", "n1", "n2")))
+	mustApply(t, s, &Command{Type: CmdAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1})
+	r := mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n1", ClearFailed: true})
+	if a := s.Assignments["web"]; r.Changed || a.MoveTo != "" || a.Epoch != 2 {
+		t.Fatalf("move to owner changed the assignment: %+v, %+v", r, a)
+	}
+	// Pending move elsewhere, then back to the owner: the move is cancelled.
+	mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n2"})
+	r = mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n1"})
+	if a := s.Assignments["web"]; !r.Changed || a.MoveTo != "" || a.Node != "n1" || a.Epoch != 4 {
+		t.Fatalf("move back to owner: %+v, %+v", r, a)
+	}
+	// Clearing the owner's failure mark is a change.
+	s.Assignments["web"].Failed = []string{"n1"}
+	r = mustApply(t, s, &Command{Type: CmdRequestMove, Hierarchy: "web", To: "n1", ClearFailed: true})
+	if a := s.Assignments["web"]; !r.Changed || len(a.Failed) != 0 || a.MoveTo != "" {
+		t.Fatalf("clear failure mark on owner: %+v, %+v", r, a)
+	}
+}

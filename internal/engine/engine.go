@@ -377,10 +377,12 @@ func (w *worker) resStates(def string) map[string]string {
 	return m
 }
 
-// still reports whether the cluster still wants this epoch in service.
+// still reports whether the cluster still wants the hierarchy in service
+// here. A new epoch that still wants it here (a spec update, a start) does
+// not interrupt a restore: the next step confirms the new epoch.
 func (w *worker) still(d Desired) bool {
 	c := w.get()
-	return c.InService && !c.Frozen && c.Epoch == d.Epoch
+	return c.InService && !c.Frozen
 }
 
 // act runs one kit action with events and logs.
