@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 STATICCHECK_VERSION=2026.2.2
 
+# Debian packages the tests use: the real AWS CLI (the simulator's
+# conformance tests) and iproute2 (network namespaces for the link-loss test).
+missing=()
+[ -x /usr/bin/aws ] || missing+=(awscli)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: ${missing[*]} not installed (apt-get install ${missing[*]}); the tests that need them are skipped" >&2
+  fi
+fi
+
 go mod download
 if ! staticcheck -version 2>/dev/null | grep -q "$STATICCHECK_VERSION"; then
   echo "== installing staticcheck $STATICCHECK_VERSION"

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-ha/lifeboat/internal/sim"
+)
+
+// simInfo is written to --info for scripts and tests.
+type simInfo struct {
+	Endpoint        string            `json:"endpoint"`
+	Region          string            `json:"region"`
+	AccessKeyID     string            `json:"access_key_id"`
+	SecretAccessKey string            `json:"secret_access_key"`
+	Instances       map[string]string `json:"instances"` // node -> instance id
+	PID             int               `json:"pid"`
+}
+
+func simCmd() *cobra.Command {
+	var listen, worldFile, nodes, infoFile string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Run the AWS simulator (EC2, STS) on 127.0.0.1",
+		Long: `Run lifeboat's stand-in for the parts of AWS it uses. It speaks the real wire
+protocols (EC2 and STS Query APIs, SigV4 verified, XML answers with AWS's error
+codes, DryRun, IAM policy evaluation per principal), so the AWS SDK and the AWS
+CLI work against it unchanged with --endpoint-url.
+
+The world (VPC, subnets, route tables, instances with ENIs and roles, Elastic
+IPs, policies) comes from --world (JSON) or is built for --nodes. The admin's
+credentials and the endpoint are written to --info (mode 0600).
+
+Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world.`,
+		Example: `  lifeboat sim --info /tmp/sim.json
+  lifeboat sim --listen 127.0.0.1:4566 --nodes db1,db2
+  # in another shell:
+  export AWS_ACCESS_KEY_ID=$(jq -r .access_key_id /tmp/sim.json) \
+         AWS_SECRET_ACCESS_KEY=$(jq -r .secret_access_key /tmp/sim.json) AWS_DEFAULT_REGION=us-east-1
+  aws --endpoint-url $(jq -r .endpoint /tmp/sim.json) ec2 describe-route-tables`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var w *sim.World
+			var err error
+			if worldFile != "" {
+				if w, err = sim.LoadWorld(worldFile); err != nil {
+					return codeErr{exitUsage, err}
+				}
+			} else {
+				var names []string
+				for _, n := range strings.Split(nodes, ",") {
+					if n = strings.TrimSpace(n); n != "" {
+						names = append(names, n)
+					}
+				}
+				if len(names) == 0 {
+					return codeErr{exitUsage, errors.New("--nodes needs at least one node name")}
+				}
+				w = sim.DefaultWorld(names)
+			}
+			opts := sim.Options{}
+			if verbose {
+				opts.Logf = func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
+			}
+			srv := sim.New(w, opts)
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return codeErr{exitFailure, fmt.Errorf("listen on %s: %w", listen, err)}
+			}
+			info := simInfo{Endpoint: "http://" + ln.Addr().String(), Region: w.Region(), Instances: map[string]string{}, PID: os.Getpid()}
+			info.AccessKeyID, info.SecretAccessKey = w.AdminCredentials()
+			for _, inst := range w.State().Instances {
+				if inst.Name != "" {
+					info.Instances[inst.Name] = inst.ID
+				}
+			}
+			if infoFile != "" {
+				b, _ := json.MarshalIndent(info, "", "  ")
+				if err := os.WriteFile(infoFile+".tmp", append(b, '\n'), 0o600); err != nil {
+					return codeErr{exitFailure, err}
+				}
+				if err := os.Rename(infoFile+".tmp", infoFile); err != nil {
+					return codeErr{exitFailure, err}
+				}
+			}
+			if g.json {
+				_ = printJSON(info)
+			} else {
+				fmt.Printf("AWS simulator on %s (region %s), admin access key %s", info.Endpoint, info.Region, info.AccessKeyID)
+				if infoFile != "" {
+					fmt.Printf(", credentials in %s", infoFile)
+				}
+				fmt.Println()
+			}
+			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			go func() { _ = hs.Serve(ln) }()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			<-sig
+			_ = hs.Close()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4566", "address to serve on (port 0 picks a free one)")
+	cmd.Flags().StringVar(&worldFile, "world", "", "world file (JSON); default: built for --nodes")
+	cmd.Flags().StringVar(&nodes, "nodes", "node1,node2,node3", "node names for the built-in world")
+	cmd.Flags().StringVar(&infoFile, "info", "", "write endpoint, region, admin credentials and instance ids here (0600)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every API request")
+	return cmd
+}

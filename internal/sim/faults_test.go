@@ -1,0 +1,205 @@
+package sim
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// TestThrottleEvery: every Nth call answers RequestLimitExceeded (503); the
+// SDK, with retries off, reports it.
+func TestThrottleEvery(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	e.srv.SetFaults(Faults{ThrottleEvery: 3})
+	var got []string
+	for range 6 {
+		_, err := c.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{})
+		if err != nil {
+			wantErr(t, err, "RequestLimitExceeded", http.StatusServiceUnavailable, "Request limit exceeded.")
+		}
+		got = append(got, apiCode(err))
+	}
+	want := []string{"", "", "RequestLimitExceeded", "", "", "RequestLimitExceeded"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("codes %q, want %q", got, want)
+	}
+	// STS throttles in its own words.
+	e.srv.SetFaults(Faults{ThrottleEvery: 1})
+	_, err := e.adminSTS().GetCallerIdentity(ctx, nil)
+	wantErr(t, err, "Throttling", 400, "Rate exceeded")
+}
+
+// TestThrottleRateSeeded: the same seed gives the same faults.
+func TestThrottleRateSeeded(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	run := func() string {
+		e.srv.SetFaults(Faults{ThrottleRate: 0.5, Seed: 42})
+		var b strings.Builder
+		for range 20 {
+			if _, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{}); err != nil {
+				b.WriteByte('T')
+			} else {
+				b.WriteByte('.')
+			}
+		}
+		return b.String()
+	}
+	a, b := run(), run()
+	if a != b || !strings.Contains(a, "T") || !strings.Contains(a, ".") {
+		t.Fatalf("seeded runs %s and %s", a, b)
+	}
+}
+
+// TestErrorRate: 5xx answers, and the SDK retries them when allowed to.
+func TestErrorRate(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	e.srv.SetFaults(Faults{ErrorRate: 1, Actions: []string{"ec2:DescribeInstances"}})
+	seen := map[string]bool{}
+	for range 2 {
+		_, err := c.DescribeInstances(ctx, nil)
+		if s := httpStatus(err); s < 500 {
+			t.Fatalf("status %d (%v), want 5xx", s, err)
+		}
+		seen[apiCode(err)] = true
+	}
+	if !seen["InternalError"] || !seen["ServiceUnavailable"] {
+		t.Fatalf("codes %v", seen)
+	}
+	// Other actions are untouched by an Actions-limited fault.
+	must[*ec2.DescribeRouteTablesOutput](t)(c.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{}))
+	// With the SDK's retries a transient error is invisible.
+	e.srv.SetFaults(Faults{ErrorRate: 0.5, Seed: 7})
+	akid, secret := e.w.AdminCredentials()
+	cfg := e.cfg(akid, secret, "")
+	cfg.RetryMaxAttempts = 10
+	retrying := ec2.NewFromConfig(cfg)
+	for range 5 {
+		must[*ec2.DescribeRouteTablesOutput](t)(retrying.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{}))
+	}
+}
+
+// TestClockSkew: a simulator clock more than 5 minutes off fails the SigV4
+// time check; within the window calls work.
+func TestClockSkew(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	e.srv.SetFaults(Faults{ClockSkew: 4 * time.Minute})
+	must[*ec2.DescribeInstancesOutput](t)(c.DescribeInstances(ctx, nil))
+	e.srv.SetFaults(Faults{ClockSkew: 10 * time.Minute})
+	_, err := c.DescribeInstances(ctx, nil)
+	wantErr(t, err, "RequestExpired", 400, "")
+	// The SDK learns the offset from the Date header of that answer and
+	// signs the next call on the simulator's time: skew hides after one
+	// failure, so lifeboat must measure it itself.
+	must[*ec2.DescribeInstancesOutput](t)(c.DescribeInstances(ctx, nil))
+	e.srv.SetFaults(Faults{ClockSkew: -10 * time.Minute})
+	_, err = sts.NewFromConfig(e.cfg(AdminAccessKeyID, AdminSecretAccessKey, "")).GetCallerIdentity(ctx, nil)
+	wantErr(t, err, "RequestExpired", 400, "")
+	if d := time.Until(e.srv.Now()); d > -9*time.Minute {
+		t.Fatalf("simulator clock is %v from real time", d)
+	}
+}
+
+// TestLatency: calls take at least the injected latency.
+func TestLatency(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	e.srv.SetFaults(Faults{Latency: 100 * time.Millisecond})
+	start := time.Now()
+	must[*ec2.DescribeInstancesOutput](t)(c.DescribeInstances(ctx, nil))
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("call took %v", d)
+	}
+}
+
+func TestFaultsJSON(t *testing.T) {
+	f := Faults{Latency: 250 * time.Millisecond, ThrottleEvery: 3, ErrorRate: 0.1, ClockSkew: -10 * time.Minute, ExpireCredentials: true, Seed: 9, Actions: []string{"ec2:ReplaceRoute"}}
+	data, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"latency":"250ms"`) || !strings.Contains(string(data), `"clockSkew":"-10m0s"`) {
+		t.Fatalf("JSON: %s", data)
+	}
+	var back Faults
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Latency != f.Latency || back.ClockSkew != f.ClockSkew || back.Seed != 9 || back.Actions[0] != "ec2:ReplaceRoute" || !back.ExpireCredentials {
+		t.Fatalf("round trip: %+v", back)
+	}
+	for _, bad := range []string{`{"latency":"soon"}`, `{"errorRate":2}`, `{"colour":1}`, `{"actions":["ReplaceRoute"]}`} {
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+// TestControlEndpoints: /_sim/faults and /_sim/world for loopback callers.
+func TestControlEndpoints(t *testing.T) {
+	e := newEnv(t)
+	req, _ := http.NewRequest(http.MethodPut, e.url+"/_sim/faults", strings.NewReader(`{"throttleEvery":2,"latency":"1ms"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || e.srv.Faults().ThrottleEvery != 2 || e.srv.Faults().Latency != time.Millisecond {
+		t.Fatalf("PUT faults: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.Get(e.url + "/_sim/faults")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f Faults
+	if err := json.NewDecoder(resp.Body).Decode(&f); err != nil || f.ThrottleEvery != 2 {
+		t.Fatalf("GET faults: %+v %v", f, err)
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequest(http.MethodPut, e.url+"/_sim/faults", strings.NewReader(`{"throttleEvery":-1}`))
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad faults: status %d", resp.StatusCode)
+	}
+
+	resp, err = http.Get(e.url + "/_sim/world")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	w, err := ParseWorld(data)
+	if err != nil {
+		t.Fatalf("world JSON does not load back: %v", err)
+	}
+	if len(w.State().Instances) != 2 {
+		t.Fatalf("world: %s", data)
+	}
+
+	// Not from elsewhere.
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/_sim/world", nil)
+	r.RemoteAddr = "192.0.2.7:40000"
+	e.srv.Handler().ServeHTTP(rec, r)
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("remote control: %d", rec.Code)
+	}
+	remote := New(DefaultWorld(nil), Options{AllowRemoteControl: true})
+	rec = httptest.NewRecorder()
+	remote.Handler().ServeHTTP(rec, r)
+	if rec.Code != 200 {
+		t.Fatalf("remote control allowed: %d", rec.Code)
+	}
+}

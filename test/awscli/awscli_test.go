@@ -1,0 +1,344 @@
+// Package awscli checks the simulator against the real AWS CLI: every call
+// lifeboat relies on, run by /usr/bin/aws (Debian's awscli) with
+// --endpoint-url, must behave as it does against AWS.
+package awscli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lifeboat-awscli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "lifeboat")
+	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/lifeboat").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build lifeboat: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type simInfo struct {
+	Endpoint        string            `json:"endpoint"`
+	Region          string            `json:"region"`
+	AccessKeyID     string            `json:"access_key_id"`
+	SecretAccessKey string            `json:"secret_access_key"`
+	Instances       map[string]string `json:"instances"`
+}
+
+// awsBinary finds Debian's AWS CLI. Without it the test is skipped on a
+// developer's machine and fails in CI, which installs it.
+func awsBinary(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/aws", "/usr/local/bin/aws"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("the AWS CLI is not installed (apt-get install awscli); .ci/run installs it")
+	}
+	t.Skip("AWS CLI not installed (apt-get install awscli)")
+	return ""
+}
+
+// startSim runs `lifeboat sim` and returns its info.
+func startSim(t *testing.T, args ...string) simInfo {
+	t.Helper()
+	info := filepath.Join(t.TempDir(), "sim.json")
+	cmd := exec.Command(binary, append([]string{"sim", "--listen", "127.0.0.1:0", "--info", info}, args...)...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(info); err == nil {
+			var si simInfo
+			if err := json.Unmarshal(b, &si); err != nil {
+				t.Fatal(err)
+			}
+			return si
+		}
+		select {
+		case <-done:
+			t.Fatalf("lifeboat sim exited: %s", logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lifeboat sim did not start: %s", logs.String())
+		}
+	}
+}
+
+type cli struct {
+	t    *testing.T
+	bin  string
+	si   simInfo
+	akid string
+	sec  string
+}
+
+// run calls the AWS CLI with a clean environment: only what is set here.
+func (c cli) run(args ...string) (string, string, int) {
+	c.t.Helper()
+	home := c.t.TempDir()
+	cmd := exec.Command(c.bin, append([]string{"--endpoint-url", c.si.Endpoint, "--output", "json", "--no-cli-pager"}, args...)...)
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin", "HOME=" + home,
+		"AWS_ACCESS_KEY_ID=" + c.akid, "AWS_SECRET_ACCESS_KEY=" + c.sec,
+		"AWS_DEFAULT_REGION=" + c.si.Region, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=" + filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"),
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// ok runs a call that must succeed and decodes its JSON output.
+func (c cli) ok(v any, args ...string) {
+	c.t.Helper()
+	out, errOut, code := c.run(args...)
+	if code != 0 {
+		c.t.Fatalf("aws %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	if v != nil {
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			c.t.Fatalf("aws %s: output %q: %v", strings.Join(args, " "), out, err)
+		}
+	}
+}
+
+// fails runs a call that must fail with the given AWS error code.
+func (c cli) fails(code string, args ...string) string {
+	c.t.Helper()
+	_, errOut, exit := c.run(args...)
+	if exit == 0 || !strings.Contains(errOut, "("+code+")") {
+		c.t.Fatalf("aws %s: exit %d, want error %s: %s", strings.Join(args, " "), exit, code, errOut)
+	}
+	return errOut
+}
+
+func TestEC2AndSTSWithTheAWSCLI(t *testing.T) {
+	bin := awsBinary(t)
+	si := startSim(t)
+	c := cli{t: t, bin: bin, si: si, akid: si.AccessKeyID, sec: si.SecretAccessKey}
+
+	var id struct{ Account, Arn string }
+	c.ok(&id, "sts", "get-caller-identity")
+	if id.Account != "123456789012" || !strings.HasPrefix(id.Arn, "arn:aws:iam::123456789012:") {
+		t.Fatalf("get-caller-identity: %+v", id)
+	}
+
+	var insts struct {
+		Reservations []struct {
+			Instances []struct {
+				InstanceId        string
+				NetworkInterfaces []struct{ NetworkInterfaceId string }
+			}
+		}
+	}
+	c.ok(&insts, "ec2", "describe-instances")
+	eniOf := map[string]string{}
+	for _, r := range insts.Reservations {
+		for _, i := range r.Instances {
+			if len(i.NetworkInterfaces) > 0 {
+				eniOf[i.InstanceId] = i.NetworkInterfaces[0].NetworkInterfaceId
+			}
+		}
+	}
+	if len(eniOf) != 3 {
+		t.Fatalf("describe-instances: want 3 instances with ENIs, got %v", eniOf)
+	}
+	eni1, eni2 := eniOf[si.Instances["node1"]], eniOf[si.Instances["node2"]]
+	if eni1 == "" || eni2 == "" {
+		t.Fatalf("no ENI for node1/node2: %v %v", si.Instances, eniOf)
+	}
+	var enis struct {
+		NetworkInterfaces []struct{ NetworkInterfaceId string }
+	}
+	c.ok(&enis, "ec2", "describe-network-interfaces", "--network-interface-ids", eni1)
+	if len(enis.NetworkInterfaces) != 1 || enis.NetworkInterfaces[0].NetworkInterfaceId != eni1 {
+		t.Fatalf("describe-network-interfaces: %+v", enis)
+	}
+
+	// route table: create, replace, delete a /32 route to an ENI
+	var rts struct {
+		RouteTables []struct {
+			RouteTableId string
+			Routes       []struct{ DestinationCidrBlock, NetworkInterfaceId string }
+		}
+	}
+	c.ok(&rts, "ec2", "describe-route-tables")
+	if len(rts.RouteTables) == 0 {
+		t.Fatal("no route tables")
+	}
+	rtb := rts.RouteTables[0].RouteTableId
+	vip := "10.99.0.10/32"
+	c.fails("DryRunOperation", "ec2", "create-route", "--dry-run", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni1)
+	c.ok(nil, "ec2", "create-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni1)
+	c.fails("RouteAlreadyExists", "ec2", "create-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni1)
+	c.ok(nil, "ec2", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni2)
+	c.ok(&rts, "ec2", "describe-route-tables", "--route-table-ids", rtb)
+	found := false
+	for _, r := range rts.RouteTables[0].Routes {
+		if r.DestinationCidrBlock == vip {
+			found = r.NetworkInterfaceId == eni2
+		}
+	}
+	if !found {
+		t.Fatalf("route %s does not point at %s: %+v", vip, eni2, rts.RouteTables[0].Routes)
+	}
+	c.ok(nil, "ec2", "delete-route", "--route-table-id", rtb, "--destination-cidr-block", vip)
+	c.fails("InvalidRoute.NotFound", "ec2", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni2)
+	c.fails("InvalidRouteTableID.NotFound", "ec2", "describe-route-tables", "--route-table-ids", "rtb-0000000000000dead")
+
+	// source/destination check
+	var attr struct{ SourceDestCheck struct{ Value bool } }
+	c.ok(&attr, "ec2", "describe-network-interface-attribute", "--network-interface-id", eni1, "--attribute", "sourceDestCheck")
+	if !attr.SourceDestCheck.Value {
+		t.Fatal("source/dest check should start enabled")
+	}
+	c.fails("DryRunOperation", "ec2", "modify-network-interface-attribute", "--dry-run", "--network-interface-id", eni1, "--no-source-dest-check")
+	c.ok(nil, "ec2", "modify-network-interface-attribute", "--network-interface-id", eni1, "--no-source-dest-check")
+	c.ok(&attr, "ec2", "describe-network-interface-attribute", "--network-interface-id", eni1, "--attribute", "sourceDestCheck")
+	if attr.SourceDestCheck.Value {
+		t.Fatal("source/dest check still enabled after modify")
+	}
+
+	// Elastic IP: allocate, associate, re-associate, disassociate
+	var alloc struct{ AllocationId, PublicIp string }
+	c.ok(&alloc, "ec2", "allocate-address", "--domain", "vpc")
+	var assoc struct{ AssociationId string }
+	c.ok(&assoc, "ec2", "associate-address", "--allocation-id", alloc.AllocationId, "--network-interface-id", eni1)
+	c.fails("Resource.AlreadyAssociated", "ec2", "associate-address", "--allocation-id", alloc.AllocationId, "--network-interface-id", eni2, "--no-allow-reassociation")
+	c.ok(&assoc, "ec2", "associate-address", "--allocation-id", alloc.AllocationId, "--network-interface-id", eni2, "--allow-reassociation")
+	var addrs struct {
+		Addresses []struct{ AllocationId, AssociationId, NetworkInterfaceId string }
+	}
+	c.ok(&addrs, "ec2", "describe-addresses", "--allocation-ids", alloc.AllocationId)
+	if len(addrs.Addresses) != 1 || addrs.Addresses[0].NetworkInterfaceId != eni2 {
+		t.Fatalf("describe-addresses after re-association: %+v", addrs)
+	}
+	c.ok(nil, "ec2", "disassociate-address", "--association-id", assoc.AssociationId)
+	var after struct {
+		Addresses []struct{ AllocationId, AssociationId, NetworkInterfaceId string }
+	}
+	c.ok(&after, "ec2", "describe-addresses", "--allocation-ids", alloc.AllocationId)
+	if len(after.Addresses) != 1 || after.Addresses[0].AssociationId != "" {
+		t.Fatalf("still associated: %+v", after)
+	}
+
+	// wrong secret: refused as AWS does
+	bad := c
+	bad.sec = "not-the-secret"
+	bad.fails("AuthFailure", "ec2", "describe-route-tables")
+}
+
+// A principal without a permission gets UnauthorizedOperation with an
+// encoded message, which sts decode-authorization-message turns into the
+// action and resource.
+func TestUnauthorizedDecodedWithTheAWSCLI(t *testing.T) {
+	bin := awsBinary(t)
+	si := startSim(t)
+	// Take the default world, add a user limited to Describe*, and run a
+	// second simulator with it.
+	resp, err := http.Get(si.Endpoint + "/_sim/world")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var world map[string]any
+	if err := json.Unmarshal(body, &world); err != nil {
+		t.Fatalf("world JSON: %v: %s", err, body)
+	}
+	users, _ := world["users"].([]any)
+	world["users"] = append(users, map[string]any{"name": "readonly", "policies": map[string]any{
+		"describe": map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}}},
+	}})
+	creds, _ := world["credentials"].([]any)
+	world["credentials"] = append(creds, map[string]any{"accessKeyId": "AKIAREADONLY00000001", "secretAccessKey": "readonly-secret-readonly-secret-0001", "user": "readonly"})
+	wf := filepath.Join(t.TempDir(), "world.json")
+	b, _ := json.Marshal(world)
+	if err := os.WriteFile(wf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	si2 := startSim(t, "--world", wf)
+	ro := cli{t: t, bin: bin, si: si2, akid: "AKIAREADONLY00000001", sec: "readonly-secret-readonly-secret-0001"}
+	admin := cli{t: t, bin: bin, si: si2, akid: si2.AccessKeyID, sec: si2.SecretAccessKey}
+
+	var rts struct {
+		RouteTables []struct{ RouteTableId string }
+	}
+	ro.ok(&rts, "ec2", "describe-route-tables")
+	rtb := rts.RouteTables[0].RouteTableId
+	var insts struct {
+		Reservations []struct {
+			Instances []struct {
+				NetworkInterfaces []struct{ NetworkInterfaceId string }
+			}
+		}
+	}
+	ro.ok(&insts, "ec2", "describe-instances")
+	eni := insts.Reservations[0].Instances[0].NetworkInterfaces[0].NetworkInterfaceId
+
+	errOut := ro.fails("UnauthorizedOperation", "ec2", "create-route", "--dry-run", "--route-table-id", rtb, "--destination-cidr-block", "10.99.0.10/32", "--network-interface-id", eni)
+	m := regexp.MustCompile(`Encoded authorization failure message: (\S+)`).FindStringSubmatch(errOut)
+	if m == nil {
+		t.Fatalf("no encoded message in %q", errOut)
+	}
+	ro.fails("UnauthorizedOperation", "ec2", "modify-network-interface-attribute", "--network-interface-id", eni, "--no-source-dest-check")
+
+	var dec struct{ DecodedMessage string }
+	admin.ok(&dec, "sts", "decode-authorization-message", "--encoded-message", m[1])
+	var msg struct {
+		Allowed bool `json:"allowed"`
+		Context struct {
+			Action   string `json:"action"`
+			Resource string `json:"resource"`
+		} `json:"context"`
+	}
+	if err := json.Unmarshal([]byte(dec.DecodedMessage), &msg); err != nil {
+		t.Fatalf("decoded message %q: %v", dec.DecodedMessage, err)
+	}
+	if msg.Allowed || msg.Context.Action != "ec2:CreateRoute" || !strings.Contains(msg.Context.Resource, rtb) {
+		t.Fatalf("decoded message: %+v", msg)
+	}
+}
