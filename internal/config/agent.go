@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,6 +50,11 @@ type Agent struct {
 	API              API     `yaml:"api"`
 	Cluster          Cluster `yaml:"cluster"`
 	Timing           Timing  `yaml:"timing"`
+	// AWS is how this agent reaches AWS (for the ec2 kit).
+	AWS AWS `yaml:"aws"`
+	// ReadinessInterval is how often this node proves it could take over
+	// each hierarchy (default 5m).
+	ReadinessInterval spec.Duration `yaml:"readiness_interval"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -83,6 +89,31 @@ type Node struct {
 	Raft   string `yaml:"raft"`
 	Gossip string `yaml:"gossip"`
 	API    string `yaml:"api"`
+}
+
+// AWS configures the agent's own AWS access. Nothing here is read from the
+// environment: the proxy of root's shell is not the agent's.
+type AWS struct {
+	// Region; empty means the instance metadata service's.
+	Region    string       `yaml:"region"`
+	Endpoints AWSEndpoints `yaml:"endpoints"`
+	// Proxy for AWS API calls; the metadata service is never proxied.
+	HTTPProxy  string `yaml:"http_proxy"`
+	HTTPSProxy string `yaml:"https_proxy"`
+	NoProxy    string `yaml:"no_proxy"`
+	// CallTimeout bounds each API call with its retries (default 5s).
+	CallTimeout spec.Duration `yaml:"call_timeout"`
+	// MaxAttempts per call, retries on throttling and 5xx included
+	// (default 4).
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// AWSEndpoints override service endpoints (VPC endpoints, the simulator).
+type AWSEndpoints struct {
+	EC2  string `yaml:"ec2"`
+	STS  string `yaml:"sts"`
+	IAM  string `yaml:"iam"`
+	IMDS string `yaml:"imds"`
 }
 
 // Timing tunes the lease, failure detection (memberlist) and raft. Zero
@@ -229,6 +260,15 @@ func (a *Agent) applyDefaults() {
 	if a.Timing.SuspicionMult == 0 {
 		a.Timing.SuspicionMult = DefaultSuspicionMult
 	}
+	if a.ReadinessInterval == 0 {
+		a.ReadinessInterval = spec.Duration(5 * time.Minute)
+	}
+	if a.AWS.CallTimeout == 0 {
+		a.AWS.CallTimeout = spec.Duration(5 * time.Second)
+	}
+	if a.AWS.MaxAttempts == 0 {
+		a.AWS.MaxAttempts = 4
+	}
 }
 
 // Self returns this node's entry in Cluster.Nodes (the zero Node if absent).
@@ -311,7 +351,34 @@ func (a *Agent) Validate() []spec.Problem {
 	}
 	a.validateNodes(add)
 	a.validateTiming(add)
+	a.validateAWS(add)
+	if a.ReadinessInterval.D() < time.Second {
+		add("readiness_interval", "must be at least 1s (default 5m)")
+	}
 	return ps
+}
+
+func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
+	urls := []struct{ field, v string }{
+		{"aws.endpoints.ec2", a.AWS.Endpoints.EC2}, {"aws.endpoints.sts", a.AWS.Endpoints.STS},
+		{"aws.endpoints.iam", a.AWS.Endpoints.IAM}, {"aws.endpoints.imds", a.AWS.Endpoints.IMDS},
+		{"aws.http_proxy", a.AWS.HTTPProxy}, {"aws.https_proxy", a.AWS.HTTPSProxy},
+	}
+	for _, u := range urls {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			add(u.field, "%q is not a URL such as https://ec2.eu-west-1.amazonaws.com or http://proxy.corp:3128", u.v)
+		}
+	}
+	if d := a.AWS.CallTimeout.D(); d < 100*time.Millisecond || d > 5*time.Minute {
+		add("aws.call_timeout", "must be between 100ms and 5m (default 5s)")
+	}
+	if n := a.AWS.MaxAttempts; n < 1 || n > 10 {
+		add("aws.max_attempts", "must be between 1 and 10 (default 4)")
+	}
 }
 
 func (a *Agent) validateNodes(add func(field, format string, args ...any)) {
