@@ -16,6 +16,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // registers the app kit
+	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2" // registers the ec2 kit
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -61,7 +62,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false),
-		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd())
+		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd())
 	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)

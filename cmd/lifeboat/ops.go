@@ -286,3 +286,29 @@ func logLevelCmd() *cobra.Command {
 		},
 	}
 }
+
+func iamPolicyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "iam-policy [HIERARCHY]",
+		Short: "Print the least-privilege IAM policy for what is configured",
+		Long: `Print the IAM policy (JSON) that the nodes' instance role needs for the configured
+hierarchies (or one of them): every action each kit uses, with resource ARNs where
+EC2 supports them, plus sts:DecodeAuthorizationMessage so that a denial can be
+named in plain words. Attach it to each node's role.`,
+		Example: `  lifeboat iam-policy
+  lifeboat iam-policy web > web-policy.json
+  aws iam put-role-policy --role-name db-ha --policy-name lifeboat --policy-document file://web-policy.json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/iam-policy"
+			if len(args) == 1 {
+				path += "?hierarchy=" + args[0]
+			}
+			var doc map[string]any
+			if err := call(context.Background(), "GET", path, nil, &doc); err != nil {
+				return err
+			}
+			return printJSON(doc)
+		},
+	}
+}

@@ -14,7 +14,8 @@ import (
 )
 
 func statusCmd() *cobra.Command {
-	return &cobra.Command{
+	var refresh bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show nodes, hierarchies and each resource's state on each node",
 		Example: `  lifeboat status
@@ -23,7 +24,11 @@ func statusCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st api.Status
-			if err := call(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
+			path := "/v1/status"
+			if refresh {
+				path += "?refresh=1"
+			}
+			if err := call(context.Background(), "GET", path, nil, &st); err != nil {
 				return err
 			}
 			if g.json {
@@ -33,6 +38,8 @@ func statusCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&refresh, "refresh", false, "make every node prove its readiness now before answering")
+	return cmd
 }
 
 func printStatus(st api.Status) {
@@ -99,6 +106,23 @@ func printStatus(st api.Status) {
 			if e := h.Errors[node]; e != "" {
 				fmt.Printf("   %-10s last error: %s\n", "", e)
 			}
+		}
+		var rd []string
+		for _, n := range h.Nodes {
+			x, ok := h.Readiness[n]
+			switch {
+			case !ok:
+				continue
+			case x.Ready:
+				rd = append(rd, n+" READY")
+			case len(x.Missing) > 0:
+				rd = append(rd, fmt.Sprintf("%s NOT READY (missing %s)", n, strings.Join(x.Missing, ", ")))
+			default:
+				rd = append(rd, fmt.Sprintf("%s NOT READY (%s)", n, x.Reason))
+			}
+		}
+		if len(rd) > 0 {
+			fmt.Printf("   readiness: %s\n", strings.Join(rd, "; "))
 		}
 		if len(h.Failed) > 0 {
 			fmt.Printf("   failed on: %s (cleared by lifeboat start %s or a switchover)\n", strings.Join(h.Failed, ", "), h.Name)

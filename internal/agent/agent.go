@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
@@ -59,6 +60,8 @@ type Agent struct {
 
 	stopping atomic.Bool
 	http     *httpServers
+	aws      *awsProvider
+	ready    *readiness
 }
 
 // Options are run-time settings outside the config file.
@@ -118,7 +121,15 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		a.events.Close()
 		return nil, err
 	}
-	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport})
+	a.aws = &awsProvider{settings: awsapi.Settings{
+		Region: cfg.AWS.Region,
+		Endpoints: awsapi.Endpoints{EC2: cfg.AWS.Endpoints.EC2, STS: cfg.AWS.Endpoints.STS,
+			IAM: cfg.AWS.Endpoints.IAM, IMDS: cfg.AWS.Endpoints.IMDS},
+		HTTPProxy: cfg.AWS.HTTPProxy, HTTPSProxy: cfg.AWS.HTTPSProxy, NoProxy: cfg.AWS.NoProxy,
+		CallTimeout: cfg.AWS.CallTimeout.D(), MaxAttempts: cfg.AWS.MaxAttempts,
+	}}
+	a.ready = newReadiness(a)
+	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get})
 	a.http, err = a.serveHTTP()
 	if err != nil {
 		a.eng.Close()
@@ -131,6 +142,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.goFn(a.desiredLoop)
 	a.goFn(a.reportLoop)
 	a.goFn(a.leaderLoop)
+	a.goFn(a.ready.run)
 	return a, nil
 }
 
@@ -274,6 +286,14 @@ func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
 		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping.Load())
 		if n := s.Nodes[m.Name]; n != nil {
 			v.Gen, v.Revoked, v.Leaving = n.Gen, n.Revoked, n.Leaving
+			for h, r := range n.Readiness {
+				if !r.Ready {
+					if v.NotReady == nil {
+						v.NotReady = map[string]string{}
+					}
+					v.NotReady[h] = notReadyText(r)
+				}
+			}
 		}
 		if ago, ok := a.c.Leases.LastGrant(m.Name, v.Gen); ok && ago < th {
 			v.LeaseFresh = true
@@ -552,4 +572,15 @@ func (a *Agent) handOver(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// notReadyText is the short reason shown for a NOT READY node.
+func notReadyText(r cluster.Readiness) string {
+	if len(r.Missing) > 0 {
+		return "missing " + strings.Join(r.Missing, ", ")
+	}
+	if r.Reason != "" {
+		return r.Reason
+	}
+	return "readiness probe failed"
 }

@@ -125,7 +125,21 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, api.Version{Node: a.cfg.Node, Version: Version})
 	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("refresh") == "1" {
+			a.refreshAll(r.Context())
+		}
+		writeJSON(w, a.status())
+	})
+	mux.HandleFunc("GET /v1/iam-policy", a.handleIAMPolicy)
+	mux.HandleFunc("POST /v1/internal/readiness/refresh", internalOnly(func(w http.ResponseWriter, r *http.Request) {
+		res, err := a.ready.Refresh(r.Context())
+		if err != nil {
+			writeErr(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		writeJSON(w, res)
+	}))
 	mux.HandleFunc("POST /v1/apply", a.handleApply)
 	mux.HandleFunc("POST /v1/hierarchies/{name}/switchover", a.handleSwitchover)
 	mux.HandleFunc("POST /v1/hierarchies/{name}/start", a.handleStartStop(true))
@@ -241,6 +255,14 @@ func (a *Agent) status() api.Status {
 			}
 		}
 		hs.State = hierarchyState(s, as)
+		hs.Readiness = map[string]api.Readiness{}
+		for _, n := range h.Nodes {
+			if ns := s.Nodes[n]; ns != nil {
+				if rd, ok := ns.Readiness[name]; ok {
+					hs.Readiness[n] = api.Readiness{Ready: rd.Ready, Missing: rd.Missing, Reason: rd.Reason, At: rd.At.Format(time.RFC3339)}
+				}
+			}
+		}
 		st.Hierarchies = append(st.Hierarchies, hs)
 	}
 	return st
@@ -392,8 +414,18 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		a.finishWait(w, r, name, start, as.Epoch-1, timeoutOr(req.Timeout, 2*time.Minute), onlineOrFailedOn(req.To))
 		return
 	}
+	// Prove the target ready now, not as of its last scheduled probe.
+	if rd, err := a.refreshNode(r.Context(), req.To); err != nil {
+		if !req.Force {
+			writeErr(w, http.StatusConflict, fmt.Errorf("switchover to %s refused: its readiness could not be checked: %v (use --force to move anyway)", req.To, err))
+			return
+		}
+	} else if x, ok := rd[name]; ok && !x.Ready && !req.Force {
+		writeErr(w, http.StatusConflict, fmt.Errorf("switchover to %s refused: %s is NOT READY for %s: %s (fix it, or use --force to move anyway)", req.To, req.To, name, x.Reason))
+		return
+	}
 	before := as.Epoch
-	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: name, To: req.To, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
+	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: name, To: req.To, Force: req.Force, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}

@@ -91,6 +91,17 @@ type HierarchyStatus struct {
 	// Resources: node -> resource -> state, as each node last reported.
 	Resources map[string]map[string]string `json:"resources,omitempty"`
 	Errors    map[string]string            `json:"errors,omitempty"`
+	// Readiness: node -> whether it proved it could take the hierarchy
+	// over (standbys and owner alike).
+	Readiness map[string]Readiness `json:"readiness,omitempty"`
+}
+
+// Readiness is one node's readiness for one hierarchy.
+type Readiness struct {
+	Ready   bool     `json:"ready"`
+	Missing []string `json:"missing,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	At      string   `json:"at,omitempty"`
 }
 
 // ApplyRequest is the body of POST /v1/apply.

@@ -107,6 +107,9 @@ func (s Settings) HTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// Provider returns a node's clients, built once on first use.
+type Provider func(ctx context.Context) (*Clients, error)
+
 // Clients are the SDK clients of one node.
 type Clients struct {
 	Settings Settings

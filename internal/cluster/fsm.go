@@ -25,6 +25,7 @@ const (
 	CmdRelease        = "release"
 	CmdJoin           = "join"
 	CmdLeaving        = "leaving"
+	CmdReadiness      = "readiness"
 )
 
 // Command is one replicated change. Fields are used per type.
@@ -47,6 +48,10 @@ type Command struct {
 	ClearFailed bool      `json:"clear_failed,omitempty"`
 	Leaving     bool      `json:"leaving,omitempty"`
 	Time        time.Time `json:"time"`
+	// Force: a switchover to a NOT READY node.
+	Force bool `json:"force,omitempty"`
+	// Readiness replaces a node's readiness map.
+	Readiness map[string]Readiness `json:"readiness,omitempty"`
 }
 
 // Result is what Apply returns for a command.
@@ -144,6 +149,8 @@ func apply(s *State, c *Command) Result {
 		return applyJoin(s, c)
 	case CmdLeaving:
 		return applyLeaving(s, c)
+	case CmdReadiness:
+		return applyReadiness(s, c)
 	}
 	return Result{Err: fmt.Errorf("unknown command type %q", c.Type)}
 }
@@ -242,7 +249,7 @@ func applyAssign(s *State, c *Command) Result {
 	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
 		a.Failed = append(a.Failed, a.Node)
 	}
-	a.Node, a.Gen, a.MoveTo = c.Node, c.Gen, ""
+	a.Node, a.Gen, a.MoveTo, a.MoveForce = c.Node, c.Gen, "", false
 	bump(a, c, c.Reason)
 	return Result{Changed: true}
 }
@@ -276,7 +283,7 @@ func applyRequestMove(s *State, c *Command) Result {
 		bump(a, c, c.Reason)
 		return Result{Changed: true}
 	}
-	a.MoveTo = c.To
+	a.MoveTo, a.MoveForce = c.To, c.Force
 	bump(a, c, c.Reason)
 	return Result{Changed: true}
 }
@@ -327,6 +334,12 @@ func applyJoin(s *State, c *Command) Result {
 func applyLeaving(s *State, c *Command) Result {
 	n := node(s, c.Node)
 	n.Leaving = c.Leaving
+	return Result{Changed: true}
+}
+
+func applyReadiness(s *State, c *Command) Result {
+	n := node(s, c.Node)
+	n.Readiness = c.Readiness
 	return Result{Changed: true}
 }
 

@@ -28,6 +28,8 @@ type Assignment struct {
 	// MoveTo, when set, asks the owner to take the hierarchy out of service
 	// so that it can be restored on MoveTo (a planned switchover).
 	MoveTo string `json:"move_to,omitempty"`
+	// MoveForce: the operator forced the move to a NOT READY node.
+	MoveForce bool `json:"move_force,omitempty"`
 	// Failed lists the nodes where the hierarchy failed; placement skips
 	// them until an operator starts or switches the hierarchy over.
 	Failed []string `json:"failed,omitempty"`
@@ -69,6 +71,18 @@ type NodeState struct {
 	Leaving bool                       `json:"leaving,omitempty"`
 	Version string                     `json:"version,omitempty"`
 	Reports map[string]HierarchyReport `json:"reports,omitempty"`
+	// Readiness: per hierarchy, whether this node could take it over, as
+	// it last proved.
+	Readiness map[string]Readiness `json:"readiness,omitempty"`
+}
+
+// Readiness is a node's proof that it could (or could not) take over a
+// hierarchy.
+type Readiness struct {
+	Ready   bool      `json:"ready"`
+	Missing []string  `json:"missing,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // State is the whole replicated state.

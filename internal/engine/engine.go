@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -62,6 +63,8 @@ type Config struct {
 	Report func(Report)
 	// Lookup finds the kit for a resource type (kit.Lookup by default).
 	Lookup func(string) (kit.Kit, bool)
+	// AWS gives cloud kits this node's AWS clients.
+	AWS awsapi.Provider
 }
 
 // Engine runs one worker per hierarchy.
@@ -327,7 +330,7 @@ func (w *worker) prepare(ctx context.Context, d Desired) error {
 		if !ok {
 			return fmt.Errorf("resource %s: no kit for type %q on node %s", r.Name, r.Type, w.e.cfg.Node)
 		}
-		inst, err := k.New(r, kit.Env{Node: w.e.cfg.Node, Hierarchy: w.name, DataDir: w.e.cfg.DataDir, Logger: w.log.With("resource", r.Name)})
+		inst, err := k.New(r, kit.Env{Node: w.e.cfg.Node, Hierarchy: w.name, DataDir: w.e.cfg.DataDir, Logger: w.log.With("resource", r.Name), AWS: w.e.cfg.AWS})
 		if err != nil {
 			return fmt.Errorf("resource %s: %w", r.Name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -46,6 +47,9 @@ type Env struct {
 	DataDir   string
 	// Logger already carries the node, hierarchy and resource keys.
 	Logger *slog.Logger
+	// AWS gives cloud kits this agent's AWS clients (nil: no AWS access
+	// configured).
+	AWS awsapi.Provider
 }
 
 // Instance manages one configured resource on this node. Every method must be
@@ -94,6 +98,19 @@ const (
 // permissions: operation -> actions.
 type PermissionDeclarer interface {
 	Permissions(params map[string]string) map[string][]string
+}
+
+// Statement is one least-privilege policy statement: actions allowed on
+// resources.
+type Statement struct {
+	Actions   []string `json:"Action"`
+	Resources []string `json:"Resource"`
+}
+
+// PolicyDeclarer is implemented by kits that can name the resource ARNs of
+// their permissions (region and account may be "*" when unknown).
+type PolicyDeclarer interface {
+	Policy(params map[string]string, region, account string) []Statement
 }
 
 var (

@@ -23,10 +23,13 @@ type NodeView struct {
 	// recently, as seen by the leader's own voter.
 	LeaseFresh bool
 	// Ready: the node could take over (readiness probes pass).
-	Ready   bool
-	Gen     uint64
-	Revoked bool
-	Leaving bool
+	Ready bool
+	// NotReady: hierarchies this node proved it could not take over, with
+	// the reason (e.g. the missing IAM action).
+	NotReady map[string]string
+	Gen      uint64
+	Revoked  bool
+	Leaving  bool
 }
 
 // Action kinds.
@@ -85,6 +88,8 @@ func Candidate(h spec.Hierarchy, a *cluster.Assignment, n NodeView, ok bool) (bo
 		return false, "shutting down"
 	case !n.Ready:
 		return false, "NOT READY"
+	case n.NotReady[h.Name] != "":
+		return false, "NOT READY: " + n.NotReady[h.Name]
 	case a != nil && a.FailedOn(n.Name):
 		return false, "the hierarchy failed there"
 	}
@@ -188,6 +193,9 @@ func Decide(s *cluster.State, nodes map[string]NodeView) []Action {
 			}
 			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch}
 			if t, ok := nodes[a.MoveTo]; ok {
+				if a.MoveForce {
+					t.NotReady = nil // the operator forced it
+				}
 				if c, _ := Candidate(h, a, t, true); c {
 					act.Node, act.Gen, act.Reason = t.Name, t.Gen, "switchover to "+t.Name
 				}

@@ -529,3 +529,30 @@ func TestChoose(t *testing.T) {
 		t.Fatalf("Choose = %v, want none", c)
 	}
 }
+
+// A node that proved it cannot take a hierarchy over is skipped for that
+// hierarchy only, in favour of a ready node of lower priority.
+func TestNotReadySkippedPerHierarchy(t *testing.T) {
+	s := cluster.NewState()
+	for _, name := range []string{"a", "b"} {
+		h := spec.Hierarchy{Name: name, Nodes: []string{"n1", "n2"}, Resources: []spec.Resource{{Name: "r", Type: "app"}}}
+		h.Normalize()
+		s.Hierarchies[name] = h
+		s.Assignments[name] = &cluster.Assignment{Hierarchy: name, Online: true, Epoch: 1}
+	}
+	nodes := map[string]NodeView{
+		"n1": {Name: "n1", Alive: true, LeaseFresh: true, Ready: true, Gen: 1, NotReady: map[string]string{"a": "lacks ec2:ReplaceRoute"}},
+		"n2": {Name: "n2", Alive: true, LeaseFresh: true, Ready: true, Gen: 1},
+	}
+	got := map[string]string{}
+	for _, act := range Decide(s, nodes) {
+		got[act.Hierarchy] = act.Node
+	}
+	if got["a"] != "n2" || got["b"] != "n1" {
+		t.Fatalf("placements = %v, want a on n2 (n1 NOT READY for a), b on n1", got)
+	}
+	ok, why := Candidate(s.Hierarchies["a"], s.Assignments["a"], nodes["n1"], true)
+	if ok || why != "NOT READY: lacks ec2:ReplaceRoute" {
+		t.Fatalf("Candidate = %v %q", ok, why)
+	}
+}

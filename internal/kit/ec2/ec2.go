@@ -44,18 +44,16 @@ const (
 	ParamDisassociateOnRemove = "disassociate_on_remove"
 )
 
-// Clients gives a kit instance the node's AWS clients (built once per agent).
-type Clients func(ctx context.Context) (*awsapi.Clients, error)
+// Kit is the ec2 resource type. The node's AWS clients come with each
+// resource's kit.Env.
+type Kit struct{}
 
-// Kit is the ec2 resource type.
-type Kit struct {
-	// AWS returns the node's clients; the agent sets it before use.
-	AWS Clients
-}
+func init() { kit.Register(&Kit{}) }
 
 var (
 	_ kit.Kit                = (*Kit)(nil)
 	_ kit.PermissionDeclarer = (*Kit)(nil)
+	_ kit.PolicyDeclarer     = (*Kit)(nil)
 	_ kit.Instance           = (*instance)(nil)
 	_ kit.ReadinessProber    = (*instance)(nil)
 )
@@ -145,13 +143,40 @@ func (*Kit) Permissions(p map[string]string) map[string][]string {
 	return map[string][]string{kit.OpRestore: restore, kit.OpRecover: restore, kit.OpRemove: {}, kit.OpQuickCheck: {"ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaceAttribute"}}
 }
 
+// Policy implements kit.PolicyDeclarer: the least-privilege statements for
+// one resource, with resource ARNs where EC2 supports them.
+func (k *Kit) Policy(p map[string]string, region, account string) []kit.Statement {
+	arn := func(kind, id string) string { return fmt.Sprintf("arn:aws:ec2:%s:%s:%s/%s", region, account, kind, id) }
+	eni := arn("network-interface", "*")
+	if e := p[ParamENI]; e != "" {
+		eni = arn("network-interface", e)
+	}
+	if p[ParamMode] == ModeEIP {
+		res := []string{arn("elastic-ip", p[ParamAllocationID]), eni}
+		acts := []string{"ec2:AssociateAddress"}
+		if p[ParamDisassociateOnRemove] == "true" {
+			acts = append(acts, "ec2:DisassociateAddress")
+		}
+		return []kit.Statement{{Actions: []string{"ec2:DescribeAddresses"}, Resources: []string{"*"}}, {Actions: acts, Resources: res}}
+	}
+	var rtbs []string
+	for _, r := range list(p[ParamRouteTables]) {
+		rtbs = append(rtbs, arn("route-table", r))
+	}
+	return []kit.Statement{
+		{Actions: []string{"ec2:DescribeNetworkInterfaceAttribute", "ec2:DescribeRouteTables"}, Resources: []string{"*"}},
+		{Actions: []string{"ec2:CreateRoute", "ec2:ReplaceRoute"}, Resources: rtbs},
+		{Actions: []string{"ec2:ModifyNetworkInterfaceAttribute"}, Resources: []string{eni}},
+	}
+}
+
 // New implements kit.Kit.
 func (k *Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 	if ps := k.Validate(res.Params); len(ps) > 0 {
 		return nil, fmt.Errorf("resource %s: %v", res.Name, ps[0])
 	}
-	if k.AWS == nil {
-		return nil, fmt.Errorf("resource %s: this agent has no AWS configuration", res.Name)
+	if env.AWS == nil {
+		return nil, fmt.Errorf("resource %s: this agent has no AWS access configured", res.Name)
 	}
 	return &instance{k: k, res: res, env: env, p: res.Params}, nil
 }
@@ -164,7 +189,7 @@ type instance struct {
 }
 
 func (in *instance) clients(ctx context.Context) (*awsapi.Clients, error) {
-	c, err := in.k.AWS(ctx)
+	c, err := in.env.AWS(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("AWS clients for %s: %w", in.env.Node, err)
 	}

@@ -57,12 +57,13 @@ func (l *lab) instance(node string, params map[string]string, attempts int) kit.
 	akid, secret, token, _ := l.world.IssueRoleCredentials("lifeboat-"+node, time.Hour)
 	s := awsapi.Settings{Region: l.world.Region(), Endpoints: awsapi.Endpoints{EC2: l.url, STS: l.url},
 		Credentials: credentials.NewStaticCredentialsProvider(akid, secret, token), CallTimeout: 2 * time.Second, MaxAttempts: attempts}
-	k := &Kit{AWS: func(ctx context.Context) (*awsapi.Clients, error) { return awsapi.New(ctx, s) }}
+	k := &Kit{}
+	provider := func(ctx context.Context) (*awsapi.Clients, error) { return awsapi.New(ctx, s) }
 	p := map[string]string{ParamENI: l.eni[node]}
 	for k, v := range params {
 		p[k] = v
 	}
-	inst, err := k.New(spec.Resource{Name: "vip", Type: "ec2", Params: p}, kit.Env{Node: node, Hierarchy: "h"})
+	inst, err := k.New(spec.Resource{Name: "vip", Type: "ec2", Params: p}, kit.Env{Node: node, Hierarchy: "h", AWS: provider})
 	if err != nil {
 		l.t.Fatal(err)
 	}

@@ -1,0 +1,256 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// awsProvider builds this agent's AWS clients once, from its own config.
+type awsProvider struct {
+	settings awsapi.Settings
+	mu       sync.Mutex
+	clients  *awsapi.Clients
+}
+
+func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.clients != nil {
+		return p.clients, nil
+	}
+	c, err := awsapi.New(ctx, p.settings)
+	if err != nil {
+		return nil, err
+	}
+	p.clients = c
+	return c, nil
+}
+
+// readiness proves, for every hierarchy this node could run, that it could
+// take it over now: each resource's readiness probe (dry runs for the cloud
+// kits). Results go to the cluster state when they change.
+type readiness struct {
+	a       *Agent
+	wake    chan chan map[string]cluster.Readiness
+	mu      sync.Mutex
+	last    map[string]cluster.Readiness
+	specKey string
+}
+
+func newReadiness(a *Agent) *readiness {
+	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness)}
+}
+
+// run probes at start, on every interval, when the specs this node could
+// run change, and when asked (Refresh).
+func (r *readiness) run(ctx context.Context) {
+	interval := r.a.cfg.ReadinessInterval.D()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var reply chan map[string]cluster.Readiness
+	for {
+		res := r.probe(ctx)
+		if reply != nil {
+			reply <- res
+			reply = nil
+		}
+	wait:
+		for {
+			fsmC := r.a.c.FSM.Changed()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				break wait
+			case reply = <-r.wake:
+				break wait
+			case <-fsmC:
+				if r.mySpecKey() != r.currentKey() {
+					break wait
+				}
+			}
+		}
+	}
+}
+
+func (r *readiness) currentKey() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.specKey
+}
+
+// mySpecKey identifies the specs of the hierarchies this node may run.
+func (r *readiness) mySpecKey() string {
+	var b strings.Builder
+	r.a.c.FSM.View(func(s *cluster.State) {
+		for _, name := range s.HierarchyNames() {
+			h := s.Hierarchies[name]
+			if h.Priority(r.a.cfg.Node) >= 0 {
+				b.Write(encodeJSON(h))
+			}
+		}
+	})
+	return b.String()
+}
+
+// Refresh probes now and returns the result.
+func (r *readiness) Refresh(ctx context.Context) (map[string]cluster.Readiness, error) {
+	reply := make(chan map[string]cluster.Readiness, 1)
+	select {
+	case r.wake <- reply:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-reply:
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
+	if r.a.self.Witness {
+		return nil
+	}
+	key := r.mySpecKey()
+	var hs []spec.Hierarchy
+	r.a.c.FSM.View(func(s *cluster.State) {
+		for _, name := range s.HierarchyNames() {
+			if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
+				hs = append(hs, h)
+			}
+		}
+	})
+	out := map[string]cluster.Readiness{}
+	for _, h := range hs {
+		out[h.Name] = r.probeHierarchy(ctx, h)
+	}
+	r.mu.Lock()
+	changed := !sameReadiness(r.last, out)
+	r.last, r.specKey = out, key
+	r.mu.Unlock()
+	if changed {
+		for name, rd := range out {
+			if !rd.Ready {
+				r.a.log.Warn("NOT READY", "hierarchy", name, "missing", strings.Join(rd.Missing, ","), "reason", rd.Reason)
+				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Error: "NOT READY: " + rd.Reason})
+			} else {
+				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Message: "READY"})
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := r.a.submit(sctx, cluster.Command{Type: cluster.CmdReadiness, Node: r.a.cfg.Node, Readiness: out}); err != nil {
+			r.a.log.Warn("report readiness", "error", err)
+			r.mu.Lock()
+			r.last = nil // try again next time
+			r.mu.Unlock()
+		}
+		cancel()
+	}
+	return out
+}
+
+func sameReadiness(a, b map[string]cluster.Readiness) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.Ready != y.Ready || x.Reason != y.Reason || !reflect.DeepEqual(x.Missing, y.Missing) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) cluster.Readiness {
+	res := cluster.Readiness{Ready: true, At: time.Now().UTC()}
+	var reasons []string
+	missing := map[string]bool{}
+	for _, rs := range h.Resources {
+		k, ok := kit.Lookup(rs.Type)
+		if !ok {
+			res.Ready = false
+			reasons = append(reasons, fmt.Sprintf("%s: no kit for type %q", rs.Name, rs.Type))
+			continue
+		}
+		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.a.aws.get})
+		if err != nil {
+			res.Ready = false
+			reasons = append(reasons, fmt.Sprintf("%s: %v", rs.Name, err))
+			continue
+		}
+		p, ok := inst.(kit.ReadinessProber)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rd := p.Ready(pctx)
+		cancel()
+		if !rd.Ready {
+			res.Ready = false
+			for _, m := range rd.Missing {
+				missing[m] = true
+			}
+			reasons = append(reasons, fmt.Sprintf("%s: %s", rs.Name, rd.Reason))
+		}
+	}
+	for m := range missing {
+		res.Missing = append(res.Missing, m)
+	}
+	sort.Strings(res.Missing)
+	res.Reason = strings.Join(reasons, "; ")
+	return res
+}
+
+// refreshNode makes node prove its readiness now and returns the result.
+func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluster.Readiness, error) {
+	if node == a.cfg.Node {
+		return a.ready.Refresh(ctx)
+	}
+	c, ok := a.rpc.slow[node]
+	if !ok {
+		return nil, fmt.Errorf("unknown node %q", node)
+	}
+	var out map[string]cluster.Readiness
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := c.Do(rctx, "POST", "/v1/internal/readiness/refresh", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// refreshAll makes every reachable resource node prove its readiness now
+// (lifeboat status --refresh) and waits until the results are committed.
+func (a *Agent) refreshAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, n := range a.cfg.Cluster.Nodes {
+		if n.Witness {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.refreshNode(ctx, n.Name); err != nil {
+				a.log.Debug("refresh readiness", "peer", n.Name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	// The results were committed through the leader; wait (briefly) until
+	// this node's copy of the state has them.
+	_ = a.waitFor(ctx, 2*time.Second, func(s *cluster.State) (bool, error) { return s.Index >= a.c.Raft.CommitIndex(), nil })
+}
