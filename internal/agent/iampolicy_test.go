@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app"
+	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/sim/policy"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+func TestLeastPrivilege(t *testing.T) {
+	hs := []spec.Hierarchy{
+		{Name: "db", Nodes: []string{"n1", "n2"}, Resources: []spec.Resource{
+			{Name: "vip", Type: "ec2", Params: map[string]string{"mode": "route", "cidr": "10.1.0.10/32", "route_tables": "rtb-a,rtb-b"}},
+			{Name: "eip", Type: "ec2", Params: map[string]string{"mode": "eip", "allocation_id": "eipalloc-1"}},
+			{Name: "app", Type: "app", Params: map[string]string{"restore": "x", "remove": "y", "quickcheck": "z"}},
+		}},
+	}
+	doc := LeastPrivilege(hs, "us-east-1", "123456789012")
+	b, _ := json.Marshal(doc)
+	parsed, err := policy.Parse(b)
+	if err != nil {
+		t.Fatalf("the policy does not parse as IAM would: %v\n%s", err, b)
+	}
+	allow := func(action, resource string) bool {
+		return policy.Evaluate([]*policy.Document{parsed}, policy.Request{Action: action, Resource: resource}) == policy.Allow
+	}
+	rtbA := "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-a"
+	for _, tc := range []struct {
+		action, resource string
+		want             bool
+	}{
+		{"ec2:ReplaceRoute", rtbA, true},
+		{"ec2:CreateRoute", "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-b", true},
+		{"ec2:ReplaceRoute", "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-other", false},
+		{"ec2:ModifyNetworkInterfaceAttribute", "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1", true},
+		{"ec2:DescribeRouteTables", "*", true},
+		{"ec2:AssociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-1", true},
+		{"ec2:AssociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-2", false},
+		{"ec2:DisassociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-1", false}, // not configured to
+		{"sts:DecodeAuthorizationMessage", "*", true},
+		{"ec2:DeleteRoute", rtbA, false},
+		{"ec2:TerminateInstances", "*", false},
+	} {
+		if got := allow(tc.action, tc.resource); got != tc.want {
+			t.Errorf("%s on %s: allowed=%v, want %v\n%s", tc.action, tc.resource, got, tc.want, b)
+		}
+	}
+	// No cloud resources: an empty policy, no stray permissions.
+	empty := LeastPrivilege([]spec.Hierarchy{{Name: "a", Resources: hs[0].Resources[2:]}}, "*", "*")
+	if len(empty.Statement) != 0 {
+		t.Fatalf("app-only hierarchy needs no AWS permissions: %+v", empty)
+	}
+	for _, st := range doc.Statement {
+		if slices.Contains(st.Action, "*") || strings.Contains(strings.Join(st.Action, ","), "ec2:*") {
+			t.Fatalf("wildcard action in %+v", st)
+		}
+	}
+}
