@@ -45,6 +45,9 @@ type Options struct {
 	// Wrap, when set, returns the command prefix that runs a node's agent
 	// (for example ip netns exec NAME).
 	Wrap func(node string) []string
+	// NodeConfig, when set, returns config appended to one node's file
+	// (for example its aws section).
+	NodeConfig func(node string) string
 }
 
 // Node is one agent process.
@@ -163,6 +166,9 @@ func Start(opts Options) (*Cluster, error) {
 		}
 		cfg += fmt.Sprintf("api:\n  socket: %s\ncluster:\n  key_file: %s\n  nodes:\n%s", n.Socket, keyFile, members.String())
 		cfg += opts.ExtraConfig
+		if opts.NodeConfig != nil && !n.Witness {
+			cfg += opts.NodeConfig(n.Name)
+		}
 		if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
 			return nil, fmt.Errorf("write %s: %w", n.Config, err)
 		}

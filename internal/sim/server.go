@@ -45,6 +45,9 @@ type Options struct {
 	AllowRemoteControl bool
 	// Logf, if set, gets one line per API request.
 	Logf func(format string, args ...any)
+	// IMDS are the metadata service options of instances not given their
+	// own with SetIMDSOptions.
+	IMDS IMDSOptions
 }
 
 // Server answers AWS Query API requests for a World.
@@ -60,6 +63,8 @@ type Server struct {
 	calls     int
 	authMsgs  map[string]string // encoded -> decoded authorization messages
 	authOrder []string
+
+	imds imdsState // the instance metadata services (imds.go)
 }
 
 // APIError is an AWS error answer: its code, message and HTTP status.
@@ -125,7 +130,7 @@ func New(w *World, opts Options) *Server {
 	s.services = map[string]*service{
 		"ec2": {name: "ec2", protocol: protoEC2, namespace: EC2Namespace, actions: ec2Actions},
 		"sts": {name: "sts", protocol: protoQuery, namespace: STSNamespace, actions: stsActions},
-		// "iam": the IAM Query API (protoQuery, https://iam.amazonaws.com/doc/2010-05-08/) plugs in here.
+		"iam": {name: "iam", protocol: protoQuery, namespace: IAMNamespace, actions: iamActions},
 	}
 	w.setClock(s.Now)
 	return s
@@ -148,6 +153,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/_sim/faults", s.control(s.serveFaults))
 	mux.HandleFunc("/_sim/world", s.control(s.serveWorld))
+	mux.HandleFunc("/_sim/imds/", s.control(s.serveIMDSControl))
 	mux.HandleFunc("/_sim/", s.control(http.NotFound))
 	mux.HandleFunc("/", s.serveAPI)
 	return mux
@@ -171,6 +177,9 @@ func guessService(r *http.Request, params url.Values) string {
 	}
 	if _, ok := stsActions[params.Get("Action")]; ok {
 		return "sts"
+	}
+	if _, ok := iamActions[params.Get("Action")]; ok {
+		return "iam"
 	}
 	return "ec2"
 }

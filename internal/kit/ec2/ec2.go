@@ -152,7 +152,9 @@ func (k *Kit) Policy(p map[string]string, region, account string) []kit.Statemen
 		eni = arn("network-interface", e)
 	}
 	if p[ParamMode] == ModeEIP {
-		res := []string{arn("elastic-ip", p[ParamAllocationID]), eni}
+		// AssociateAddress is authorized on the address, the interface and
+		// the instance it belongs to.
+		res := []string{arn("elastic-ip", p[ParamAllocationID]), eni, arn("instance", "*")}
 		acts := []string{"ec2:AssociateAddress"}
 		if p[ParamDisassociateOnRemove] == "true" {
 			acts = append(acts, "ec2:DisassociateAddress")

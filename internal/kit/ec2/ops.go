@@ -181,9 +181,11 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 		switch {
 		case f == nil || f.Kind == awsapi.KindDryRunOK:
 			continue
-		case p.action == "ec2:ReplaceRoute" && f.Code == "InvalidRoute.NotFound":
-			// No route yet: restore will create it (CreateRoute's dry run
-			// covers that); the permission is checked once a route exists.
+		case p.action == "ec2:ReplaceRoute" && f.Code == "InvalidRoute.NotFound",
+			p.action == "ec2:CreateRoute" && f.Code == "RouteAlreadyExists":
+			// EC2 checks the route's existence before DryRun: restore
+			// uses whichever of the two applies, and that one's dry run
+			// proves its permission.
 			continue
 		case f.Kind == awsapi.KindUnauthorized:
 			if !seen[p.action] {
