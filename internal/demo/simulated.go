@@ -147,4 +147,3 @@ func Wait(ctx context.Context, what string, cond func() bool) error {
 	}
 	return nil
 }
-
