@@ -15,22 +15,18 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
-// demoHierarchy is the sample: the tiny HTTP service of `lifeboat
-// demo-app`, on one address that moves with the hierarchy like a virtual IP.
-func demoHierarchy(exe, service string, nodes []string) spec.Hierarchy {
-	one := 1
+// demoApp is the sample application: the tiny HTTP service of `lifeboat
+// demo-app`, on one address that moves with the hierarchy like the virtual
+// IP it depends on.
+func demoApp(exe, service string) spec.Resource {
 	base := fmt.Sprintf("%s demo-app --addr %s --pidfile \"$LB_DATA_DIR/web.pid\"", exe, service)
-	return spec.Hierarchy{
-		Name: "web", Nodes: nodes, Switchback: spec.SwitchbackIntelligent,
-		MonitorInterval: spec.Duration(time.Second), LocalRecovery: &one,
-		Resources: []spec.Resource{{
-			Name: "web-app", Type: "app", Timeout: spec.Duration(10 * time.Second),
-			Params: map[string]string{
-				"restore":    base + " start",
-				"remove":     base + " stop",
-				"quickcheck": base + " check",
-			},
-		}},
+	return spec.Resource{
+		Name: "web-app", Type: "app", Timeout: spec.Duration(10 * time.Second),
+		Params: map[string]string{
+			"restore":    base + " start",
+			"remove":     base + " stop",
+			"quickcheck": base + " check",
+		},
 	}
 }
 
@@ -62,9 +58,24 @@ config, log), hierarchies, the TCP API token and the service address.`,
 			if err != nil {
 				return codeErr{exitFailure, err}
 			}
-			c, err := demo.Start(demo.Options{Binary: exe, Dir: dir, Nodes: nodes, Witness: nodes == 2})
+			var names []string
+			for i := 1; i <= nodes; i++ {
+				names = append(names, fmt.Sprintf("node%d", i))
+			}
+			env, err := demo.StartSim(names)
 			if err != nil {
 				return codeErr{exitFailure, err}
+			}
+			defer env.Close()
+			c, err := demo.Start(demo.Options{Binary: exe, Dir: dir, Nodes: nodes, Witness: nodes == 2,
+				ExtraConfig: "readiness_interval: 10s\n", NodeConfig: env.NodeConfig})
+			if err != nil {
+				return codeErr{exitFailure, err}
+			}
+			for _, n := range c.Nodes {
+				if inst, ok := env.World.InstanceByName(n.Name); ok {
+					n.InstanceID, n.Role = inst.ID, inst.Role
+				}
 			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -75,13 +86,12 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				c.Stop(10 * time.Second)
 				return codeErr{exitFailure, fmt.Errorf("%w (see the logs in %s)", err, c.Dir)}
 			}
-			var names []string
-			for _, n := range c.Nodes {
-				if !n.Witness {
-					names = append(names, n.Name)
-				}
+			h := env.VIPHierarchy("web", names, demoApp(exe, c.Service))
+			// Each node's role gets exactly what `lifeboat iam-policy` prints.
+			if err := env.GrantLeastPrivilege(names, []spec.Hierarchy{h}); err != nil {
+				c.Stop(10 * time.Second)
+				return codeErr{exitFailure, err}
 			}
-			h := demoHierarchy(exe, c.Service, names)
 			if err := c.Apply(ctx, api.ApplyRequest{Hierarchies: []spec.Hierarchy{h}}); err != nil {
 				c.Stop(10 * time.Second)
 				return codeErr{exitFailure, fmt.Errorf("apply the sample hierarchy: %w", err)}
@@ -91,13 +101,18 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				c.Stop(10 * time.Second)
 				return codeErr{exitFailure, err}
 			}
-			if err := c.WriteJSON(nil); err != nil {
+			akid, secret := env.World.AdminCredentials()
+			if err := c.WriteJSON(map[string]any{
+				"sim_endpoint": env.Endpoint, "sim_region": env.World.Region(),
+				"sim_credentials": map[string]string{"access_key_id": akid, "secret_access_key": secret},
+			}); err != nil {
 				c.Stop(10 * time.Second)
 				return codeErr{exitFailure, err}
 			}
 			n1 := c.Nodes[0]
 			fmt.Printf(`
-lifeboat demo is running: %d nodes, hierarchy "web" in service.
+lifeboat demo is running: %d nodes on the AWS simulator, hierarchy "web" in
+service: a route-table virtual IP (10.0.100.10/32), an Elastic IP and the app.
 The service answers on http://%s/ (it moves with the hierarchy).
 
 In another shell:
@@ -109,6 +124,11 @@ In another shell:
   lifeboat switchover web --to node2
   kill -9 <pid of the owner, see %s>   # watch web fail over in under a second
   lifeboat agent --config %s/<node>.yaml   # bring a killed node back
+  lifeboat iam-policy                      # what each node's role is granted
+
+Take a permission away from node2's role with the AWS CLI and watch it turn
+NOT READY (see sim_endpoint and sim_credentials in demo.json):
+  aws --endpoint-url <sim_endpoint> iam get-role-policy --role-name lifeboat-node2 --policy-name lifeboat
 
 Logs: %s/<node>.log    Ctrl-C stops the demo.
 `, len(c.Nodes), c.Service, n1.Socket, n1.API, c.Token, c.Fingerprint, c.Service, "demo.json", c.Dir, c.Dir)

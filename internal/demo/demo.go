@@ -59,6 +59,10 @@ type Node struct {
 	Config  string `json:"config"`
 	Log     string `json:"log"`
 	Witness bool   `json:"witness,omitempty"`
+	// InstanceID and Role: the node's simulated EC2 instance and its IAM
+	// role, when the cluster runs on the simulator.
+	InstanceID string `json:"instance_id,omitempty"`
+	Role       string `json:"role,omitempty"`
 
 	cmd  *exec.Cmd
 	done chan struct{}
