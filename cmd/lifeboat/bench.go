@@ -15,13 +15,15 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
+	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
 func benchCmd() *cobra.Command {
 	var runs int
 	var dir string
-	var idle time.Duration
+	var idle, awsLatency time.Duration
+	var awsMode bool
 	cmd := &cobra.Command{
 		Use:   "bench [--runs N]",
 		Short: "Measure failover time (owner killed -> in service elsewhere), idle CPU and memory",
@@ -30,9 +32,13 @@ then N times: kill -9 the owner of a one-resource hierarchy and measure the time
 until another node reports it in service; restart the killed node and wait for
 it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 		Example: `  lifeboat bench --runs 15
-  lifeboat bench --runs 10 --json`,
+  lifeboat bench --runs 10 --json
+  lifeboat bench --aws --aws-latency 100ms --runs 10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if awsMode {
+				return runAWSBench(runs, dir, awsLatency)
+			}
 			res, err := runBench(runs, dir, idle)
 			if err != nil {
 				return codeErr{exitFailure, err}
@@ -55,6 +61,8 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 	cmd.Flags().IntVar(&runs, "runs", 10, "number of failovers to measure")
 	cmd.Flags().StringVar(&dir, "dir", "", "working directory (default: a new temporary directory)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long to measure idle CPU")
+	cmd.Flags().BoolVar(&awsMode, "aws", false, "measure a route-table failover on the AWS simulator: kill -> the VIP route points at the new node")
+	cmd.Flags().DurationVar(&awsLatency, "aws-latency", 100*time.Millisecond, "with --aws: the simulator's latency per EC2 call")
 	return cmd
 }
 
@@ -302,4 +310,97 @@ func idleFigures(c *demo.Cluster, d time.Duration) []idleFigure {
 		out = append(out, fig)
 	}
 	return out
+}
+
+type awsBenchResult struct {
+	LatencyMS  float64   `json:"latency_ms"`
+	FailoverMS []float64 `json:"failover_ms"`
+	MedianMS   float64   `json:"median_ms"`
+	MinMS      float64   `json:"min_ms"`
+	MaxMS      float64   `json:"max_ms"`
+}
+
+// runAWSBench measures kill -9 of the owner -> the VIP route in the
+// simulated route table points at another node, with every EC2 call
+// delayed by latency.
+func runAWSBench(runs int, dir string, latency time.Duration) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "lifeboat-bench-aws-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	nodes := []string{"node1", "node2", "node3"}
+	env, err := demo.StartSim(nodes)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	c, err := demo.Start(demo.Options{Dir: dir, Nodes: 3, NodeConfig: env.NodeConfig})
+	if err != nil {
+		return err
+	}
+	defer c.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(runs+2)*2*time.Minute)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		return err
+	}
+	app := spec.Resource{Name: "flag", Type: "app", Params: map[string]string{
+		"restore": `touch "$LB_DATA_DIR/bench.up"`, "remove": `rm -f "$LB_DATA_DIR/bench.up"`, "quickcheck": `test -f "$LB_DATA_DIR/bench.up"`}}
+	h := env.VIPHierarchy("bench", nodes, app)
+	h.Resources = append(h.Resources[:1], h.Resources[2:]...) // route-table VIP and the app
+	h.Resources[1].DependsOn = []string{"bench-vip"}
+	if err := env.GrantLeastPrivilege(nodes, []spec.Hierarchy{h}); err != nil {
+		return err
+	}
+	if err := c.Apply(ctx, api.ApplyRequest{Hierarchies: []spec.Hierarchy{h}}); err != nil {
+		return err
+	}
+	env.Server.SetFaults(sim.Faults{Latency: latency, Actions: []string{"ec2:*"}})
+	const cidr = "10.0.100.10/32"
+	res := awsBenchResult{LatencyMS: float64(latency.Microseconds()) / 1000}
+	for i := 0; i < runs; i++ {
+		owner, _, err := benchOwner(ctx, c, "", 0)
+		if err != nil {
+			return err
+		}
+		if err := demo.Wait(ctx, "route at the owner", func() bool { _, n := env.RouteTarget(cidr); return n == owner }); err != nil {
+			return err
+		}
+		killed := time.Now()
+		if err := c.Signal(owner, syscall.SIGKILL); err != nil {
+			return err
+		}
+		for {
+			if _, n := env.RouteTarget(cidr); n != "" && n != owner {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("run %d: the route never moved from %s", i+1, owner)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		d := time.Since(killed)
+		res.FailoverMS = append(res.FailoverMS, float64(d.Microseconds())/1000)
+		if !g.json {
+			fmt.Printf("run %2d: route moved from %s in %.0f ms\n", i+1, owner, res.FailoverMS[i])
+		}
+		_ = c.WaitExit(ctx, owner)
+		if err := c.StartNode(owner); err != nil {
+			return err
+		}
+		if err := c.WaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	res.MedianMS, res.MinMS, res.MaxMS = median(res.FailoverMS)
+	if g.json {
+		return printJSON(res)
+	}
+	fmt.Printf("\nroute-table failover with %s per EC2 call: median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", latency, res.MedianMS, res.MinMS, res.MaxMS, runs)
+	return nil
 }
