@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,25 +27,38 @@ type simInfo struct {
 	AccessKeyID     string            `json:"access_key_id"`
 	SecretAccessKey string            `json:"secret_access_key"`
 	Instances       map[string]string `json:"instances"` // node -> instance id
-	PID             int               `json:"pid"`
+	// IMDS is each instance's metadata service (node, or instance id for
+	// an instance without a Name, -> base URL for the SDK's imds client).
+	IMDS map[string]string `json:"imds"`
+	PID  int               `json:"pid"`
 }
 
 func simCmd() *cobra.Command {
 	var listen, worldFile, nodes, infoFile string
 	var verbose bool
+	var credTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "sim",
-		Short: "Run the AWS simulator (EC2, STS) on 127.0.0.1",
+		Short: "Run the AWS simulator (EC2, STS, IAM, IMDS) on 127.0.0.1",
 		Long: `Run lifeboat's stand-in for the parts of AWS it uses. It speaks the real wire
-protocols (EC2 and STS Query APIs, SigV4 verified, XML answers with AWS's error
-codes, DryRun, IAM policy evaluation per principal), so the AWS SDK and the AWS
-CLI work against it unchanged with --endpoint-url.
+protocols (EC2, STS and IAM Query APIs, SigV4 verified, XML answers with AWS's
+error codes, DryRun, IAM policy evaluation per principal), so the AWS SDK and
+the AWS CLI work against it unchanged with --endpoint-url. IAM covers a role's
+inline policies (get-role, put/get/delete-role-policy, list-role-policies);
+changes apply to the next EC2 call.
+
+Each instance also gets its own instance metadata service (IMDSv2: token PUT,
+instance id, placement, network interfaces, identity document, and rotating
+instance role credentials valid for --imds-credential-ttl) on a free 127.0.0.1
+port; point the SDK at it with AWS_EC2_METADATA_SERVICE_ENDPOINT.
 
 The world (VPC, subnets, route tables, instances with ENIs and roles, Elastic
 IPs, policies) comes from --world (JSON) or is built for --nodes. The admin's
-credentials and the endpoint are written to --info (mode 0600).
+credentials, the endpoint and the IMDS URLs are written to --info (mode 0600).
 
-Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world.`,
+Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world,
+GET/PUT/DELETE /_sim/imds/NODE (IMDS options: allowV1, v1Only, credentialTtl,
+refreshBefore, down, latency).`,
 		Example: `  lifeboat sim --info /tmp/sim.json
   lifeboat sim --listen 127.0.0.1:4566 --nodes db1,db2
   # in another shell:
@@ -70,7 +85,10 @@ Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world.`,
 				}
 				w = sim.DefaultWorld(names)
 			}
-			opts := sim.Options{}
+			if credTTL <= 0 {
+				return codeErr{exitUsage, errors.New("--imds-credential-ttl must be positive")}
+			}
+			opts := sim.Options{IMDS: sim.IMDSOptions{CredentialTTL: credTTL}}
 			if verbose {
 				opts.Logf = func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
 			}
@@ -79,12 +97,33 @@ Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world.`,
 			if err != nil {
 				return codeErr{exitFailure, fmt.Errorf("listen on %s: %w", listen, err)}
 			}
-			info := simInfo{Endpoint: "http://" + ln.Addr().String(), Region: w.Region(), Instances: map[string]string{}, PID: os.Getpid()}
+			info := simInfo{Endpoint: "http://" + ln.Addr().String(), Region: w.Region(), Instances: map[string]string{},
+				IMDS: map[string]string{}, PID: os.Getpid()}
 			info.AccessKeyID, info.SecretAccessKey = w.AdminCredentials()
+			servers := []*http.Server{{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+			listeners := []net.Listener{ln}
+			defer func() {
+				for _, l := range listeners {
+					_ = l.Close()
+				}
+			}()
+			host := "127.0.0.1"
+			if h, _, err := net.SplitHostPort(ln.Addr().String()); err == nil && net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback() {
+				host = h
+			}
 			for _, inst := range w.State().Instances {
+				key := inst.ID
 				if inst.Name != "" {
 					info.Instances[inst.Name] = inst.ID
+					key = inst.Name
 				}
+				il, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+				if err != nil {
+					return codeErr{exitFailure, fmt.Errorf("IMDS listener for %s: %w", key, err)}
+				}
+				listeners = append(listeners, il)
+				servers = append(servers, &http.Server{Handler: srv.IMDSHandler(inst.ID), ReadHeaderTimeout: 10 * time.Second})
+				info.IMDS[key] = "http://" + il.Addr().String()
 			}
 			if infoFile != "" {
 				b, _ := json.MarshalIndent(info, "", "  ")
@@ -103,20 +142,27 @@ Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world.`,
 					fmt.Printf(", credentials in %s", infoFile)
 				}
 				fmt.Println()
+				for _, k := range slices.Sorted(maps.Keys(info.IMDS)) {
+					fmt.Printf("  IMDS of %s on %s\n", k, info.IMDS[k])
+				}
 			}
-			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			go func() { _ = hs.Serve(ln) }()
+			for i, hs := range servers {
+				go func() { _ = hs.Serve(listeners[i]) }()
+			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 			<-sig
-			_ = hs.Close()
+			for _, hs := range servers {
+				_ = hs.Close()
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4566", "address to serve on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&worldFile, "world", "", "world file (JSON); default: built for --nodes")
 	cmd.Flags().StringVar(&nodes, "nodes", "node1,node2,node3", "node names for the built-in world")
-	cmd.Flags().StringVar(&infoFile, "info", "", "write endpoint, region, admin credentials and instance ids here (0600)")
+	cmd.Flags().StringVar(&infoFile, "info", "", "write endpoint, region, admin credentials, instance ids and IMDS URLs here (0600)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every API request")
+	cmd.Flags().DurationVar(&credTTL, "imds-credential-ttl", sim.DefaultIMDSCredentialTTL, "lifetime of the instance role credentials IMDS hands out (renewed 15 minutes, or a quarter of this, before expiry)")
 	return cmd
 }

@@ -145,7 +145,7 @@ type imdsInstance struct {
 	updated time.Time            // when cred was issued
 }
 
-// instLocked returns the state of an instance's IMDS; s.imds.mu is held.
+// imdsInstLocked returns the state of an instance's IMDS; s.imds.mu is held.
 func (s *Server) imdsInstLocked(instanceID string) *imdsInstance {
 	if s.imds.insts == nil {
 		s.imds.insts = map[string]*imdsInstance{}

@@ -1,15 +1,18 @@
-// Package sim is lifeboat's stand-in for the parts of AWS it uses: EC2, STS
-// (and later IAM and IMDS), speaking the real wire protocols so the AWS SDK
-// for Go v2 and the AWS CLI work against it unchanged.
+// Package sim is lifeboat's stand-in for the parts of AWS it uses: EC2, STS,
+// IAM role policies and the instance metadata service (IMDSv2), speaking the
+// real wire protocols so the AWS SDK for Go v2 and the AWS CLI work against
+// it unchanged.
 //
 // A World is the simulated account: one region, VPCs, subnets, route tables,
 // instances, network interfaces, Elastic IPs, IAM roles with inline policies
 // and the credentials that act as those roles (or as the admin user). A
-// Server answers the EC2 and STS Query APIs over HTTP for a World: it checks
+// Server answers the EC2, STS and IAM Query APIs over HTTP for a World
+// (and, per instance, IMDSv2 through IMDSHandler): it checks
 // SigV4 signatures, authorizes every EC2 call against the caller's policies
 // (with DryRun and encoded authorization failure messages as AWS does) and
 // can inject faults (latency, throttling, 5xx, clock skew, expired
-// credentials) at run time.
+// credentials) at run time. Test controls, loopback only: /_sim/faults,
+// /_sim/world and /_sim/imds/INSTANCE.
 //
 // Besides the AWS APIs at "/", a Server's handler has two test controls
 // that are not AWS and answer loopback callers only (unless

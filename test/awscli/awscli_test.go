@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,7 @@ type simInfo struct {
 	AccessKeyID     string            `json:"access_key_id"`
 	SecretAccessKey string            `json:"secret_access_key"`
 	Instances       map[string]string `json:"instances"`
+	IMDS            map[string]string `json:"imds"`
 }
 
 // awsBinary finds Debian's AWS CLI. Without it the test is skipped on a
@@ -106,6 +108,7 @@ type cli struct {
 	si   simInfo
 	akid string
 	sec  string
+	tok  string // session token of temporary credentials
 }
 
 // run calls the AWS CLI with a clean environment: only what is set here.
@@ -118,6 +121,9 @@ func (c cli) run(args ...string) (string, string, int) {
 		"AWS_ACCESS_KEY_ID=" + c.akid, "AWS_SECRET_ACCESS_KEY=" + c.sec,
 		"AWS_DEFAULT_REGION=" + c.si.Region, "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=" + filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"),
+	}
+	if c.tok != "" {
+		cmd.Env = append(cmd.Env, "AWS_SESSION_TOKEN="+c.tok)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -341,4 +347,155 @@ func TestUnauthorizedDecodedWithTheAWSCLI(t *testing.T) {
 	if msg.Allowed || msg.Context.Action != "ec2:CreateRoute" || !strings.Contains(msg.Context.Resource, rtb) {
 		t.Fatalf("decoded message: %+v", msg)
 	}
+}
+
+// imdsGet fetches one IMDSv2 path with plain HTTP: PUT a token, then GET.
+func imdsGet(t *testing.T, base, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, base+"/latest/api/token", nil)
+	req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "300")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("IMDS token: %d %s", resp.StatusCode, tok)
+	}
+	req, _ = http.NewRequest(http.MethodGet, base+path, nil)
+	req.Header.Set("X-aws-ec2-metadata-token", string(tok))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("IMDS GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+// An admin edits a node role's inline policy with aws iam; the node, using
+// the credentials its IMDS hands out, loses and regains
+// ec2:ModifyNetworkInterfaceAttribute.
+func TestIAMAndInstanceRoleWithTheAWSCLI(t *testing.T) {
+	bin := awsBinary(t)
+	si := startSim(t)
+	admin := cli{t: t, bin: bin, si: si, akid: si.AccessKeyID, sec: si.SecretAccessKey}
+	if len(si.IMDS) != 3 || si.IMDS["node2"] == "" {
+		t.Fatalf("info has no IMDS URLs: %+v", si.IMDS)
+	}
+
+	var list struct{ PolicyNames []string }
+	admin.ok(&list, "iam", "list-role-policies", "--role-name", "lifeboat-node2")
+	if len(list.PolicyNames) != 1 || list.PolicyNames[0] != "lifeboat" {
+		t.Fatalf("list-role-policies: %+v", list)
+	}
+	type document struct {
+		Version   string
+		Statement []struct {
+			Effect   string
+			Action   []string
+			Resource any
+		}
+	}
+	// the CLI decodes IAM's URL-encoded documents into JSON objects
+	var got struct {
+		RoleName, PolicyName string
+		PolicyDocument       document
+	}
+	admin.ok(&got, "iam", "get-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat")
+	if got.RoleName != "lifeboat-node2" || got.PolicyName != "lifeboat" || len(got.PolicyDocument.Statement) != 1 ||
+		!slices.Contains(got.PolicyDocument.Statement[0].Action, "ec2:ModifyNetworkInterfaceAttribute") {
+		t.Fatalf("get-role-policy: %+v", got)
+	}
+
+	// Remove ec2:ModifyNetworkInterfaceAttribute.
+	reduced := got.PolicyDocument
+	reduced.Statement = slices.Clone(reduced.Statement)
+	reduced.Statement[0].Action = slices.DeleteFunc(slices.Clone(reduced.Statement[0].Action), func(a string) bool {
+		return a == "ec2:ModifyNetworkInterfaceAttribute"
+	})
+	dir := t.TempDir()
+	reducedFile, fullFile, badFile := filepath.Join(dir, "reduced.json"), filepath.Join(dir, "full.json"), filepath.Join(dir, "bad.json")
+	for f, v := range map[string]any{reducedFile: reduced, fullFile: got.PolicyDocument} {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(badFile, []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Permit","Action":"ec2:*","Resource":"*"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin.fails("MalformedPolicyDocument", "iam", "put-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat", "--policy-document", "file://"+badFile)
+	admin.ok(nil, "iam", "put-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat", "--policy-document", "file://"+reducedFile)
+	admin.ok(&got, "iam", "get-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat")
+	if slices.Contains(got.PolicyDocument.Statement[0].Action, "ec2:ModifyNetworkInterfaceAttribute") || len(got.PolicyDocument.Statement[0].Action) == 0 {
+		t.Fatalf("after put-role-policy: %+v", got.PolicyDocument)
+	}
+
+	// node2's credentials from its IMDS.
+	role := strings.TrimSpace(imdsGet(t, si.IMDS["node2"], "/latest/meta-data/iam/security-credentials/"))
+	if role != "lifeboat-node2" {
+		t.Fatalf("IMDS role %q", role)
+	}
+	var creds struct{ Code, AccessKeyId, SecretAccessKey, Token, Expiration string }
+	if err := json.Unmarshal([]byte(imdsGet(t, si.IMDS["node2"], "/latest/meta-data/iam/security-credentials/"+role)), &creds); err != nil || creds.Code != "Success" {
+		t.Fatalf("IMDS credentials: %+v %v", creds, err)
+	}
+	node2 := cli{t: t, bin: bin, si: si, akid: creds.AccessKeyId, sec: creds.SecretAccessKey, tok: creds.Token}
+	var id struct{ Arn string }
+	node2.ok(&id, "sts", "get-caller-identity")
+	if want := "arn:aws:sts::123456789012:assumed-role/lifeboat-node2/" + si.Instances["node2"]; id.Arn != want {
+		t.Fatalf("node2 is %q, want %q", id.Arn, want)
+	}
+	var insts struct {
+		Reservations []struct {
+			Instances []struct {
+				NetworkInterfaces []struct{ NetworkInterfaceId string }
+			}
+		}
+	}
+	node2.ok(&insts, "ec2", "describe-instances", "--instance-ids", si.Instances["node2"])
+	eni := insts.Reservations[0].Instances[0].NetworkInterfaces[0].NetworkInterfaceId
+	modify := []string{"ec2", "modify-network-interface-attribute", "--dry-run", "--network-interface-id", eni, "--no-source-dest-check"}
+	node2.fails("UnauthorizedOperation", modify...)
+	node2.fails("AccessDenied", "iam", "put-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat", "--policy-document", "file://"+fullFile)
+
+	admin.ok(nil, "iam", "put-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat", "--policy-document", "file://"+fullFile)
+	node2.fails("DryRunOperation", modify...)
+
+	// Delete the policy: the role is left with nothing.
+	admin.ok(nil, "iam", "delete-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat")
+	admin.ok(&list, "iam", "list-role-policies", "--role-name", "lifeboat-node2")
+	if len(list.PolicyNames) != 0 {
+		t.Fatalf("list-role-policies after delete: %+v", list)
+	}
+	admin.fails("NoSuchEntity", "iam", "get-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat")
+	admin.fails("NoSuchEntity", "iam", "delete-role-policy", "--role-name", "lifeboat-node2", "--policy-name", "lifeboat")
+	node2.fails("UnauthorizedOperation", modify...)
+
+	var r struct {
+		Role struct {
+			RoleName, RoleId, Arn, Path, CreateDate string
+			AssumeRolePolicyDocument                struct {
+				Statement []struct {
+					Principal struct{ Service string }
+					Action    string
+				}
+			}
+		}
+	}
+	// IAM is global: the CLI may sign for any region
+	global := admin
+	global.si.Region = "eu-west-1"
+	global.ok(&r, "iam", "get-role", "--role-name", "lifeboat-node2")
+	if r.Role.RoleName != "lifeboat-node2" || r.Role.Arn != "arn:aws:iam::123456789012:role/lifeboat-node2" || r.Role.Path != "/" ||
+		!strings.HasPrefix(r.Role.RoleId, "AROA") || r.Role.CreateDate == "" || len(r.Role.AssumeRolePolicyDocument.Statement) != 1 ||
+		r.Role.AssumeRolePolicyDocument.Statement[0].Principal.Service != "ec2.amazonaws.com" {
+		t.Fatalf("get-role: %+v", r.Role)
+	}
+	admin.fails("NoSuchEntity", "iam", "get-role", "--role-name", "lifeboat-node9")
 }
