@@ -301,7 +301,15 @@ func (s *Server) imdsAnswer(instanceID string, r *http.Request, o IMDSOptions, h
 			return http.StatusInternalServerError, imdsJSON(map[string]string{"Code": "InternalError", "Message": err.Error(), "LastUpdated": iamTime(now)})
 		}
 		return http.StatusOK, imdsJSON(struct {
-			Code, LastUpdated, Type, AccessKeyID, SecretAccessKey, Token, Expiration string
+			// Field names exactly as AWS spells them: the Go SDK matches
+			// case-insensitively, the AWS CLI (botocore) does not.
+			Code            string `json:"Code"`
+			LastUpdated     string `json:"LastUpdated"`
+			Type            string `json:"Type"`
+			AccessKeyID     string `json:"AccessKeyId"`
+			SecretAccessKey string `json:"SecretAccessKey"`
+			Token           string `json:"Token"`
+			Expiration      string `json:"Expiration"`
 		}{"Success", iamTime(updated), "AWS-HMAC", c.AccessKeyID, c.SecretAccessKey, c.SessionToken, iamTime(c.Expiration)})
 	case role != "" && rel == "meta-data/iam/info":
 		s.imds.mu.Lock()

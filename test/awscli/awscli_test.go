@@ -499,3 +499,31 @@ func TestIAMAndInstanceRoleWithTheAWSCLI(t *testing.T) {
 	}
 	admin.fails("NoSuchEntity", "iam", "get-role", "--role-name", "lifeboat-node9")
 }
+
+// The AWS CLI on an instance with no keys configured finds the instance
+// role through the metadata service (IMDSv2), as it does on EC2.
+func TestInstanceRoleThroughIMDSWithTheAWSCLI(t *testing.T) {
+	bin := awsBinary(t)
+	si := startSim(t)
+	home := t.TempDir()
+	cmd := exec.Command(bin, "--endpoint-url", si.Endpoint, "--output", "json", "--no-cli-pager", "sts", "get-caller-identity")
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin", "HOME=" + home, "AWS_DEFAULT_REGION=" + si.Region,
+		"AWS_CONFIG_FILE=" + filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"),
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + si.IMDS["node1"] + "/",
+		"AWS_EC2_METADATA_V1_DISABLED=true",
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("get-caller-identity with IMDS credentials: %v: %s", err, errb.String())
+	}
+	var id struct{ Arn string }
+	if err := json.Unmarshal(out.Bytes(), &id); err != nil {
+		t.Fatal(err)
+	}
+	want := "arn:aws:sts::123456789012:assumed-role/lifeboat-node1/" + si.Instances["node1"]
+	if id.Arn != want {
+		t.Fatalf("caller %q, want %q", id.Arn, want)
+	}
+}
