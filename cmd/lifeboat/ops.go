@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -288,7 +289,8 @@ func logLevelCmd() *cobra.Command {
 }
 
 func iamPolicyCmd() *cobra.Command {
-	return &cobra.Command{
+	var since string
+	cmd := &cobra.Command{
 		Use:   "iam-policy [HIERARCHY]",
 		Short: "Print the least-privilege IAM policy for what is configured",
 		Long: `Print the IAM policy (JSON) that the nodes' instance role needs for the configured
@@ -297,13 +299,18 @@ EC2 supports them, plus sts:DecodeAuthorizationMessage so that a denial can be
 named in plain words. Attach it to each node's role.`,
 		Example: `  lifeboat iam-policy
   lifeboat iam-policy web > web-policy.json
+  lifeboat iam-policy --since 0.1.0     # what an upgrade from 0.1.0 adds
   aws iam put-role-policy --role-name db-ha --policy-name lifeboat --policy-document file://web-policy.json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := "/v1/iam-policy"
+			q := url.Values{}
 			if len(args) == 1 {
-				path += "?hierarchy=" + args[0]
+				q.Set("hierarchy", args[0])
 			}
+			if since != "" {
+				q.Set("since", since)
+			}
+			path := "/v1/iam-policy?" + q.Encode()
 			var doc map[string]any
 			if err := call(context.Background(), "GET", path, nil, &doc); err != nil {
 				return err
@@ -311,4 +318,6 @@ named in plain words. Attach it to each node's role.`,
 			return printJSON(doc)
 		},
 	}
+	cmd.Flags().StringVar(&since, "since", "", "only the permissions that versions after this one need (the upgrade check)")
+	return cmd
 }

@@ -50,7 +50,7 @@ func printStatus(st api.Status) {
 	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n", leader, st.Index, st.Node)
 	fmt.Printf("API TLS fingerprint: %s\n\n", st.Fingerprint)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE")
+	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE\tDOCTOR")
 	for _, n := range st.Nodes {
 		role := "voter"
 		switch {
@@ -66,7 +66,14 @@ func printStatus(st api.Status) {
 		if n.Leaving {
 			state += " (leaving)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, state, role, dash(n.Version), n.Gen, dash(n.Lease))
+		doc := "ok"
+		switch {
+		case n.Findings == nil:
+			doc = "-"
+		case n.Findings["critical"] > 0 || n.Findings["warning"] > 0:
+			doc = fmt.Sprintf("%d critical, %d warning", n.Findings["critical"], n.Findings["warning"])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, role, dash(n.Version), n.Gen, dash(n.Lease), doc)
 	}
 	tw.Flush()
 	if len(st.Hierarchies) == 0 {

@@ -62,6 +62,9 @@ type Agent struct {
 	http     *httpServers
 	aws      *awsProvider
 	ready    *readiness
+
+	doctorMu     sync.Mutex
+	doctorCounts map[string]int
 }
 
 // Options are run-time settings outside the config file.
@@ -143,6 +146,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.goFn(a.reportLoop)
 	a.goFn(a.leaderLoop)
 	a.goFn(a.ready.run)
+	a.goFn(a.doctorLoop)
 	return a, nil
 }
 

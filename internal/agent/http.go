@@ -132,6 +132,10 @@ func (a *Agent) routes() *http.ServeMux {
 		writeJSON(w, a.status())
 	})
 	mux.HandleFunc("GET /v1/iam-policy", a.handleIAMPolicy)
+	mux.HandleFunc("GET /v1/doctor", a.handleDoctor)
+	mux.HandleFunc("GET /v1/internal/doctor", internalOnly(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, a.runDoctor(r.Context(), r.URL.Query().Get("hierarchy")))
+	}))
 	mux.HandleFunc("POST /v1/internal/readiness/refresh", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.ready.Refresh(r.Context())
 		if err != nil {
@@ -211,6 +215,7 @@ func (a *Agent) status() api.Status {
 		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version}
 		if n := s.Nodes[m.Name]; n != nil {
 			ns.Gen, ns.Fenced, ns.Leaving = n.Gen, n.Revoked, n.Leaving
+			ns.Findings = n.Findings
 			if ns.Version == "" {
 				ns.Version = n.Version
 			}
@@ -679,5 +684,13 @@ func (a *Agent) metrics() *prometheus.Registry {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_raft_applied_index", Help: "Last raft index applied on this node."}, func() float64 {
 		return float64(a.c.FSM.Index())
 	}))
+	for _, sev := range []string{"critical", "warning"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_doctor_findings", Help: "Findings of this node's last doctor run, by severity.",
+			ConstLabels: prometheus.Labels{"severity": sev}}, func() float64 {
+			a.doctorMu.Lock()
+			defer a.doctorMu.Unlock()
+			return float64(a.doctorCounts[sev])
+		}))
+	}
 	return reg
 }

@@ -107,6 +107,9 @@ func (a *Agent) handleIAMPolicy(w http.ResponseWriter, r *http.Request) {
 		region, account := a.identity(r.Context())
 		doc = LeastPrivilege(hs, region, account)
 	}
+	if since := r.URL.Query().Get("since"); since != "" {
+		doc = Since(doc, since)
+	}
 	writeJSON(w, doc)
 }
 
@@ -125,4 +128,42 @@ func (a *Agent) identity(ctx context.Context) (region, account string) {
 		account = *out.Account
 	}
 	return
+}
+
+// newerThan reports whether version a is later than b (dotted numbers;
+// anything after a '-' is ignored).
+func newerThan(a, b string) bool {
+	pa, pb := strings.Split(strings.SplitN(a, "-", 2)[0], "."), strings.Split(strings.SplitN(b, "-", 2)[0], ".")
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y int
+		if i < len(pa) {
+			fmt.Sscan(pa[i], &x)
+		}
+		if i < len(pb) {
+			fmt.Sscan(pb[i], &y)
+		}
+		if x != y {
+			return x > y
+		}
+	}
+	return false
+}
+
+// Since keeps only the actions a version later than since first needed:
+// what a rolling upgrade from since adds to the roles.
+func Since(doc PolicyDocument, since string) PolicyDocument {
+	out := PolicyDocument{Version: doc.Version, Statement: []PolicyStatement{}}
+	for _, st := range doc.Statement {
+		var acts []string
+		for _, a := range st.Action {
+			if v := kit.FirstNeeded(a); v == "" || newerThan(v, since) {
+				acts = append(acts, a)
+			}
+		}
+		if len(acts) > 0 {
+			st.Action = acts
+			out.Statement = append(out.Statement, st)
+		}
+	}
+	return out
 }

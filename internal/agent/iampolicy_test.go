@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app"
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
 	"github.com/lifeboat-ha/lifeboat/internal/sim/policy"
@@ -59,5 +60,20 @@ func TestLeastPrivilege(t *testing.T) {
 		if slices.Contains(st.Action, "*") || strings.Contains(strings.Join(st.Action, ","), "ec2:*") {
 			t.Fatalf("wildcard action in %+v", st)
 		}
+	}
+}
+
+func TestSince(t *testing.T) {
+	if !newerThan("0.2.0", "0.1.9") || newerThan("0.1.0", "0.1.0") || !newerThan("1.0", "0.9.9") || newerThan("0.1.0-dev", "0.1.0") {
+		t.Fatal("newerThan")
+	}
+	doc := PolicyDocument{Version: "2012-10-17", Statement: []PolicyStatement{{Sid: "a", Effect: "Allow", Action: []string{"ec2:ReplaceRoute", "ec2:NewThing"}, Resource: []string{"*"}}}}
+	kit.NeededSince("ec2:NewThing", "0.3.0")
+	got := Since(doc, "0.2.0")
+	if len(got.Statement) != 1 || len(got.Statement[0].Action) != 1 || got.Statement[0].Action[0] != "ec2:NewThing" {
+		t.Fatalf("Since 0.2.0: %+v", got)
+	}
+	if got := Since(doc, "0.3.0"); len(got.Statement) != 0 {
+		t.Fatalf("Since 0.3.0: %+v", got)
 	}
 }

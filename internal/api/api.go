@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
@@ -70,6 +71,8 @@ type NodeStatus struct {
 	// Lease is the answering node's view: "held", "expired" (for itself) or
 	// the age of the last renewal it granted.
 	Lease string `json:"lease,omitempty"`
+	// Findings counts the node's last doctor findings by severity.
+	Findings map[string]int `json:"findings,omitempty"`
 	// LeaseFresh: the answering node granted this node's current lease
 	// generation within the lease period (itself: holds its lease).
 	LeaseFresh bool `json:"lease_fresh"`
@@ -263,4 +266,28 @@ func (e *StatusError) Error() string {
 		return "agent refused the request: " + e.Msg + " (set LIFEBOAT_TOKEN or --token for TCP access)"
 	}
 	return e.Msg
+}
+
+// DoctorSettings is what a node's agent uses to reach AWS (secrets and
+// proxy passwords removed), for comparison with an operator's shell.
+type DoctorSettings struct {
+	HTTPProxy  string            `json:"http_proxy,omitempty"`
+	HTTPSProxy string            `json:"https_proxy,omitempty"`
+	NoProxy    string            `json:"no_proxy,omitempty"`
+	Region     string            `json:"region,omitempty"`
+	Endpoints  map[string]string `json:"endpoints,omitempty"`
+}
+
+// NodeDoctor is one node's doctor report.
+type NodeDoctor struct {
+	Node     string           `json:"node"`
+	Version  string           `json:"version,omitempty"`
+	Settings DoctorSettings   `json:"settings"`
+	Findings []doctor.Finding `json:"findings"`
+	Error    string           `json:"error,omitempty"`
+}
+
+// Doctor is the answer to GET /v1/doctor.
+type Doctor struct {
+	Nodes []NodeDoctor `json:"nodes"`
 }

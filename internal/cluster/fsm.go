@@ -26,6 +26,7 @@ const (
 	CmdJoin           = "join"
 	CmdLeaving        = "leaving"
 	CmdReadiness      = "readiness"
+	CmdFindings       = "findings"
 )
 
 // Command is one replicated change. Fields are used per type.
@@ -50,6 +51,8 @@ type Command struct {
 	Time        time.Time `json:"time"`
 	// Force: a switchover to a NOT READY node.
 	Force bool `json:"force,omitempty"`
+	// Findings replaces a node's doctor finding counts.
+	Findings map[string]int `json:"findings,omitempty"`
 	// Readiness replaces a node's readiness map.
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
 }
@@ -151,6 +154,10 @@ func apply(s *State, c *Command) Result {
 		return applyLeaving(s, c)
 	case CmdReadiness:
 		return applyReadiness(s, c)
+	case CmdFindings:
+		n := node(s, c.Node)
+		n.Findings = c.Findings
+		return Result{Changed: true}
 	}
 	return Result{Err: fmt.Errorf("unknown command type %q", c.Type)}
 }

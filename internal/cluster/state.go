@@ -74,6 +74,8 @@ type NodeState struct {
 	// Readiness: per hierarchy, whether this node could take it over, as
 	// it last proved.
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
+	// Findings counts the node's last doctor findings by severity.
+	Findings map[string]int `json:"findings,omitempty"`
 }
 
 // Readiness is a node's proof that it could (or could not) take over a

@@ -168,3 +168,22 @@ func ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
 	}
 	return ps
 }
+
+// firstNeeded records, per cloud action, the lifeboat version that first
+// needed it (so an operator can grant what an upgrade adds before rolling
+// it out: lifeboat iam-policy --since VERSION).
+var firstNeeded = map[string]string{}
+
+// NeededSince records that action is needed from version on.
+func NeededSince(action, version string) {
+	mu.Lock()
+	defer mu.Unlock()
+	firstNeeded[action] = version
+}
+
+// FirstNeeded returns the version that first needed action ("" unknown).
+func FirstNeeded(action string) string {
+	mu.RLock()
+	defer mu.RUnlock()
+	return firstNeeded[action]
+}

@@ -48,7 +48,16 @@ const (
 // resource's kit.Env.
 type Kit struct{}
 
-func init() { kit.Register(&Kit{}) }
+func init() {
+	kit.Register(&Kit{})
+	// Every action this kit uses, with the lifeboat version that first
+	// needed it. A release that adds an action adds a line here.
+	for _, a := range []string{"ec2:DescribeRouteTables", "ec2:CreateRoute", "ec2:ReplaceRoute",
+		"ec2:DescribeNetworkInterfaceAttribute", "ec2:ModifyNetworkInterfaceAttribute",
+		"ec2:DescribeAddresses", "ec2:AssociateAddress", "ec2:DisassociateAddress", "sts:DecodeAuthorizationMessage"} {
+		kit.NeededSince(a, "0.1.0")
+	}
+}
 
 var (
 	_ kit.Kit                = (*Kit)(nil)

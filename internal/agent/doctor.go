@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/doctor"
+)
+
+// checks is the whole checklist: local checks and the AWS checks.
+func checks() []doctor.Check {
+	return append(doctor.LocalChecks(), doctor.AWSChecks()...)
+}
+
+// doctorEnv describes this node for the checks; hierarchy limits them to
+// one hierarchy.
+func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
+	env := &doctor.Env{Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
+		Leader: a.c.Leader(), AWSSettings: a.aws.settings, AWS: a.aws.get, LogLevel: a.levelName()}
+	exe, _ := os.Executable()
+	env.Paths = []string{exe, a.cfg.DataDir, a.cfg.API.Socket}
+	a.c.FSM.View(func(s *cluster.State) {
+		for _, n := range s.HierarchyNames() {
+			h := s.Hierarchies[n]
+			if (hierarchy == "" || n == hierarchy) && h.Priority(a.cfg.Node) >= 0 {
+				env.Hierarchies = append(env.Hierarchies, h)
+			}
+		}
+	})
+	members := a.c.Members()
+	for _, m := range a.c.MemberList() {
+		ms := members[m.Name]
+		st, v := ms.State, ms.Version
+		if m.Name == a.cfg.Node {
+			st, v = "alive", Version
+		}
+		env.Members = append(env.Members, doctor.Member{Name: m.Name, State: st, Witness: m.Witness, Version: v})
+	}
+	return env
+}
+
+func (a *Agent) levelName() string {
+	if a.level == nil {
+		return a.cfg.LogLevel
+	}
+	switch l := a.level.Level(); {
+	case l <= -4:
+		return "debug"
+	case l <= 0:
+		return "info"
+	case l <= 4:
+		return "warn"
+	}
+	return "error"
+}
+
+// redactURL removes a password from a proxy URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User(u.User.Username())
+	return u.String()
+}
+
+// runDoctor runs the checklist here; a full run also records the counts
+// in the cluster state (shown by lifeboat status).
+func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor {
+	fs := doctor.Run(ctx, a.doctorEnv(hierarchy), checks(), nil)
+	s := a.aws.settings
+	rep := api.NodeDoctor{Node: a.cfg.Node, Version: Version, Findings: fs, Settings: api.DoctorSettings{
+		HTTPProxy: redactURL(s.HTTPProxy), HTTPSProxy: redactURL(s.HTTPSProxy), NoProxy: s.NoProxyList(), Region: s.Region,
+		Endpoints: map[string]string{"ec2": s.Endpoints.EC2, "sts": s.Endpoints.STS, "iam": s.Endpoints.IAM, "imds": s.Endpoints.IMDS}}}
+	if hierarchy == "" {
+		counts := map[string]int{}
+		for _, f := range fs {
+			if f.Severity != doctor.Info {
+				counts[f.Severity]++
+			}
+		}
+		a.doctorMu.Lock()
+		changed := a.doctorCounts == nil || fmt.Sprint(counts) != fmt.Sprint(a.doctorCounts)
+		a.doctorCounts = counts
+		a.doctorMu.Unlock()
+		if changed {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, _ = a.submit(sctx, cluster.Command{Type: cluster.CmdFindings, Node: a.cfg.Node, Findings: counts})
+			cancel()
+		}
+	}
+	return rep
+}
+
+// handleDoctor runs the checklist on every node (or one) at once.
+func (a *Agent) handleDoctor(w http.ResponseWriter, r *http.Request) {
+	only, hierarchy := r.URL.Query().Get("node"), r.URL.Query().Get("hierarchy")
+	if only != "" {
+		if _, ok := a.c.Member(only); !ok {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no node %q in this cluster", only))
+			return
+		}
+	}
+	if hierarchy != "" {
+		if _, _, ok := a.assignment(hierarchy); !ok {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", hierarchy))
+			return
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := api.Doctor{}
+	members := a.c.Members()
+	for _, m := range a.c.MemberList() {
+		if only != "" && m.Name != only {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var rep api.NodeDoctor
+			state := members[m.Name].State
+			if m.Name == a.cfg.Node {
+				rep = a.runDoctor(r.Context(), hierarchy)
+			} else if state == "failed" || state == "left" {
+				rep = api.NodeDoctor{Node: m.Name, Error: "node " + state, Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
+					Seen: fmt.Sprintf("the failure detector reports %s %s: its checks could not run", m.Name, state),
+					Fix:  "check the machine and the agent there (systemctl status lifeboat), and the network between the nodes", Command: "lifeboat status"}}}
+			} else {
+				ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+				err := a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
+				cancel()
+				if err != nil {
+					rep = api.NodeDoctor{Node: m.Name, Error: err.Error(), Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
+						Seen: "the agent did not answer: " + err.Error(), Fix: "check that lifeboat runs there (systemctl status lifeboat) and that its API port is reachable",
+						Command: "lifeboat status"}}}
+				}
+			}
+			mu.Lock()
+			out.Nodes = append(out.Nodes, rep)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Node < out.Nodes[j].Node })
+	writeJSON(w, out)
+}
+
+// doctorLoop runs the checklist in the background so that lifeboat status
+// shows each node's finding counts: shortly after start, then every
+// readiness interval (at least every minute's worth apart).
+func (a *Agent) doctorLoop(ctx context.Context) {
+	every := max(a.cfg.ReadinessInterval.D(), time.Minute)
+	next := time.After(5 * time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-next:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		a.runDoctor(rctx, "")
+		cancel()
+		next = time.After(every)
+	}
+}

@@ -1,0 +1,164 @@
+// Package doctor runs the troubleshooting checklist operators of HA clusters
+// in the cloud keep for "the resource will not start" — permissions,
+// credentials, metadata, reachability through the proxy, clock skew,
+// version skew, cluster health, logging, security software — on one node,
+// and says what is wrong and how to fix it. The agent runs it on every node
+// at once; the CLI merges the reports.
+package doctor
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Severities, worst first.
+const (
+	// Critical: would stop a failover (or a switchover) from working.
+	Critical = "critical"
+	// Warning: something to fix, not blocking today.
+	Warning = "warning"
+	// Info: worth knowing.
+	Info = "info"
+)
+
+// Finding is one result of the checklist.
+type Finding struct {
+	ID        string `json:"id"`
+	Severity  string `json:"severity"`
+	Node      string `json:"node"`
+	Hierarchy string `json:"hierarchy,omitempty"`
+	Resource  string `json:"resource,omitempty"`
+	// Seen is what the check observed, in plain words.
+	Seen string `json:"seen"`
+	// Fix says what to do.
+	Fix string `json:"fix,omitempty"`
+	// Command reproduces the check by hand (an AWS CLI call with
+	// --dry-run, a shell command).
+	Command string `json:"command,omitempty"`
+}
+
+// Rank orders severities: lower is worse.
+func Rank(sev string) int {
+	switch sev {
+	case Critical:
+		return 0
+	case Warning:
+		return 1
+	}
+	return 2
+}
+
+// Member is the failure detector's view of one node, with its version.
+type Member struct {
+	Name    string `json:"name"`
+	State   string `json:"state"`
+	Witness bool   `json:"witness,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// Env is what the checks may look at on one node.
+type Env struct {
+	Node    string
+	Witness bool
+	Version string
+	DataDir string
+	// Hierarchies this node may run (it is in their node list).
+	Hierarchies []spec.Hierarchy
+	// Leader is the raft leader as this node sees it ("" if none).
+	Leader  string
+	Members []Member
+	// LogLevel is the agent's current level.
+	LogLevel string
+	// AWS: the agent's own settings and clients (Provider nil: no AWS).
+	AWSSettings awsapi.Settings
+	AWS         awsapi.Provider
+	// ProcDir is /proc (a test may point it elsewhere).
+	ProcDir string
+	// Paths lifeboat uses (binary, data directory, socket) for the
+	// security software check.
+	Paths []string
+	// Now is the clock (time.Now by default).
+	Now func() time.Time
+}
+
+// Check is one item of the checklist.
+type Check struct {
+	ID  string
+	Run func(ctx context.Context, env *Env) []Finding
+}
+
+// Run runs every check (or those whose ID is in only) and returns the
+// findings worst first. A check that panics does not stop the others.
+func Run(ctx context.Context, env *Env, checks []Check, only map[string]bool) []Finding {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.ProcDir == "" {
+		env.ProcDir = "/proc"
+	}
+	var out []Finding
+	for _, c := range checks {
+		if len(only) > 0 && !only[c.ID] {
+			continue
+		}
+		out = append(out, runOne(ctx, env, c)...)
+	}
+	for i := range out {
+		if out[i].Node == "" {
+			out[i].Node = env.Node
+		}
+	}
+	Sort(out)
+	return out
+}
+
+func runOne(ctx context.Context, env *Env, c Check) (fs []Finding) {
+	defer func() {
+		if r := recover(); r != nil {
+			fs = []Finding{{ID: c.ID, Severity: Warning, Seen: "the check itself failed: " + stringOf(r), Fix: "report this as a lifeboat bug"}}
+		}
+	}()
+	return c.Run(ctx, env)
+}
+
+func stringOf(v any) string {
+	if e, ok := v.(error); ok {
+		return e.Error()
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return "panic"
+}
+
+// Sort orders findings worst first, then by node, check and hierarchy.
+func Sort(fs []Finding) {
+	sort.SliceStable(fs, func(i, j int) bool {
+		a, b := fs[i], fs[j]
+		if Rank(a.Severity) != Rank(b.Severity) {
+			return Rank(a.Severity) < Rank(b.Severity)
+		}
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		if a.ID != b.ID {
+			return a.ID < b.ID
+		}
+		return a.Hierarchy < b.Hierarchy
+	})
+}
+
+// ExitCode is the CLI's exit status for a report: 1 when a finding would
+// stop a failover, else 0.
+func ExitCode(fs []Finding) int {
+	for _, f := range fs {
+		if f.Severity == Critical {
+			return 1
+		}
+	}
+	return 0
+}

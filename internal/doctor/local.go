@@ -1,0 +1,179 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// LocalChecks are the checks that need no cloud access.
+func LocalChecks() []Check {
+	return []Check{
+		{ID: "cluster-quorum", Run: checkQuorum},
+		{ID: "failure-detection", Run: checkMembers},
+		{ID: "version-skew", Run: checkVersions},
+		{ID: "disk", Run: checkDisk},
+		{ID: "debug-logging", Run: checkLogging},
+		{ID: "security-software", Run: checkSecuritySoftware},
+	}
+}
+
+func checkQuorum(_ context.Context, env *Env) []Finding {
+	voters, alive, witnesses := len(env.Members), 0, 0
+	for _, m := range env.Members {
+		if m.State == "alive" {
+			alive++
+		}
+		if m.Witness {
+			witnesses++
+		}
+	}
+	var out []Finding
+	majority := voters/2 + 1
+	switch {
+	case env.Leader == "":
+		out = append(out, Finding{ID: "cluster-quorum", Severity: Critical,
+			Seen:    fmt.Sprintf("no raft leader: %d of %d voters alive, %d needed", alive, voters, majority),
+			Fix:     "bring voters back until a majority runs (check their agents and the network between them); nothing can fail over without a quorum",
+			Command: "lifeboat status"})
+	case alive < voters && alive-1 < majority:
+		out = append(out, Finding{ID: "cluster-quorum", Severity: Warning,
+			Seen: fmt.Sprintf("quorum held by %d of %d voters: one more failure loses it", alive, voters),
+			Fix:  "bring the failed voters back before maintenance on another node"})
+	}
+	if voters-witnesses == 2 && witnesses == 0 || voters == 2 {
+		out = append(out, Finding{ID: "cluster-quorum", Severity: Critical,
+			Seen: "two voters and no witness: losing either node loses the quorum, so nothing can fail over",
+			Fix:  "add a third voter: a small node with witness: true in cluster.nodes"})
+	}
+	return out
+}
+
+func checkMembers(_ context.Context, env *Env) []Finding {
+	var out []Finding
+	for _, m := range env.Members {
+		if m.State == "alive" || m.Name == env.Node {
+			continue
+		}
+		out = append(out, Finding{ID: "failure-detection", Severity: Warning,
+			Seen: fmt.Sprintf("%s is %s as seen from %s", m.Name, m.State, env.Node),
+			Fix:  fmt.Sprintf("check the agent on %s (systemctl status lifeboat) and the gossip and raft ports between the nodes", m.Name)})
+	}
+	return out
+}
+
+func checkVersions(_ context.Context, env *Env) []Finding {
+	byVersion := map[string][]string{}
+	for _, m := range env.Members {
+		if m.Version != "" {
+			byVersion[m.Version] = append(byVersion[m.Version], m.Name)
+		}
+	}
+	if len(byVersion) < 2 {
+		return nil
+	}
+	var parts, versions []string
+	for v, ns := range byVersion {
+		sort.Strings(ns)
+		versions = append(versions, v)
+		parts = append(parts, fmt.Sprintf("%s on %s", v, strings.Join(ns, ", ")))
+	}
+	sort.Strings(versions)
+	sort.Strings(parts)
+	return []Finding{{ID: "version-skew", Severity: Warning,
+		Seen:    "nodes run different lifeboat versions: " + strings.Join(parts, "; "),
+		Fix:     "finish the rolling upgrade; before it, grant every role the permissions the newer version needs",
+		Command: "lifeboat iam-policy --since " + versions[0]}}
+}
+
+func checkDisk(_ context.Context, env *Env) []Finding {
+	if env.DataDir == "" {
+		return nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(env.DataDir, &st); err != nil {
+		return []Finding{{ID: "disk", Severity: Warning, Seen: fmt.Sprintf("cannot read free space of %s: %v", env.DataDir, err)}}
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	total := st.Blocks * uint64(st.Bsize)
+	var raftSize int64
+	if fi, err := os.Stat(filepath.Join(env.DataDir, "raft.db")); err == nil {
+		raftSize = fi.Size()
+	}
+	seen := fmt.Sprintf("%s: %s free of %s; raft log %s", env.DataDir, bytesText(free), bytesText(total), bytesText(uint64(raftSize)))
+	switch {
+	case free < 100<<20:
+		return []Finding{{ID: "disk", Severity: Critical, Seen: seen, Fix: "free space in the data directory's file system: the raft log cannot grow when it is full", Command: "df -h " + env.DataDir}}
+	case total > 0 && free*10 < total:
+		return []Finding{{ID: "disk", Severity: Warning, Seen: seen, Fix: "less than 10% free: free space before the raft log fills it", Command: "df -h " + env.DataDir}}
+	}
+	return nil
+}
+
+func bytesText(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", b>>10)
+}
+
+func checkLogging(_ context.Context, env *Env) []Finding {
+	if env.LogLevel == "debug" {
+		return []Finding{{ID: "debug-logging", Severity: Info, Seen: "debug logging is on", Fix: "turn it off when done: lifeboat log-level info", Command: "lifeboat log-level info"}}
+	}
+	return []Finding{{ID: "debug-logging", Severity: Info,
+		Seen:    fmt.Sprintf("log level is %s", env.LogLevel),
+		Fix:     "to see every cloud call and decision, turn on debug logging at run time, without a restart",
+		Command: "lifeboat log-level debug"}}
+}
+
+// securityAgents are process names of antivirus and endpoint agents known
+// to interfere with HA software (locked or scanned binaries, blocked
+// sockets), with the product's name.
+var securityAgents = map[string]string{
+	"clamd": "ClamAV", "freshclam": "ClamAV", "falcon-sensor": "CrowdStrike Falcon", "falcond": "CrowdStrike Falcon",
+	"sentinelagent": "SentinelOne", "s1-agent": "SentinelOne", "wdavdaemon": "Microsoft Defender for Endpoint",
+	"mdatp": "Microsoft Defender for Endpoint", "ds_agent": "Trend Micro Deep Security", "cbagentd": "Carbon Black",
+	"cbdaemon": "Carbon Black", "savd": "Sophos", "sophos-spl": "Sophos", "mfetpd": "McAfee/Trellix ENS",
+	"isectpd": "McAfee/Trellix ENS", "symcfgd": "Symantec", "rtvscand": "Symantec", "esets_daemon": "ESET",
+	"osqueryd": "osquery", "auditbeat": "Elastic Auditbeat", "elastic-endpoint": "Elastic Defend",
+	"qualys-cloud-agent": "Qualys", "wazuh-agentd": "Wazuh", "ossec-agentd": "OSSEC",
+}
+
+func checkSecuritySoftware(_ context.Context, env *Env) []Finding {
+	entries, err := os.ReadDir(env.ProcDir)
+	if err != nil {
+		return nil
+	}
+	found := map[string]bool{}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(env.ProcDir, e.Name(), "comm"))
+		if err != nil {
+			continue
+		}
+		if product, ok := securityAgents[strings.TrimSpace(string(b))]; ok {
+			found[product+" ("+strings.TrimSpace(string(b))+")"] = true
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	var names []string
+	for n := range found {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return []Finding{{ID: "security-software", Severity: Warning,
+		Seen: "security software runs on this node: " + strings.Join(names, ", "),
+		Fix:  "exclude lifeboat's paths from scanning and blocking: " + strings.Join(env.Paths, ", ")}}
+}

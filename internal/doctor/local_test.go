@@ -1,0 +1,122 @@
+package doctor
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func findings(t *testing.T, env *Env, id string) []Finding {
+	t.Helper()
+	return Run(context.Background(), env, LocalChecks(), map[string]bool{id: true})
+}
+
+func members(states ...string) []Member {
+	var ms []Member
+	for i, s := range states {
+		ms = append(ms, Member{Name: "n" + string(rune('1'+i)), State: s, Version: "1.0"})
+	}
+	return ms
+}
+
+func TestQuorumChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		env    Env
+		sev    string
+		phrase string
+	}{
+		{"healthy", Env{Node: "n1", Leader: "n1", Members: members("alive", "alive", "alive")}, "", ""},
+		{"no leader", Env{Node: "n1", Members: members("alive", "failed", "failed")}, Critical, "no raft leader: 1 of 3 voters alive, 2 needed"},
+		{"one more failure", Env{Node: "n1", Leader: "n1", Members: members("alive", "alive", "failed")}, Warning, "one more failure loses it"},
+		{"two voters", Env{Node: "n1", Leader: "n1", Members: members("alive", "alive")}, Critical, "two voters and no witness"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := findings(t, &tc.env, "cluster-quorum")
+			if tc.sev == "" {
+				if len(fs) != 0 {
+					t.Fatalf("unexpected findings %+v", fs)
+				}
+				return
+			}
+			if len(fs) == 0 || fs[0].Severity != tc.sev || !strings.Contains(fs[0].Seen, tc.phrase) {
+				t.Fatalf("findings %+v, want %s %q", fs, tc.sev, tc.phrase)
+			}
+		})
+	}
+}
+
+func TestMembersAndVersions(t *testing.T) {
+	env := &Env{Node: "n1", Leader: "n1", Members: members("alive", "suspect", "alive")}
+	env.Members[2].Version = "1.1"
+	fs := findings(t, env, "failure-detection")
+	if len(fs) != 1 || !strings.Contains(fs[0].Seen, "n2 is suspect") {
+		t.Fatalf("failure-detection: %+v", fs)
+	}
+	fs = findings(t, env, "version-skew")
+	if len(fs) != 1 || fs[0].Command != "lifeboat iam-policy --since 1.0" || !strings.Contains(fs[0].Seen, "1.1 on n3") {
+		t.Fatalf("version-skew: %+v", fs)
+	}
+	env.Members[2].Version = "1.0"
+	if fs := findings(t, env, "version-skew"); len(fs) != 0 {
+		t.Fatalf("same versions: %+v", fs)
+	}
+}
+
+func TestLoggingAndDisk(t *testing.T) {
+	fs := findings(t, &Env{Node: "n1", LogLevel: "info"}, "debug-logging")
+	if len(fs) != 1 || fs[0].Command != "lifeboat log-level debug" {
+		t.Fatalf("debug-logging: %+v", fs)
+	}
+	// A real data directory on a file system with room: no finding.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "raft.db"), make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fs := findings(t, &Env{Node: "n1", DataDir: dir}, "disk"); len(fs) != 0 && fs[0].Severity == Critical {
+		t.Fatalf("disk: %+v", fs)
+	}
+	if fs := findings(t, &Env{Node: "n1", DataDir: filepath.Join(dir, "missing")}, "disk"); len(fs) != 1 || !strings.Contains(fs[0].Seen, "cannot read free space") {
+		t.Fatalf("disk on a missing directory: %+v", fs)
+	}
+}
+
+func TestSecuritySoftware(t *testing.T) {
+	proc := t.TempDir()
+	for pid, comm := range map[string]string{"1": "systemd", "42": "falcon-sensor", "77": "clamd", "self": "x"} {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "comm"), []byte(comm+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := &Env{Node: "n1", ProcDir: proc, Paths: []string{"/usr/bin/lifeboat", "/var/lib/lifeboat"}}
+	fs := findings(t, env, "security-software")
+	if len(fs) != 1 || !strings.Contains(fs[0].Seen, "CrowdStrike Falcon (falcon-sensor)") || !strings.Contains(fs[0].Seen, "ClamAV (clamd)") ||
+		!strings.Contains(fs[0].Fix, "/var/lib/lifeboat") {
+		t.Fatalf("security-software: %+v", fs)
+	}
+	os.RemoveAll(filepath.Join(proc, "42"))
+	os.RemoveAll(filepath.Join(proc, "77"))
+	if fs := findings(t, env, "security-software"); len(fs) != 0 {
+		t.Fatalf("no agents running, but: %+v", fs)
+	}
+}
+
+func TestRunSortsAndSurvivesPanics(t *testing.T) {
+	checks := []Check{
+		{ID: "boom", Run: func(context.Context, *Env) []Finding { panic("broken") }},
+		{ID: "note", Run: func(context.Context, *Env) []Finding { return []Finding{{ID: "note", Severity: Info}} }},
+		{ID: "bad", Run: func(context.Context, *Env) []Finding { return []Finding{{ID: "bad", Severity: Critical}} }},
+	}
+	fs := Run(context.Background(), &Env{Node: "n9"}, checks, nil)
+	if len(fs) != 3 || fs[0].ID != "bad" || fs[1].ID != "boom" || fs[2].ID != "note" || fs[0].Node != "n9" {
+		t.Fatalf("order or node: %+v", fs)
+	}
+	if ExitCode(fs) != 1 || ExitCode(fs[1:]) != 0 {
+		t.Fatal("ExitCode")
+	}
+}
