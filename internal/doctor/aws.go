@@ -121,6 +121,11 @@ type awsSession struct {
 	s   awsapi.Settings
 	c   *awsapi.Clients // nil when they could not be built (err says why)
 	err error
+	// imdsErr: the metadata service failed once in this check; do not
+	// wait for it again.
+	imdsErr error
+	// primaryENI is this instance's interface, once looked up.
+	primaryENI string
 }
 
 // awsOpen gets the node's clients from its provider (never builds others).
@@ -283,6 +288,9 @@ func (a *awsSession) meta(ctx context.Context, path string) (string, error) {
 	if a.c == nil || a.c.IMDS == nil {
 		return "", a.err
 	}
+	if a.imdsErr != nil {
+		return "", a.imdsErr
+	}
 	var v string
 	err := a.c.Call(ctx, func(ctx context.Context) error {
 		out, err := a.c.IMDS.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
@@ -294,6 +302,10 @@ func (a *awsSession) meta(ctx context.Context, path string) (string, error) {
 		v = strings.TrimSpace(string(b))
 		return err
 	})
+	var nf interface{ HTTPStatusCode() int }
+	if err != nil && !(errors.As(err, &nf) && nf.HTTPStatusCode() == http.StatusNotFound) {
+		a.imdsErr = err
+	}
 	return v, err
 }
 
@@ -303,13 +315,17 @@ func (a *awsSession) eni(ctx context.Context, p map[string]string) string {
 	if e := p[kitec2.ParamENI]; e != "" {
 		return e
 	}
+	if a.primaryENI != "" {
+		return a.primaryENI
+	}
+	a.primaryENI = "ENI_ID"
 	mac, err := a.meta(ctx, "mac")
 	if err == nil && mac != "" {
 		if id, err := a.meta(ctx, "network/interfaces/macs/"+mac+"/interface-id"); err == nil && id != "" {
-			return id
+			a.primaryENI = id
 		}
 	}
-	return "ENI_ID"
+	return a.primaryENI
 }
 
 // awsIdentity is who the node is on AWS.
@@ -494,7 +510,15 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 			if rd.Ready {
 				continue
 			}
-			cmds := a.probeCommands(r.Params, a.eni(ctx, r.Params))
+			eni := r.Params[kitec2.ParamENI]
+			switch {
+			case eni != "":
+			case strings.Contains(rd.Reason, "instance metadata"):
+				eni = "ENI_ID" // asking would only wait for IMDS again
+			default:
+				eni = a.eni(ctx, r.Params)
+			}
+			cmds := a.probeCommands(r.Params, eni)
 			if len(rd.Missing) > 0 && id == nil {
 				v := a.identity(ctx)
 				id = &v
@@ -615,7 +639,8 @@ func awsParsePolicy(raw string) (awsPolicyDoc, error) {
 }
 
 // awsNeeded are the actions lifeboat needs on this node, lower-cased, and
-// their spelling for messages.
+// the kits' actions spelled for messages (the doctor's own are needed but
+// not listed).
 func awsNeeded(env *Env) (map[string]bool, []string) {
 	need := map[string]bool{}
 	var names []string
@@ -648,10 +673,10 @@ func awsNeeded(env *Env) (map[string]bool, []string) {
 			}
 		}
 	}
-	for _, act := range awsDoctorActions {
-		add(act)
-	}
 	sort.Strings(names)
+	for _, act := range awsDoctorActions {
+		need[strings.ToLower(act)] = true
+	}
 	return need, names
 }
 
@@ -762,7 +787,7 @@ func awsCheckExcess(ctx context.Context, env *Env) []Finding {
 	}
 	return []Finding{{ID: awsIDExcess, Severity: Info,
 		Seen: fmt.Sprintf("role %s allows %d action pattern(s) lifeboat does not need: %s", role, len(ex), strings.Join(parts, ", ")),
-		Fix: fmt.Sprintf("Least privilege: give the role only what `lifeboat iam-policy` prints for the configured hierarchies (%s) and remove the rest. Managed policies attached to the role were not inspected: %s",
+		Fix: fmt.Sprintf("Least privilege: give the role only what `lifeboat iam-policy` prints for the configured hierarchies (%s, and sts:DecodeAuthorizationMessage to explain denials; iam:ListRolePolicies and iam:GetRolePolicy on the role itself let this check run) and remove the rest. Managed policies attached to the role were not inspected: %s",
 			strings.Join(needNames, ", "), a.cli("iam", "list-attached-role-policies", "--role-name", role)),
 		Command: strings.Join(append([]string{listCmd}, getCmds...), "\n")}}
 }
