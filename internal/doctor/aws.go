@@ -959,6 +959,12 @@ func awsCheckIMDS(ctx context.Context, env *Env) []Finding {
 	start := time.Now()
 	status, token, err := do(http.MethodPut, "/latest/api/token", "")
 	took := time.Since(start)
+	if err != nil && awsHopLimitSignature(ctx, base, err, s.CallTimeout) {
+		return append(fs, Finding{ID: awsIDIMDS, Severity: Critical,
+			Seen:    fmt.Sprintf("the instance metadata service at %s accepts connections but its answer to the IMDSv2 token request never arrives (%s): the instance's metadata hop limit is too low for this network path (a container behind the host needs 2)", base, awsNetWords(err, s.CallTimeout)),
+			Fix:     "Raise the hop limit: aws ec2 modify-instance-metadata-options --instance-id INSTANCE_ID --http-put-response-hop-limit 2 --http-tokens required --http-endpoint enabled, or run the agent in the host's network namespace.",
+			Command: reproduce})
+	}
 	if err != nil {
 		return append(fs, Finding{ID: awsIDIMDS, Severity: Critical,
 			Seen: fmt.Sprintf("the instance metadata service at %s did not answer the IMDSv2 token request: %s", base, awsNetWords(err, s.CallTimeout)),
@@ -1304,4 +1310,30 @@ func awsCurlProxy(s awsapi.Settings, ep string) string {
 		return "--proxy " + awsQuote(p)
 	}
 	return "--noproxy '*'"
+}
+
+// awsHopLimitSignature reports whether a failed token request looks like a
+// hop limit too low: it timed out although a TCP connection to the
+// metadata service opens at once (a down or firewalled service refuses,
+// resets or never connects).
+func awsHopLimitSignature(ctx context.Context, base string, err error, timeout time.Duration) bool {
+	var ne net.Error
+	if !(errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+		return false
+	}
+	u, perr := url.Parse(base)
+	if perr != nil {
+		return false
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	d := net.Dialer{Timeout: min(timeout, time.Second)}
+	c, derr := d.DialContext(ctx, "tcp", host)
+	if derr != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -298,6 +298,23 @@ func TestAWSIMDSDown(t *testing.T) {
 	}
 }
 
+// A hop limit too low: the token request is accepted, its answer never
+// arrives; the finding names the hop limit and how to raise it.
+func TestAWSIMDSHopLimit(t *testing.T) {
+	l := newAWSLab(t)
+	l.s.CallTimeout = 500 * time.Millisecond
+	l.sim.Server.SetIMDSOptions(l.instanceID(), sim.IMDSOptions{HopLimitExceeded: true})
+	f := one(t, l.run("imds"), "imds", doctor.Critical)
+	contains(t, "seen", f.Seen, "accepts connections", "hop limit is too low")
+	contains(t, "fix", f.Fix, "--http-put-response-hop-limit 2")
+	// A service that is down is not mistaken for a hop limit.
+	l.sim.Server.SetIMDSOptions(l.instanceID(), sim.IMDSOptions{Down: true})
+	f = one(t, l.run("imds"), "imds", doctor.Critical)
+	if strings.Contains(f.Seen, "hop limit is too low") {
+		t.Fatalf("IMDS down reported as a hop limit: %s", f.Seen)
+	}
+}
+
 func TestAWSIMDSv1Only(t *testing.T) {
 	l := newAWSLab(t)
 	l.sim.Server.SetIMDSOptions(l.instanceID(), sim.IMDSOptions{V1Only: true})

@@ -60,6 +60,12 @@ type IMDSOptions struct {
 	Down bool
 	// Latency delays every answer.
 	Latency time.Duration
+	// HopLimitExceeded simulates an http-put-response-hop-limit too low
+	// for the caller's network path (a container behind the host, say):
+	// the token PUT is accepted but its answer never arrives, as AWS's
+	// answer packet dies on the way; the connection stays open until the
+	// caller gives up.
+	HopLimitExceeded bool
 }
 
 func (o IMDSOptions) credentialTTL() time.Duration {
@@ -84,12 +90,13 @@ type imdsOptionsJSON struct {
 	CredentialTTL string `json:"credentialTtl,omitempty"`
 	RefreshBefore string `json:"refreshBefore,omitempty"`
 	Down          bool   `json:"down,omitempty"`
+	HopLimit      bool   `json:"hopLimitExceeded,omitempty"`
 	Latency       string `json:"latency,omitempty"`
 }
 
 // MarshalJSON writes durations as strings such as "90s".
 func (o IMDSOptions) MarshalJSON() ([]byte, error) {
-	j := imdsOptionsJSON{AllowV1: o.AllowV1, V1Only: o.V1Only, Down: o.Down}
+	j := imdsOptionsJSON{AllowV1: o.AllowV1, V1Only: o.V1Only, Down: o.Down, HopLimit: o.HopLimitExceeded}
 	for _, d := range []struct {
 		v   time.Duration
 		dst *string
@@ -110,7 +117,7 @@ func (o *IMDSOptions) UnmarshalJSON(data []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return err
 	}
-	out := IMDSOptions{AllowV1: j.AllowV1, V1Only: j.V1Only, Down: j.Down}
+	out := IMDSOptions{AllowV1: j.AllowV1, V1Only: j.V1Only, Down: j.Down, HopLimitExceeded: j.HopLimit}
 	for _, d := range []struct {
 		name, s string
 		dst     *time.Duration
@@ -220,6 +227,11 @@ func (s *Server) serveIMDS(instanceID string, rw http.ResponseWriter, r *http.Re
 			}
 		}
 		panic(http.ErrAbortHandler)
+	}
+	if o.HopLimitExceeded && r.Method == http.MethodPut {
+		s.logIMDS(instanceID, r, "token answer lost: hop limit exceeded")
+		<-r.Context().Done()
+		return
 	}
 	if o.Latency > 0 {
 		t := time.NewTimer(o.Latency)
