@@ -83,6 +83,9 @@ type Env struct {
 	Paths []string
 	// Now is the clock (time.Now by default).
 	Now func() time.Time
+	// DiskSpace reports the free and total bytes of the file system
+	// holding path (statfs by default; a test may fake a full disk).
+	DiskSpace func(path string) (free, total uint64, err error)
 }
 
 // Check is one item of the checklist.

@@ -94,12 +94,14 @@ func checkDisk(_ context.Context, env *Env) []Finding {
 	if env.DataDir == "" {
 		return nil
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(env.DataDir, &st); err != nil {
+	space := env.DiskSpace
+	if space == nil {
+		space = statfs
+	}
+	free, total, err := space(env.DataDir)
+	if err != nil {
 		return []Finding{{ID: "disk", Severity: Warning, Seen: fmt.Sprintf("cannot read free space of %s: %v", env.DataDir, err)}}
 	}
-	free := st.Bavail * uint64(st.Bsize)
-	total := st.Blocks * uint64(st.Bsize)
 	var raftSize int64
 	if fi, err := os.Stat(filepath.Join(env.DataDir, "raft.db")); err == nil {
 		raftSize = fi.Size()
@@ -176,4 +178,12 @@ func checkSecuritySoftware(_ context.Context, env *Env) []Finding {
 	return []Finding{{ID: "security-software", Severity: Warning,
 		Seen: "security software runs on this node: " + strings.Join(names, ", "),
 		Fix:  "exclude lifeboat's paths from scanning and blocking: " + strings.Join(env.Paths, ", ")}}
+}
+
+func statfs(path string) (free, total uint64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
 }

@@ -81,6 +81,23 @@ func TestLoggingAndDisk(t *testing.T) {
 	if fs := findings(t, &Env{Node: "n1", DataDir: filepath.Join(dir, "missing")}, "disk"); len(fs) != 1 || !strings.Contains(fs[0].Seen, "cannot read free space") {
 		t.Fatalf("disk on a missing directory: %+v", fs)
 	}
+	for _, tc := range []struct {
+		free, total uint64
+		sev         string
+	}{
+		{50 << 20, 100 << 30, Critical}, // 50 MiB left
+		{5 << 30, 100 << 30, Warning},   // 5% left
+		{50 << 30, 100 << 30, ""},       // plenty
+	} {
+		env := &Env{Node: "n1", DataDir: dir, DiskSpace: func(string) (uint64, uint64, error) { return tc.free, tc.total, nil }}
+		fs := findings(t, env, "disk")
+		switch {
+		case tc.sev == "" && len(fs) != 0:
+			t.Errorf("free %d of %d: unexpected %+v", tc.free, tc.total, fs)
+		case tc.sev != "" && (len(fs) != 1 || fs[0].Severity != tc.sev || !strings.Contains(fs[0].Seen, "raft log 4 KiB")):
+			t.Errorf("free %d of %d: %+v, want %s", tc.free, tc.total, fs, tc.sev)
+		}
+	}
 }
 
 func TestSecuritySoftware(t *testing.T) {
