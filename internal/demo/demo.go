@@ -45,6 +45,9 @@ type Options struct {
 	// Wrap, when set, returns the command prefix that runs a node's agent
 	// (for example ip netns exec NAME).
 	Wrap func(node string) []string
+	// Binaries, when set, runs some nodes with another lifeboat binary
+	// (node name -> path), e.g. during a rolling upgrade.
+	Binaries map[string]string
 	// NodeConfig, when set, returns config appended to one node's file
 	// (for example its aws section).
 	NodeConfig func(node string) string
@@ -212,7 +215,11 @@ func (c *Cluster) StartNode(name string) error {
 	if err != nil {
 		return fmt.Errorf("open log %s: %w", n.Log, err)
 	}
-	argv := []string{c.opts.Binary, "agent", "--config", n.Config}
+	bin := c.opts.Binary
+	if b := c.opts.Binaries[name]; b != "" {
+		bin = b
+	}
+	argv := []string{bin, "agent", "--config", n.Config}
 	if c.opts.Wrap != nil {
 		argv = append(c.opts.Wrap(name), argv...)
 	}

@@ -136,3 +136,22 @@ func TestDoctorOnTheSimulator(t *testing.T) {
 		t.Fatalf("stopped node: exit %d %+v", code, fs)
 	}
 }
+
+// Version skew in a rolling upgrade: doctor names the versions and the
+// upgrade check; a warning alone does not fail the run.
+func TestDoctorVersionSkew(t *testing.T) {
+	c := startCluster(t, demo.Options{Binaries: map[string]string{"node3": newerBinary}})
+	waitFor(t, c, "node1", 10*time.Second, "node3's version visible", func(st api.Status) bool {
+		for _, n := range st.Nodes {
+			if n.Name == "node3" {
+				return n.Version == "9.9.0"
+			}
+		}
+		return false
+	})
+	fs, code, errOut := runDoctor(t, c, "node1", nil, "--node", "node1")
+	f, ok := find(fs, "version-skew", "node1", doctor.Warning)
+	if !ok || code != 0 || !strings.Contains(f.Seen, "9.9.0 on node3") || !strings.HasPrefix(f.Command, "lifeboat iam-policy --since ") {
+		t.Fatalf("version skew: exit %d, %+v (%s)", code, fs, errOut)
+	}
+}

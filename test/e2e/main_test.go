@@ -17,7 +17,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
-var binary string
+var binary, newerBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "lifeboat-e2e-bin-")
@@ -28,6 +28,13 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/lifeboat").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build lifeboat: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// The same code under a later version number, for rolling upgrades.
+	newerBinary = filepath.Join(dir, "lifeboat-newer")
+	out, err = exec.Command("go", "build", "-ldflags", "-X main.version=9.9.0", "-o", newerBinary, "../../cmd/lifeboat").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build lifeboat 9.9.0: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
