@@ -134,8 +134,18 @@ func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 		}
 	})
 	out := map[string]cluster.Readiness{}
+	r.mu.Lock()
+	prev := r.last
+	r.mu.Unlock()
 	for _, h := range hs {
-		out[h.Name] = r.probeHierarchy(ctx, h)
+		rd, unknown := r.probeHierarchy(ctx, h)
+		if unknown {
+			// The probe could not tell: keep the last definite answer.
+			if p, ok := prev[h.Name]; ok {
+				rd = p
+			}
+		}
+		out[h.Name] = rd
 	}
 	r.mu.Lock()
 	changed := !sameReadiness(r.last, out)
@@ -175,8 +185,10 @@ func sameReadiness(a, b map[string]cluster.Readiness) bool {
 	return true
 }
 
-func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) cluster.Readiness {
-	res := cluster.Readiness{Ready: true, At: time.Now().UTC()}
+// probeHierarchy runs the probes of h's resources; unknown reports that
+// some probe could not tell and none gave a definite "not ready".
+func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) (res cluster.Readiness, unknown bool) {
+	res = cluster.Readiness{Ready: true, At: time.Now().UTC()}
 	var reasons []string
 	missing := map[string]bool{}
 	for _, rs := range h.Resources {
@@ -199,6 +211,10 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) cluste
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		rd := p.Ready(pctx)
 		cancel()
+		if rd.Unknown {
+			unknown = true
+			continue
+		}
 		if !rd.Ready {
 			res.Ready = false
 			for _, m := range rd.Missing {
@@ -212,7 +228,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) cluste
 	}
 	sort.Strings(res.Missing)
 	res.Reason = strings.Join(reasons, "; ")
-	return res
+	return res, unknown && res.Ready
 }
 
 // refreshNode makes node prove its readiness now and returns the result.

@@ -78,6 +78,10 @@ type Readiness struct {
 	Ready   bool     `json:"ready"`
 	Missing []string `json:"missing,omitempty"` // e.g. IAM actions
 	Reason  string   `json:"reason,omitempty"`
+	// Unknown: the probe could not tell (throttling, 5xx, timeouts). The
+	// caller keeps the last definite answer: a slow API is no reason to
+	// call a node unable to take over.
+	Unknown bool `json:"unknown,omitempty"`
 }
 
 // ReadinessProber is implemented by kits that can prove, without side

@@ -158,6 +158,10 @@ func TestCheckUnknownWhenTheAPICannotAnswer(t *testing.T) {
 		if err := check(t, n1, kit.Unknown); err == nil {
 			t.Fatalf("fault %+v: no error with Unknown", f)
 		}
+		// nor is readiness decided by an API that cannot answer
+		if r := n1.(kit.ReadinessProber).Ready(context.Background()); !r.Unknown || !r.Ready || len(r.Missing) > 0 {
+			t.Fatalf("fault %+v: readiness %+v, want unknown", f, r)
+		}
 	}
 	l.srv.SetFaults(sim.Faults{})
 	check(t, n1, kit.Healthy)

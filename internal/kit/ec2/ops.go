@@ -193,10 +193,17 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 				r.Missing = append(r.Missing, p.action)
 			}
 			reasons = append(reasons, in.explain(ctx, c, p.action, p.resource, err).Error())
+		case f.Kind == awsapi.KindThrottled || f.Kind == awsapi.KindUnavailable:
+			r.Unknown = true
+			reasons = append(reasons, fmt.Sprintf("%s dry run could not tell: %v", p.action, f))
+			continue
 		default:
 			reasons = append(reasons, fmt.Sprintf("%s dry run: %v", p.action, f))
 		}
 		r.Ready = false
+	}
+	if !r.Ready {
+		r.Unknown = false // a definite answer wins
 	}
 	r.Reason = strings.Join(reasons, "; ")
 	return r
