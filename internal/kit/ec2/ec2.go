@@ -16,6 +16,7 @@ package ec2
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
@@ -188,6 +189,9 @@ func (k *Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 	}
 	if env.AWS == nil {
 		return nil, fmt.Errorf("resource %s: this agent has no AWS access configured", res.Name)
+	}
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &instance{k: k, res: res, env: env, p: res.Params}, nil
 }

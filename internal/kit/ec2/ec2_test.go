@@ -261,3 +261,37 @@ func TestValidateAndPermissions(t *testing.T) {
 	}
 	_ = aws.String
 }
+
+// A restore through an API that keeps throttling and failing, beyond the
+// SDK's retries (here: none), still completes: the kit retries with backoff.
+func TestRestoreRetriesThroughThrottling(t *testing.T) {
+	l := newLab(t)
+	n1 := l.instance("node1", l.routeParams(), 1)
+	l.srv.SetFaults(sim.Faults{ThrottleRate: 0.25, ErrorRate: 0.1, Seed: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The faults do bite a single pass of the restore steps...
+	failed := 0
+	for i := 0; i < 10; i++ {
+		if n1.(*instance).restoreOnce(ctx) != nil {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("the injected faults never failed a restore pass; the test proves nothing")
+	}
+	// ...and Restore rides them out.
+	if err := n1.Restore(ctx); err != nil {
+		t.Fatalf("restore under faults: %v", err)
+	}
+	l.srv.SetFaults(sim.Faults{})
+	check(t, n1, kit.Healthy)
+	// A definite error is not retried: it comes back at once.
+	p := l.routeParams()
+	p[ParamRouteTables] = "rtb-0000000000000dead"
+	bad := l.instance("node1", p, 1)
+	start := time.Now()
+	if err := bad.Restore(ctx); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("restore of an unknown route table: %v after %s", err, time.Since(start))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -14,8 +15,29 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 )
 
-// Restore brings the resource into service on this node.
+// Restore brings the resource into service on this node. An AWS API that
+// throttles or answers 5xx beyond the SDK's own retries is retried here,
+// with backoff, until the action's timeout: every step is idempotent, and
+// a slow API is no reason to give the hierarchy up on this node.
 func (in *instance) Restore(ctx context.Context) error {
+	wait := 200 * time.Millisecond
+	for {
+		err := in.restoreOnce(ctx)
+		f := awsapi.Classify(err)
+		if f == nil || (f.Kind != awsapi.KindThrottled && f.Kind != awsapi.KindUnavailable) {
+			return err
+		}
+		in.env.Logger.Warn("restore: AWS could not answer, retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func (in *instance) restoreOnce(ctx context.Context) error {
 	c, err := in.clients(ctx)
 	if err != nil {
 		return err
