@@ -164,5 +164,90 @@ refreshBefore, down, latency).`,
 	cmd.Flags().StringVar(&infoFile, "info", "", "write endpoint, region, admin credentials, instance ids and IMDS URLs here (0600)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every API request")
 	cmd.Flags().DurationVar(&credTTL, "imds-credential-ttl", sim.DefaultIMDSCredentialTTL, "lifetime of the instance role credentials IMDS hands out (renewed 15 minutes, or a quarter of this, before expiry)")
+	cmd.AddCommand(simFaultsCmd())
+	return cmd
+}
+
+func simFaultsCmd() *cobra.Command {
+	var endpoint, actions string
+	var latency, skew time.Duration
+	var throttleEvery int
+	var throttleRate, errorRate float64
+	var expire, clear bool
+	cmd := &cobra.Command{
+		Use:   "faults --endpoint URL [flags]",
+		Short: "Show or set the simulator's fault injection at run time",
+		Long: `Show (no flags) or set the running simulator's faults: latency per call,
+throttling (RequestLimitExceeded), 5xx answers, clock skew and expired temporary
+credentials, optionally only for some actions. Setting replaces all faults;
+--clear removes them. This is a test control on the simulator's loopback address,
+not an AWS API.`,
+		Example: `  lifeboat sim faults --endpoint http://127.0.0.1:4566
+  lifeboat sim faults --endpoint $E --latency 100ms --actions 'ec2:*'
+  lifeboat sim faults --endpoint $E --throttle-rate 0.3 --error-rate 0.1
+  lifeboat sim faults --endpoint $E --clock-skew 10m
+  lifeboat sim faults --endpoint $E --clear`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if endpoint == "" {
+				return codeErr{exitUsage, errors.New("--endpoint URL is required (the simulator's address, e.g. sim_endpoint in demo.json)")}
+			}
+			u := strings.TrimSuffix(endpoint, "/") + "/_sim/faults"
+			set := clear || cmd.Flags().NFlag() > 1
+			var resp *http.Response
+			var err error
+			if set {
+				body := map[string]any{}
+				if !clear {
+					if latency > 0 {
+						body["latency"] = latency.String()
+					}
+					if skew != 0 {
+						body["clockSkew"] = skew.String()
+					}
+					if throttleEvery > 0 {
+						body["throttleEvery"] = throttleEvery
+					}
+					if throttleRate > 0 {
+						body["throttleRate"] = throttleRate
+					}
+					if errorRate > 0 {
+						body["errorRate"] = errorRate
+					}
+					if expire {
+						body["expireCredentials"] = true
+					}
+					if actions != "" {
+						body["actions"] = strings.Split(actions, ",")
+					}
+				}
+				b, _ := json.Marshal(body)
+				req, _ := http.NewRequest(http.MethodPut, u, strings.NewReader(string(b)))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err = http.DefaultClient.Do(req)
+			} else {
+				resp, err = http.Get(u)
+			}
+			if err != nil {
+				return codeErr{exitNoAgent, fmt.Errorf("reach the simulator at %s: %w", endpoint, err)}
+			}
+			defer resp.Body.Close()
+			var out any
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode/100 != 2 {
+				return codeErr{exitFailure, fmt.Errorf("simulator answered %s", resp.Status)}
+			}
+			return printJSON(out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&endpoint, "endpoint", "", "the simulator's address")
+	f.DurationVar(&latency, "latency", 0, "delay every affected call")
+	f.DurationVar(&skew, "clock-skew", 0, "move the simulator's clock (negative: behind)")
+	f.IntVar(&throttleEvery, "throttle-every", 0, "throttle every Nth affected call")
+	f.Float64Var(&throttleRate, "throttle-rate", 0, "throttle this fraction of affected calls")
+	f.Float64Var(&errorRate, "error-rate", 0, "answer this fraction of affected calls with a 5xx")
+	f.BoolVar(&expire, "expire-credentials", false, "treat all temporary credentials as expired")
+	f.StringVar(&actions, "actions", "", "limit latency, throttling and errors to these actions (ec2:ReplaceRoute,ec2:*)")
+	f.BoolVar(&clear, "clear", false, "remove all faults")
 	return cmd
 }

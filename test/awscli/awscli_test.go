@@ -527,3 +527,29 @@ func TestInstanceRoleThroughIMDSWithTheAWSCLI(t *testing.T) {
 		t.Fatalf("caller %q, want %q", id.Arn, want)
 	}
 }
+
+// `lifeboat sim faults` changes the running simulator's faults; the AWS
+// CLI sees them.
+func TestSimFaultsCommand(t *testing.T) {
+	bin := awsBinary(t)
+	si := startSim(t)
+	c := cli{t: t, bin: bin, si: si, akid: si.AccessKeyID, sec: si.SecretAccessKey}
+	faults := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(binary, append([]string{"sim", "faults", "--endpoint", si.Endpoint}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sim faults %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := faults("--throttle-rate", "1", "--actions", "ec2:DescribeRouteTables"); !strings.Contains(out, `"throttleRate": 1`) {
+		t.Fatalf("set: %s", out)
+	}
+	c.fails("RequestLimitExceeded", "ec2", "describe-route-tables")
+	c.ok(nil, "ec2", "describe-addresses") // other actions are not affected
+	if out := faults(); !strings.Contains(out, "ec2:DescribeRouteTables") {
+		t.Fatalf("show: %s", out)
+	}
+	faults("--clear")
+	c.ok(nil, "ec2", "describe-route-tables")
+}
