@@ -117,7 +117,7 @@ type awsSession struct {
 
 // awsOpen gets the node's clients from its provider (never builds others).
 func awsOpen(ctx context.Context, env *Env) *awsSession {
-	a := &awsSession{env: env, s: awsDefaults(env.AWSSettings)}
+	a := &awsSession{env: env, s: awsDefaults(env.AWSSettings), imdsErr: env.imdsErr}
 	if env.AWS == nil {
 		a.err = errors.New("this agent has no AWS access configured (no aws section in its config)")
 		return a
@@ -292,6 +292,7 @@ func (a *awsSession) meta(ctx context.Context, path string) (string, error) {
 	var nf interface{ HTTPStatusCode() int }
 	if err != nil && !(errors.As(err, &nf) && nf.HTTPStatusCode() == http.StatusNotFound) {
 		a.imdsErr = err
+		a.env.imdsErr = err // and for the rest of this run
 	}
 	return v, err
 }

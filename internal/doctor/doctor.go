@@ -86,6 +86,10 @@ type Env struct {
 	// DiskSpace reports the free and total bytes of the file system
 	// holding path (statfs by default; a test may fake a full disk).
 	DiskSpace func(path string) (free, total uint64, err error)
+
+	// imdsErr remembers, for one Run, that the metadata service failed,
+	// so that later checks do not each wait out its timeout again.
+	imdsErr error
 }
 
 // Check is one item of the checklist.
@@ -103,6 +107,7 @@ func Run(ctx context.Context, env *Env, checks []Check, only map[string]bool) []
 	if env.ProcDir == "" {
 		env.ProcDir = "/proc"
 	}
+	env.imdsErr = nil
 	var out []Finding
 	for _, c := range checks {
 		if len(only) > 0 && !only[c.ID] {
