@@ -86,7 +86,7 @@ func (f *FSM) View(fn func(*State)) {
 	fn(f.state)
 }
 
-// Snapshot returns a deep copy of the state.
+// Copy returns a deep copy of the state.
 func (f *FSM) Copy() *State {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

@@ -134,8 +134,8 @@ func (e *Engine) Reports() map[string]Report {
 	return out
 }
 
-// Wait blocks until no hierarchy is in any state but offline or failed
-// (everything removed), or ctx ends.
+// Wait blocks until done holds for the hierarchies' reports (polled every
+// 20ms), or ctx ends.
 func (e *Engine) Wait(ctx context.Context, done func(map[string]Report) bool) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()

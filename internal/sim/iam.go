@@ -194,46 +194,43 @@ type getRolePolicyResult struct {
 // iamGetRolePolicy returns the document URL-encoded, as IAM does. The
 // world stores documents compacted, so whitespace is not preserved.
 func iamGetRolePolicy(r *request) (any, *APIError) {
-	name, e := r.iamName("RoleName", 64)
+	role, pname, doc, e := r.rolePolicy("iam:GetRolePolicy")
 	if e != nil {
 		return nil, e
-	}
-	pname, e := r.iamName("PolicyName", 128)
-	if e != nil {
-		return nil, e
-	}
-	if e := r.check("iam:GetRolePolicy", r.w.roleARN(name)); e != nil {
-		return nil, e
-	}
-	role := r.w.role(name)
-	if role == nil {
-		return nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role with name %s cannot be found.", name)
-	}
-	doc, ok := role.Policies[pname]
-	if !ok {
-		return nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role policy with name %s cannot be found.", pname)
 	}
 	return &getRolePolicyResult{RoleName: role.Name, PolicyName: pname, PolicyDocument: iamEscape(string(doc))}, nil
 }
 
-func iamDeleteRolePolicy(r *request) (any, *APIError) {
+// rolePolicy reads RoleName and PolicyName, authorizes action on the role
+// and finds the inline policy, in IAM's order: parameters, permission,
+// existence.
+func (r *request) rolePolicy(action string) (*Role, string, json.RawMessage, *APIError) {
 	name, e := r.iamName("RoleName", 64)
 	if e != nil {
-		return nil, e
+		return nil, "", nil, e
 	}
 	pname, e := r.iamName("PolicyName", 128)
 	if e != nil {
-		return nil, e
+		return nil, "", nil, e
 	}
-	if e := r.check("iam:DeleteRolePolicy", r.w.roleARN(name)); e != nil {
-		return nil, e
+	if e := r.check(action, r.w.roleARN(name)); e != nil {
+		return nil, "", nil, e
 	}
 	role := r.w.role(name)
 	if role == nil {
-		return nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role with name %s cannot be found.", name)
+		return nil, "", nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role with name %s cannot be found.", name)
 	}
-	if _, ok := role.Policies[pname]; !ok {
-		return nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role policy with name %s cannot be found.", pname)
+	doc, ok := role.Policies[pname]
+	if !ok {
+		return nil, "", nil, errorf(http.StatusNotFound, "NoSuchEntity", "The role policy with name %s cannot be found.", pname)
+	}
+	return role, pname, doc, nil
+}
+
+func iamDeleteRolePolicy(r *request) (any, *APIError) {
+	role, pname, _, e := r.rolePolicy("iam:DeleteRolePolicy")
+	if e != nil {
+		return nil, e
 	}
 	delete(role.Policies, pname)
 	if err := r.w.reparse(); err != nil { // cannot happen: the others parsed before
