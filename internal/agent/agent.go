@@ -179,7 +179,10 @@ func (a *Agent) join(ctx context.Context) (uint64, error) {
 // desired computes what this node's engine should run.
 func (a *Agent) desired() map[string]engine.Desired {
 	out := map[string]engine.Desired{}
-	reports := a.eng.Reports()
+	var reports map[string]engine.Report
+	if a.cfg.QuorumLossAction == config.QuorumLossKeep {
+		reports = a.eng.Reports() // only keep needs to know what runs here
+	}
 	a.c.FSM.View(func(s *cluster.State) {
 		me := s.Nodes[a.cfg.Node]
 		for name, h := range s.Hierarchies {
