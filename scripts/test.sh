@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check lifeboat has: formatting, vet, staticcheck, the unit tests
 # (with the race detector), and the end-to-end tests that start real agent
-# processes. Needs Go; fetches modules and staticcheck through the Go module
-# proxy on first use.
+# processes. Needs Go; fetches modules and the pinned tools (staticcheck, a
+# `tool` directive in go.mod) through the Go module proxy on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
-STATICCHECK_VERSION=2026.2.2
+export PATH="$PATH:/usr/local/go/bin"
 
 # Debian packages the tests use: the real AWS CLI (the simulator's
 # conformance tests) and iproute2 (network namespaces for the link-loss test).
@@ -24,10 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 go mod download
-if ! staticcheck -version 2>/dev/null | grep -q "$STATICCHECK_VERSION"; then
-  echo "== installing staticcheck $STATICCHECK_VERSION"
-  GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
-fi
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -38,7 +33,7 @@ fi
 echo "== go vet"
 go vet ./...
 echo "== staticcheck"
-staticcheck ./...
+go tool staticcheck ./...
 echo "== build"
 go build -o bin/lifeboat ./cmd/lifeboat
 echo "== unit tests (race detector)"
