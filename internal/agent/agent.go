@@ -132,7 +132,14 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		CallTimeout: cfg.AWS.CallTimeout.D(), MaxAttempts: cfg.AWS.MaxAttempts,
 	}}
 	a.ready = newReadiness(a)
-	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get})
+	// Kit actions end a tenth of a lease before the lease: voters attest
+	// expiry only a tenth plus 50 ms after it, so an action cut off at
+	// this margin is over well before anyone else is assigned.
+	margin := t.Lease.D() / 10
+	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get,
+		Authority: func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error) {
+			return a.c.Leases.Bound(ctx, gen, margin)
+		}})
 	a.http, err = a.serveHTTP()
 	if err != nil {
 		a.eng.Close()
@@ -190,7 +197,7 @@ func (a *Agent) desired() map[string]engine.Desired {
 			if as == nil {
 				continue
 			}
-			d := engine.Desired{Spec: h, Epoch: as.Epoch}
+			d := engine.Desired{Spec: h, Epoch: as.Epoch, Gen: as.Gen}
 			mine := !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
 				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
 			if mine {
@@ -410,7 +417,10 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 	defer cancel()
 	// Non-binding check first: one broken link must not fence a node the
 	// rest of the cluster still hears from.
-	if ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, 0); !ok {
+	// Voters hold their answer until the lease runs out (at most one
+	// threshold), so this returns the moment a majority can attest it.
+	wait := a.c.Leases.Threshold()
+	if ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, 0, wait); !ok {
 		return fmt.Errorf("not fencing %s: %s", act.Node, strings.Join(why, "; "))
 	}
 	start := time.Now()
@@ -419,7 +429,7 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 		return fmt.Errorf("revoke %s generation %d: %w", act.Node, act.Gen, err)
 	}
 	for {
-		ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, idx)
+		ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, idx, wait)
 		if ok {
 			break
 		}

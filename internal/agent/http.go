@@ -164,7 +164,10 @@ func (a *Agent) routes() *http.ServeMux {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		writeJSON(w, a.c.Leases.HandleAttest(req))
+		if max := a.c.Leases.Threshold(); time.Duration(req.WaitMS)*time.Millisecond > max {
+			req.WaitMS = max.Milliseconds() // bounded: nobody needs longer
+		}
+		writeJSON(w, a.c.Leases.AwaitAttest(r.Context(), req))
 	}))
 	mux.HandleFunc("POST /v1/internal/apply", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		var cmd cluster.Command

@@ -41,7 +41,11 @@ func (r *rpc) Renew(ctx context.Context, peer string, req cluster.RenewRequest) 
 
 func (r *rpc) Attest(ctx context.Context, peer string, req cluster.AttestRequest) (cluster.AttestResponse, error) {
 	var out cluster.AttestResponse
-	err := r.fast[peer].Do(ctx, "POST", "/v1/internal/lease/attest", req, &out)
+	// The voter may hold the answer up to req.WaitMS: bound the call by
+	// that plus one lease instead of the lease alone.
+	actx, cancel := context.WithTimeout(ctx, time.Duration(req.WaitMS)*time.Millisecond+r.a.cfg.Timing.Lease.D())
+	defer cancel()
+	err := r.slow[peer].Do(actx, "POST", "/v1/internal/lease/attest", req, &out)
 	return out, err
 }
 

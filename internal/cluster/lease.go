@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -47,6 +48,11 @@ type AttestRequest struct {
 	Node     string `json:"node"`
 	Gen      uint64 `json:"gen"`
 	MinIndex uint64 `json:"min_index"`
+	// WaitMS lets the voter hold its answer up to this long when the
+	// lease will have run out (or the revoke will have been applied) by
+	// then, so the asker learns the moment it happens instead of polling.
+	// A voter that does not know the field answers at once.
+	WaitMS int64 `json:"wait_ms,omitempty"`
 }
 
 // AttestResponse is a voter's answer.
@@ -140,23 +146,63 @@ func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
 	return RenewResponse{Granted: true}
 }
 
-// HandleAttest is the voter side of an attestation.
+// HandleAttest is the voter side of an attestation: it answers at once.
 func (l *Leases) HandleAttest(req AttestRequest) AttestResponse {
+	r, _, _ := l.attest(req)
+	return r
+}
+
+// AwaitAttest is HandleAttest that may hold its answer for up to
+// req.WaitMS: when the only reason to say no is that the lease has not yet
+// run out, or that the revoke has not yet been applied here, it waits for
+// that moment and answers then (or at ctx's end, with the last answer).
+func (l *Leases) AwaitAttest(ctx context.Context, req AttestRequest) AttestResponse {
+	deadline := time.Now().Add(time.Duration(req.WaitMS) * time.Millisecond)
+	for {
+		changed := l.cfg.FSM.Changed()
+		r, after, behind := l.attest(req)
+		if r.Expired || time.Now().Add(after).After(deadline) {
+			return r
+		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !behind {
+			t = time.NewTimer(after)
+			timer = t.C
+		} else {
+			// bounded even if nothing is applied: re-check by the deadline
+			t = time.NewTimer(time.Until(deadline))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return r
+		case <-timer:
+		case <-changed:
+		}
+		t.Stop()
+	}
+}
+
+// attest computes a voter's answer and, when it is no, how long until it
+// may turn into yes (behind: waiting for raft, not for the clock).
+func (l *Leases) attest(req AttestRequest) (r AttestResponse, after time.Duration, behind bool) {
 	if idx := l.cfg.FSM.Index(); idx < req.MinIndex {
-		return AttestResponse{Reason: fmt.Sprintf("state at index %d, behind %d", idx, req.MinIndex)}
+		return AttestResponse{Reason: fmt.Sprintf("state at index %d, behind %d", idx, req.MinIndex)}, 0, true
 	}
 	l.gmu.Lock()
 	defer l.gmu.Unlock()
 	th := l.Threshold()
 	if since := time.Since(l.started); since < th {
-		return AttestResponse{Reason: fmt.Sprintf("voter started %s ago", since.Round(time.Millisecond))}
+		return AttestResponse{Reason: fmt.Sprintf("voter started %s ago", since.Round(time.Millisecond))}, th - since, false
 	}
 	if at, ok := l.grants[grantKey{req.Node, req.Gen}]; ok {
 		if ago := time.Since(at); ago < th {
-			return AttestResponse{Reason: fmt.Sprintf("granted %s ago", ago.Round(time.Millisecond))}
+			return AttestResponse{Reason: fmt.Sprintf("granted %s ago", ago.Round(time.Millisecond))}, th - ago, false
 		}
 	}
-	return AttestResponse{Expired: true}
+	return AttestResponse{Expired: true}, 0, false
 }
 
 // LastGrant returns how long ago this voter last granted node at gen.
@@ -171,36 +217,48 @@ func (l *Leases) LastGrant(node string, gen uint64) (time.Duration, bool) {
 }
 
 // Attest asks every voter (this one locally) whether node's lease at gen
-// has expired and reports whether a majority says so, with the reasons of
-// those that did not.
-func (l *Leases) Attest(ctx context.Context, node string, gen, minIndex uint64) (bool, []string) {
-	req := AttestRequest{Node: node, Gen: gen, MinIndex: minIndex}
+// has expired, letting each hold its answer up to wait for the lease to
+// run out. It returns as soon as a majority says yes, or as soon as a
+// majority can no longer be reached, without waiting for voters that do
+// not answer (a dead machine answers nothing): with the reasons of those
+// that said no or failed so far.
+func (l *Leases) Attest(ctx context.Context, node string, gen, minIndex uint64, wait time.Duration) (bool, []string) {
+	req := AttestRequest{Node: node, Gen: gen, MinIndex: minIndex, WaitMS: wait.Milliseconds()}
 	type ans struct {
 		peer string
 		r    AttestResponse
 		err  error
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the calls still waiting are not needed
 	ch := make(chan ans, len(l.cfg.Voters))
 	for _, v := range l.cfg.Voters {
 		go func() {
 			if v == l.cfg.Node {
-				ch <- ans{peer: v, r: l.HandleAttest(req)}
+				ch <- ans{peer: v, r: l.AwaitAttest(ctx, req)}
 				return
 			}
 			r, err := l.cfg.Transport.Attest(ctx, v, req)
 			ch <- ans{peer: v, r: r, err: err}
 		}()
 	}
-	yes := 0
+	yes, no := 0, 0
 	var why []string
-	for range l.cfg.Voters {
-		a := <-ch
+	for yes < l.Majority() && len(l.cfg.Voters)-no >= l.Majority() {
+		var a ans
+		select {
+		case a = <-ch:
+		case <-ctx.Done():
+			return false, append(why, fmt.Sprintf("%d of %d voters answered before %v", yes+no, len(l.cfg.Voters), ctx.Err()))
+		}
 		switch {
 		case a.err != nil:
+			no++
 			why = append(why, fmt.Sprintf("%s: %v", a.peer, a.err))
 		case a.r.Expired:
 			yes++
 		default:
+			no++
 			why = append(why, a.peer+": "+a.r.Reason)
 		}
 	}
@@ -212,6 +270,57 @@ func (l *Leases) Valid(gen uint64) bool {
 	l.hmu.Lock()
 	defer l.hmu.Unlock()
 	return gen != 0 && l.gen == gen && time.Now().Before(l.until)
+}
+
+// ErrLeaseExpired is the cause of a Bound context's end: this node's lease
+// ran out (or was never held), so it may no longer act.
+var ErrLeaseExpired = errors.New("this node's lease expired")
+
+// Bound returns a context that ends, with cause ErrLeaseExpired, margin
+// before this node's lease of generation gen runs out. Renewals move that
+// moment on, so an action may run longer than one lease as long as the
+// lease keeps being renewed; a node that stops renewing (lost quorum, or a
+// frozen process that resumes) has its action cut off before the cluster
+// can attest the lease expired. It fails at once when the lease is not
+// valid for at least margin from now: the check made immediately before
+// an action.
+func (l *Leases) Bound(parent context.Context, gen uint64, margin time.Duration) (context.Context, context.CancelFunc, error) {
+	l.hmu.Lock()
+	end := l.until.Add(-margin)
+	ok := gen != 0 && l.gen == gen && time.Now().Before(end)
+	l.hmu.Unlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("%w (generation %d)", ErrLeaseExpired, gen)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	var mu sync.Mutex
+	var timer *time.Timer
+	var check func()
+	check = func() {
+		l.hmu.Lock()
+		end := l.until.Add(-margin)
+		valid := l.gen == gen && time.Now().Before(end)
+		l.hmu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		if !valid {
+			cancel(fmt.Errorf("%w (generation %d)", ErrLeaseExpired, gen))
+			return
+		}
+		timer = time.AfterFunc(time.Until(end), check)
+	}
+	mu.Lock()
+	timer = time.AfterFunc(time.Until(end), check)
+	mu.Unlock()
+	return ctx, func() {
+		mu.Lock()
+		timer.Stop()
+		mu.Unlock()
+		cancel(context.Canceled)
+	}, nil
 }
 
 // Current returns the generation and expiry of this node's lease.

@@ -99,7 +99,7 @@ func (t ltrans) Renew(ctx context.Context, peer string, req RenewRequest) (Renew
 }
 
 func (t ltrans) Attest(ctx context.Context, peer string, req AttestRequest) (AttestResponse, error) {
-	return call(ctx, t.net, t.from, peer, func(l *Leases) AttestResponse { return l.HandleAttest(req) })
+	return call(ctx, t.net, t.from, peer, func(l *Leases) AttestResponse { return l.AwaitAttest(ctx, req) })
 }
 
 // ---- a three-voter lease cluster sharing replicated state ----
@@ -384,19 +384,21 @@ func TestAttestMajority(t *testing.T) {
 	ctx := context.Background()
 
 	// n1 and n2 never granted: a majority despite n3 being unreachable.
-	ok, why := n1.Attest(ctx, "x", 1, 0)
+	ok, why := n1.Attest(ctx, "x", 1, 0, 0)
 	if !ok {
 		t.Fatalf("Attest = false %v, want a majority of n1, n2", why)
 	}
-	if len(why) != 1 || !strings.HasPrefix(why[0], "n3: ") {
-		t.Fatalf("why = %v, want only n3's error", why)
+	for _, w := range why {
+		if !strings.HasPrefix(w, "n3: ") {
+			t.Fatalf("why = %v, want at most n3's error", why)
+		}
 	}
 
 	// n2 granted recently: only n1 says expired, n3 is unreachable.
 	if r := n2.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
 		t.Fatal(r.Reason)
 	}
-	ok, why = n1.Attest(ctx, "x", 1, 0)
+	ok, why = n1.Attest(ctx, "x", 1, 0, 0)
 	if ok {
 		t.Fatal("Attest = true with only one voter of three saying expired")
 	}
@@ -406,7 +408,7 @@ func TestAttestMajority(t *testing.T) {
 
 	// With n3 reachable again, n1 and n3 make the majority.
 	c.net.set("n1", "n3", linkOK)
-	if ok, why := n1.Attest(ctx, "x", 1, 0); !ok {
+	if ok, why := n1.Attest(ctx, "x", 1, 0, 0); !ok {
 		t.Fatalf("Attest = false %v", why)
 	}
 
@@ -414,25 +416,105 @@ func TestAttestMajority(t *testing.T) {
 	if r := n1.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
 		t.Fatal(r.Reason)
 	}
-	if ok, _ := n1.Attest(ctx, "x", 1, 0); ok {
+	if ok, _ := n1.Attest(ctx, "x", 1, 0, 0); ok {
 		t.Fatal("Attest = true with two of three voters having granted")
 	}
 
 	// MinIndex beyond every voter's state: nobody attests.
-	if ok, _ := n2.Attest(ctx, "y", 1, 1000); ok {
+	if ok, _ := n2.Attest(ctx, "y", 1, 1000, 0); ok {
 		t.Fatal("Attest = true with every voter behind MinIndex")
 	}
 
-	// A hanging voter is bounded by the caller's context.
+	// A voter that answers nothing (a dead machine) is not waited for:
+	// the majority of the other two answers at once, long before the
+	// caller's deadline.
 	c.net.set("n2", "n1", linkHang)
-	hctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	hctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ok, why = n2.Attest(hctx, "y", 1, 0)
+	ok, why = n2.Attest(hctx, "y", 1, 0, 0)
 	if !ok {
 		t.Fatalf("Attest with one hanging voter = false %v", why)
 	}
-	if !strings.Contains(strings.Join(why, ";"), "n1: ") {
-		t.Fatalf("why = %v, want n1's timeout", why)
+	if hctx.Err() != nil {
+		t.Fatal("Attest waited for the hanging voter until the caller's deadline")
+	}
+
+	// Two voters hang: no majority is possible, and the caller's context
+	// bounds the wait.
+	c.net.set("n2", "n3", linkHang)
+	sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer scancel()
+	if ok, why := n2.Attest(sctx, "y", 1, 0, 0); ok || !strings.Contains(strings.Join(why, ";"), "answered before") {
+		t.Fatalf("Attest with two hanging voters = %v %v", ok, why)
+	}
+}
+
+// AwaitAttest holds its answer until the lease runs out, if that happens
+// within the wait, and never says expired earlier than Threshold after the
+// last grant.
+func TestAwaitAttest(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, time.Hour)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v := c.leases["n2"]
+	th := v.Threshold()
+	ctx := context.Background()
+
+	granted := time.Now()
+	if r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1}); !r.Granted {
+		t.Fatal(r.Reason)
+	}
+	// A short wait: the answer is no, at once.
+	if r := v.AwaitAttest(ctx, AttestRequest{Node: "n1", Gen: 1, WaitMS: 1}); r.Expired || !strings.Contains(r.Reason, "granted") {
+		t.Fatalf("short wait: %+v", r)
+	}
+	// A wait of a whole threshold: yes, once the grant is old enough.
+	r := v.AwaitAttest(ctx, AttestRequest{Node: "n1", Gen: 1, WaitMS: (th + 100*time.Millisecond).Milliseconds()})
+	if !r.Expired {
+		t.Fatalf("long wait: %+v", r)
+	}
+	if ago := time.Since(granted); ago < th {
+		t.Fatalf("expired %s after the grant, before Threshold %s", ago, th)
+	}
+
+	// Renewals during the wait push the answer back: a holder that keeps
+	// renewing is never attested expired, however long the wait.
+	lv := newLeaseCluster(300*time.Millisecond, testRenew, time.Hour)
+	lv.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v2 := lv.leases["n2"]
+	v2.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+	done := make(chan AttestResponse, 1)
+	go func() {
+		done <- v2.AwaitAttest(ctx, AttestRequest{Node: "n1", Gen: 1, WaitMS: (2 * v2.Threshold()).Milliseconds()})
+	}()
+	tick := time.NewTicker(testRenew)
+	defer tick.Stop()
+renew:
+	for {
+		select {
+		case r := <-done:
+			if r.Expired {
+				t.Fatalf("expired although renewed during the wait: %+v", r)
+			}
+			break renew
+		case <-tick.C:
+			v2.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+		}
+	}
+
+	// Behind MinIndex: the answer comes when the index is applied.
+	setGrant(v, "n1", 1, time.Now().Add(-2*th))
+	want := c.fsms["n2"].Index() + 1
+	go func() {
+		done <- v.AwaitAttest(ctx, AttestRequest{Node: "n1", Gen: 1, MinIndex: want, WaitMS: time.Minute.Milliseconds()})
+	}()
+	c.applyAll(Command{Type: CmdRevoke, Node: "n1", Gen: 1})
+	select {
+	case r := <-done:
+		if !r.Expired {
+			t.Fatalf("after the revoke was applied: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AwaitAttest did not answer once the index was applied")
 	}
 }
 
@@ -557,19 +639,19 @@ func TestAttestSafety(t *testing.T) {
 	gen := c.acquire(t)
 	ctx := context.Background()
 
-	if ok, why := n2.Attest(ctx, "n1", gen, 0); ok {
+	if ok, why := n2.Attest(ctx, "n1", gen, 0, 0); ok {
 		t.Fatalf("Attest = true while n1 holds its lease (%v)", why)
 	}
 	c.net.isolate("n1", linkCut)
 	cut := time.Now()
-	if ok, _ := n2.Attest(ctx, "n1", gen, 0); ok {
+	if ok, _ := n2.Attest(ctx, "n1", gen, 0, 0); ok {
 		t.Fatal("Attest = true right after the cut")
 	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	deadline := cut.Add(n2.Threshold() + 2*time.Second)
 	for {
-		ok, _ := n2.Attest(ctx, "n1", gen, 0)
+		ok, _ := n2.Attest(ctx, "n1", gen, 0, 0)
 		if ok {
 			valid := n1.Valid(gen)
 			since := time.Since(lastOK(n1))
@@ -644,7 +726,7 @@ func TestAttestAfterNewerGeneration(t *testing.T) {
 		defer tick.Stop()
 		deadline := time.Now().Add(n3.Threshold() + 2*time.Second)
 		for {
-			if ok, _ := n3.Attest(context.Background(), "n1", gen, idx); ok {
+			if ok, _ := n3.Attest(context.Background(), "n1", gen, idx, 0); ok {
 				if n1.Valid(gen) {
 					_, until := n1.Current()
 					t.Fatalf("a majority attests generation %d expired while n1 holds it for another %s",
@@ -658,4 +740,58 @@ func TestAttestAfterNewerGeneration(t *testing.T) {
 			<-tick.C
 		}
 	})
+}
+
+// Bound: refused without a valid lease of that generation; a bound context
+// lives on while the lease is renewed, and ends with ErrLeaseExpired, margin
+// before the lease's end, once renewals stop.
+func TestBound(t *testing.T) {
+	l := NewLeases(LeaseConfig{Node: "n1", Voters: voters3, Lease: 200 * time.Millisecond, Renew: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	extend := func(d time.Duration) time.Time {
+		l.hmu.Lock()
+		defer l.hmu.Unlock()
+		l.gen, l.until = 5, time.Now().Add(d)
+		return l.until
+	}
+	const margin = 30 * time.Millisecond
+	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("Bound with no lease: %v", err)
+	}
+	extend(time.Second)
+	if _, _, err := l.Bound(t.Context(), 4, margin); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("Bound for an older generation: %v", err)
+	}
+	extend(margin / 2)
+	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("Bound inside the margin: %v", err)
+	}
+
+	first := extend(100 * time.Millisecond)
+	ctx, cancel, err := l.Bound(t.Context(), 5, margin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	// Renew past the first lease's end: the context lives on.
+	var last time.Time
+	for time.Now().Before(first.Add(100 * time.Millisecond)) {
+		last = extend(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("bound context ended while the lease was being renewed: %v", context.Cause(ctx))
+		case <-time.After(10 * time.Millisecond): // the renew cadence
+		}
+	}
+	<-ctx.Done()
+	ended := time.Now()
+	if !errors.Is(context.Cause(ctx), ErrLeaseExpired) {
+		t.Fatalf("cause %v, want ErrLeaseExpired", context.Cause(ctx))
+	}
+	if ended.Before(last.Add(-margin)) {
+		t.Fatalf("ended %s before the lease's end, more than the margin %s", last.Sub(ended), margin)
+	}
+	// Once ended, no new action may start under that lease.
+	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("Bound after the lease ran out: %v", err)
+	}
 }

@@ -10,6 +10,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -36,6 +37,9 @@ const (
 type Desired struct {
 	Spec  spec.Hierarchy
 	Epoch uint64
+	// Gen is the lease generation the assignment was made to: restore and
+	// recover run only while this node holds that lease (Config.Authority).
+	Gen uint64
 	// InService: restore and keep the hierarchy in service here.
 	InService bool
 	// Frozen: this node lost its lease and quorum_loss_action is keep:
@@ -65,7 +69,19 @@ type Config struct {
 	Lookup func(string) (kit.Kit, bool)
 	// AWS gives cloud kits this node's AWS clients.
 	AWS awsapi.Provider
+	// Authority bounds an action by this node's lease of generation gen:
+	// it fails when the lease is not valid now, and the context it returns
+	// ends before the lease does. Restore and recover run under it; nil
+	// (tests) means unbounded.
+	Authority func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error)
 }
+
+// lapseRetry is how soon a restore stopped by a lapsing lease is retried.
+const lapseRetry = 20 * time.Millisecond
+
+// ErrNoAuthority marks an action that was not started, or was cut off,
+// because this node no longer held its lease.
+var ErrNoAuthority = errors.New("no authority to act")
 
 // Engine runs one worker per hierarchy.
 type Engine struct {
@@ -294,7 +310,9 @@ func (w *worker) step(ctx context.Context) time.Time {
 			return time.Time{}
 		}
 		if !w.allUp(d.Spec) {
-			w.restore(ctx, d)
+			if w.restore(ctx, d) {
+				return time.Now().Add(lapseRetry)
+			}
 			return w.earliestCheck()
 		}
 		// Already in service: a new epoch (spec update, start) is
@@ -388,8 +406,34 @@ func (w *worker) still(d Desired) bool {
 	return c.InService && !c.Frozen
 }
 
-// act runs one kit action with events and logs.
+// authority returns the kit.Authority for d: this node's lease of d's
+// generation.
+func (w *worker) authority(d Desired) kit.Authority {
+	return func(ctx context.Context) (context.Context, context.CancelFunc, error) {
+		if w.e.cfg.Authority == nil {
+			return ctx, func() {}, nil
+		}
+		return w.e.cfg.Authority(ctx, d.Gen)
+	}
+}
+
+// act runs one kit action with events and logs. Restore and recover change
+// what the cluster arbitrates, so they start only while this node holds
+// the lease the hierarchy was assigned under, checked immediately before
+// the call, and their context ends before that lease does. Remove is always
+// allowed; the kit bounds any shared step itself (kit.UnderLease).
 func (w *worker) act(ctx context.Context, d Desired, r spec.Resource, action string, fn func(context.Context) error) error {
+	ctx = kit.WithAuthority(ctx, w.authority(d))
+	if action == kit.OpRestore || action == kit.OpRecover {
+		lctx, release, err := w.authority(d)(ctx)
+		if err != nil {
+			w.log.Warn("action not started: no lease", "resource", r.Name, "action", action, "epoch", d.Epoch, "error", err)
+			w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: action, Phase: "skipped", Epoch: d.Epoch, Error: err.Error()})
+			return fmt.Errorf("%w: %v", ErrNoAuthority, err)
+		}
+		defer release()
+		ctx = lctx
+	}
 	start := time.Now()
 	w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: action, Phase: "start", Epoch: d.Epoch})
 	w.log.Info("action start", "resource", r.Name, "action", action, "epoch", d.Epoch)
@@ -399,6 +443,11 @@ func (w *worker) act(ctx context.Context, d Desired, r spec.Resource, action str
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	err := fn(actx)
+	if err != nil && ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = fmt.Errorf("%w: cut off: %v (%v)", ErrNoAuthority, cause, err)
+		}
+	}
 	cancel()
 	dur := time.Since(start)
 	ev := events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: action, Phase: "end", Epoch: d.Epoch, Duration: dur.Round(time.Microsecond).String()}
@@ -412,33 +461,44 @@ func (w *worker) act(ctx context.Context, d Desired, r spec.Resource, action str
 	return err
 }
 
-func (w *worker) restore(ctx context.Context, d Desired) {
+// restore brings the hierarchy into service, children first. It reports
+// whether it stopped only because this node's lease is lapsing, to be
+// retried shortly.
+func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 	order, err := d.Spec.RestoreOrder()
 	if err != nil {
 		w.failedEpoch = d.Epoch
 		w.publish(d.Epoch, StateFailed, nil, err.Error())
-		return
+		return false
 	}
 	w.clean = false
 	w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
 	for _, r := range order {
 		if !w.still(d) {
 			w.removeAll(ctx, d, "restore interrupted: no longer wanted here")
-			return
+			return false
 		}
 		if w.up[r.Name] {
 			continue
 		}
 		err := w.act(ctx, d, r, kit.OpRestore, w.insts[r.Name].Restore)
 		if ctx.Err() != nil {
-			return
+			return false
+		}
+		if errors.Is(err, ErrNoAuthority) {
+			// Not the resource's fault: the lease is lapsing. Leave what
+			// is up as it is: either a renewal comes and the restore goes
+			// on, or the lease is lost and the desired state that follows
+			// takes the hierarchy out of service here.
+			w.publish(d.Epoch, StateRestoring, w.resStates(""), err.Error())
+			return true
 		}
 		if err != nil {
 			msg := fmt.Sprintf("restore %s on %s: %v", r.Name, w.e.cfg.Node, err)
 			w.removeAll(ctx, d, "restore failed")
 			w.failedEpoch = d.Epoch
 			w.publish(d.Epoch, StateFailed, w.resStates(""), msg)
-			return
+			return false
 		}
 		w.up[r.Name] = true
 		w.recoveries[r.Name] = 0
@@ -446,6 +506,7 @@ func (w *worker) restore(ctx context.Context, d Desired) {
 		w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
 	}
 	w.publish(d.Epoch, StateOnline, w.resStates(""), "")
+	return false
 }
 
 // removeAll takes every resource out of service, parents first. A failed
@@ -539,7 +600,14 @@ func (w *worker) monitor(ctx context.Context, d Desired) time.Time {
 		if w.recoveries[r.Name] < limit {
 			w.recoveries[r.Name]++
 			w.e.event(events.Event{Kind: "action", Hierarchy: w.name, Resource: r.Name, Action: kit.OpRecover, Epoch: d.Epoch, Message: fmt.Sprintf("local recovery %d of %d", w.recoveries[r.Name], limit)})
-			if err := w.act(ctx, d, r, kit.OpRecover, inst.Recover); err == nil {
+			err := w.act(ctx, d, r, kit.OpRecover, inst.Recover)
+			if errors.Is(err, ErrNoAuthority) {
+				// The lease lapsed: no recovery; the desired state that
+				// follows takes the hierarchy out of service here.
+				w.recoveries[r.Name]--
+				return time.Now().Add(r.MonitorInterval.D())
+			}
+			if err == nil {
 				w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
 				continue
 			}

@@ -33,19 +33,29 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith lets edit change the engine's config first.
+func newHarnessWith(t *testing.T, edit func(*engine.Config)) *harness {
+	t.Helper()
 	ev, err := events.Open(testNode, "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{fk: newFakeKit(), col: newCollector(), ev: ev}
-	h.eng = engine.New(engine.Config{
+	cfg := engine.Config{
 		Node:    testNode,
 		DataDir: t.TempDir(),
 		Logger:  slog.New(slog.DiscardHandler),
 		Events:  ev,
 		Report:  h.col.report,
 		Lookup:  h.fk.lookup,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	h.eng = engine.New(cfg)
 	t.Cleanup(h.eng.Close)
 	return h
 }

@@ -62,6 +62,10 @@ type script struct {
 	// checkUntilDone makes QuickCheck wait for its context to end and then
 	// report Failed, like a kit that treats an interrupted probe as a failure.
 	checkUntilDone bool
+	// checkBlock, when set, makes the next QuickCheck wait until it is
+	// closed (an owner paused inside its monitor interval), then answer as
+	// scripted.
+	checkBlock chan struct{}
 }
 
 // fakeKit is the "fake" resource type: it journals every call in time order
@@ -203,8 +207,13 @@ func (i *fakeInstance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	if untilDone {
 		h = kit.Failed
 	}
+	block := s.checkBlock
+	s.checkBlock = nil
 	i.k.recordLocked(i.hier, i.res, kit.OpQuickCheck, h, ctx.Err() != nil)
 	i.k.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	if untilDone {
 		<-ctx.Done()
 		return kit.Failed, ctx.Err()

@@ -90,6 +90,41 @@ type ReadinessProber interface {
 	Ready(ctx context.Context) Readiness
 }
 
+// NodeFenced is implemented by kits whose resources nothing outside the
+// node arbitrates (a local address): a frozen agent leaves them configured
+// in the kernel, so a node holding one arms its watchdog and the cluster
+// waits for the watchdog's timeout before restoring the resource elsewhere.
+type NodeFenced interface {
+	NeedsNodeFencing() bool
+}
+
+// Authority bounds an action by this node's authority over the hierarchy
+// (its lease): the returned context ends when the authority does, and an
+// error means the node holds none right now and must not act.
+type Authority func(ctx context.Context) (context.Context, context.CancelFunc, error)
+
+type authorityKey struct{}
+
+// WithAuthority attaches the node's authority to ctx. The engine bounds
+// Restore and Recover by it itself; Remove runs without it (taking a
+// resource out of service is always allowed), so a kit whose Remove
+// changes state shared with the next owner (a cloud call) bounds that step
+// with UnderLease.
+func WithAuthority(ctx context.Context, a Authority) context.Context {
+	return context.WithValue(ctx, authorityKey{}, a)
+}
+
+// UnderLease bounds ctx by the authority attached to it, if any: it fails
+// when the node holds none now, and the returned context ends when the
+// authority does.
+func UnderLease(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	a, _ := ctx.Value(authorityKey{}).(Authority)
+	if a == nil {
+		return ctx, func() {}, nil
+	}
+	return a(ctx)
+}
+
 // Operation names used in permission declarations.
 const (
 	OpRestore    = "restore"

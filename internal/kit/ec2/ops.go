@@ -83,7 +83,17 @@ func (in *instance) Remove(ctx context.Context) error {
 		return nil
 	}
 	alloc := in.p[ParamAllocationID]
-	err = c.Call(ctx, func(ctx context.Context) error {
+	// The association is shared with the next owner: once this node's
+	// lease has run out, the next owner may already hold the address, and
+	// the association id seen above may be its own. Disassociate only
+	// under the lease.
+	lctx, cancel, err := kit.UnderLease(ctx)
+	if err != nil {
+		in.env.Logger.Warn("leaving the Elastic IP associated: this node no longer holds its lease, the next owner re-associates it", "allocation_id", alloc, "error", err)
+		return nil
+	}
+	defer cancel()
+	err = c.Call(lctx, func(ctx context.Context) error {
 		_, err := c.EC2.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{AssociationId: addr.AssociationId})
 		return err
 	})
