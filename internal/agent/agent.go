@@ -27,6 +27,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
+	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
 
 // Version is the binary's version, set by the main package.
@@ -65,6 +66,8 @@ type Agent struct {
 
 	doctorMu     sync.Mutex
 	doctorCounts map[string]int
+
+	wd *watchdogFeeder // nil: no watchdog configured
 }
 
 // Options are run-time settings outside the config file.
@@ -132,6 +135,9 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		CallTimeout: cfg.AWS.CallTimeout.D(), MaxAttempts: cfg.AWS.MaxAttempts,
 	}}
 	a.ready = newReadiness(a)
+	if cfg.Watchdog.Device != "" {
+		a.wd = newWatchdogFeeder(a, watchdog.New(cfg.Watchdog.Device, cfg.Watchdog.Timeout.D()))
+	}
 	// Kit actions end a tenth of a lease before the lease: voters attest
 	// expiry only a tenth plus 50 ms after it, so an action cut off at
 	// this margin is over well before anyone else is assigned.
@@ -154,6 +160,9 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.goFn(a.leaderLoop)
 	a.goFn(a.ready.run)
 	a.goFn(a.doctorLoop)
+	if a.wd != nil {
+		a.goFn(a.wd.run)
+	}
 	return a, nil
 }
 
@@ -175,7 +184,11 @@ func (a *Agent) goFn(fn func(context.Context)) {
 
 // join commits a new lease generation for this node.
 func (a *Agent) join(ctx context.Context) (uint64, error) {
-	res, err := a.submit(ctx, cluster.Command{Type: cluster.CmdJoin, Node: a.cfg.Node, Version: Version})
+	cmd := cluster.Command{Type: cluster.CmdJoin, Node: a.cfg.Node, Version: Version}
+	if a.wd != nil {
+		cmd.WatchdogMS = a.wd.dev.Timeout().Milliseconds()
+	}
+	res, err := a.submit(ctx, cmd)
 	if err != nil {
 		return 0, err
 	}
@@ -222,7 +235,11 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 	for {
 		fsmC := a.c.FSM.Changed()
 		leaseC := a.c.Leases.Changed()
-		a.eng.Update(a.desired())
+		d := a.desired()
+		if a.wd != nil {
+			a.wd.want(d) // armed before anything it fences is restored
+		}
+		a.eng.Update(d)
 		select {
 		case <-ctx.Done():
 			return
@@ -419,8 +436,9 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 	// rest of the cluster still hears from.
 	// Voters hold their answer until the lease runs out (at most one
 	// threshold), so this returns the moment a majority can attest it.
-	wait := a.c.Leases.Threshold()
-	if ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, 0, wait); !ok {
+	req := cluster.AttestRequest{Node: act.Node, Gen: act.Gen, MinAgeMS: a.fenceAge(act.Node, act.Gen).Milliseconds()}
+	req.WaitMS = max(a.c.Leases.Threshold().Milliseconds(), req.MinAgeMS)
+	if ok, why := a.c.Leases.Attest(fctx, req); !ok {
 		return fmt.Errorf("not fencing %s: %s", act.Node, strings.Join(why, "; "))
 	}
 	start := time.Now()
@@ -429,7 +447,8 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 		return fmt.Errorf("revoke %s generation %d: %w", act.Node, act.Gen, err)
 	}
 	for {
-		ok, why := a.c.Leases.Attest(fctx, act.Node, act.Gen, idx, wait)
+		req.MinIndex = idx
+		ok, why := a.c.Leases.Attest(fctx, req)
 		if ok {
 			break
 		}
@@ -447,6 +466,27 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 	a.log.Warn("fenced node", "peer", act.Node, "gen", act.Gen, "reason", act.Reason, "released", res.Changed)
 	a.events.Add(events.Event{Kind: "failover", Action: "fence", Message: msg})
 	return nil
+}
+
+// fenceAge is how old node's last lease grant must be before its
+// hierarchies may go elsewhere: the lease threshold, or, when it holds
+// resources only its watchdog fences (local addresses) and has a watchdog,
+// long enough for the watchdog to have reset it.
+func (a *Agent) fenceAge(node string, gen uint64) time.Duration {
+	age := a.c.Leases.Threshold()
+	a.c.FSM.View(func(s *cluster.State) {
+		n := s.Nodes[node]
+		if n == nil || n.WatchdogMS == 0 {
+			return
+		}
+		for name, as := range s.Assignments {
+			if as.Node == node && as.Gen == gen && nodeFenced(s.Hierarchies[name]) {
+				age = max(age, a.c.Leases.WatchdogAge(time.Duration(n.WatchdogMS)*time.Millisecond))
+				return
+			}
+		}
+	})
+	return age
 }
 
 // submit commits a command on the leader, forwarding when this node is a

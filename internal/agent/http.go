@@ -164,9 +164,9 @@ func (a *Agent) routes() *http.ServeMux {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		if max := a.c.Leases.Threshold(); time.Duration(req.WaitMS)*time.Millisecond > max {
-			req.WaitMS = max.Milliseconds() // bounded: nobody needs longer
-		}
+		// Bounded: nobody needs to wait longer than the age asked for.
+		limit := max(a.c.Leases.Threshold().Milliseconds(), min(req.MinAgeMS, time.Hour.Milliseconds()))
+		req.WaitMS = min(req.WaitMS, limit)
 		writeJSON(w, a.c.Leases.AwaitAttest(r.Context(), req))
 	}))
 	mux.HandleFunc("POST /v1/internal/apply", internalOnly(func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
 
 // awsProvider builds this agent's AWS clients once, from its own config.
@@ -221,6 +222,14 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) (res c
 				missing[m] = true
 			}
 			reasons = append(reasons, fmt.Sprintf("%s: %s", rs.Name, rd.Reason))
+		}
+	}
+	// A configured watchdog that cannot be used is no protection: a node
+	// that would restore local addresses without it is not ready for them.
+	if wd := r.a.cfg.Watchdog.Device; wd != "" && nodeFenced(h) && !r.a.wd.dev.Armed() {
+		if err := watchdog.Check(wd); err != nil {
+			res.Ready = false
+			reasons = append(reasons, err.Error())
 		}
 	}
 	for m := range missing {

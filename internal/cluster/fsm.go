@@ -55,6 +55,8 @@ type Command struct {
 	Findings map[string]int `json:"findings,omitempty"`
 	// Readiness replaces a node's readiness map.
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
+	// WatchdogMS is the joining node's watchdog timeout (0: none).
+	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
 }
 
 // Result is what Apply returns for a command.
@@ -335,6 +337,7 @@ func applyJoin(s *State, c *Command) Result {
 	n.Revoked = false
 	n.Leaving = false
 	n.Version = c.Version
+	n.WatchdogMS = c.WatchdogMS
 	return Result{Changed: true, Gen: n.Gen}
 }
 

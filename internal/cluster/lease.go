@@ -53,6 +53,10 @@ type AttestRequest struct {
 	// then, so the asker learns the moment it happens instead of polling.
 	// A voter that does not know the field answers at once.
 	WaitMS int64 `json:"wait_ms,omitempty"`
+	// MinAgeMS raises the age the last grant must have beyond the voter's
+	// Threshold: the asker sets it when the node holds resources only its
+	// watchdog fences, to the lease plus the watchdog's timeout and margin.
+	MinAgeMS int64 `json:"min_age_ms,omitempty"`
 }
 
 // AttestResponse is a voter's answer.
@@ -108,6 +112,14 @@ type Leases struct {
 // NewLeases makes the lease service; Run starts renewing.
 func NewLeases(cfg LeaseConfig) *Leases {
 	return &Leases{cfg: cfg, started: time.Now(), grants: map[grantKey]time.Time{}}
+}
+
+// WatchdogAge is the age the last grant must have before a node holding
+// resources fenced by a watchdog of timeout wd may be taken over: its last
+// feed came before its lease ran out, so the watchdog has fired once the
+// lease and wd have passed, plus 10% of both for clock-rate drift and 50ms.
+func (l *Leases) WatchdogAge(wd time.Duration) time.Duration {
+	return l.cfg.Lease + wd + (l.cfg.Lease+wd)/10 + 50*time.Millisecond
 }
 
 // Threshold is how long after its last grant a voter considers a lease
@@ -193,7 +205,7 @@ func (l *Leases) attest(req AttestRequest) (r AttestResponse, after time.Duratio
 	}
 	l.gmu.Lock()
 	defer l.gmu.Unlock()
-	th := l.Threshold()
+	th := max(l.Threshold(), time.Duration(req.MinAgeMS)*time.Millisecond)
 	if since := time.Since(l.started); since < th {
 		return AttestResponse{Reason: fmt.Sprintf("voter started %s ago", since.Round(time.Millisecond))}, th - since, false
 	}
@@ -216,14 +228,14 @@ func (l *Leases) LastGrant(node string, gen uint64) (time.Duration, bool) {
 	return time.Since(at), true
 }
 
-// Attest asks every voter (this one locally) whether node's lease at gen
-// has expired, letting each hold its answer up to wait for the lease to
-// run out. It returns as soon as a majority says yes, or as soon as a
-// majority can no longer be reached, without waiting for voters that do
-// not answer (a dead machine answers nothing): with the reasons of those
-// that said no or failed so far.
-func (l *Leases) Attest(ctx context.Context, node string, gen, minIndex uint64, wait time.Duration) (bool, []string) {
-	req := AttestRequest{Node: node, Gen: gen, MinIndex: minIndex, WaitMS: wait.Milliseconds()}
+// Attest asks every voter (this one locally) whether the lease named by
+// req (node, generation, the index of the revoke to have applied, the age
+// the last grant must have) has expired, letting each hold its answer up to
+// req.WaitMS for the lease to run out. It returns as soon as a majority
+// says yes, or as soon as a majority can no longer be reached, without
+// waiting for voters that do not answer (a dead machine answers nothing):
+// with the reasons of those that said no or failed so far.
+func (l *Leases) Attest(ctx context.Context, req AttestRequest) (bool, []string) {
 	type ans struct {
 		peer string
 		r    AttestResponse

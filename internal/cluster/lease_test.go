@@ -384,7 +384,7 @@ func TestAttestMajority(t *testing.T) {
 	ctx := context.Background()
 
 	// n1 and n2 never granted: a majority despite n3 being unreachable.
-	ok, why := n1.Attest(ctx, "x", 1, 0, 0)
+	ok, why := n1.Attest(ctx, AttestRequest{Node: "x", Gen: 1, MinIndex: 0})
 	if !ok {
 		t.Fatalf("Attest = false %v, want a majority of n1, n2", why)
 	}
@@ -398,7 +398,7 @@ func TestAttestMajority(t *testing.T) {
 	if r := n2.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
 		t.Fatal(r.Reason)
 	}
-	ok, why = n1.Attest(ctx, "x", 1, 0, 0)
+	ok, why = n1.Attest(ctx, AttestRequest{Node: "x", Gen: 1, MinIndex: 0})
 	if ok {
 		t.Fatal("Attest = true with only one voter of three saying expired")
 	}
@@ -408,7 +408,7 @@ func TestAttestMajority(t *testing.T) {
 
 	// With n3 reachable again, n1 and n3 make the majority.
 	c.net.set("n1", "n3", linkOK)
-	if ok, why := n1.Attest(ctx, "x", 1, 0, 0); !ok {
+	if ok, why := n1.Attest(ctx, AttestRequest{Node: "x", Gen: 1, MinIndex: 0}); !ok {
 		t.Fatalf("Attest = false %v", why)
 	}
 
@@ -416,12 +416,12 @@ func TestAttestMajority(t *testing.T) {
 	if r := n1.HandleRenew(RenewRequest{Node: "x", Gen: 1}); !r.Granted {
 		t.Fatal(r.Reason)
 	}
-	if ok, _ := n1.Attest(ctx, "x", 1, 0, 0); ok {
+	if ok, _ := n1.Attest(ctx, AttestRequest{Node: "x", Gen: 1, MinIndex: 0}); ok {
 		t.Fatal("Attest = true with two of three voters having granted")
 	}
 
 	// MinIndex beyond every voter's state: nobody attests.
-	if ok, _ := n2.Attest(ctx, "y", 1, 1000, 0); ok {
+	if ok, _ := n2.Attest(ctx, AttestRequest{Node: "y", Gen: 1, MinIndex: 1000}); ok {
 		t.Fatal("Attest = true with every voter behind MinIndex")
 	}
 
@@ -431,7 +431,7 @@ func TestAttestMajority(t *testing.T) {
 	c.net.set("n2", "n1", linkHang)
 	hctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ok, why = n2.Attest(hctx, "y", 1, 0, 0)
+	ok, why = n2.Attest(hctx, AttestRequest{Node: "y", Gen: 1, MinIndex: 0})
 	if !ok {
 		t.Fatalf("Attest with one hanging voter = false %v", why)
 	}
@@ -444,7 +444,7 @@ func TestAttestMajority(t *testing.T) {
 	c.net.set("n2", "n3", linkHang)
 	sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer scancel()
-	if ok, why := n2.Attest(sctx, "y", 1, 0, 0); ok || !strings.Contains(strings.Join(why, ";"), "answered before") {
+	if ok, why := n2.Attest(sctx, AttestRequest{Node: "y", Gen: 1, MinIndex: 0}); ok || !strings.Contains(strings.Join(why, ";"), "answered before") {
 		t.Fatalf("Attest with two hanging voters = %v %v", ok, why)
 	}
 }
@@ -639,19 +639,19 @@ func TestAttestSafety(t *testing.T) {
 	gen := c.acquire(t)
 	ctx := context.Background()
 
-	if ok, why := n2.Attest(ctx, "n1", gen, 0, 0); ok {
+	if ok, why := n2.Attest(ctx, AttestRequest{Node: "n1", Gen: gen, MinIndex: 0}); ok {
 		t.Fatalf("Attest = true while n1 holds its lease (%v)", why)
 	}
 	c.net.isolate("n1", linkCut)
 	cut := time.Now()
-	if ok, _ := n2.Attest(ctx, "n1", gen, 0, 0); ok {
+	if ok, _ := n2.Attest(ctx, AttestRequest{Node: "n1", Gen: gen, MinIndex: 0}); ok {
 		t.Fatal("Attest = true right after the cut")
 	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	deadline := cut.Add(n2.Threshold() + 2*time.Second)
 	for {
-		ok, _ := n2.Attest(ctx, "n1", gen, 0, 0)
+		ok, _ := n2.Attest(ctx, AttestRequest{Node: "n1", Gen: gen, MinIndex: 0})
 		if ok {
 			valid := n1.Valid(gen)
 			since := time.Since(lastOK(n1))
@@ -726,7 +726,7 @@ func TestAttestAfterNewerGeneration(t *testing.T) {
 		defer tick.Stop()
 		deadline := time.Now().Add(n3.Threshold() + 2*time.Second)
 		for {
-			if ok, _ := n3.Attest(context.Background(), "n1", gen, idx, 0); ok {
+			if ok, _ := n3.Attest(context.Background(), AttestRequest{Node: "n1", Gen: gen, MinIndex: idx}); ok {
 				if n1.Valid(gen) {
 					_, until := n1.Current()
 					t.Fatalf("a majority attests generation %d expired while n1 holds it for another %s",
@@ -793,5 +793,33 @@ func TestBound(t *testing.T) {
 	// Once ended, no new action may start under that lease.
 	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
 		t.Fatalf("Bound after the lease ran out: %v", err)
+	}
+}
+
+// MinAgeMS raises the age a grant must have, never lowers it.
+func TestAttestMinAge(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, time.Hour)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v := c.leases["n2"]
+	th := v.Threshold()
+	wd := v.WatchdogAge(300 * time.Millisecond)
+	if wd <= th+300*time.Millisecond {
+		t.Fatalf("WatchdogAge(300ms) = %v, want more than Threshold %v plus the timeout", wd, th)
+	}
+	setGrant(v, "n1", 1, time.Now().Add(-th-10*time.Millisecond))
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1}); !r.Expired {
+		t.Fatalf("beyond Threshold without MinAge: %+v", r)
+	}
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinAgeMS: wd.Milliseconds()}); r.Expired || !strings.Contains(r.Reason, "granted") {
+		t.Fatalf("beyond Threshold but inside MinAge: %+v", r)
+	}
+	setGrant(v, "n1", 1, time.Now().Add(-wd-10*time.Millisecond))
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinAgeMS: wd.Milliseconds()}); !r.Expired {
+		t.Fatalf("beyond MinAge: %+v", r)
+	}
+	// A MinAge below the Threshold does not shorten it.
+	setGrant(v, "n1", 1, time.Now().Add(-th/2))
+	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinAgeMS: 1}); r.Expired {
+		t.Fatalf("MinAge below Threshold shortened it: %+v", r)
 	}
 }

@@ -76,6 +76,10 @@ type NodeState struct {
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
 	// Findings counts the node's last doctor findings by severity.
 	Findings map[string]int `json:"findings,omitempty"`
+	// WatchdogMS is the node's watchdog timeout (0: no watchdog): a
+	// frozen node holding local addresses is reset that long after its
+	// last feed, so the cluster waits for it before moving them.
+	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
 }
 
 // Readiness is a node's proof that it could (or could not) take over a

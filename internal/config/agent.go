@@ -55,6 +55,10 @@ type Agent struct {
 	// ReadinessInterval is how often this node proves it could take over
 	// each hierarchy (default 5m).
 	ReadinessInterval spec.Duration `yaml:"readiness_interval"`
+	// Watchdog resets this node when its agent hangs while it holds
+	// resources nothing outside the node arbitrates (the ip kit's local
+	// addresses).
+	Watchdog Watchdog `yaml:"watchdog"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -106,6 +110,18 @@ type AWS struct {
 	// MaxAttempts per call, retries on throttling and 5xx included
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Watchdog configures the node's watchdog device.
+type Watchdog struct {
+	// Device is the watchdog device, /dev/watchdog (a hardware watchdog,
+	// or the softdog module); empty: no watchdog.
+	Device string `yaml:"device"`
+	// Timeout is how long after the agent's last feed the device resets
+	// the machine (default 1s; real devices count whole seconds). The
+	// cluster waits lease + timeout before it restores this node's
+	// local addresses elsewhere.
+	Timeout spec.Duration `yaml:"timeout"`
 }
 
 // AWSEndpoints override service endpoints (VPC endpoints, the simulator).
@@ -269,6 +285,9 @@ func (a *Agent) applyDefaults() {
 	if a.AWS.MaxAttempts == 0 {
 		a.AWS.MaxAttempts = 4
 	}
+	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
+		a.Watchdog.Timeout = spec.Duration(time.Second)
+	}
 }
 
 // Self returns this node's entry in Cluster.Nodes (the zero Node if absent).
@@ -354,6 +373,16 @@ func (a *Agent) Validate() []spec.Problem {
 	a.validateAWS(add)
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
+	}
+	if w := a.Watchdog; w.Device != "" {
+		if !filepath.IsAbs(w.Device) {
+			add("watchdog.device", "%q must be an absolute path such as /dev/watchdog", w.Device)
+		}
+		if w.Timeout.D() < 3*a.Timing.RenewInterval.D() || w.Timeout.D() > time.Minute {
+			add("watchdog.timeout", "%v must be between three renew intervals (%v) and 1m (default 1s)", w.Timeout, 3*a.Timing.RenewInterval.D())
+		}
+	} else if a.Watchdog.Timeout != 0 {
+		add("watchdog.timeout", "is set but watchdog.device is not: set the device (/dev/watchdog) or leave the section out")
 	}
 	return ps
 }

@@ -147,6 +147,16 @@ cluster:
 	if len(a.KeyBytes()) != 16 {
 		t.Errorf("KeyBytes() = %d bytes, want 16", len(a.KeyBytes()))
 	}
+	if a.Watchdog.Device != "" || a.Watchdog.Timeout != 0 {
+		t.Errorf("watchdog on by default: %+v", a.Watchdog)
+	}
+	b, err := ParseAgent("/x/agent.yaml", []byte(in+"watchdog: {device: /dev/watchdog}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Watchdog.Timeout.D() != time.Second {
+		t.Errorf("watchdog timeout default %v, want 1s", b.Watchdog.Timeout)
+	}
 }
 
 func TestParseAgentBad(t *testing.T) {
@@ -231,6 +241,12 @@ func TestParseAgentBad(t *testing.T) {
 			11, "cluster.nodes", "every node is a witness"},
 		{"socket too long", []string{"/run/lifeboat.sock", "/" + strings.Repeat("s", 120)},
 			7, "api.socket", "at most 107"},
+		{"watchdog timeout below three renewals", []string{"  raft_election: 400ms\n", "  raft_election: 400ms\nwatchdog:\n  device: /dev/watchdog\n  timeout: 500ms\n"},
+			35, "watchdog.timeout", "between three renew intervals (600ms) and 1m"},
+		{"watchdog relative device", []string{"  raft_election: 400ms\n", "  raft_election: 400ms\nwatchdog:\n  device: watchdog\n"},
+			34, "watchdog.device", "must be an absolute path"},
+		{"watchdog timeout without device", []string{"  raft_election: 400ms\n", "  raft_election: 400ms\nwatchdog:\n  timeout: 2s\n"},
+			34, "watchdog.timeout", "watchdog.device is not"},
 		{"syntax error", []string{"node: node1", "node: [node1"},
 			1, "", "fix the YAML"},
 	}
