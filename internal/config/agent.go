@@ -137,6 +137,11 @@ type AWSEndpoints struct {
 // of Lease, ProbeTimeout under ProbeInterval and RaftElection at least
 // RaftHeartbeat.
 type Timing struct {
+	// Profile picks the defaults of the fields left unset: ProfileDefault
+	// or ProfileFast (a LAN with sub-millisecond round trips and machines
+	// that are not overloaded: failover in about a quarter of a second, at
+	// several times the idle CPU).
+	Profile       string        `yaml:"profile"`
 	Lease         spec.Duration `yaml:"lease"`
 	RenewInterval spec.Duration `yaml:"renew_interval"`
 	ProbeInterval spec.Duration `yaml:"probe_interval"`
@@ -155,8 +160,24 @@ type durationField struct {
 	def  time.Duration
 }
 
+// Timing profiles.
+const (
+	ProfileDefault = "default"
+	ProfileFast    = "fast"
+)
+
 func (t *Timing) durations() []durationField {
 	ms := time.Millisecond
+	if t.Profile == ProfileFast {
+		return []durationField{
+			{"lease", &t.Lease, 150 * ms},
+			{"renew_interval", &t.RenewInterval, 30 * ms},
+			{"probe_interval", &t.ProbeInterval, 50 * ms},
+			{"probe_timeout", &t.ProbeTimeout, 30 * ms},
+			{"raft_heartbeat", &t.RaftHeartbeat, 100 * ms},
+			{"raft_election", &t.RaftElection, 100 * ms},
+		}
+	}
 	return []durationField{
 		{"lease", &t.Lease, 600 * ms},
 		{"renew_interval", &t.RenewInterval, 100 * ms},
@@ -168,8 +189,11 @@ func (t *Timing) durations() []durationField {
 }
 
 // DefaultTiming returns the timing used for every field left unset.
-func DefaultTiming() Timing {
-	var t Timing
+func DefaultTiming() Timing { return ProfileTiming(ProfileDefault) }
+
+// ProfileTiming returns a profile's timing.
+func ProfileTiming(profile string) Timing {
+	t := Timing{Profile: profile}
 	for _, f := range t.durations() {
 		*f.d = spec.Duration(f.def)
 	}
@@ -267,6 +291,9 @@ func (a *Agent) applyDefaults() {
 	}
 	if a.API.Socket == "" && a.DataDir != "" {
 		a.API.Socket = filepath.Join(a.DataDir, "lifeboat.sock")
+	}
+	if a.Timing.Profile == "" {
+		a.Timing.Profile = ProfileDefault
 	}
 	for _, f := range a.Timing.durations() {
 		if *f.d == 0 {
@@ -458,6 +485,9 @@ func (a *Agent) validateNodes(add func(field, format string, args ...any)) {
 
 func (a *Agent) validateTiming(add func(field, format string, args ...any)) {
 	t := &a.Timing
+	if t.Profile != ProfileDefault && t.Profile != ProfileFast {
+		add("timing.profile", "%q is not a timing profile (use %s or %s)", t.Profile, ProfileDefault, ProfileFast)
+	}
 	for _, f := range t.durations() {
 		if *f.d <= 0 {
 			add("timing."+f.name, "must be greater than 0 (default %v)", f.def)

@@ -105,7 +105,8 @@ func TestParseAgentGood(t *testing.T) {
 		t.Errorf("nodes: %+v", a.Cluster.Nodes)
 	}
 	want := Timing{
-		Lease: spec.Duration(900 * time.Millisecond), RenewInterval: spec.Duration(200 * time.Millisecond),
+		Profile: ProfileDefault,
+		Lease:   spec.Duration(900 * time.Millisecond), RenewInterval: spec.Duration(200 * time.Millisecond),
 		ProbeInterval: spec.Duration(200 * time.Millisecond), ProbeTimeout: spec.Duration(150 * time.Millisecond),
 		SuspicionMult: 3, RaftHeartbeat: spec.Duration(200 * time.Millisecond), RaftElection: spec.Duration(400 * time.Millisecond),
 	}
@@ -149,6 +150,19 @@ cluster:
 	}
 	if a.Watchdog.Device != "" || a.Watchdog.Timeout != 0 {
 		t.Errorf("watchdog on by default: %+v", a.Watchdog)
+	}
+	// The fast profile changes the defaults; a field set by hand wins.
+	f, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: fast, raft_election: 200ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := ProfileTiming(ProfileFast)
+	fast.RaftElection = spec.Duration(200 * time.Millisecond)
+	if f.Timing != fast || fast.Lease.D() != 150*time.Millisecond || fast.RenewInterval.D() >= fast.Lease.D()/3 {
+		t.Errorf("fast timing = %+v, want %+v", f.Timing, fast)
+	}
+	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: quick}\n")); err == nil || !strings.Contains(err.Error(), "use default or fast") {
+		t.Errorf("unknown profile: %v", err)
 	}
 	b, err := ParseAgent("/x/agent.yaml", []byte(in+"watchdog: {device: /dev/watchdog}\n"))
 	if err != nil {
