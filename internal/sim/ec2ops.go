@@ -91,6 +91,11 @@ func (t routeTarget) route(dest string) Route {
 	return ro
 }
 
+// routeChanged records a created or replaced route for Options.RouteHook.
+func (r *request) routeChanged(table string, ro Route) {
+	r.changed = &routeChange{table: table, dest: ro.DestinationCidrBlock, eni: ro.NetworkInterfaceID}
+}
+
 func routeIndex(rt *RouteTable, dest string) int {
 	for i, ro := range rt.Routes {
 		if ro.DestinationCidrBlock == dest {
@@ -115,7 +120,9 @@ func ec2CreateRoute(r *request) (any, *APIError) {
 	if e := r.authorize(r.arn("route-table", rt.ID)); e != nil {
 		return nil, e
 	}
-	rt.Routes = append(rt.Routes, t.route(dest))
+	ro := t.route(dest)
+	rt.Routes = append(rt.Routes, ro)
+	r.routeChanged(rt.ID, ro)
 	return &xmlReturn{Return: true}, nil
 }
 
@@ -135,6 +142,7 @@ func ec2ReplaceRoute(r *request) (any, *APIError) {
 		return nil, e
 	}
 	rt.Routes[i] = t.route(dest)
+	r.routeChanged(rt.ID, rt.Routes[i])
 	return &xmlReturn{Return: true}, nil
 }
 

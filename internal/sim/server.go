@@ -48,6 +48,12 @@ type Options struct {
 	// IMDS are the metadata service options of instances not given their
 	// own with SetIMDSOptions.
 	IMDS IMDSOptions
+	// RouteHook, if set, is called after CreateRoute or ReplaceRoute
+	// changed a route: with the route table, the destination and the target
+	// network interface ("" for a gateway target). It runs outside the
+	// world's lock, before the answer is sent, so a test network can mirror
+	// the route before the caller hears of it (see internal/netlab).
+	RouteHook func(routeTableID, destinationCidrBlock, networkInterfaceID string)
 }
 
 // Server answers AWS Query API requests for a World.
@@ -108,7 +114,11 @@ type request struct {
 	principal *principal
 	now       time.Time
 	dryRun    bool
+	changed   *routeChange // a route the handler created or replaced, for RouteHook
 }
+
+// routeChange is a route change reported to Options.RouteHook.
+type routeChange struct{ table, dest, eni string }
 
 // principal is the identity behind a credential.
 type principal struct {
@@ -260,6 +270,9 @@ func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 	if e != nil {
 		fail(e)
 		return
+	}
+	if c := req.changed; c != nil && s.opts.RouteHook != nil {
+		s.opts.RouteHook(c.table, c.dest, c.eni)
 	}
 	s.writeResult(rw, sv, action, id, out)
 }
