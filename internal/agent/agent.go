@@ -139,9 +139,9 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		a.wd = newWatchdogFeeder(a, watchdog.New(cfg.Watchdog.Device, cfg.Watchdog.Timeout.D()))
 	}
 	// Kit actions end a tenth of a lease before the lease: voters attest
-	// expiry only a tenth plus 50 ms after it, so an action cut off at
+	// expiry only a tenth plus a slack after it, so an action cut off at
 	// this margin is over well before anyone else is assigned.
-	margin := t.Lease.D() / 10
+	margin := a.c.Leases.ActMargin()
 	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get,
 		Authority: func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error) {
 			return a.c.Leases.Bound(ctx, gen, margin)

@@ -94,11 +94,9 @@ func (w *watchdogFeeder) fencedUp() bool {
 	return up
 }
 
-// run feeds the watchdog every renew interval (a quarter of the timeout at
-// most) until ctx ends.
+// run feeds the watchdog four times per timeout until ctx ends.
 func (w *watchdogFeeder) run(ctx context.Context) {
-	a := w.a
-	every := min(a.cfg.Timing.RenewInterval.D(), w.dev.Timeout()/4)
+	every := w.dev.Timeout() / 4
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -127,8 +125,10 @@ func (w *watchdogFeeder) tick() {
 		w.disarm("no hierarchy with local addresses held here")
 		return
 	}
+	// Fed only while the lease is valid for ActMargin more: the cluster
+	// counts on the last feed coming no later (Leases.WatchdogAge).
 	_, until := a.c.Leases.Current()
-	leased := time.Now().Before(until)
+	leased := time.Now().Before(until.Add(-a.c.Leases.ActMargin()))
 	if leased || !up || a.cfg.QuorumLossAction == config.QuorumLossKeep {
 		w.setStarved(false)
 		if err := w.dev.Feed(); err != nil {

@@ -115,18 +115,29 @@ func NewLeases(cfg LeaseConfig) *Leases {
 }
 
 // WatchdogAge is the age the last grant must have before a node holding
-// resources fenced by a watchdog of timeout wd may be taken over: its last
-// feed came before its lease ran out, so the watchdog has fired once the
-// lease and wd have passed, plus 10% of both for clock-rate drift and 50ms.
+// resources fenced by a watchdog of timeout wd may be taken over. The node
+// feeds its watchdog only while its lease is valid for at least ActMargin
+// more, so its last feed came before its lease's end minus that margin;
+// its lease ended no later than the lease after the last grant. The
+// watchdog has fired by then plus wd: plus 10% for clock-rate drift and the
+// same slack as Threshold.
 func (l *Leases) WatchdogAge(wd time.Duration) time.Duration {
-	return l.cfg.Lease + wd + (l.cfg.Lease+wd)/10 + 50*time.Millisecond
+	d := l.cfg.Lease - l.ActMargin() + wd
+	return d + d/10 + l.slack()
 }
 
+// ActMargin is how long before its lease's end a node stops acting under
+// it: actions are cut off and the watchdog is no longer fed then.
+func (l *Leases) ActMargin() time.Duration { return l.cfg.Lease / 10 }
+
 // Threshold is how long after its last grant a voter considers a lease
-// expired: the lease plus 10% for clock-rate drift plus 50ms.
+// expired: the lease plus 10% for clock-rate drift plus a slack of 50ms
+// (a fifth of the lease for leases under 250ms).
 func (l *Leases) Threshold() time.Duration {
-	return l.cfg.Lease + l.cfg.Lease/10 + 50*time.Millisecond
+	return l.cfg.Lease + l.cfg.Lease/10 + l.slack()
 }
+
+func (l *Leases) slack() time.Duration { return min(50*time.Millisecond, l.cfg.Lease/5) }
 
 // Majority is the number of voters that make a quorum.
 func (l *Leases) Majority() int { return len(l.cfg.Voters)/2 + 1 }

@@ -238,12 +238,22 @@ const (
 // ---- voter side ----
 
 func TestThresholdAndMajority(t *testing.T) {
-	l := NewLeases(LeaseConfig{Lease: testLease})
-	if got, want := l.Threshold(), 116*time.Millisecond; got != want {
-		t.Fatalf("Threshold = %s, want %s", got, want)
-	}
-	if l.Threshold() <= testLease {
-		t.Fatal("Threshold must exceed the lease")
+	ms := time.Millisecond
+	for _, c := range []struct{ lease, wd, th, wdAge time.Duration }{
+		{600 * ms, 200 * ms, 710 * ms, 864 * ms}, // default: + 10% + 50ms; (600-60+200) + 10% + 50ms
+		{150 * ms, 75 * ms, 195 * ms, 261 * ms},  // fast: the slack is a fifth of the lease
+		{testLease, 30 * ms, 78 * ms, 104*ms + 400*time.Microsecond},
+	} {
+		l := NewLeases(LeaseConfig{Lease: c.lease})
+		if got := l.Threshold(); got != c.th {
+			t.Errorf("lease %v: Threshold = %s, want %s", c.lease, got, c.th)
+		}
+		if got := l.WatchdogAge(c.wd); got != c.wdAge {
+			t.Errorf("lease %v: WatchdogAge(%v) = %s, want %s", c.lease, c.wd, got, c.wdAge)
+		}
+		if l.Threshold() <= c.lease || l.WatchdogAge(c.wd) <= c.lease-l.ActMargin()+c.wd {
+			t.Errorf("lease %v: Threshold and WatchdogAge must exceed what they wait for", c.lease)
+		}
 	}
 	for n, want := range map[int]int{1: 1, 2: 2, 3: 2, 4: 3, 5: 3} {
 		l := NewLeases(LeaseConfig{Voters: make([]string, n)})

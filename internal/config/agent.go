@@ -405,8 +405,12 @@ func (a *Agent) Validate() []spec.Problem {
 		if !filepath.IsAbs(w.Device) {
 			add("watchdog.device", "%q must be an absolute path such as /dev/watchdog", w.Device)
 		}
-		if w.Timeout.D() < 3*a.Timing.RenewInterval.D() || w.Timeout.D() > time.Minute {
-			add("watchdog.timeout", "%v must be between three renew intervals (%v) and 1m (default 1s)", w.Timeout, 3*a.Timing.RenewInterval.D())
+		// The agent stops feeding a tenth of a lease before the lease ends
+		// and removes its addresses when it ends: the timeout must leave
+		// it time for that, and feeds come every quarter timeout.
+		low := max(2*a.Timing.RenewInterval.D(), a.Timing.Lease.D()/5)
+		if w.Timeout.D() < low || w.Timeout.D() > time.Minute {
+			add("watchdog.timeout", "%v must be between %v (two renew intervals, and a fifth of the lease) and 1m (default 1s)", w.Timeout, low)
 		}
 	} else if a.Watchdog.Timeout != 0 {
 		add("watchdog.timeout", "is set but watchdog.device is not: set the device (/dev/watchdog) or leave the section out")
