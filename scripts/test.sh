@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 # Debian packages the tests use: the real AWS CLI (the simulator's
-# conformance tests) and iproute2 (network namespaces for the link-loss test).
+# conformance tests), iproute2 (network namespaces), nftables and iptables
+# (cutting one path between hosts) and keepalived (measured side by side).
 missing=()
 [ -x /usr/bin/aws ] || missing+=(awscli)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || missing+=(keepalived)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]}"

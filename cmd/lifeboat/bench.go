@@ -63,6 +63,7 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long to measure idle CPU")
 	cmd.Flags().BoolVar(&awsMode, "aws", false, "measure a route-table failover on the AWS simulator: kill -> the VIP route points at the new node")
 	cmd.Flags().DurationVar(&awsLatency, "aws-latency", 100*time.Millisecond, "with --aws: the simulator's latency per EC2 call")
+	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd())
 	return cmd
 }
 

@@ -121,16 +121,30 @@ func (r *readiness) Refresh(ctx context.Context) (map[string]cluster.Readiness, 
 	}
 }
 
+// servedElsewhere reports whether the hierarchy is in service on another
+// node now.
+func (r *readiness) servedElsewhere(name string) bool {
+	yes := false
+	r.a.c.FSM.View(func(s *cluster.State) {
+		as := s.Assignments[name]
+		yes = as != nil && as.Online && as.Node != "" && as.Node != r.a.cfg.Node
+	})
+	return yes
+}
+
 func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 	if r.a.self.Witness {
 		return nil
 	}
 	key := r.mySpecKey()
 	var hs []spec.Hierarchy
+	elsewhere := map[string]bool{}
 	r.a.c.FSM.View(func(s *cluster.State) {
 		for _, name := range s.HierarchyNames() {
 			if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
 				hs = append(hs, h)
+				as := s.Assignments[name]
+				elsewhere[name] = as != nil && as.Online && as.Node != "" && as.Node != r.a.cfg.Node
 			}
 		}
 	})
@@ -139,7 +153,13 @@ func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 	prev := r.last
 	r.mu.Unlock()
 	for _, h := range hs {
-		rd, unknown := r.probeHierarchy(ctx, h)
+		rd, unknown := r.probeHierarchy(ctx, h, elsewhere[h.Name])
+		if !rd.Ready && !elsewhere[h.Name] && r.servedElsewhere(h.Name) {
+			// It was placed on another node while the probes ran: what
+			// they saw may be that node taking it over. Probe again,
+			// expecting it there.
+			rd, unknown = r.probeHierarchy(ctx, h, true)
+		}
 		if unknown {
 			// The probe could not tell: keep the last definite answer.
 			if p, ok := prev[h.Name]; ok {
@@ -188,7 +208,7 @@ func sameReadiness(a, b map[string]cluster.Readiness) bool {
 
 // probeHierarchy runs the probes of h's resources; unknown reports that
 // some probe could not tell and none gave a definite "not ready".
-func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) (res cluster.Readiness, unknown bool) {
+func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, servedElsewhere bool) (res cluster.Readiness, unknown bool) {
 	res = cluster.Readiness{Ready: true, At: time.Now().UTC()}
 	var reasons []string
 	missing := map[string]bool{}
@@ -199,7 +219,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy) (res c
 			reasons = append(reasons, fmt.Sprintf("%s: no kit for type %q", rs.Name, rs.Type))
 			continue
 		}
-		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.a.aws.get})
+		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.a.aws.get, ServedElsewhere: servedElsewhere})
 		if err != nil {
 			res.Ready = false
 			reasons = append(reasons, fmt.Sprintf("%s: %v", rs.Name, err))

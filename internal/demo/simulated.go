@@ -28,10 +28,19 @@ type SimEnv struct {
 
 // StartSim serves a simulated account with one instance per node.
 func StartSim(nodes []string) (*SimEnv, error) {
-	w := sim.DefaultWorld(nodes)
-	e := &SimEnv{World: w, Server: sim.New(w, sim.Options{}), IMDS: map[string]string{}}
+	return StartSimWorld(sim.DefaultWorld(nodes), nodes, nil, sim.Options{})
+}
+
+// StartSimWorld serves world with the simulator options given, on
+// listeners made by listen (nil: 127.0.0.1, any port), one for the APIs
+// and one per node for its instance metadata service.
+func StartSimWorld(w *sim.World, nodes []string, listen func() (net.Listener, error), opts sim.Options) (*SimEnv, error) {
+	if listen == nil {
+		listen = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	}
+	e := &SimEnv{World: w, Server: sim.New(w, opts), IMDS: map[string]string{}}
 	serve := func(h http.Handler) (string, error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listen()
 		if err != nil {
 			return "", fmt.Errorf("listen for the simulator: %w", err)
 		}

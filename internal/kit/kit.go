@@ -50,6 +50,11 @@ type Env struct {
 	// AWS gives cloud kits this agent's AWS clients (nil: no AWS access
 	// configured).
 	AWS awsapi.Provider
+	// ServedElsewhere: the hierarchy is in service on another node right
+	// now. A readiness probe must expect its resources to be held there
+	// (another host answering for a virtual IP is then its owner, not a
+	// conflict).
+	ServedElsewhere bool
 }
 
 // Instance manages one configured resource on this node. Every method must be

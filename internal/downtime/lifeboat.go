@@ -1,0 +1,275 @@
+package downtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/demo"
+	"github.com/lifeboat-ha/lifeboat/internal/netlab"
+	"github.com/lifeboat-ha/lifeboat/internal/sim"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
+)
+
+// lifeboatSetup runs three lifeboat agents, one in each node's namespace,
+// each with a fake watchdog whose firing resets the node (its link is cut
+// and its agent killed), and one hierarchy: the VIP on eth0 (ip kit), or,
+// for the ec2 kit, the VIP as a /32 on eth0 under a VPC route that the
+// simulator mirrors into the router.
+type lifeboatSetup struct {
+	b       *bench
+	profile string
+	kit     string
+	addr    string
+
+	seq     int
+	cluster *demo.Cluster
+	sim     *demo.SimEnv
+	dogs    map[string]*watchdog.Fake
+
+	mu    sync.Mutex
+	reset map[string]bool
+}
+
+func newLifeboat(b *bench, profile, kit, vip string) *lifeboatSetup {
+	return &lifeboatSetup{b: b, profile: profile, kit: kit, addr: vip}
+}
+
+func (s *lifeboatSetup) name() (string, string, string) { return ToolLifeboat, s.profile, s.kit }
+func (s *lifeboatSetup) vip() string                    { return s.addr }
+
+// watchdogTimeout: the shortest the config accepts for the profile (two
+// renew intervals and a fifth of the lease).
+func (s *lifeboatSetup) watchdogTimeout() time.Duration {
+	if s.profile == "fast" {
+		return 60 * time.Millisecond
+	}
+	return 200 * time.Millisecond
+}
+
+func (s *lifeboatSetup) start(ctx context.Context) error {
+	s.seq++
+	dir := filepath.Join(s.b.dir, fmt.Sprintf("lifeboat-%s-%s-%d", s.profile, s.kit, s.seq))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lab := s.b.lab
+	nodes := lab.Nodes()
+	s.reset = map[string]bool{}
+	s.dogs = map[string]*watchdog.Fake{}
+	for _, n := range nodes {
+		node := n
+		d, err := watchdog.NewFake(filepath.Join(dir, node+".watchdog"), s.watchdogTimeout(), func() { s.fire(node) })
+		if err != nil {
+			return err
+		}
+		s.dogs[node] = d
+	}
+	h := spec.Hierarchy{Name: "vip", Nodes: nodes, Switchback: spec.SwitchbackIntelligent,
+		MonitorInterval: spec.Duration(time.Second)}
+	prefix := s.addr + "/24"
+	if s.kit == KitEC2 {
+		prefix = s.addr + "/32"
+	}
+	h.Resources = append(h.Resources, spec.Resource{Name: "vip-addr", Type: "ip", Params: map[string]string{
+		"address": prefix, "interface": "eth0"}})
+	if s.kit == KitEC2 {
+		if err := s.startSim(nodes); err != nil {
+			return err
+		}
+		st := s.sim.World.State()
+		h.Resources = append(h.Resources, spec.Resource{Name: "vip-route", Type: "ec2", DependsOn: []string{"vip-addr"},
+			Timeout: spec.Duration(10 * time.Second), Params: map[string]string{
+				"mode": "route", "cidr": prefix, "route_tables": st.RouteTables[0].ID}})
+		if err := s.sim.GrantLeastPrivilege(nodes, []spec.Hierarchy{h}); err != nil {
+			return err
+		}
+	}
+	extra := ""
+	if s.profile == "fast" {
+		extra = "timing:\n  profile: fast\n"
+	}
+	c, err := demo.Start(demo.Options{Binary: s.b.opts.Binary, Dir: dir, Nodes: len(nodes), Witness: false,
+		IPs: lab.NodeIPs(), Wrap: lab.Wrap, ExtraConfig: extra,
+		NodeConfig: func(node string) string {
+			cfg := fmt.Sprintf("watchdog:\n  device: %s\n  timeout: %s\n", s.dogs[node].Path, s.watchdogTimeout())
+			if s.sim != nil {
+				cfg += s.sim.NodeConfig(node)
+			}
+			return cfg
+		}})
+	if err != nil {
+		return err
+	}
+	s.cluster = c
+	if err := c.WaitReady(ctx); err != nil {
+		return err
+	}
+	if err := c.Apply(ctx, api.ApplyRequest{Hierarchies: []spec.Hierarchy{h}}); err != nil {
+		return fmt.Errorf("apply the vip hierarchy: %w", err)
+	}
+	return s.settle(ctx)
+}
+
+// startSim serves the simulator inside the router's namespace, where every
+// node reaches it, with routes mirrored into the router.
+func (s *lifeboatSetup) startSim(nodes []string) error {
+	lab := s.b.lab
+	w := sim.DefaultWorld(nodes)
+	enis := map[string]string{}
+	st := w.State()
+	for _, ni := range st.NetworkInterfaces {
+		for _, in := range st.Instances {
+			if ni.Attachment != nil && ni.Attachment.InstanceID == in.ID {
+				enis[ni.ID] = in.Name
+			}
+		}
+	}
+	hook, err := lab.MirrorRoutes(enis)
+	if err != nil {
+		return err
+	}
+	listen := func() (net.Listener, error) {
+		var ln net.Listener
+		err := lab.InHost(netlab.Router, func() error {
+			var err error
+			ln, err = net.Listen("tcp", lab.IP(netlab.Router)+":0")
+			return err
+		})
+		return ln, err
+	}
+	s.sim, err = demo.StartSimWorld(w, nodes, listen, sim.Options{RouteHook: hook})
+	return err
+}
+
+// fire is a fake watchdog running out: the machine is reset.
+func (s *lifeboatSetup) fire(node string) {
+	s.b.linkDown(node)
+	if n := s.cluster.Node(node); n != nil && n.Running() {
+		_ = s.b.lab.Kill(n.PID)
+	}
+	s.mu.Lock()
+	s.reset[node] = true
+	s.mu.Unlock()
+}
+
+func (s *lifeboatSetup) fired(node string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.reset[node]
+	s.reset[node] = false
+	return f
+}
+
+func (s *lifeboatSetup) pid(node string) int {
+	if n := s.cluster.Node(node); n != nil && n.Running() {
+		return n.PID
+	}
+	return 0
+}
+
+func (s *lifeboatSetup) restart(ctx context.Context, node string) error {
+	n := s.cluster.Node(node)
+	if n == nil {
+		return fmt.Errorf("no node %s", node)
+	}
+	if n.Running() {
+		_ = s.b.lab.Kill(n.PID)
+	}
+	if err := demo.Wait(ctx, node+"'s agent to exit", func() bool { return !n.Running() }); err != nil {
+		return err
+	}
+	return s.cluster.StartNode(node)
+}
+
+// settle waits until every agent runs with its lease, the hierarchy is
+// online on one node, exactly one connected host holds the VIP and the
+// client gets its answers from that host.
+func (s *lifeboatSetup) settle(ctx context.Context) error {
+	c := s.cluster
+	if err := c.WaitReady(ctx); err != nil {
+		return err
+	}
+	var owner string
+	err := demo.Wait(ctx, "the vip hierarchy online on one node", func() bool {
+		st, err := c.Status(ctx, c.Nodes[0].Name)
+		if err != nil {
+			return false
+		}
+		for _, h := range st.Hierarchies {
+			if h.Name == "vip" && h.Online && h.State == "online" && h.Owner != "" {
+				owner = h.Owner
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	return s.b.settleHolder(ctx, s.addr, owner)
+}
+
+func (s *lifeboatSetup) stop() {
+	if s.cluster != nil {
+		s.cluster.Kill()
+		s.cluster = nil
+	}
+	for _, d := range s.dogs {
+		_ = d.Close()
+	}
+	s.dogs = nil
+	if s.sim != nil {
+		s.sim.Close()
+		s.sim = nil
+	}
+	s.b.clearVIP(s.addr)
+}
+
+// settleHolder waits until owner ("" for any) is the only connected host
+// holding vip and the client's answers come from it.
+func (b *bench) settleHolder(ctx context.Context, vip, owner string) error {
+	err := demo.Wait(ctx, "one host holding "+vip, func() bool {
+		holders := 0
+		for _, h := range b.lab.Nodes() {
+			if held, err := b.lab.HoldsAddr(h, vip); err == nil && held && b.connected(h) {
+				holders++
+				if owner == "" {
+					owner = h
+				} else if h != owner {
+					return false
+				}
+			}
+		}
+		return holders == 1
+	})
+	if err != nil {
+		return err
+	}
+	got, err := b.stableOwner(ctx)
+	if err != nil {
+		return err
+	}
+	if got != owner {
+		return fmt.Errorf("the client is answered by %s, but %s holds %s", got, owner, vip)
+	}
+	return nil
+}
+
+// clearVIP removes vip from every node (a setup's leftovers).
+func (b *bench) clearVIP(vip string) {
+	for _, h := range b.lab.Nodes() {
+		for _, l := range []string{"/32", "/24"} {
+			if err := b.lab.DelAddr(h, vip+l); err != nil && !errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+		}
+	}
+}
