@@ -15,16 +15,19 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 )
 
-// checks is the whole checklist: local checks and the AWS checks.
+// checks is the whole checklist: local, network, watchdog and AWS checks.
 func checks() []doctor.Check {
-	return append(doctor.LocalChecks(), doctor.AWSChecks()...)
+	cs := append(doctor.LocalChecks(), doctor.NetworkChecks()...)
+	cs = append(cs, doctor.WatchdogChecks()...)
+	return append(cs, doctor.AWSChecks()...)
 }
 
 // doctorEnv describes this node for the checks; hierarchy limits them to
 // one hierarchy.
 func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 	env := &doctor.Env{Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
-		Leader: a.c.Leader(), AWSSettings: a.aws.settings, AWS: a.aws.get, LogLevel: a.levelName()}
+		Leader: a.c.Leader(), AWSSettings: a.aws.settings, AWS: a.aws.get, LogLevel: a.levelName(),
+		WatchdogDevice: a.cfg.Watchdog.Device, WatchdogTimeout: a.cfg.Watchdog.Timeout.D(), Owners: map[string]string{}}
 	exe, _ := os.Executable()
 	env.Paths = []string{exe, a.cfg.DataDir, a.cfg.API.Socket}
 	a.c.FSM.View(func(s *cluster.State) {
@@ -32,6 +35,11 @@ func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 			h := s.Hierarchies[n]
 			if (hierarchy == "" || n == hierarchy) && h.Priority(a.cfg.Node) >= 0 {
 				env.Hierarchies = append(env.Hierarchies, h)
+				if as := s.Assignments[n]; as != nil && as.Online {
+					env.Owners[n] = as.Node
+				} else {
+					env.Owners[n] = ""
+				}
 			}
 		}
 	})

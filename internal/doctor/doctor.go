@@ -2,7 +2,10 @@
 // in the cloud keep for "the resource will not start" — permissions,
 // credentials, metadata, reachability through the proxy, clock skew,
 // version skew, cluster health, logging, security software — on one node,
-// and says what is wrong and how to fix it. The agent runs it on every node
+// and says what is wrong and how to fix it. It also checks the network
+// traps behind "the virtual IP does not switch" (interfaces, reverse-path
+// and ARP sysctls, network managers that remove addresses, AWS routing) and
+// the watchdog that fences a frozen node. The agent runs it on every node
 // at once; the CLI merges the reports.
 package doctor
 
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -86,6 +90,28 @@ type Env struct {
 	// DiskSpace reports the free and total bytes of the file system
 	// holding path (statfs by default; a test may fake a full disk).
 	DiskSpace func(path string) (free, total uint64, err error)
+
+	// Owners maps each hierarchy to the node it is in service on now (""
+	// when on none); nil when the caller does not know.
+	Owners map[string]string
+	// RootDir prefixes the files the network and watchdog checks read
+	// under /etc, /run, /usr and /sys ("" is /; a test points it at a
+	// temporary directory).
+	RootDir string
+	// Links lists this node's network interfaces with their addresses
+	// (the kernel's by default; a test may fake them).
+	Links func() ([]Link, error)
+	// ProbeAddress asks the link, without side effects, whether another
+	// host answers for an ip resource's address (the ip kit's readiness
+	// probe by default; a test may fake it).
+	ProbeAddress func(ctx context.Context, h spec.Hierarchy, r spec.Resource) kit.Readiness
+	// WatchdogDevice is the agent's watchdog device ("" when none is
+	// configured) and WatchdogTimeout its configured timeout.
+	WatchdogDevice  string
+	WatchdogTimeout time.Duration
+	// AgentPID is the agent's own process (os.Getpid by default): its
+	// hold on the watchdog device is expected, another process's is not.
+	AgentPID int
 
 	// imdsErr remembers, for one Run, that the metadata service failed,
 	// so that later checks do not each wait out its timeout again.

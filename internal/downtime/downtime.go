@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/netlab"
@@ -338,10 +339,10 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 	switch kind {
 	case FaultKill:
 		b.linkDown(owner)
-		err = b.lab.Kill(pid)
+		err = b.signalGroup(pid, syscall.SIGKILL, b.lab.Kill)
 		at = time.Now()
 	case FaultStop:
-		err = b.lab.Freeze(pid)
+		err = b.signalGroup(pid, syscall.SIGSTOP, b.lab.Freeze)
 		at = time.Now()
 	case FaultCut:
 		b.linkDown(owner)
@@ -374,7 +375,7 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 		b.linkUp(owner)
 		err = s.restart(ctx, owner)
 	case kind == FaultStop:
-		err = b.lab.Thaw(pid)
+		err = b.signalGroup(pid, syscall.SIGCONT, b.lab.Thaw)
 	case kind == FaultCut:
 		b.linkUp(owner)
 	}
@@ -402,6 +403,14 @@ func answeredBy(s []netlab.Sample, t time.Time, ok func(string) bool) bool {
 		}
 	}
 	return false
+}
+
+// signalGroup signals the daemon's whole process group (keepalived's VRRP
+// work is done by a child process), then lets the lab signal and wait for
+// the leader.
+func (b *bench) signalGroup(pid int, sig syscall.Signal, wait func(int) error) error {
+	_ = syscall.Kill(-pid, sig)
+	return wait(pid)
 }
 
 func (b *bench) linkDown(h string) {

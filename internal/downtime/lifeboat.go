@@ -160,6 +160,13 @@ func (s *lifeboatSetup) fire(node string) {
 	s.mu.Unlock()
 }
 
+// wasReset reports, without clearing it, whether node's watchdog reset it.
+func (s *lifeboatSetup) wasReset(node string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reset[node]
+}
+
 func (s *lifeboatSetup) fired(node string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -190,6 +190,10 @@ type worker struct {
 	desired Desired
 	known   bool // present in the cluster state
 	status  Report
+	// interrupt ends the quickcheck in progress: set stops it when the
+	// hierarchy is no longer wanted in service here, so that a check that
+	// waits on an unreachable API does not delay the removal.
+	interrupt context.CancelFunc
 
 	// owned by the run goroutine
 	specKey     string
@@ -223,6 +227,9 @@ func (w *worker) set(d Desired, known bool) {
 			w.desired.Frozen = false
 		}
 		w.known = known
+	}
+	if w.interrupt != nil && (!w.desired.InService || w.desired.Frozen) {
+		w.interrupt()
 	}
 	w.mu.Unlock()
 	select {
@@ -567,11 +574,22 @@ func (w *worker) monitor(ctx context.Context, d Desired) time.Time {
 		inst := w.insts[r.Name]
 		timeout := r.Timeout.D()
 		cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+		w.mu.Lock()
+		w.interrupt = cancel
+		w.mu.Unlock()
 		start := time.Now()
 		h, err := inst.QuickCheck(cctx)
+		w.mu.Lock()
+		w.interrupt = nil
+		w.mu.Unlock()
 		cancel()
 		if ctx.Err() != nil {
 			return time.Time{}
+		}
+		if !w.still(d) {
+			// No longer wanted here (the check may have been cut short):
+			// its answer decides nothing.
+			return time.Now()
 		}
 		w.nextCheck[r.Name] = time.Now().Add(r.MonitorInterval.D())
 		switch h {

@@ -151,3 +151,30 @@ func skipped(h *harness, hier, res, action string) bool {
 	}
 	return false
 }
+
+// A check that hangs (an API that no longer answers) does not hold up the
+// removal when the hierarchy is no longer wanted here, and its cut-short
+// answer is not taken for a failure.
+func TestHangingCheckInterruptedByRemoval(t *testing.T) {
+	h := newHarness(t)
+	hs := pair("svc", 1)
+	m := h.col.mark()
+	h.update(engine.Desired{Spec: hs, Epoch: 1, InService: true})
+	h.col.waitState(t, "svc", m, engine.StateOnline, 1)
+	h.fk.script("svc", "app", func(s *script) { s.checkUntilDone = true })
+	n := count(h.fk.journal(), "svc", "app", kit.OpQuickCheck)
+	h.fk.waitFor(t, "the hanging check to start", func(c []call) bool {
+		return count(c, "svc", "app", kit.OpQuickCheck) > n
+	})
+	h.update(engine.Desired{Spec: hs, Epoch: 1, InService: false})
+	h.col.waitState(t, "svc", m, engine.StateOffline, 1)
+	calls := h.fk.journal()
+	if got := count(calls, "svc", "app", kit.OpRecover); got != 0 {
+		t.Errorf("the interrupted check led to %d recoveries", got)
+	}
+	for _, r := range h.col.since("svc", m) {
+		if r.State == engine.StateFailed {
+			t.Errorf("the interrupted check was reported as a failure: %+v", r)
+		}
+	}
+}
