@@ -40,6 +40,8 @@ type ChaosFault struct {
 	Nodes []string      `json:"nodes"`
 	For   time.Duration `json:"for"`
 	Owner bool          `json:"owner"` // it hit the host serving at the time
+	// Alone: no other fault was active when it began.
+	Alone bool `json:"alone"`
 	// OutageMS is the client's outage that began with this fault (0:
 	// none).
 	OutageMS float64 `json:"outage_ms"`
@@ -265,7 +267,7 @@ func (c *chaos) inject(ctx context.Context, nodes []string) {
 	c.mu.Lock()
 	f.index = len(c.rep.Faults)
 	c.rep.Faults = append(c.rep.Faults, ChaosFault{At: time.Since(c.start).Round(time.Millisecond), Kind: kind, Nodes: f.nodes,
-		For: time.Until(f.until).Round(time.Millisecond), Owner: target == owner})
+		For: time.Until(f.until).Round(time.Millisecond), Owner: target == owner, Alone: len(c.active) == 0})
 	for _, n := range f.nodes {
 		c.active[n] = f
 	}
