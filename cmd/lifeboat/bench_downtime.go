@@ -49,9 +49,7 @@ removed at the end.`,
 				return codeErr{exitFailure, err}
 			}
 			o.Binary = exe
-			if !g.json {
-				o.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
-			}
+			o.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) } // stderr: --json output stays clean
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			rows, err := downtime.Run(ctx, o)

@@ -49,6 +49,9 @@ type readiness struct {
 	specKey string
 }
 
+// notReadyRetry is how soon a NOT READY node proves itself again.
+const notReadyRetry = 3 * time.Second
+
 func newReadiness(a *Agent) *readiness {
 	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness)}
 }
@@ -66,12 +69,24 @@ func (r *readiness) run(ctx context.Context) {
 			reply <- res
 			reply = nil
 		}
+		// A node NOT READY proves itself again soon (every few seconds)
+		// rather than at the next interval: many causes pass (a permission
+		// granted, an address that was moving while the probe ran).
+		var again <-chan time.Time
+		for _, rd := range res {
+			if !rd.Ready {
+				again = time.After(min(interval, notReadyRetry))
+				break
+			}
+		}
 	wait:
 		for {
 			fsmC := r.a.c.FSM.Changed()
 			select {
 			case <-ctx.Done():
 				return
+			case <-again:
+				break wait
 			case <-tick.C:
 				break wait
 			case reply = <-r.wake:

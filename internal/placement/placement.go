@@ -110,6 +110,36 @@ func Choose(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView, 
 	return NodeView{}, false
 }
 
+// ChooseDown picks a node for a hierarchy that is in service nowhere: the
+// highest-priority ready candidate, or, when no node is ready, the
+// highest-priority node that is NOT READY but otherwise a candidate (down
+// anyway, the service is better tried there than left down: a restore that
+// fails marks that node and the next is tried). fallback reports the
+// second case.
+func ChooseDown(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView) (n NodeView, fallback, ok bool) {
+	if c, ok := Choose(h, a, nodes, ""); ok {
+		return c, false, true
+	}
+	for _, name := range h.Nodes {
+		n, ok := nodes[name]
+		if !ok {
+			continue
+		}
+		n.Ready, n.NotReady = true, nil
+		if c, _ := Candidate(h, a, n, true); c {
+			return nodes[name], true, true
+		}
+	}
+	return NodeView{}, false, false
+}
+
+func notReadyWhy(n NodeView, hier string) string {
+	if r := n.NotReady[hier]; r != "" {
+		return r
+	}
+	return "readiness probe failed"
+}
+
 // ownerGone reports whether the owner's lease generation must be fenced
 // before the hierarchy can go anywhere else.
 func ownerGone(a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
@@ -169,8 +199,12 @@ func Decide(s *cluster.State, nodes map[string]NodeView) []Action {
 					continue
 				}
 			}
-			if c, ok := Choose(h, a, nodes, ""); ok {
-				out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: c.Name, Gen: c.Gen, Epoch: a.Epoch, Reason: "placed on highest-priority ready node"})
+			if c, fallback, ok := ChooseDown(h, a, nodes); ok {
+				why := "placed on highest-priority ready node"
+				if fallback {
+					why = fmt.Sprintf("no node is READY; placed on %s although NOT READY (%s) rather than left out of service", c.Name, notReadyWhy(c, name))
+				}
+				out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: c.Name, Gen: c.Gen, Epoch: a.Epoch, Reason: why})
 			}
 			continue
 		}

@@ -152,9 +152,16 @@ func TestDecide(t *testing.T) {
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 1}},
 		},
 		{
-			name: "new hierarchy with no candidate stays unassigned",
+			name: "no READY node: placed on a NOT READY one rather than left down",
 			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }),
+				with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
+			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1}},
+		},
+		{
+			name: "new hierarchy with no candidate stays unassigned",
+			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false; v.LeaseFresh = false }),
 				with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
 			want: nil,
 		},
