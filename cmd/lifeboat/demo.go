@@ -33,13 +33,20 @@ func demoApp(exe, service string) spec.Resource {
 func demoCmd() *cobra.Command {
 	var dir string
 	var nodes int
+	var loopback bool
 	cmd := &cobra.Command{
 		Use:   "demo [--dir DIR]",
-		Short: "Run a whole cluster on this machine: three agents on 127.0.0.1 and a sample hierarchy",
-		Long: `Start a local cluster with nothing configured: one lifeboat agent process per node
-on 127.0.0.1, and a sample hierarchy "web" (a tiny HTTP service whose address
-moves between nodes like a virtual IP). It prints how to use it and runs until
-Ctrl-C or SIGTERM, then stops every process it started.
+		Short: "Run a whole cluster on this machine: three agents on the AWS simulator and a sample hierarchy",
+		Long: `Start a local cluster with nothing configured, on the built-in AWS simulator: one
+lifeboat agent process per node and a sample hierarchy "web" (a route-table
+virtual IP, an Elastic IP and a tiny HTTP service that answers with its node's
+name). As root, every node is a host of its own: network namespaces on a bridge,
+with a client host and a router whose route for the virtual IP the simulator
+programs like a VPC route table, and the virtual IP sits on the owner's eth0
+(the ip kit), as users deploy it on AWS. Without root (or with --loopback) all
+agents share 127.0.0.1 and the hierarchy has no local address. It prints how to
+use it and runs until Ctrl-C or SIGTERM, then stops every process and removes
+every namespace it created.
 
 DIR/demo.json describes the cluster for scripts: nodes (name, pid, api, socket,
 config, log), hierarchies, the TCP API token and the service address.`,
@@ -62,13 +69,29 @@ config, log), hierarchies, the TCP API token and the service address.`,
 			for i := 1; i <= nodes; i++ {
 				names = append(names, fmt.Sprintf("node%d", i))
 			}
-			env, err := demo.StartSim(names)
-			if err != nil {
-				return codeErr{exitFailure, err}
+			// As root, every node is a host of its own on a network of
+			// namespaces, with the VIP on its interface; otherwise all
+			// agents share 127.0.0.1 and the hierarchy has no local address.
+			var network *demoNetwork
+			if loopback || nodes < 3 {
+				fmt.Println("note: --loopback or fewer than 3 nodes: the demo runs on 127.0.0.1 without the local address (the ip kit)")
+			} else if network, err = startDemoNetwork(dir, names); err != nil {
+				fmt.Println("note: " + demoNetworkNote(err))
+				network = nil
 			}
-			defer env.Close()
-			c, err := demo.Start(demo.Options{Binary: exe, Dir: dir, Nodes: nodes, Witness: nodes == 2,
-				ExtraConfig: "readiness_interval: 10s\n", NodeConfig: env.NodeConfig})
+			env := (*demo.SimEnv)(nil)
+			opts := demo.Options{Binary: exe, Dir: dir, Nodes: nodes, Witness: nodes == 2, ExtraConfig: "readiness_interval: 10s\n"}
+			if network != nil {
+				defer network.close()
+				env = network.env
+				opts.IPs, opts.Wrap = network.lab.NodeIPs(), network.lab.Wrap
+			} else if env, err = demo.StartSim(names); err != nil {
+				return codeErr{exitFailure, err}
+			} else {
+				defer env.Close()
+			}
+			opts.NodeConfig = env.NodeConfig
+			c, err := demo.Start(opts)
 			if err != nil {
 				return codeErr{exitFailure, err}
 			}
@@ -87,6 +110,13 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				return codeErr{exitFailure, fmt.Errorf("%w (see the logs in %s)", err, c.Dir)}
 			}
 			h := env.VIPHierarchy("web", names, demoApp(exe, c.Service))
+			service, curl := "http://"+c.Service+"/", "curl -s http://"+c.Service+"/"
+			simEndpoint := env.Endpoint
+			if network != nil {
+				h = network.hierarchy(exe, names)
+				service, curl = fmt.Sprintf("http://%s:%d/ (from the client host)", demoVIP, demoWebPort), network.curl()
+				simEndpoint = network.endpoint
+			}
 			// Each node's role gets exactly what `lifeboat iam-policy` prints.
 			if err := env.GrantLeastPrivilege(names, []spec.Hierarchy{h}); err != nil {
 				c.Stop(10 * time.Second)
@@ -102,28 +132,36 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				return codeErr{exitFailure, err}
 			}
 			akid, secret := env.World.AdminCredentials()
-			if err := c.WriteJSON(map[string]any{
-				"sim_endpoint": env.Endpoint, "sim_region": env.World.Region(),
+			extra := map[string]any{
+				"sim_endpoint": simEndpoint, "sim_region": env.World.Region(),
 				"sim_credentials": map[string]string{"access_key_id": akid, "secret_access_key": secret},
-			}); err != nil {
+			}
+			what := "a route-table virtual IP (10.0.100.10/32), an Elastic IP and the app"
+			restartPrefix := ""
+			if network != nil {
+				extra["network"] = network.json()
+				restartPrefix = "ip netns exec $(jq -r .network.namespaces.<node> demo.json) "
+				what = "the virtual IP 10.0.100.10 on the owner's eth0 (ip kit)\nunder its VPC route (ec2 kit, mirrored into the router), an Elastic IP and the app"
+			}
+			if err := c.WriteJSON(extra); err != nil {
 				c.Stop(10 * time.Second)
 				return codeErr{exitFailure, err}
 			}
 			n1 := c.Nodes[0]
 			fmt.Printf(`
 lifeboat demo is running: %d nodes on the AWS simulator, hierarchy "web" in
-service: a route-table virtual IP (10.0.100.10/32), an Elastic IP and the app.
-The service answers on http://%s/ (it moves with the hierarchy).
+service: %s.
+The service answers on %s (it moves with the hierarchy).
 
 In another shell:
   export LIFEBOAT_ADDR=%s                    # node1's root-only socket
   # or over TCP (TLS): export LIFEBOAT_ADDR=%s LIFEBOAT_TOKEN=%s LIFEBOAT_FINGERPRINT=%s
   lifeboat status
   lifeboat events -f
-  curl -s http://%s/
+  %s
   lifeboat switchover web --to node2
   kill -9 <pid of the owner, see %s>   # watch web fail over in under a second
-  lifeboat agent --config %s/<node>.yaml   # bring a killed node back
+  %slifeboat agent --config %s/<node>.yaml   # bring a killed node back
   lifeboat iam-policy                      # what each node's role is granted
 
 Take a permission away from node2's role with the AWS CLI and watch it turn
@@ -131,7 +169,7 @@ NOT READY (see sim_endpoint and sim_credentials in demo.json):
   aws --endpoint-url <sim_endpoint> iam get-role-policy --role-name lifeboat-node2 --policy-name lifeboat
 
 Logs: %s/<node>.log    Ctrl-C stops the demo.
-`, len(c.Nodes), c.Service, n1.Socket, n1.API, c.Token, c.Fingerprint, c.Service, "demo.json", c.Dir, c.Dir)
+`, len(c.Nodes), what, service, n1.Socket, n1.API, c.Token, c.Fingerprint, curl, "demo.json", restartPrefix, c.Dir, c.Dir)
 			<-sig
 			fmt.Println("\nstopping the demo ...")
 			c.Stop(30 * time.Second)
@@ -140,6 +178,7 @@ Logs: %s/<node>.log    Ctrl-C stops the demo.
 	}
 	cmd.Flags().StringVar(&dir, "dir", "lifeboat-demo", "directory for configs, data, logs and demo.json")
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes (2 adds a witness)")
+	cmd.Flags().BoolVar(&loopback, "loopback", false, "run every agent on 127.0.0.1 even as root (no network of namespaces, no local address)")
 	return cmd
 }
 

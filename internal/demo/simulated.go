@@ -67,6 +67,16 @@ func StartSimWorld(w *sim.World, nodes []string, listen func() (net.Listener, er
 	return e, nil
 }
 
+// Serve serves the EC2, STS and IAM APIs on one more listener (for
+// example on 127.0.0.1 when the agents reach the simulator inside a
+// network namespace) and returns its endpoint.
+func (e *SimEnv) Serve(ln net.Listener) string {
+	hs := &http.Server{Handler: e.Server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	e.servers = append(e.servers, hs)
+	go func() { _ = hs.Serve(ln) }()
+	return "http://" + ln.Addr().String()
+}
+
 // Close stops every listener.
 func (e *SimEnv) Close() {
 	for _, s := range e.servers {
