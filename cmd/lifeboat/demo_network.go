@@ -9,7 +9,6 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/netlab"
-	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -37,32 +36,7 @@ func startDemoNetwork(dir string, names []string) (*demoNetwork, error) {
 		return nil, err
 	}
 	n := &demoNetwork{lab: lab}
-	w := sim.DefaultWorld(names)
-	enis := map[string]string{}
-	st := w.State()
-	for _, ni := range st.NetworkInterfaces {
-		for _, in := range st.Instances {
-			if ni.Attachment != nil && ni.Attachment.InstanceID == in.ID {
-				enis[ni.ID] = in.Name
-			}
-		}
-	}
-	hook, err := lab.MirrorRoutes(enis)
-	if err != nil {
-		lab.Close()
-		return nil, err
-	}
-	listen := func() (net.Listener, error) {
-		var ln net.Listener
-		err := lab.InHost(netlab.Router, func() error {
-			var err error
-			ln, err = net.Listen("tcp", lab.IP(netlab.Router)+":0")
-			return err
-		})
-		return ln, err
-	}
-	n.env, err = demo.StartSimWorld(w, names, listen, sim.Options{RouteHook: hook})
-	if err != nil {
+	if n.env, err = demo.StartSimInRouter(lab, names); err != nil {
 		lab.Close()
 		return nil, err
 	}

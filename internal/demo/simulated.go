@@ -11,6 +11,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // the kits whose permissions are granted
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/netlab"
 	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
@@ -165,4 +166,35 @@ func Wait(ctx context.Context, what string, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// StartSimInRouter serves a simulated account for nodes inside the router
+// of a network lab (router layout), where every node reaches it, and
+// mirrors every route the simulator creates or replaces into the router,
+// as a VPC route table steers traffic.
+func StartSimInRouter(lab *netlab.Lab, nodes []string) (*SimEnv, error) {
+	w := sim.DefaultWorld(nodes)
+	enis := map[string]string{}
+	st := w.State()
+	for _, ni := range st.NetworkInterfaces {
+		for _, in := range st.Instances {
+			if ni.Attachment != nil && ni.Attachment.InstanceID == in.ID {
+				enis[ni.ID] = in.Name
+			}
+		}
+	}
+	hook, err := lab.MirrorRoutes(enis)
+	if err != nil {
+		return nil, err
+	}
+	listen := func() (net.Listener, error) {
+		var ln net.Listener
+		err := lab.InHost(netlab.Router, func() error {
+			var err error
+			ln, err = net.Listen("tcp", lab.IP(netlab.Router)+":0")
+			return err
+		})
+		return ln, err
+	}
+	return StartSimWorld(w, nodes, listen, sim.Options{RouteHook: hook})
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -101,26 +99,12 @@ func Chaos(ctx context.Context, o ChaosOptions) (*ChaosReport, error) {
 	if o.Seed == 0 {
 		o.Seed = rand.Uint64()
 	}
-	dir := o.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "lifeboat-chaos-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	lab, err := netlab.New(netlab.Options{Nodes: 3, Router: true, Dir: filepath.Join(dir, "lab")})
+	b, closeBench, err := newBench(Options{Binary: o.Binary, Dir: o.Dir, Interval: 10 * time.Millisecond, Progress: o.Progress}, "lifeboat-chaos-")
 	if err != nil {
 		return nil, err
 	}
-	defer lab.Close()
-	b := &bench{opts: Options{Binary: o.Binary, Interval: 10 * time.Millisecond, Progress: o.Progress}, lab: lab, dir: dir, port: probePort, down: map[string]bool{}}
-	for _, n := range lab.Nodes() {
-		if _, err := lab.StartResponder(n, fmt.Sprintf("0.0.0.0:%d", b.port), o.Binary, "bench", "responder"); err != nil {
-			return nil, err
-		}
-	}
+	defer closeBench()
+	lab := b.lab
 	s := newLifeboat(b, o.Profile, KitIP, lanAddr(lab, 100))
 	p, err := lab.StartProber(netlab.Client, fmt.Sprintf("%s:%d", s.vip(), b.port), netlab.ProbeOptions{})
 	if err != nil {

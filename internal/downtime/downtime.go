@@ -124,6 +124,38 @@ type bench struct {
 
 const probePort = 7999
 
+// newBench builds the lab (three nodes, a client and a router, in
+// opts.Dir or a new temporary directory named after prefix) and starts a
+// responder on every node. The returned function removes all of it.
+func newBench(opts Options, prefix string) (*bench, func(), error) {
+	dir := opts.Dir
+	cleanDir := func() {}
+	if dir == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		dir, cleanDir = d, func() { os.RemoveAll(d) }
+	}
+	lab, err := netlab.New(netlab.Options{Nodes: 3, Router: true, Dir: filepath.Join(dir, "lab")})
+	if err != nil {
+		cleanDir()
+		return nil, nil, err
+	}
+	done := func() {
+		lab.Close()
+		cleanDir()
+	}
+	b := &bench{opts: opts, lab: lab, dir: dir, port: probePort, down: map[string]bool{}}
+	for _, n := range lab.Nodes() {
+		if _, err := lab.StartResponder(n, fmt.Sprintf("0.0.0.0:%d", b.port), opts.Binary, "bench", "responder"); err != nil {
+			done()
+			return nil, nil, err
+		}
+	}
+	return b, done, nil
+}
+
 // Run measures every combination Options selects and returns one row each,
 // in a stable order.
 func Run(ctx context.Context, opts Options) ([]Row, error) {
@@ -161,26 +193,11 @@ func Run(ctx context.Context, opts Options) ([]Row, error) {
 			return nil, e
 		}
 	}
-	dir := opts.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "lifeboat-downtime-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	lab, err := netlab.New(netlab.Options{Nodes: 3, Router: true, Dir: filepath.Join(dir, "lab")})
+	b, closeBench, err := newBench(opts, "lifeboat-downtime-")
 	if err != nil {
 		return nil, err
 	}
-	defer lab.Close()
-	b := &bench{opts: opts, lab: lab, dir: dir, port: probePort, down: map[string]bool{}}
-	for _, n := range lab.Nodes() {
-		if _, err := lab.StartResponder(n, fmt.Sprintf("0.0.0.0:%d", b.port), opts.Binary, "bench", "responder"); err != nil {
-			return nil, err
-		}
-	}
+	defer closeBench()
 	setups := b.setups()
 	if len(setups) == 0 {
 		return nil, errors.New("downtime: nothing selected to measure")

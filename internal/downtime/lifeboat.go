@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
-	"github.com/lifeboat-ha/lifeboat/internal/netlab"
-	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
@@ -81,7 +78,8 @@ func (s *lifeboatSetup) start(ctx context.Context) error {
 	h.Resources = append(h.Resources, spec.Resource{Name: "vip-addr", Type: "ip", Params: map[string]string{
 		"address": prefix, "interface": "eth0"}})
 	if s.kit == KitEC2 {
-		if err := s.startSim(nodes); err != nil {
+		var err error
+		if s.sim, err = demo.StartSimInRouter(lab, nodes); err != nil {
 			return err
 		}
 		st := s.sim.World.State()
@@ -116,37 +114,6 @@ func (s *lifeboatSetup) start(ctx context.Context) error {
 		return fmt.Errorf("apply the vip hierarchy: %w", err)
 	}
 	return s.settle(ctx)
-}
-
-// startSim serves the simulator inside the router's namespace, where every
-// node reaches it, with routes mirrored into the router.
-func (s *lifeboatSetup) startSim(nodes []string) error {
-	lab := s.b.lab
-	w := sim.DefaultWorld(nodes)
-	enis := map[string]string{}
-	st := w.State()
-	for _, ni := range st.NetworkInterfaces {
-		for _, in := range st.Instances {
-			if ni.Attachment != nil && ni.Attachment.InstanceID == in.ID {
-				enis[ni.ID] = in.Name
-			}
-		}
-	}
-	hook, err := lab.MirrorRoutes(enis)
-	if err != nil {
-		return err
-	}
-	listen := func() (net.Listener, error) {
-		var ln net.Listener
-		err := lab.InHost(netlab.Router, func() error {
-			var err error
-			ln, err = net.Listen("tcp", lab.IP(netlab.Router)+":0")
-			return err
-		})
-		return ln, err
-	}
-	s.sim, err = demo.StartSimWorld(w, nodes, listen, sim.Options{RouteHook: hook})
-	return err
 }
 
 // fire is a fake watchdog running out: the machine is reset.
