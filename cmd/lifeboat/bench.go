@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -23,6 +24,7 @@ func benchCmd() *cobra.Command {
 	var runs int
 	var dir string
 	var idle, awsLatency time.Duration
+	var profile string
 	var awsMode bool
 	cmd := &cobra.Command{
 		Use:   "bench [--runs N]",
@@ -33,13 +35,17 @@ until another node reports it in service; restart the killed node and wait for
 it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 		Example: `  lifeboat bench --runs 15
   lifeboat bench --runs 10 --json
+  lifeboat bench --runs 10 --profile fast
   lifeboat bench --aws --aws-latency 100ms --runs 10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if awsMode {
 				return runAWSBench(runs, dir, awsLatency)
 			}
-			res, err := runBench(runs, dir, idle)
+			if profile != config.ProfileDefault && profile != config.ProfileFast {
+				return codeErr{exitUsage, fmt.Errorf("--profile %q: use %s or %s", profile, config.ProfileDefault, config.ProfileFast)}
+			}
+			res, err := runBench(runs, dir, idle, profile)
 			if err != nil {
 				return codeErr{exitFailure, err}
 			}
@@ -61,6 +67,7 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 	cmd.Flags().IntVar(&runs, "runs", 10, "number of failovers to measure")
 	cmd.Flags().StringVar(&dir, "dir", "", "working directory (default: a new temporary directory)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long to measure idle CPU")
+	cmd.Flags().StringVar(&profile, "profile", config.ProfileDefault, "timing profile of the agents: default or fast")
 	cmd.Flags().BoolVar(&awsMode, "aws", false, "measure a route-table failover on the AWS simulator: kill -> the VIP route points at the new node")
 	cmd.Flags().DurationVar(&awsLatency, "aws-latency", 100*time.Millisecond, "with --aws: the simulator's latency per EC2 call")
 	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd())
@@ -88,7 +95,7 @@ type benchResult struct {
 	Idle             []idleFigure `json:"idle"`
 }
 
-func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
+func runBench(runs int, dir string, idle time.Duration, profile string) (*benchResult, error) {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "lifeboat-bench-")
 		if err != nil {
@@ -97,7 +104,7 @@ func runBench(runs int, dir string, idle time.Duration) (*benchResult, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	c, err := demo.Start(demo.Options{Dir: dir, Nodes: 3})
+	c, err := demo.Start(demo.Options{Dir: dir, Nodes: 3, ExtraConfig: "timing:\n  profile: " + profile + "\n"})
 	if err != nil {
 		return nil, err
 	}
