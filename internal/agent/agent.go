@@ -214,7 +214,7 @@ func (a *Agent) desired() map[string]engine.Desired {
 			mine := !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
 				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
 			if mine {
-				if a.c.Leases.Valid(as.Gen) {
+				if a.c.Leases.Acting(as.Gen) {
 					d.InService = true
 				} else if a.cfg.QuorumLossAction == config.QuorumLossKeep {
 					if r, ok := reports[name]; ok && (r.State == engine.StateOnline || r.State == engine.StateFrozen) {

@@ -127,8 +127,8 @@ func (w *watchdogFeeder) tick() {
 	}
 	// Fed only while the lease is valid for ActMargin more: the cluster
 	// counts on the last feed coming no later (Leases.WatchdogAge).
-	_, until := a.c.Leases.Current()
-	leased := time.Now().Before(until.Add(-a.c.Leases.ActMargin()))
+	gen, _ := a.c.Leases.Current()
+	leased := a.c.Leases.Acting(gen)
 	if leased || !up || a.cfg.QuorumLossAction == config.QuorumLossKeep {
 		w.setStarved(false)
 		if err := w.dev.Feed(); err != nil {

@@ -346,6 +346,18 @@ func (l *Leases) Bound(parent context.Context, gen uint64, margin time.Duration)
 	}, nil
 }
 
+// Acting reports whether this node may keep hierarchies of generation gen
+// in service: it holds that lease for at least ActMargin more. A node whose
+// renewals stall takes its hierarchies out of service ActMargin before the
+// lease ends, the moment it also stops feeding its watchdog, so that a
+// live agent removes its local addresses before the watchdog would reset
+// it for holding them.
+func (l *Leases) Acting(gen uint64) bool {
+	l.hmu.Lock()
+	defer l.hmu.Unlock()
+	return gen != 0 && l.gen == gen && time.Now().Before(l.until.Add(-l.ActMargin()))
+}
+
 // Current returns the generation and expiry of this node's lease.
 func (l *Leases) Current() (uint64, time.Time) {
 	l.hmu.Lock()
@@ -377,10 +389,11 @@ func (l *Leases) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(l.cfg.Renew)
 	defer t.Stop()
-	var expiry *time.Timer
+	var expiry, ending *time.Timer
 	defer func() {
 		if expiry != nil {
 			expiry.Stop()
+			ending.Stop()
 		}
 	}()
 	var lastRejoin time.Time
@@ -423,7 +436,17 @@ func (l *Leases) Run(ctx context.Context) {
 				l.hmu.Unlock()
 				if expiry != nil {
 					expiry.Stop()
+					ending.Stop()
 				}
+				// Waiters hear when the lease is about to end (Acting turns
+				// false) and when it has ended.
+				ending = time.AfterFunc(time.Until(until.Add(-l.ActMargin()))+time.Millisecond, func() {
+					l.hmu.Lock()
+					if !time.Now().Before(l.until.Add(-l.ActMargin())) {
+						l.notify()
+					}
+					l.hmu.Unlock()
+				})
 				expiry = time.AfterFunc(time.Until(until)+time.Millisecond, func() {
 					l.hmu.Lock()
 					if !time.Now().Before(l.until) {

@@ -585,7 +585,21 @@ func TestLeaseAcquireAndLoseWhenCutOff(t *testing.T) {
 			select {
 			case <-lost:
 			case <-time.After(testLease + 500*time.Millisecond):
-				t.Fatal("Changed did not fire after the lease ran out")
+				t.Fatal("Changed did not fire as the lease was ending")
+			}
+			// First: ActMargin before the end, the node stops acting.
+			if n1.Acting(gen) {
+				t.Fatal("still acting after Changed fired for the lease's end")
+			}
+			if n1.Valid(gen) {
+				ended := n1.Changed()
+				if n1.Valid(gen) {
+					select {
+					case <-ended:
+					case <-time.After(testLease + 500*time.Millisecond):
+						t.Fatal("Changed did not fire after the lease ran out")
+					}
+				}
 			}
 			elapsed := time.Since(cut)
 			if n1.Valid(gen) {

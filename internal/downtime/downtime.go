@@ -373,12 +373,17 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 	}); err != nil {
 		return 0, 0, false, fmt.Errorf("%s %s: no other host answered within 30s: %w", kind, owner, err)
 	}
+	// A watchdog fires at the latest its timeout after the owner stopped
+	// feeding it, which is before the others could take over: by now, or
+	// half a second on, it has fired if it is going to.
+	wait := 500 * time.Millisecond
 	if kind == FaultStop {
-		select {
-		case <-ctx.Done():
-			return 0, 0, false, ctx.Err()
-		case <-time.After(time.Until(at.Add(b.opts.StopFor))):
-		}
+		wait = max(wait, time.Until(at.Add(b.opts.StopFor)))
+	}
+	select {
+	case <-ctx.Done():
+		return 0, 0, false, ctx.Err()
+	case <-time.After(wait):
 	}
 	fired = s.fired(owner)
 	o, oerr := netlab.OutageAt(b.prober.Samples(), at)

@@ -208,33 +208,40 @@ func (s *lifeboatSetup) stop() {
 }
 
 // settleHolder waits until owner ("" for any) is the only connected host
-// holding vip and the client's answers come from it.
+// holding vip and the client's last ten answers came from it.
 func (b *bench) settleHolder(ctx context.Context, vip, owner string) error {
-	err := demo.Wait(ctx, "one host holding "+vip, func() bool {
-		holders := 0
+	var last string
+	err := demo.Wait(ctx, "one host holding "+vip+" and answering", func() bool {
+		holder := ""
 		for _, h := range b.lab.Nodes() {
 			if held, err := b.lab.HoldsAddr(h, vip); err == nil && held && b.connected(h) {
-				holders++
-				if owner == "" {
-					owner = h
-				} else if h != owner {
+				if holder != "" {
+					last = "two hosts hold it"
 					return false
 				}
+				holder = h
 			}
 		}
-		return holders == 1
+		if holder == "" || (owner != "" && holder != owner) {
+			last = fmt.Sprintf("held by %q, want %q", holder, owner)
+			return false
+		}
+		s := b.prober.Samples()
+		if len(s) < 12 {
+			return false
+		}
+		for _, x := range s[len(s)-11 : len(s)-1] { // the newest may be in flight
+			if !x.OK() || x.From != holder {
+				last = fmt.Sprintf("%s holds it, the client's answers come from %q", holder, x.From)
+				return false
+			}
+		}
+		return true
 	})
-	if err != nil {
-		return err
+	if err != nil && last != "" {
+		return fmt.Errorf("%w: %s", err, last)
 	}
-	got, err := b.stableOwner(ctx)
-	if err != nil {
-		return err
-	}
-	if got != owner {
-		return fmt.Errorf("the client is answered by %s, but %s holds %s", got, owner, vip)
-	}
-	return nil
+	return err
 }
 
 // clearVIP removes vip from every node (a setup's leftovers).
