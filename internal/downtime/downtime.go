@@ -386,7 +386,6 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 	case <-time.After(wait):
 	}
 	fired = s.fired(owner)
-	o, oerr := netlab.OutageAt(b.prober.Samples(), at)
 	// Heal: a machine that was reset (power loss, watchdog) comes back
 	// with a clean kernel: its address is gone.
 	switch {
@@ -410,6 +409,9 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 	if err != nil {
 		return 0, 0, fired, fmt.Errorf("settle after %s of %s: %w", kind, owner, err)
 	}
+	// Measured once settled: the answer that ends the outage may have
+	// been in flight a moment ago.
+	o, oerr := netlab.OutageAt(b.prober.Samples(), at)
 	if oerr != nil {
 		return 0, 0, fired, fmt.Errorf("outage after %s of %s: %w", kind, owner, oerr)
 	}
