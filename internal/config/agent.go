@@ -140,7 +140,7 @@ type Timing struct {
 	// Profile picks the defaults of the fields left unset: ProfileDefault
 	// or ProfileFast (a LAN with sub-millisecond round trips and machines
 	// that are not overloaded: failover in about a quarter of a second, at
-	// several times the idle CPU).
+	// about twice the idle CPU).
 	Profile       string        `yaml:"profile"`
 	Lease         spec.Duration `yaml:"lease"`
 	RenewInterval spec.Duration `yaml:"renew_interval"`
