@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -845,5 +846,37 @@ func TestAttestMinAge(t *testing.T) {
 	setGrant(v, "n1", 1, time.Now().Add(-th/2))
 	if r := v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinAgeMS: 1}); r.Expired {
 		t.Fatalf("MinAge below Threshold shortened it: %+v", r)
+	}
+}
+
+// A library's warning that repeats is written once per repeatEvery, with
+// the count of the lines held back; other lines pass.
+func TestSlogWriterHoldsBackRepeats(t *testing.T) {
+	var buf strings.Builder
+	w := newSlogWriter(slog.New(slog.NewTextHandler(&buf, nil)), "raft")
+	line := func(ts, backoff string) string {
+		return ts + ` [ERROR] raft: failed to heartbeat to: peer=10.0.0.1:7101 backoff time=` + backoff + ` error="dial tcp 10.0.0.1:7101: i/o timeout"` + "\n"
+	}
+	for i, b := range []string{"10ms", "20ms", "40ms", "80ms"} {
+		if _, err := w.Write([]byte(line(fmt.Sprintf("2026-12-02T06:00:0%dZ", i), b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Write([]byte("2026-12-02T06:00:05Z [WARN]  raft: Election timeout reached, restarting election\n"))
+	if n := strings.Count(buf.String(), "failed to heartbeat"); n != 1 {
+		t.Fatalf("the repeated error was written %d times, want once:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "Election timeout") {
+		t.Fatalf("a different warning was held back:\n%s", buf.String())
+	}
+	// Once repeatEvery has passed, it is written again with the count.
+	w.mu.Lock()
+	for _, r := range w.seen {
+		r.last = r.last.Add(-repeatEvery)
+	}
+	w.mu.Unlock()
+	w.Write([]byte(line("2026-12-02T06:00:31Z", "160ms")))
+	if !strings.Contains(buf.String(), "repeated=3") {
+		t.Fatalf("the count of held-back lines is missing:\n%s", buf.String())
 	}
 }

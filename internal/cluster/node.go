@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -121,7 +122,7 @@ func Start(cfg Config) (c *Cluster, err error) {
 		}
 	}()
 
-	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{cfg.Logger, "raft"}})
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: newSlogWriter(cfg.Logger, "raft")})
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Node)
 	rc.HeartbeatTimeout = cfg.Timing.RaftHeartbeat
@@ -223,7 +224,7 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.TCPTimeout = 2 * time.Second
 	mc.IndirectChecks = 3
 	mc.SecretKey = c.cfg.Key
-	mc.Logger = log.New(slogWriter{c.cfg.Logger, "memberlist"}, "", 0)
+	mc.Logger = log.New(newSlogWriter(c.cfg.Logger, "memberlist"), "", 0)
 	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness})
 	mc.Delegate = metaDelegate(meta)
 	mc.Events = &eventDelegate{c: c}
@@ -451,13 +452,35 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.c.memberNotify() }
 
 // slogWriter forwards the text loggers of raft and memberlist into slog,
-// dropping their debug chatter unless debug logging is on.
+// dropping their debug chatter unless debug logging is on. A warning or
+// error that repeats (raft retries a dead peer every few hundred
+// milliseconds, and says so each time) is written once per repeatEvery,
+// with the count of the lines held back.
 type slogWriter struct {
 	l   *slog.Logger
 	sub string
+
+	mu   sync.Mutex
+	seen map[string]*repeated
 }
 
-func (w slogWriter) Write(p []byte) (int, error) {
+type repeated struct {
+	last       time.Time
+	suppressed int
+}
+
+// repeatEvery is how often one repeating warning or error is written.
+const repeatEvery = 30 * time.Second
+
+// noise matches the parts of a library's log line that change between
+// repeats of the same complaint: its own timestamp, backoff times, terms.
+var noise = regexp.MustCompile(`^\S+ |backoff time=\S+|term=\d+`)
+
+func newSlogWriter(l *slog.Logger, sub string) *slogWriter {
+	return &slogWriter{l: l, sub: sub, seen: map[string]*repeated{}}
+}
+
+func (w *slogWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
 	level := slog.LevelInfo
 	switch {
@@ -468,8 +491,32 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	case bytes.Contains(p, []byte("[ERR")):
 		level = slog.LevelError
 	}
+	if level >= slog.LevelWarn {
+		key := noise.ReplaceAllString(line, "")
+		now := time.Now()
+		w.mu.Lock()
+		r := w.seen[key]
+		if r != nil && now.Sub(r.last) < repeatEvery {
+			r.suppressed++
+			w.mu.Unlock()
+			return len(p), nil
+		}
+		held := 0
+		if r != nil {
+			held = r.suppressed
+		}
+		if len(w.seen) > 1000 { // bounded: forget everything, start over
+			clear(w.seen)
+		}
+		w.seen[key] = &repeated{last: now}
+		w.mu.Unlock()
+		if held > 0 {
+			w.l.Log(context.Background(), level, line, "component", w.sub, "repeated", held)
+			return len(p), nil
+		}
+	}
 	w.l.Log(context.Background(), level, line, "component", w.sub)
 	return len(p), nil
 }
 
-var _ io.Writer = slogWriter{}
+var _ io.Writer = (*slogWriter)(nil)
