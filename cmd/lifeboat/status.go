@@ -48,6 +48,16 @@ func printStatus(st api.Status) {
 		leader = "NONE (no quorum?)"
 	}
 	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n", leader, st.Index, st.Node)
+	if st.FeatureLevel > 0 {
+		lv := fmt.Sprintf("Feature level: %d", st.FeatureLevel)
+		if st.SupportedLevel > st.FeatureLevel {
+			lv += fmt.Sprintf(" (this node supports %d; it rises once every voter does)", st.SupportedLevel)
+		}
+		fmt.Println(lv)
+	}
+	if st.Halted != "" {
+		fmt.Printf("HALTED: %s: %s\n", st.Node, st.Halted)
+	}
 	fmt.Printf("API TLS fingerprint: %s\n\n", st.Fingerprint)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE\tDOCTOR")
@@ -73,7 +83,11 @@ func printStatus(st api.Status) {
 		case n.Findings["critical"] > 0 || n.Findings["warning"] > 0:
 			doc = fmt.Sprintf("%d critical, %d warning", n.Findings["critical"], n.Findings["warning"])
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, role, dash(n.Version), n.Gen, dash(n.Lease), doc)
+		ver := dash(n.Version)
+		if n.Level > 0 {
+			ver = fmt.Sprintf("%s (level %d)", ver, n.Level)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, role, ver, n.Gen, dash(n.Lease), doc)
 	}
 	tw.Flush()
 	if len(st.Hierarchies) == 0 {

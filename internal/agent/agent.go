@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,14 +36,19 @@ var Version = "dev"
 
 // Agent is one running node.
 type Agent struct {
-	cfg    *config.Agent
-	log    *slog.Logger
-	level  *slog.LevelVar
-	events *events.Log
-	c      *cluster.Cluster
-	eng    *engine.Engine
-	rpc    *rpc
-	self   config.Node
+	// levelHeld is what last held the feature level (leader loop only).
+	levelHeld string
+	joinMu    sync.Mutex
+	joinErr   string
+	joinErrAt time.Time
+	cfg       *config.Agent
+	log       *slog.Logger
+	level     *slog.LevelVar
+	events    *events.Log
+	c         *cluster.Cluster
+	eng       *engine.Engine
+	rpc       *rpc
+	self      config.Node
 
 	apiToken      string
 	internalToken string
@@ -74,6 +80,9 @@ type Agent struct {
 type Options struct {
 	Logger *slog.Logger
 	Level  *slog.LevelVar
+	// FeatureLevel caps the feature level this agent supports (0: all
+	// this binary has). Tests use it to stand in for an older version.
+	FeatureLevel int
 }
 
 // New starts a node from its config. Call Shutdown to stop it.
@@ -116,7 +125,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	}
 	t := cfg.Timing
 	a.c, err = cluster.Start(cluster.Config{
-		Node: cfg.Node, DataDir: cfg.DataDir, Members: members, Key: key, Version: Version, Logger: a.log,
+		Node: cfg.Node, DataDir: cfg.DataDir, Members: members, Key: key, Version: Version, Logger: a.log, Level: opts.FeatureLevel,
 		Transport: a.rpc,
 		Timing: cluster.Timing{Lease: t.Lease.D(), Renew: t.RenewInterval.D(), ProbeInterval: t.ProbeInterval.D(),
 			ProbeTimeout: t.ProbeTimeout.D(), SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()},
@@ -184,11 +193,23 @@ func (a *Agent) goFn(fn func(context.Context)) {
 
 // join commits a new lease generation for this node.
 func (a *Agent) join(ctx context.Context) (uint64, error) {
-	cmd := cluster.Command{Type: cluster.CmdJoin, Node: a.cfg.Node, Version: Version}
+	cmd := cluster.Join{Node: a.cfg.Node, Version: Version, Level: a.c.SupportedLevel()}
 	if a.wd != nil {
 		cmd.WatchdogMS = a.wd.dev.Timeout().Milliseconds()
 	}
 	res, err := a.submit(ctx, cmd)
+	var rej errRejected
+	if errors.As(err, &rej) {
+		// Refused (a version too old for the cluster's feature level):
+		// say so loudly, once per 30 s, not at every retry.
+		a.joinMu.Lock()
+		if rej.msg != a.joinErr || time.Since(a.joinErrAt) > 30*time.Second {
+			a.joinErr, a.joinErrAt = rej.msg, time.Now()
+			a.log.Error("the cluster refused this node's join: it holds and runs nothing", "reason", rej.msg)
+			a.events.Add(events.Event{Kind: "lease", Action: "join", Error: rej.msg, Message: "join refused"})
+		}
+		a.joinMu.Unlock()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -203,6 +224,9 @@ func (a *Agent) desired() map[string]engine.Desired {
 	if a.cfg.QuorumLossAction == config.QuorumLossKeep {
 		reports = a.eng.Reports() // only keep needs to know what runs here
 	}
+	// A node whose state machine halted knows no current assignment: it
+	// runs nothing (its lease runs out and the others take over).
+	halted := a.c.FSM.Halted() != nil
 	a.c.FSM.View(func(s *cluster.State) {
 		me := s.Nodes[a.cfg.Node]
 		for name, h := range s.Hierarchies {
@@ -211,7 +235,7 @@ func (a *Agent) desired() map[string]engine.Desired {
 				continue
 			}
 			d := engine.Desired{Spec: h, Epoch: as.Epoch, Gen: as.Gen}
-			mine := !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
+			mine := !halted && !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
 				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
 			if mine {
 				if a.c.Leases.Acting(as.Gen) {
@@ -262,6 +286,11 @@ func (a *Agent) queueReport(r engine.Report) {
 	}
 }
 
+// maxReportBatch bounds how many reports go in one log entry.
+const maxReportBatch = 256
+
+// reportLoop sends the engine's reports, every pending one in one batch
+// (one raft commit when many hierarchies change at once).
 func (a *Agent) reportLoop(ctx context.Context) {
 	for {
 		select {
@@ -271,25 +300,35 @@ func (a *Agent) reportLoop(ctx context.Context) {
 		}
 		for {
 			a.repMu.Lock()
-			var r engine.Report
-			found := false
+			var batch []engine.Report
 			for _, p := range a.pending {
-				r, found = p, true
-				break
+				batch = append(batch, p)
 			}
 			a.repMu.Unlock()
-			if !found {
+			if len(batch) == 0 {
 				break
 			}
-			rep := cluster.HierarchyReport{Epoch: r.Epoch, State: r.State, Resources: r.Resources, Error: r.Error, At: r.At}
+			sort.Slice(batch, func(i, j int) bool { return batch[i].Hierarchy < batch[j].Hierarchy })
+			if len(batch) > maxReportBatch {
+				batch = batch[:maxReportBatch]
+			}
+			var cmds []cluster.Cmd
+			for _, r := range batch {
+				rep := cluster.HierarchyReport{Epoch: r.Epoch, State: r.State, Resources: r.Resources, Error: r.Error, At: r.At}
+				cmds = append(cmds, cluster.Report{Node: a.cfg.Node, Hierarchy: r.Hierarchy, Report: rep})
+			}
+			var cmd cluster.Cmd = cluster.Batch{Cmds: cmds}
+			if len(cmds) == 1 {
+				cmd = cmds[0]
+			}
 			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			_, err := a.submit(sctx, cluster.Command{Type: cluster.CmdReport, Node: a.cfg.Node, Hierarchy: r.Hierarchy, Report: &rep})
+			_, err := a.submit(sctx, cmd)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
 			if err != nil {
-				a.log.Debug("report state", "hierarchy", r.Hierarchy, "error", err)
+				a.log.Debug("report state", "hierarchies", len(batch), "error", err)
 				select {
 				case <-ctx.Done():
 					return
@@ -298,8 +337,10 @@ func (a *Agent) reportLoop(ctx context.Context) {
 				continue
 			}
 			a.repMu.Lock()
-			if cur, ok := a.pending[r.Hierarchy]; ok && cur.At.Equal(r.At) && cur.State == r.State && cur.Epoch == r.Epoch {
-				delete(a.pending, r.Hierarchy)
+			for _, r := range batch {
+				if cur, ok := a.pending[r.Hierarchy]; ok && cur.At.Equal(r.At) && cur.State == r.State && cur.Epoch == r.Epoch {
+					delete(a.pending, r.Hierarchy)
+				}
 			}
 			a.repMu.Unlock()
 		}
@@ -317,6 +358,12 @@ func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
 		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping.Load())
 		if n := s.Nodes[m.Name]; n != nil {
 			v.Gen, v.Revoked, v.Leaving = n.Gen, n.Revoked, n.Leaving
+			if n.Unproven {
+				v.NotReady = map[string]string{}
+				for h := range s.Hierarchies {
+					v.NotReady[h] = fmt.Sprintf("readiness not yet proven since it started lifeboat %s", orUnknown(n.Version))
+				}
+			}
 			for h, r := range n.Readiness {
 				if !r.Ready {
 					if v.NotReady == nil {
@@ -360,13 +407,24 @@ func (a *Agent) lead(ctx context.Context) {
 	for a.c.IsLeader() && ctx.Err() == nil {
 		fsmC := a.c.FSM.Changed()
 		memC := a.c.MemberChanged()
+		if h := a.c.FSM.Halted(); h != nil {
+			// A leader that cannot read the log must not place anything.
+			a.log.Error("leading with a halted state machine: handing leadership over", "halt", h.String())
+			if err := a.c.TransferLeadership(); err != nil {
+				a.log.Warn("leadership transfer", "error", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			return
+		}
+		a.raiseLevel()
 		// Decide reads the state without copying it (it never mutates);
 		// the actions are committed after the read lock is released.
 		var acts []placement.Action
 		a.c.FSM.View(func(s *cluster.State) { acts = placement.Decide(s, a.nodeViews(s)) })
-		for _, act := range acts {
-			a.carryOut(ctx, act)
-		}
+		a.carryOut(ctx, acts)
 		select {
 		case <-ctx.Done():
 			return
@@ -377,29 +435,90 @@ func (a *Agent) lead(ctx context.Context) {
 	}
 }
 
-func (a *Agent) carryOut(ctx context.Context, act placement.Action) {
-	var cmd cluster.Command
-	switch act.Kind {
-	case placement.ActFence:
-		a.startFence(ctx, act)
-		return
-	case placement.ActAssign:
-		cmd = cluster.Command{Type: cluster.CmdAssign, Hierarchy: act.Hierarchy, Node: act.Node, Gen: act.Gen, Epoch: act.Epoch, MarkFailed: act.MarkFailed, Reason: act.Reason}
-	case placement.ActMove:
-		cmd = cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: act.Hierarchy, To: act.To, Epoch: act.Epoch, Reason: act.Reason}
-	case placement.ActPurge:
-		cmd = cluster.Command{Type: cluster.CmdPurge, Hierarchy: act.Hierarchy, Epoch: act.Epoch}
-	default:
+// raiseLevel commits the next feature level once every voter supports it.
+func (a *Agent) raiseLevel() {
+	next, why := a.c.NextLevel()
+	cur := a.c.FSM.Level()
+	if next <= cur {
+		if why != "" && cur < cluster.MaxLevel && why != a.levelHeld {
+			a.levelHeld = why
+			a.log.Info("feature level held", "level", cur, "supported", cluster.MaxLevel, "why", why)
+		}
 		return
 	}
-	res, _, err := a.c.Apply(cmd, 5*time.Second)
+	res, _, err := a.c.Apply(cluster.SetLevel{Level: next}, 5*time.Second)
 	if err != nil {
-		a.log.Warn("placement", "action", act.String(), "error", err)
+		a.log.Warn("raise feature level", "level", next, "error", err)
 		return
 	}
 	if res.Changed {
-		a.log.Info("placement", "action", act.Kind, "hierarchy", act.Hierarchy, "target", act.Node+act.To, "reason", act.Reason, "epoch", act.Epoch+1)
-		a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String()})
+		a.levelHeld = ""
+		msg := fmt.Sprintf("cluster feature level raised from %d to %d: every voter supports it", cur, next)
+		a.log.Info(msg)
+		a.events.Add(events.Event{Kind: "cluster", Action: "feature-level", Message: msg})
+	}
+}
+
+func orUnknown(v string) string {
+	if v == "" {
+		return "(unknown version)"
+	}
+	return v
+}
+
+// carryOut commits placement's decisions, all in one batch (one raft
+// commit when a node dies owning many hierarchies), and starts fencing.
+func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
+	var cmds []cluster.Cmd
+	var done []placement.Action
+	for _, act := range acts {
+		switch act.Kind {
+		case placement.ActFence:
+			a.startFence(ctx, act)
+			continue
+		case placement.ActAssign:
+			cmds = append(cmds, cluster.Assign{Hierarchy: act.Hierarchy, Node: act.Node, Gen: act.Gen, Epoch: act.Epoch, MarkFailed: act.MarkFailed, Reason: act.Reason})
+		case placement.ActMove:
+			cmds = append(cmds, cluster.RequestMove{Hierarchy: act.Hierarchy, To: act.To, Epoch: act.Epoch, Reason: act.Reason})
+		case placement.ActPurge:
+			cmds = append(cmds, cluster.Purge{Hierarchy: act.Hierarchy, Epoch: act.Epoch})
+		default:
+			continue
+		}
+		done = append(done, act)
+	}
+	if len(cmds) == 0 {
+		return
+	}
+	var results []cluster.Result
+	if len(cmds) == 1 {
+		res, _, err := a.c.Apply(cmds[0], 5*time.Second)
+		if err != nil && res.Err == nil {
+			a.log.Warn("placement", "action", done[0].String(), "error", err)
+			return
+		}
+		results = []cluster.Result{res}
+	} else {
+		res, _, err := a.c.Apply(cluster.Batch{Cmds: cmds}, 5*time.Second)
+		if err != nil {
+			a.log.Warn("placement", "actions", len(cmds), "error", err)
+			return
+		}
+		results = res.Results
+	}
+	for i, act := range done {
+		if i >= len(results) {
+			break
+		}
+		res := results[i]
+		if res.Err != nil {
+			a.log.Warn("placement", "action", act.String(), "error", res.Err)
+			continue
+		}
+		if res.Changed {
+			a.log.Info("placement", "action", act.Kind, "hierarchy", act.Hierarchy, "target", act.Node+act.To, "reason", act.Reason, "epoch", act.Epoch+1)
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String()})
+		}
 	}
 }
 
@@ -442,7 +561,7 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 		return fmt.Errorf("not fencing %s: %s", act.Node, strings.Join(why, "; "))
 	}
 	start := time.Now()
-	_, idx, err := a.c.Apply(cluster.Command{Type: cluster.CmdRevoke, Node: act.Node, Gen: act.Gen, Reason: act.Reason}, 5*time.Second)
+	_, idx, err := a.c.Apply(cluster.Revoke{Node: act.Node, Gen: act.Gen, Reason: act.Reason}, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("revoke %s generation %d: %w", act.Node, act.Gen, err)
 	}
@@ -458,7 +577,7 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	res, _, err := a.c.Apply(cluster.Command{Type: cluster.CmdRelease, Node: act.Node, Gen: act.Gen, Reason: fmt.Sprintf("%s fenced: %s", act.Node, act.Reason)}, 5*time.Second)
+	res, _, err := a.c.Apply(cluster.Release{Node: act.Node, Gen: act.Gen, Reason: fmt.Sprintf("%s fenced: %s", act.Node, act.Reason)}, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("release hierarchies of %s: %w", act.Node, err)
 	}
@@ -491,17 +610,35 @@ func (a *Agent) fenceAge(node string, gen uint64) time.Duration {
 
 // submit commits a command on the leader, forwarding when this node is a
 // follower, and retries while no leader is known.
-func (a *Agent) submit(ctx context.Context, cmd cluster.Command) (cluster.Result, error) {
-	if cmd.Time.IsZero() {
-		cmd.Time = time.Now().UTC()
+// Below LevelTyped (a voter may run a version without batches) a Batch is
+// submitted command by command.
+func (a *Agent) submit(ctx context.Context, cmd cluster.Cmd) (cluster.Result, error) {
+	if b, ok := cmd.(cluster.Batch); ok && a.c.FSM.Level() < cluster.LevelTyped {
+		out := cluster.Result{Results: make([]cluster.Result, len(b.Cmds))}
+		for i, sub := range b.Cmds {
+			r, err := a.submit(ctx, sub)
+			var rej errRejected
+			if err != nil && !errors.As(err, &rej) {
+				return out, err
+			}
+			r.Err = err
+			out.Results[i] = r
+			out.Changed = out.Changed || r.Changed
+		}
+		return out, nil
 	}
+	at := time.Now().UTC()
 	for {
 		var res cluster.Result
 		var err error
 		if a.c.IsLeader() {
-			res, _, err = a.c.Apply(cmd, 5*time.Second)
+			res, _, err = a.c.ApplyAt(cmd, at, 5*time.Second)
+			if err != nil && res.Err != nil {
+				// The command itself was refused: retrying is no use.
+				err = errRejected{err.Error()}
+			}
 		} else if leader := a.c.Leader(); leader != "" {
-			res, err = a.rpc.forward(ctx, leader, cmd)
+			res, err = a.rpc.forward(ctx, leader, cmd, at)
 		} else {
 			err = cluster.ErrNotLeader
 		}
@@ -510,7 +647,7 @@ func (a *Agent) submit(ctx context.Context, cmd cluster.Command) (cluster.Result
 		}
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("%s: no raft leader reachable (is a majority of nodes up?): %w", cmd.Type, err)
+			return res, fmt.Errorf("%s: no raft leader reachable (is a majority of nodes up?): %w", cmd.Kind(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -589,14 +726,14 @@ func (a *Agent) handOver(ctx context.Context) {
 	}
 	if a.cfg.ShutdownStrategy == config.ShutdownStop {
 		for _, h := range hs {
-			_, err := a.submit(ctx, cluster.Command{Type: cluster.CmdSetOnline, Hierarchy: h, Online: false, Reason: a.cfg.Node + " shut down (shutdown_strategy stop)"})
+			_, err := a.submit(ctx, cluster.SetOnline{Hierarchy: h, Online: false, Reason: a.cfg.Node + " shut down (shutdown_strategy stop)"})
 			if err != nil {
 				a.log.Error("stop hierarchy on shutdown", "hierarchy", h, "error", err)
 			}
 		}
 		return
 	}
-	if _, err := a.submit(ctx, cluster.Command{Type: cluster.CmdLeaving, Node: a.cfg.Node, Leaving: true}); err != nil {
+	if _, err := a.submit(ctx, cluster.Leaving{Node: a.cfg.Node, Leaving: true}); err != nil {
 		a.log.Error("announce shutdown", "error", err)
 		return
 	}

@@ -143,6 +143,8 @@ type testNode struct {
 	a    *Agent
 	cl   *api.Client
 	logs *syncBuffer
+	cfg  *config.Agent
+	lg   *slog.Logger
 
 	mu   sync.Mutex
 	down bool // Shutdown has been called
@@ -160,6 +162,22 @@ func (n *testNode) shutdown(ctx context.Context) (time.Duration, bool) {
 	start := time.Now()
 	n.a.Shutdown(ctx)
 	return time.Since(start), true
+}
+
+// restart starts the node's agent again on its data directory, standing
+// in for a binary that supports up to level (0: all of this one's).
+func (n *testNode) restart(t *testing.T, level int) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.down {
+		t.Fatalf("restart of %s, which is running", n.name)
+	}
+	a, err := New(n.cfg, Options{Logger: n.lg, Level: new(slog.LevelVar), FeatureLevel: level})
+	if err != nil {
+		t.Fatalf("restart %s: %v", n.name, err)
+	}
+	n.a, n.down = a, false
 }
 
 type testCluster struct {
@@ -224,6 +242,13 @@ func shortTempDir(t *testing.T) string {
 // cleanup shuts every agent still running down, even when the test fails.
 func startTestCluster(t *testing.T) *testCluster {
 	t.Helper()
+	return startTestClusterLevels(t, nil)
+}
+
+// startTestClusterLevels is startTestCluster with some nodes standing in
+// for a version that supports only up to the given feature level.
+func startTestClusterLevels(t *testing.T, levels map[string]int) *testCluster {
+	t.Helper()
 	const count = 3
 	root := shortTempDir(t)
 	ports := testFreePorts(t, count*3)
@@ -270,7 +295,8 @@ func startTestCluster(t *testing.T) *testCluster {
 			t.Fatalf("default shutdown strategy = %q, want %q", cfg.ShutdownStrategy, config.ShutdownSwitchover)
 		}
 		logger := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		n.a, err = New(cfg, Options{Logger: logger, Level: new(slog.LevelVar)})
+		n.cfg, n.lg = cfg, logger
+		n.a, err = New(cfg, Options{Logger: logger, Level: new(slog.LevelVar), FeatureLevel: levels[n.name]})
 		if err != nil {
 			t.Fatalf("start %s: %v", n.name, err)
 		}

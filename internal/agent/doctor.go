@@ -101,7 +101,7 @@ func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor 
 		a.doctorMu.Unlock()
 		if changed {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, _ = a.submit(sctx, cluster.Command{Type: cluster.CmdFindings, Node: a.cfg.Node, Findings: counts})
+			_, _ = a.submit(sctx, cluster.SetFindings{Node: a.cfg.Node, Findings: counts})
 			cancel()
 		}
 	}

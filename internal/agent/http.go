@@ -170,11 +170,11 @@ func (a *Agent) routes() *http.ServeMux {
 		writeJSON(w, a.c.Leases.AwaitAttest(r.Context(), req))
 	}))
 	mux.HandleFunc("POST /v1/internal/apply", internalOnly(func(w http.ResponseWriter, r *http.Request) {
-		var cmd cluster.Command
-		if !readJSON(w, r, &cmd) {
+		var raw json.RawMessage
+		if !readJSON(w, r, &raw) {
 			return
 		}
-		writeJSON(w, a.handleInternalApply(cmd))
+		writeJSON(w, a.handleInternalApply(raw))
 	}))
 	return mux
 }
@@ -206,7 +206,11 @@ func (a *Agent) status() api.Status {
 	members := a.c.Members()
 	leader := a.c.Leader()
 	s := a.c.FSM.Copy()
-	st := api.Status{Node: a.cfg.Node, Leader: leader, Index: s.Index, Fingerprint: a.tls.Fingerprint()}
+	st := api.Status{Node: a.cfg.Node, Leader: leader, Index: s.Index, Fingerprint: a.tls.Fingerprint(),
+		FeatureLevel: s.FeatureLevel(), SupportedLevel: a.c.SupportedLevel()}
+	if h := a.c.FSM.Halted(); h != nil {
+		st.Halted = h.String()
+	}
 	gen, until := a.c.Leases.Current()
 	st.Local = api.LocalStatus{LeaseHeld: a.c.Leases.Valid(gen), LeaseGen: gen, Hierarchies: map[string]api.LocalHierarchy{}}
 	want := a.desired()
@@ -215,17 +219,21 @@ func (a *Agent) status() api.Status {
 	}
 	for _, m := range a.c.MemberList() {
 		ms := members[m.Name]
-		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version}
+		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version, Level: ms.Level}
 		if n := s.Nodes[m.Name]; n != nil {
 			ns.Gen, ns.Fenced, ns.Leaving = n.Gen, n.Revoked, n.Leaving
 			ns.Findings = n.Findings
 			if ns.Version == "" {
 				ns.Version = n.Version
 			}
+			if ns.Level == 0 {
+				ns.Level = n.Level
+			}
 		}
 		if m.Name == a.cfg.Node {
 			ns.State = "alive"
 			ns.Version = Version
+			ns.Level = a.c.SupportedLevel()
 			switch {
 			case m.Witness:
 				ns.Lease = "witness (grants only)"
@@ -349,7 +357,7 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if len(changed) > 0 {
-		if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdPutHierarchies, Hierarchies: changed}); err != nil {
+		if _, err := a.submit(r.Context(), cluster.PutHierarchies{Hierarchies: changed}); err != nil {
 			writeErr(w, http.StatusServiceUnavailable, err)
 			return
 		}
@@ -433,7 +441,7 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	before := as.Epoch
-	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdRequestMove, Hierarchy: name, To: req.To, Force: req.Force, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
+	if _, err := a.submit(r.Context(), cluster.RequestMove{Hierarchy: name, To: req.To, Force: req.Force, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
@@ -527,7 +535,7 @@ func (a *Agent) handleStartStop(online bool) http.HandlerFunc {
 		}
 		verb := map[bool]string{true: "start", false: "stop"}[online]
 		start := time.Now()
-		if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdSetOnline, Hierarchy: name, Online: online, ClearFailed: online, Reason: verb + " requested"}); err != nil {
+		if _, err := a.submit(r.Context(), cluster.SetOnline{Hierarchy: name, Online: online, ClearFailed: online, Reason: verb + " requested"}); err != nil {
 			writeErr(w, http.StatusConflict, err)
 			return
 		}
@@ -567,7 +575,7 @@ func (a *Agent) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	if _, err := a.submit(r.Context(), cluster.Command{Type: cluster.CmdDelete, Hierarchy: name, Reason: "delete requested"}); err != nil {
+	if _, err := a.submit(r.Context(), cluster.Delete{Hierarchy: name}); err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
@@ -686,6 +694,15 @@ func (a *Agent) metrics() *prometheus.Registry {
 	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_raft_applied_index", Help: "Last raft index applied on this node."}, func() float64 {
 		return float64(a.c.FSM.Index())
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_state_halted", Help: "1 when this node stopped applying the replicated log (a command its version does not know): it holds and grants nothing until upgraded."}, func() float64 {
+		if a.c.FSM.Halted() != nil {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_feature_level", Help: "The cluster's feature level as this node applied it."}, func() float64 {
+		return float64(a.c.FSM.Level())
 	}))
 	for _, sev := range []string{"critical", "warning"} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_doctor_findings", Help: "Findings of this node's last doctor run, by severity.",

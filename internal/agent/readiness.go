@@ -197,7 +197,7 @@ func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 			}
 		}
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := r.a.submit(sctx, cluster.Command{Type: cluster.CmdReadiness, Node: r.a.cfg.Node, Readiness: out}); err != nil {
+		if _, err := r.a.submit(sctx, cluster.SetReadiness{Node: r.a.cfg.Node, Readiness: out}); err != nil {
 			r.a.log.Warn("report readiness", "error", err)
 			r.mu.Lock()
 			r.last = nil // try again next time

@@ -56,42 +56,80 @@ type applyAnswer struct {
 	Error   string `json:"error,omitempty"`
 	// NotLeader: the peer is no longer the leader; retry.
 	NotLeader bool `json:"not_leader,omitempty"`
+	// Results: one answer per command of a batch.
+	Results []applyAnswer `json:"results,omitempty"`
 }
 
-// forward sends a command to the leader.
-func (r *rpc) forward(ctx context.Context, leader string, cmd cluster.Command) (cluster.Result, error) {
+func answerOf(res cluster.Result) applyAnswer {
+	ans := applyAnswer{Changed: res.Changed, Gen: res.Gen}
+	if res.Err != nil {
+		ans.Error = res.Err.Error()
+	}
+	for _, r := range res.Results {
+		ans.Results = append(ans.Results, answerOf(r))
+	}
+	return ans
+}
+
+func resultOf(ans applyAnswer) cluster.Result {
+	res := cluster.Result{Changed: ans.Changed, Gen: ans.Gen}
+	if ans.Error != "" {
+		res.Err = errRejected{ans.Error}
+	}
+	for _, r := range ans.Results {
+		res.Results = append(res.Results, resultOf(r))
+	}
+	return res
+}
+
+// forward sends a command to the leader, in the form every voter reads at
+// the cluster's feature level (an older leader reads only the legacy form).
+func (r *rpc) forward(ctx context.Context, leader string, cmd cluster.Cmd, at time.Time) (cluster.Result, error) {
 	c, ok := r.slow[leader]
 	if !ok {
 		return cluster.Result{}, fmt.Errorf("leader %q is not in the configured membership", leader)
 	}
+	body, err := cluster.EncodeWire(cmd, at, r.a.c.FSM.Level())
+	if err != nil {
+		return cluster.Result{}, err
+	}
 	var ans applyAnswer
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := c.Do(fctx, "POST", "/v1/internal/apply", cmd, &ans); err != nil {
-		return cluster.Result{}, fmt.Errorf("forward %s to leader %s: %w", cmd.Type, leader, err)
+	if err := c.Do(fctx, "POST", "/v1/internal/apply", json.RawMessage(body), &ans); err != nil {
+		return cluster.Result{}, fmt.Errorf("forward %s to leader %s: %w", cmd.Kind(), leader, err)
 	}
 	if ans.NotLeader {
 		return cluster.Result{}, cluster.ErrNotLeader
 	}
-	if ans.Error != "" {
-		return cluster.Result{}, errRejected{ans.Error}
-	}
-	return cluster.Result{Changed: ans.Changed, Gen: ans.Gen}, nil
+	res := resultOf(ans)
+	return res, res.Err
 }
 
 // handleInternalApply commits a forwarded command if this node leads.
-func (a *Agent) handleInternalApply(cmd cluster.Command) applyAnswer {
+func (a *Agent) handleInternalApply(raw []byte) applyAnswer {
 	if !a.c.IsLeader() {
 		return applyAnswer{NotLeader: true}
 	}
-	res, _, err := a.c.Apply(cmd, 5*time.Second)
-	if err == cluster.ErrNotLeader {
-		return applyAnswer{NotLeader: true}
-	}
+	cmd, at, err := cluster.DecodeWire(raw)
 	if err != nil {
 		return applyAnswer{Error: err.Error()}
 	}
-	return applyAnswer{Changed: res.Changed, Gen: res.Gen}
+	if cmd == nil {
+		return applyAnswer{Error: "the forwarded command is of a newer version than this leader applies"}
+	}
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	res, _, err := a.c.ApplyAt(cmd, at, 5*time.Second)
+	if err == cluster.ErrNotLeader {
+		return applyAnswer{NotLeader: true}
+	}
+	ans := answerOf(res)
+	if err != nil {
+		ans.Error = err.Error()
+	}
+	return ans
 }
 
 // parseCursors reads "node:seq,node:seq".

@@ -39,6 +39,15 @@ type Status struct {
 	// Local is the answering node's own view, fresh (not from the
 	// replicated state): its lease and what its engine runs.
 	Local LocalStatus `json:"local"`
+	// FeatureLevel is the cluster's feature level: it rises only when every
+	// voter supports the next one, and never falls.
+	FeatureLevel int `json:"feature_level"`
+	// SupportedLevel is the highest feature level the answering node's
+	// binary supports.
+	SupportedLevel int `json:"supported_level"`
+	// Halted, when set, says why the answering node stopped applying the
+	// replicated log (a command its version does not know).
+	Halted string `json:"halted,omitempty"`
 }
 
 // LocalStatus is one node's own view.
@@ -65,6 +74,9 @@ type NodeStatus struct {
 	Leader  bool   `json:"leader"`
 	Witness bool   `json:"witness,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Level is the highest feature level the node's binary supports (1:
+	// a version that predates feature levels).
+	Level   int    `json:"level,omitempty"`
 	Gen     uint64 `json:"gen"`
 	Fenced  bool   `json:"fenced,omitempty"`
 	Leaving bool   `json:"leaving,omitempty"`

@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,68 +16,34 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
-// Command types.
-const (
-	CmdPutHierarchies = "put-hierarchies"
-	CmdDelete         = "delete"
-	CmdPurge          = "purge"
-	CmdSetOnline      = "set-online"
-	CmdAssign         = "assign"
-	CmdRequestMove    = "request-move"
-	CmdReport         = "report"
-	CmdRevoke         = "revoke"
-	CmdRelease        = "release"
-	CmdJoin           = "join"
-	CmdLeaving        = "leaving"
-	CmdReadiness      = "readiness"
-	CmdFindings       = "findings"
-)
-
-// Command is one replicated change. Fields are used per type.
-type Command struct {
-	Type        string           `json:"type"`
-	Hierarchies []spec.Hierarchy `json:"hierarchies,omitempty"`
-	Hierarchy   string           `json:"hierarchy,omitempty"`
-	Node        string           `json:"node,omitempty"`
-	Gen         uint64           `json:"gen,omitempty"`
-	// Epoch is the expected current epoch for compare-and-set commands.
-	Epoch   uint64           `json:"epoch,omitempty"`
-	Online  bool             `json:"online,omitempty"`
-	To      string           `json:"to,omitempty"`
-	Reason  string           `json:"reason,omitempty"`
-	Report  *HierarchyReport `json:"report,omitempty"`
-	Version string           `json:"version,omitempty"`
-	// MarkFailed adds the previous owner to the failed list on assign.
-	MarkFailed bool `json:"mark_failed,omitempty"`
-	// ClearFailed empties the failed list (operator start/switchover).
-	ClearFailed bool      `json:"clear_failed,omitempty"`
-	Leaving     bool      `json:"leaving,omitempty"`
-	Time        time.Time `json:"time"`
-	// Force: a switchover to a NOT READY node.
-	Force bool `json:"force,omitempty"`
-	// Findings replaces a node's doctor finding counts.
-	Findings map[string]int `json:"findings,omitempty"`
-	// Readiness replaces a node's readiness map.
-	Readiness map[string]Readiness `json:"readiness,omitempty"`
-	// WatchdogMS is the joining node's watchdog timeout (0: none).
-	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
-}
-
-// Result is what Apply returns for a command.
-type Result struct {
-	Changed bool
-	Err     error
-	// Gen is the new generation after a join.
-	Gen uint64
-}
-
 // FSM is the raft state machine. Readers take snapshots of the state
 // through View; watchers are woken after every apply.
 type FSM struct {
 	mu      sync.RWMutex
 	state   *State
 	waiters []chan struct{}
+	// halt, once set, stops every further apply: a command this binary
+	// does not know was committed, and applying on would diverge.
+	halt *Halt
+	// Logger receives the halt (set before raft starts).
+	Logger *slog.Logger
+	// ReadLevel, when below LevelTyped, makes the FSM read only what a
+	// version before feature levels reads (tests stand in for one).
+	ReadLevel int
 }
+
+// Halt says why and where the state machine stopped applying.
+type Halt struct {
+	Index uint64 `json:"index"`
+	Err   string `json:"error"`
+}
+
+func (h *Halt) String() string {
+	return fmt.Sprintf("stopped applying the replicated log at index %d: %s; the cluster state here is frozen and this node holds and grants nothing until it runs a lifeboat version that reads it", h.Index, h.Err)
+}
+
+// ErrHalted is the result of every command after a halt.
+var ErrHalted = errors.New("state machine halted: this node's version cannot read the replicated log")
 
 var _ raft.FSM = (*FSM)(nil)
 
@@ -111,15 +81,59 @@ func (f *FSM) Changed() <-chan struct{} {
 	return c
 }
 
+// Halted returns why the state machine stopped applying, or nil.
+func (f *FSM) Halted() *Halt {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.halt == nil {
+		return nil
+	}
+	h := *f.halt
+	return &h
+}
+
+// Level is the cluster's feature level in the applied state.
+func (f *FSM) Level() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.level()
+}
+
 // Apply applies one raft log entry.
 func (f *FSM) Apply(l *raft.Log) any {
-	var c Command
-	if err := json.Unmarshal(l.Data, &c); err != nil {
-		return Result{Err: fmt.Errorf("decode command at index %d: %w", l.Index, err)}
+	c, at, err := Decode(l.Data)
+	if f.ReadLevel > 0 && f.ReadLevel < LevelTyped && len(l.Data) > 0 && l.Data[0] == typedMagic {
+		c, err = nil, UnknownCommandError{Kind: "typed entry"}
 	}
 	f.mu.Lock()
-	res := apply(f.state, &c)
-	f.state.Index = l.Index
+	if f.halt != nil {
+		f.mu.Unlock()
+		return Result{Err: ErrHalted}
+	}
+	var res Result
+	var unknown UnknownCommandError
+	var undecodable DecodeError
+	switch {
+	case errors.As(err, &unknown) || errors.As(err, &undecodable):
+		f.halt = &Halt{Index: l.Index, Err: err.Error()}
+		res = Result{Err: fmt.Errorf("%w: %v", ErrHalted, err)}
+		lg := f.Logger
+		if lg == nil {
+			lg = slog.Default()
+		}
+		lg.Error("replicated log: "+f.halt.String(), "index", l.Index)
+	case err != nil:
+		// A command every version rejects the same way (a report
+		// without its body): an error result, nothing applied.
+		res = Result{Err: fmt.Errorf("command at index %d: %w", l.Index, err)}
+		f.state.Index = l.Index
+	case c == nil:
+		// An ignorable command of a newer version: skipped.
+		f.state.Index = l.Index
+	default:
+		res = c.apply(f.state, at)
+		f.state.Index = l.Index
+	}
 	ws := f.waiters
 	f.waiters = nil
 	f.mu.Unlock()
@@ -129,237 +143,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return res
 }
 
-// apply is the pure state transition.
-func apply(s *State, c *Command) Result {
-	switch c.Type {
-	case CmdPutHierarchies:
-		return applyPut(s, c)
-	case CmdDelete:
-		return applyDelete(s, c)
-	case CmdPurge:
-		return applyPurge(s, c)
-	case CmdSetOnline:
-		return applySetOnline(s, c)
-	case CmdAssign:
-		return applyAssign(s, c)
-	case CmdRequestMove:
-		return applyRequestMove(s, c)
-	case CmdReport:
-		return applyReport(s, c)
-	case CmdRevoke:
-		return applyRevoke(s, c)
-	case CmdRelease:
-		return applyRelease(s, c)
-	case CmdJoin:
-		return applyJoin(s, c)
-	case CmdLeaving:
-		return applyLeaving(s, c)
-	case CmdReadiness:
-		return applyReadiness(s, c)
-	case CmdFindings:
-		n := node(s, c.Node)
-		n.Findings = c.Findings
-		return Result{Changed: true}
-	}
-	return Result{Err: fmt.Errorf("unknown command type %q", c.Type)}
-}
+// ApplyCmd applies c to the state directly (tests and tools without raft).
+func ApplyCmd(s *State, c Cmd, at time.Time) Result { return c.apply(s, at) }
 
-func node(s *State, name string) *NodeState {
-	n := s.Nodes[name]
-	if n == nil {
-		n = &NodeState{Name: name, Reports: map[string]HierarchyReport{}}
-		s.Nodes[name] = n
-	}
-	if n.Reports == nil {
-		n.Reports = map[string]HierarchyReport{}
-	}
-	return n
-}
+// stateHeader starts a snapshot written at LevelTyped or later. Versions
+// before feature levels read snapshots as bare JSON and fail on it, so
+// an older binary started on an upgraded data directory refuses to start
+// instead of replaying a log it cannot read.
+const stateHeader = "lifeboat-state "
 
-func bump(a *Assignment, c *Command, reason string) {
-	a.Epoch++
-	a.Reason = reason
-	a.Since = c.Time
-}
-
-func applyPut(s *State, c *Command) Result {
-	for _, h := range c.Hierarchies {
-		s.Hierarchies[h.Name] = h
-		a := s.Assignments[h.Name]
-		if a == nil {
-			a = &Assignment{Hierarchy: h.Name, Online: true}
-			s.Assignments[h.Name] = a
-			bump(a, c, "created")
-			continue
-		}
-		if a.Deleting {
-			a.Deleting = false
-			a.Online = true
-		}
-		// A new spec is a new epoch: the owner re-reads it. If the owner
-		// is no longer in the node list, move the hierarchy away.
-		reason := "spec updated"
-		if a.Node != "" && h.Priority(a.Node) < 0 {
-			a.MoveTo = ""
-			for _, n := range h.Nodes {
-				a.MoveTo = n
-				break
-			}
-			reason = "spec updated: owner no longer listed"
-		}
-		bump(a, c, reason)
-	}
-	return Result{Changed: true}
-}
-
-func applyDelete(s *State, c *Command) Result {
-	a := s.Assignments[c.Hierarchy]
-	if a == nil {
-		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
-	}
-	a.Deleting = true
-	a.Online = false
-	bump(a, c, "delete requested")
-	return Result{Changed: true}
-}
-
-func applyPurge(s *State, c *Command) Result {
-	a := s.Assignments[c.Hierarchy]
-	if a == nil || a.Epoch != c.Epoch || !a.Deleting {
-		return Result{}
-	}
-	delete(s.Assignments, c.Hierarchy)
-	delete(s.Hierarchies, c.Hierarchy)
-	for _, n := range s.Nodes {
-		delete(n.Reports, c.Hierarchy)
-	}
-	return Result{Changed: true}
-}
-
-func applySetOnline(s *State, c *Command) Result {
-	a := s.Assignments[c.Hierarchy]
-	if a == nil || a.Deleting {
-		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
-	}
-	a.Online = c.Online
-	a.MoveTo = ""
-	if c.ClearFailed {
-		a.Failed = nil
-	}
-	bump(a, c, c.Reason)
-	return Result{Changed: true}
-}
-
-func applyAssign(s *State, c *Command) Result {
-	a := s.Assignments[c.Hierarchy]
-	if a == nil || a.Epoch != c.Epoch {
-		return Result{}
-	}
-	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
-		a.Failed = append(a.Failed, a.Node)
-	}
-	a.Node, a.Gen, a.MoveTo, a.MoveForce = c.Node, c.Gen, "", false
-	bump(a, c, c.Reason)
-	return Result{Changed: true}
-}
-
-func applyRequestMove(s *State, c *Command) Result {
-	a := s.Assignments[c.Hierarchy]
-	if a == nil || a.Deleting {
-		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
-	}
-	if c.Epoch != 0 && a.Epoch != c.Epoch {
-		return Result{}
-	}
-	before, wasOnline := len(a.Failed), a.Online
-	if c.ClearFailed {
-		var keep []string
-		for _, n := range a.Failed {
-			if n != c.To {
-				keep = append(keep, n)
-			}
-		}
-		a.Failed = keep
-		a.Online = true
-	}
-	if c.To == a.Node && a.Node != "" {
-		// Already there: nothing to move. Only a change of the failure
-		// marks or of Online is a new epoch.
-		if a.MoveTo == "" && len(a.Failed) == before && wasOnline == a.Online {
-			return Result{}
-		}
-		a.MoveTo = ""
-		bump(a, c, c.Reason)
-		return Result{Changed: true}
-	}
-	a.MoveTo, a.MoveForce = c.To, c.Force
-	bump(a, c, c.Reason)
-	return Result{Changed: true}
-}
-
-func applyReport(s *State, c *Command) Result {
-	if c.Report == nil {
-		return Result{Err: fmt.Errorf("report without body")}
-	}
-	n := node(s, c.Node)
-	if _, ok := s.Hierarchies[c.Hierarchy]; !ok {
-		delete(n.Reports, c.Hierarchy)
-		return Result{}
-	}
-	n.Reports[c.Hierarchy] = *c.Report
-	return Result{Changed: true}
-}
-
-func applyRevoke(s *State, c *Command) Result {
-	n := node(s, c.Node)
-	if n.Gen != c.Gen || n.Revoked {
-		return Result{}
-	}
-	n.Revoked = true
-	return Result{Changed: true}
-}
-
-func applyRelease(s *State, c *Command) Result {
-	changed := false
-	for _, a := range s.Assignments {
-		if a.Node == c.Node && a.Gen == c.Gen {
-			a.Node, a.Gen = "", 0
-			bump(a, c, c.Reason)
-			changed = true
-		}
-	}
-	return Result{Changed: changed}
-}
-
-func applyJoin(s *State, c *Command) Result {
-	n := node(s, c.Node)
-	n.Gen++
-	n.Revoked = false
-	n.Leaving = false
-	n.Version = c.Version
-	n.WatchdogMS = c.WatchdogMS
-	return Result{Changed: true, Gen: n.Gen}
-}
-
-func applyLeaving(s *State, c *Command) Result {
-	n := node(s, c.Node)
-	n.Leaving = c.Leaving
-	return Result{Changed: true}
-}
-
-func applyReadiness(s *State, c *Command) Result {
-	n := node(s, c.Node)
-	n.Readiness = c.Readiness
-	return Result{Changed: true}
-}
+// stateFormat is the snapshot format this binary writes and reads up to.
+const stateFormat = 2
 
 // Snapshot implements raft.FSM.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.halt != nil {
+		// The state is frozen at the halt: a snapshot would let raft
+		// drop the entries this node must apply once upgraded.
+		return nil, fmt.Errorf("snapshot state: %w", ErrHalted)
+	}
 	b, err := json.Marshal(f.state)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
+	}
+	if f.state.level() >= LevelTyped {
+		b = append([]byte(fmt.Sprintf("%s%d (lifeboat 0.2 or later; older versions cannot read it)\n", stateHeader, stateFormat)), b...)
 	}
 	return snapshot(b), nil
 }
@@ -367,9 +177,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s := NewState()
-	if err := json.NewDecoder(rc).Decode(s); err != nil {
-		return fmt.Errorf("restore state from snapshot: %w", err)
+	s, err := readState(bufio.NewReader(rc))
+	if err != nil {
+		return err
 	}
 	if s.Hierarchies == nil {
 		s.Hierarchies = map[string]spec.Hierarchy{}
@@ -389,6 +199,28 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		close(w)
 	}
 	return nil
+}
+
+// readState reads a snapshot in either form.
+func readState(r *bufio.Reader) (*State, error) {
+	s := NewState()
+	if head, _ := r.Peek(len(stateHeader)); string(head) == stateHeader {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("restore state from snapshot: read header: %w", err)
+		}
+		var format int
+		if _, err := fmt.Sscanf(line, stateHeader+"%d", &format); err != nil {
+			return nil, fmt.Errorf("restore state from snapshot: header %q: %w", strings.TrimSpace(line), err)
+		}
+		if format > stateFormat {
+			return nil, fmt.Errorf("restore state from snapshot: it was written by a newer lifeboat (state format %d; this binary reads up to %d): run that version or later", format, stateFormat)
+		}
+	}
+	if err := json.NewDecoder(r).Decode(s); err != nil {
+		return nil, fmt.Errorf("restore state from snapshot: %w", err)
+	}
+	return s, nil
 }
 
 type snapshot []byte

@@ -144,6 +144,10 @@ func (l *Leases) Majority() int { return len(l.cfg.Voters)/2 + 1 }
 
 // HandleRenew is the voter side of a renewal.
 func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
+	if h := l.cfg.FSM.Halted(); h != nil {
+		// Its state is frozen: it cannot tell which generation is current.
+		return RenewResponse{Reason: "this voter " + h.String()}
+	}
 	var cur uint64
 	var revoked, known bool
 	l.cfg.FSM.View(func(s *State) {
@@ -429,7 +433,10 @@ func (l *Leases) Run(ctx context.Context) {
 				}
 			}()
 		}
-		if mine != 0 && gen == mine && !revoked {
+		// A node whose state machine halted holds nothing: it lets its
+		// lease run out so that the others fence it and move its
+		// hierarchies.
+		if mine != 0 && gen == mine && !revoked && l.cfg.FSM.Halted() == nil {
 			if l.round(ctx, gen) {
 				l.hmu.Lock()
 				until := l.until

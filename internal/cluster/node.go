@@ -60,6 +60,9 @@ type Config struct {
 	Rejoin func(ctx context.Context) (uint64, error)
 	// TLS is the cluster identity: raft runs over mutual TLS with it.
 	TLS *tlsid.Identity
+	// Level caps the feature level this node supports (0: MaxLevel).
+	// Tests use it to stand in for an older binary.
+	Level int
 }
 
 // Meta is what each node gossips about itself.
@@ -67,6 +70,9 @@ type Meta struct {
 	API     string `json:"api"`
 	Version string `json:"version"`
 	Witness bool   `json:"witness,omitempty"`
+	// Level is the highest feature level the node's binary supports
+	// (absent from versions before levels: LevelLegacy).
+	Level int `json:"level,omitempty"`
 }
 
 // MemberStatus is the failure detector's view of a node.
@@ -76,6 +82,9 @@ type MemberStatus struct {
 	Version string `json:"version,omitempty"`
 	Witness bool   `json:"witness,omitempty"`
 	Addr    string `json:"addr,omitempty"`
+	// Level is the highest feature level the node's binary supports (0:
+	// not known, the node is not alive).
+	Level int `json:"level,omitempty"`
 }
 
 // Cluster is this node's membership in the cluster.
@@ -87,12 +96,15 @@ type Cluster struct {
 	ml     *memberlist.Memberlist
 	store  *raftboltdb.BoltStore
 	trans  *raft.NetworkTransport
+	snaps  *raft.FileSnapshotStore
 
 	mu      sync.Mutex
 	waiters []chan struct{}
 	// gone records, for nodes memberlist no longer lists, why: "failed"
 	// or "left". memberlist's Members() lists only live nodes.
-	gone    map[string]string
+	gone map[string]string
+	// live holds what memberlist last said of each node it sees alive.
+	live    map[string]liveNode
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -115,7 +127,9 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if self == nil {
 		return nil, fmt.Errorf("node %q is not in the cluster membership", cfg.Node)
 	}
-	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{}), gone: map[string]string{}}
+	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{}), gone: map[string]string{}, live: map[string]liveNode{}}
+	c.FSM.Logger = cfg.Logger
+	c.FSM.ReadLevel = cfg.Level
 	defer func() {
 		if err != nil {
 			c.closeParts()
@@ -138,10 +152,11 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft store %s: %w", path, err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hl)
+	c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hl)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
 	}
+	snaps := c.snaps
 	if cfg.TLS == nil {
 		return nil, errors.New("start raft: no TLS identity")
 	}
@@ -189,7 +204,104 @@ func Start(cfg Config) (c *Cluster, err error) {
 	c.cancel = cancel
 	c.ctx = ctx
 	go c.joinLoop(ctx)
+	go c.sealLoop(ctx)
 	return c, nil
+}
+
+// SupportedLevel is the highest feature level this node supports.
+func (c *Cluster) SupportedLevel() int {
+	if c.cfg.Level > 0 {
+		return min(c.cfg.Level, MaxLevel)
+	}
+	return MaxLevel
+}
+
+// NextLevel is the feature level the cluster may rise to now: the lowest
+// level every voter in the raft configuration supports, as each alive
+// voter gossips it. A voter that is not alive holds the level where it
+// is (it may run an older binary). why says what holds it, if anything.
+func (c *Cluster) NextLevel() (level int, why string) {
+	f := c.Raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return 0, "raft configuration: " + err.Error()
+	}
+	members := c.Members()
+	level = MaxLevel
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		name := string(srv.ID)
+		m, ok := members[name]
+		if name == c.cfg.Node {
+			m.State, m.Level, ok = "alive", c.SupportedLevel(), true
+		}
+		if !ok || m.State != "alive" {
+			return 0, fmt.Sprintf("voter %s is not alive (its version is not known)", name)
+		}
+		if m.Level < level {
+			level = m.Level
+			why = fmt.Sprintf("voter %s runs %s (feature level %d)", name, orUnknown(m.Version), m.Level)
+		}
+	}
+	return level, why
+}
+
+func orUnknown(v string) string {
+	if v == "" {
+		return "an unknown version"
+	}
+	return v
+}
+
+// sealLoop, once the cluster is at LevelTyped, takes snapshots until none
+// of the legacy form is left: a binary from before levels would restore
+// an older snapshot of its own form and replay typed entries it cannot
+// read; with only new-form snapshots it refuses to start.
+func (c *Cluster) sealLoop(ctx context.Context) {
+	for {
+		changed := c.FSM.Changed()
+		if c.FSM.Level() >= LevelTyped && c.FSM.Halted() == nil {
+			// Once sealed, every later snapshot has the new form too
+			// (the level never falls).
+			if !c.hasLegacySnapshot() {
+				return
+			}
+			if err := c.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+				c.cfg.Logger.Warn("snapshot after feature level change", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// hasLegacySnapshot reports whether the snapshot store holds a snapshot
+// in the form versions before feature levels read, or none at all.
+func (c *Cluster) hasLegacySnapshot() bool {
+	metas, err := c.snaps.List()
+	if err != nil {
+		return false
+	}
+	if len(metas) == 0 {
+		return true
+	}
+	for _, m := range metas {
+		_, rc, err := c.snaps.Open(m.ID)
+		if err != nil {
+			continue
+		}
+		head := make([]byte, len(stateHeader))
+		n, _ := io.ReadFull(rc, head)
+		rc.Close()
+		if string(head[:n]) != stateHeader {
+			return true
+		}
+	}
+	return false
 }
 
 // StartLeases starts renewing this node's lease (and joining the cluster
@@ -225,7 +337,7 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.IndirectChecks = 3
 	mc.SecretKey = c.cfg.Key
 	mc.Logger = log.New(newSlogWriter(c.cfg.Logger, "memberlist"), "", 0)
-	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness})
+	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness, Level: c.SupportedLevel()})
 	mc.Delegate = metaDelegate(meta)
 	mc.Events = &eventDelegate{c: c}
 	ml, err := memberlist.Create(mc)
@@ -270,34 +382,32 @@ func (c *Cluster) Members() map[string]MemberStatus {
 		return out
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for name, why := range c.gone {
 		if st, ok := out[name]; ok {
 			st.State = why
 			out[name] = st
 		}
 	}
-	c.mu.Unlock()
-	for _, n := range c.ml.Members() {
-		st := MemberStatus{Name: n.Name, Addr: n.Address()}
-		switch n.State {
-		case memberlist.StateAlive:
-			st.State = "alive"
-		case memberlist.StateSuspect:
-			st.State = "suspect"
-		case memberlist.StateDead:
-			st.State = "failed"
-		case memberlist.StateLeft:
-			st.State = "left"
+	// From the copies the event delegate took under memberlist's lock:
+	// the nodes Members() returns are memberlist's own, written by its
+	// goroutines while the caller reads them.
+	for name, n := range c.live {
+		st, ok := out[name]
+		if !ok {
+			continue
 		}
-		var meta Meta
-		if json.Unmarshal(n.Meta, &meta) == nil {
-			st.Version, st.Witness = meta.Version, meta.Witness
-		}
-		if _, ok := out[n.Name]; ok {
-			out[n.Name] = st
-		}
+		st.State, st.Addr = "alive", n.addr
+		st.Version, st.Witness, st.Level = n.meta.Version, n.meta.Witness, max(n.meta.Level, LevelLegacy)
+		out[name] = st
 	}
 	return out
+}
+
+// liveNode is what the cluster keeps of a node memberlist sees alive.
+type liveNode struct {
+	addr string
+	meta Meta
 }
 
 // MemberChanged returns a channel closed at the next membership change.
@@ -344,21 +454,44 @@ func (c *Cluster) Leader() string {
 // ErrNotLeader is returned by Apply on a follower.
 var ErrNotLeader = errors.New("not the raft leader")
 
-// Apply commits a command; only on the leader.
-func (c *Cluster) Apply(cmd Command, timeout time.Duration) (Result, uint64, error) {
-	if cmd.Time.IsZero() {
-		cmd.Time = time.Now().UTC()
+// Apply commits a command; only on the leader. It is encoded for the
+// cluster's current feature level: below LevelTyped in the legacy form
+// every voter reads, and a Batch as its commands one by one.
+func (c *Cluster) Apply(cmd Cmd, timeout time.Duration) (Result, uint64, error) {
+	return c.ApplyAt(cmd, time.Now().UTC(), timeout)
+}
+
+// ApplyAt is Apply with the command's time given (a forwarded command
+// keeps the time its node gave it).
+func (c *Cluster) ApplyAt(cmd Cmd, at time.Time, timeout time.Duration) (Result, uint64, error) {
+	if h := c.FSM.Halted(); h != nil {
+		return Result{}, 0, fmt.Errorf("commit %s command: %w", cmd.Kind(), ErrHalted)
 	}
-	b, err := json.Marshal(cmd)
+	level := c.FSM.Level()
+	if b, ok := cmd.(Batch); ok && level < LevelTyped {
+		out := Result{Results: make([]Result, len(b.Cmds))}
+		var idx uint64
+		for i, sub := range b.Cmds {
+			r, ix, err := c.ApplyAt(sub, at, timeout)
+			if errors.Is(err, ErrNotLeader) || (err != nil && r.Err == nil) {
+				return out, idx, err
+			}
+			r.Err = err
+			out.Results[i], idx = r, ix
+			out.Changed = out.Changed || r.Changed
+		}
+		return out, idx, nil
+	}
+	b, err := Encode(cmd, at, level)
 	if err != nil {
-		return Result{}, 0, fmt.Errorf("encode %s command: %w", cmd.Type, err)
+		return Result{}, 0, err
 	}
 	f := c.Raft.Apply(b, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return Result{}, 0, ErrNotLeader
 		}
-		return Result{}, 0, fmt.Errorf("commit %s command: %w", cmd.Type, err)
+		return Result{}, 0, fmt.Errorf("commit %s command: %w", cmd.Kind(), err)
 	}
 	res, _ := f.Response().(Result)
 	return res, f.Index(), res.Err
@@ -431,12 +564,21 @@ func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type eventDelegate struct{ c *Cluster }
 
+// The delegate is called with memberlist's node lock held: it copies what
+// it needs from n there.
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	e.c.cfg.Logger.Info("node alive", "peer", n.Name)
 	e.c.mu.Lock()
 	delete(e.c.gone, n.Name)
+	e.c.live[n.Name] = copyNode(n)
 	e.c.mu.Unlock()
 	e.c.memberNotify()
+}
+
+func copyNode(n *memberlist.Node) liveNode {
+	ln := liveNode{addr: n.Address()}
+	_ = json.Unmarshal(n.Meta, &ln.meta)
+	return ln
 }
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	why := "failed"
@@ -446,10 +588,16 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	e.c.cfg.Logger.Warn("node "+why, "peer", n.Name)
 	e.c.mu.Lock()
 	e.c.gone[n.Name] = why
+	delete(e.c.live, n.Name)
 	e.c.mu.Unlock()
 	e.c.memberNotify()
 }
-func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.c.memberNotify() }
+func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
+	e.c.mu.Lock()
+	e.c.live[n.Name] = copyNode(n)
+	e.c.mu.Unlock()
+	e.c.memberNotify()
+}
 
 // slogWriter forwards the text loggers of raft and memberlist into slog,
 // dropping their debug chatter unless debug logging is on. A warning or

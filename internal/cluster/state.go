@@ -76,6 +76,12 @@ type NodeState struct {
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
 	// Findings counts the node's last doctor findings by severity.
 	Findings map[string]int `json:"findings,omitempty"`
+	// Level is the highest feature level the node's binary supports, as
+	// it said when it last joined (0: not known).
+	Level int `json:"level,omitempty"`
+	// Unproven: the node joined with another version and has not yet
+	// proven what it could take over; placement counts it as not ready.
+	Unproven bool `json:"unproven,omitempty"`
 	// WatchdogMS is the node's watchdog timeout (0: no watchdog): a
 	// frozen node holding local addresses is reset that long after its
 	// last feed, so the cluster waits for it before moving them.
@@ -98,7 +104,16 @@ type State struct {
 	Nodes       map[string]*NodeState     `json:"nodes"`
 	// Index is the raft index of the last applied command.
 	Index uint64 `json:"index"`
+	// Level is the cluster's feature level (0 and 1: legacy). It only
+	// rises.
+	Level int `json:"level,omitempty"`
 }
+
+// level is the cluster's feature level, at least LevelLegacy.
+func (s *State) level() int { return max(s.Level, LevelLegacy) }
+
+// FeatureLevel is the cluster's feature level, at least LevelLegacy.
+func (s *State) FeatureLevel() int { return s.level() }
 
 // NewState returns an empty state.
 func NewState() *State {

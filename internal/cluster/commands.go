@@ -1,0 +1,407 @@
+package cluster
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Cmd is one typed replicated change. Each kind is its own struct with a
+// pure apply: no clock reads (the time comes with the log entry) and no I/O.
+// A kind is registered in kinds with its schema version and the feature
+// level the cluster must have reached before the leader may commit it.
+type Cmd interface {
+	// Kind is the type tag written to the log ("assign").
+	Kind() string
+	apply(s *State, at time.Time) Result
+}
+
+// Result is what Apply returns for a command.
+type Result struct {
+	Changed bool
+	Err     error
+	// Gen is the new generation after a join.
+	Gen uint64
+	// Results holds one result per command of a Batch, in order.
+	Results []Result
+}
+
+// PutHierarchies creates or replaces hierarchy specs.
+type PutHierarchies struct {
+	Hierarchies []spec.Hierarchy `json:"hierarchies"`
+}
+
+// Delete asks for a hierarchy to be taken out of service and forgotten.
+type Delete struct {
+	Hierarchy string `json:"hierarchy"`
+}
+
+// Purge forgets a deleted hierarchy once it is out of service (compare and
+// set on Epoch).
+type Purge struct {
+	Hierarchy string `json:"hierarchy"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+// SetOnline is the operator's start or stop of a hierarchy.
+type SetOnline struct {
+	Hierarchy string `json:"hierarchy"`
+	Online    bool   `json:"online"`
+	// ClearFailed empties the failed list (operator start).
+	ClearFailed bool   `json:"clear_failed,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// Assign makes Node (at lease generation Gen) the owner of a hierarchy,
+// compare and set on Epoch.
+type Assign struct {
+	Hierarchy string `json:"hierarchy"`
+	Node      string `json:"node"`
+	Gen       uint64 `json:"gen"`
+	Epoch     uint64 `json:"epoch"`
+	// MarkFailed adds the previous owner to the failed list.
+	MarkFailed bool   `json:"mark_failed,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// RequestMove asks the owner to hand a hierarchy over to To (a planned
+// switchover). Epoch 0 means unconditional (an operator's request).
+type RequestMove struct {
+	Hierarchy string `json:"hierarchy"`
+	To        string `json:"to"`
+	Epoch     uint64 `json:"epoch,omitempty"`
+	// Force: a switchover to a NOT READY node.
+	Force bool `json:"force,omitempty"`
+	// ClearFailed removes To from the failed list and brings the
+	// hierarchy online (operator switchover).
+	ClearFailed bool   `json:"clear_failed,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// Report is a node's account of one hierarchy.
+type Report struct {
+	Node      string          `json:"node"`
+	Hierarchy string          `json:"hierarchy"`
+	Report    HierarchyReport `json:"report"`
+}
+
+// Revoke ends a node's lease generation (fencing).
+type Revoke struct {
+	Node   string `json:"node"`
+	Gen    uint64 `json:"gen"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Release unassigns every hierarchy a fenced node generation held.
+type Release struct {
+	Node   string `json:"node"`
+	Gen    uint64 `json:"gen"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Join starts a new lease generation for a node.
+type Join struct {
+	Node    string `json:"node"`
+	Version string `json:"version,omitempty"`
+	// Level is the highest feature level the node's binary supports
+	// (LevelLegacy for a version that predates levels).
+	Level int `json:"level,omitempty"`
+	// WatchdogMS is the node's watchdog timeout (0: none).
+	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
+}
+
+// Leaving marks a node as shutting down with the switchover strategy.
+type Leaving struct {
+	Node    string `json:"node"`
+	Leaving bool   `json:"leaving"`
+}
+
+// SetReadiness replaces a node's readiness map.
+type SetReadiness struct {
+	Node      string               `json:"node"`
+	Readiness map[string]Readiness `json:"readiness"`
+}
+
+// SetFindings replaces a node's doctor finding counts.
+type SetFindings struct {
+	Node     string         `json:"node"`
+	Findings map[string]int `json:"findings"`
+}
+
+// SetLevel raises the cluster's feature level. The leader commits it only
+// when every voter supports the level; it never lowers the level.
+type SetLevel struct {
+	Level int `json:"level"`
+}
+
+// Batch commits several commands in one log entry, applied in order; each
+// has its own result (one failing does not undo the others).
+type Batch struct {
+	Cmds []Cmd `json:"-"`
+}
+
+// Kind implementations.
+func (PutHierarchies) Kind() string { return "put-hierarchies" }
+func (Delete) Kind() string         { return "delete" }
+func (Purge) Kind() string          { return "purge" }
+func (SetOnline) Kind() string      { return "set-online" }
+func (Assign) Kind() string         { return "assign" }
+func (RequestMove) Kind() string    { return "request-move" }
+func (Report) Kind() string         { return "report" }
+func (Revoke) Kind() string         { return "revoke" }
+func (Release) Kind() string        { return "release" }
+func (Join) Kind() string           { return "join" }
+func (Leaving) Kind() string        { return "leaving" }
+func (SetReadiness) Kind() string   { return "readiness" }
+func (SetFindings) Kind() string    { return "findings" }
+func (SetLevel) Kind() string       { return "set-level" }
+func (Batch) Kind() string          { return "batch" }
+
+func node(s *State, name string) *NodeState {
+	n := s.Nodes[name]
+	if n == nil {
+		n = &NodeState{Name: name, Reports: map[string]HierarchyReport{}}
+		s.Nodes[name] = n
+	}
+	if n.Reports == nil {
+		n.Reports = map[string]HierarchyReport{}
+	}
+	return n
+}
+
+func bump(a *Assignment, at time.Time, reason string) {
+	a.Epoch++
+	a.Reason = reason
+	a.Since = at
+}
+
+func (c PutHierarchies) apply(s *State, at time.Time) Result {
+	for _, h := range c.Hierarchies {
+		s.Hierarchies[h.Name] = h
+		a := s.Assignments[h.Name]
+		if a == nil {
+			a = &Assignment{Hierarchy: h.Name, Online: true}
+			s.Assignments[h.Name] = a
+			bump(a, at, "created")
+			continue
+		}
+		if a.Deleting {
+			a.Deleting = false
+			a.Online = true
+		}
+		// A new spec is a new epoch: the owner re-reads it. If the owner
+		// is no longer in the node list, move the hierarchy away.
+		reason := "spec updated"
+		if a.Node != "" && h.Priority(a.Node) < 0 {
+			a.MoveTo = ""
+			for _, n := range h.Nodes {
+				a.MoveTo = n
+				break
+			}
+			reason = "spec updated: owner no longer listed"
+		}
+		bump(a, at, reason)
+	}
+	return Result{Changed: true}
+}
+
+func (c Delete) apply(s *State, at time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil {
+		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	a.Deleting = true
+	a.Online = false
+	bump(a, at, "delete requested")
+	return Result{Changed: true}
+}
+
+func (c Purge) apply(s *State, _ time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || a.Epoch != c.Epoch || !a.Deleting {
+		return Result{}
+	}
+	delete(s.Assignments, c.Hierarchy)
+	delete(s.Hierarchies, c.Hierarchy)
+	for _, n := range s.Nodes {
+		delete(n.Reports, c.Hierarchy)
+	}
+	return Result{Changed: true}
+}
+
+func (c SetOnline) apply(s *State, at time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || a.Deleting {
+		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	a.Online = c.Online
+	a.MoveTo = ""
+	if c.ClearFailed {
+		a.Failed = nil
+	}
+	bump(a, at, c.Reason)
+	return Result{Changed: true}
+}
+
+func (c Assign) apply(s *State, at time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || a.Epoch != c.Epoch {
+		return Result{}
+	}
+	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
+		a.Failed = append(a.Failed, a.Node)
+	}
+	a.Node, a.Gen, a.MoveTo, a.MoveForce = c.Node, c.Gen, "", false
+	bump(a, at, c.Reason)
+	return Result{Changed: true}
+}
+
+func (c RequestMove) apply(s *State, at time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || a.Deleting {
+		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	if c.Epoch != 0 && a.Epoch != c.Epoch {
+		return Result{}
+	}
+	before, wasOnline := len(a.Failed), a.Online
+	if c.ClearFailed {
+		var keep []string
+		for _, n := range a.Failed {
+			if n != c.To {
+				keep = append(keep, n)
+			}
+		}
+		a.Failed = keep
+		a.Online = true
+	}
+	if c.To == a.Node && a.Node != "" {
+		// Already there: nothing to move. Only a change of the failure
+		// marks or of Online is a new epoch.
+		if a.MoveTo == "" && len(a.Failed) == before && wasOnline == a.Online {
+			return Result{}
+		}
+		a.MoveTo = ""
+		bump(a, at, c.Reason)
+		return Result{Changed: true}
+	}
+	a.MoveTo, a.MoveForce = c.To, c.Force
+	bump(a, at, c.Reason)
+	return Result{Changed: true}
+}
+
+func (c Report) apply(s *State, _ time.Time) Result {
+	n := node(s, c.Node)
+	if _, ok := s.Hierarchies[c.Hierarchy]; !ok {
+		delete(n.Reports, c.Hierarchy)
+		return Result{}
+	}
+	n.Reports[c.Hierarchy] = c.Report
+	return Result{Changed: true}
+}
+
+func (c Revoke) apply(s *State, _ time.Time) Result {
+	n := node(s, c.Node)
+	if n.Gen != c.Gen || n.Revoked {
+		return Result{}
+	}
+	n.Revoked = true
+	return Result{Changed: true}
+}
+
+func (c Release) apply(s *State, at time.Time) Result {
+	changed := false
+	for _, a := range s.Assignments {
+		if a.Node == c.Node && a.Gen == c.Gen {
+			a.Node, a.Gen = "", 0
+			bump(a, at, c.Reason)
+			changed = true
+		}
+	}
+	return Result{Changed: changed}
+}
+
+// ErrTooOld is the error of a join refused because the node's version
+// does not support the cluster's feature level.
+type ErrTooOld struct {
+	Node    string
+	Version string
+	Level   int
+	Cluster int
+}
+
+func (e ErrTooOld) Error() string {
+	v := e.Version
+	if v == "" {
+		v = "unknown"
+	}
+	return fmt.Sprintf("node %s runs lifeboat %s, which supports feature level %d, but the cluster is at feature level %d: "+
+		"it cannot join (a downgrade after the whole cluster was upgraded is refused); run the version the other nodes run",
+		e.Node, v, e.Level, e.Cluster)
+}
+
+func (c Join) apply(s *State, _ time.Time) Result {
+	lvl := max(c.Level, LevelLegacy)
+	if lvl < s.level() {
+		return Result{Err: ErrTooOld{Node: c.Node, Version: c.Version, Level: lvl, Cluster: s.level()}}
+	}
+	n := node(s, c.Node)
+	n.Gen++
+	n.Revoked = false
+	n.Leaving = false
+	// From the typed level on (every voter runs a version that applies
+	// this the same way), a node that joins with another binary must
+	// prove its readiness again.
+	if s.level() >= LevelTyped && n.Version != "" && n.Version != c.Version {
+		// Another binary: what it could take over must be proven again
+		// (the new version may need what the node's role does not
+		// grant). Until it reports, it counts as not ready.
+		n.Readiness = nil
+		n.Unproven = true
+	}
+	n.Version = c.Version
+	n.Level = lvl
+	n.WatchdogMS = c.WatchdogMS
+	return Result{Changed: true, Gen: n.Gen}
+}
+
+func (c Leaving) apply(s *State, _ time.Time) Result {
+	n := node(s, c.Node)
+	n.Leaving = c.Leaving
+	return Result{Changed: true}
+}
+
+func (c SetReadiness) apply(s *State, _ time.Time) Result {
+	n := node(s, c.Node)
+	n.Readiness = c.Readiness
+	n.Unproven = false
+	return Result{Changed: true}
+}
+
+func (c SetFindings) apply(s *State, _ time.Time) Result {
+	n := node(s, c.Node)
+	n.Findings = c.Findings
+	return Result{Changed: true}
+}
+
+func (c SetLevel) apply(s *State, _ time.Time) Result {
+	if c.Level > MaxLevel {
+		return Result{Err: fmt.Errorf("feature level %d is beyond this version's %d", c.Level, MaxLevel)}
+	}
+	if c.Level <= s.level() {
+		return Result{}
+	}
+	s.Level = c.Level
+	return Result{Changed: true}
+}
+
+func (c Batch) apply(s *State, at time.Time) Result {
+	out := Result{Results: make([]Result, len(c.Cmds))}
+	for i, sub := range c.Cmds {
+		r := sub.apply(s, at)
+		out.Results[i] = r
+		out.Changed = out.Changed || r.Changed
+	}
+	return out
+}
