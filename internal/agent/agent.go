@@ -38,6 +38,8 @@ var Version = "dev"
 type Agent struct {
 	// levelHeld is what last held the feature level (leader loop only).
 	levelHeld string
+	// fenceWG: fence jobs of the current term (they end with it).
+	fenceWG   sync.WaitGroup
 	joinMu    sync.Mutex
 	joinErr   string
 	joinErrAt time.Time
@@ -381,21 +383,50 @@ func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
 	return out
 }
 
-// leaderLoop runs placement while this node leads.
+// leaderLoop runs one term of leadership at a time, driven by raft's
+// leader channel: each term has its own context (barrier, establish, run),
+// cancelled when raft reports the leadership lost, and the term's work
+// (placement, fencing jobs) ends before the next term can start.
 func (a *Agent) leaderLoop(ctx context.Context) {
-	for {
-		if a.c.IsLeader() {
-			a.lead(ctx)
+	ch := a.c.Raft.LeaderCh()
+	var endTerm context.CancelFunc
+	var termDone chan struct{}
+	revoke := func() {
+		if endTerm != nil {
+			endTerm()
+			<-termDone
+			endTerm = nil
 		}
+	}
+	defer revoke()
+	establish := func() {
+		var tctx context.Context
+		tctx, endTerm = context.WithCancel(ctx)
+		termDone = make(chan struct{})
+		go func() {
+			defer close(termDone)
+			a.lead(tctx)
+		}()
+	}
+	if a.c.IsLeader() {
+		establish()
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(50 * time.Millisecond):
+		case leader := <-ch:
+			revoke()
+			if leader {
+				establish()
+			}
 		}
 	}
 }
 
+// lead is one term: it returns when the term's context ends.
 func (a *Agent) lead(ctx context.Context) {
+	defer a.fenceWG.Wait()
 	if err := a.c.Raft.Barrier(5 * time.Second).Error(); err != nil {
 		a.log.Warn("leader barrier", "error", err)
 		return
@@ -404,7 +435,7 @@ func (a *Agent) lead(ctx context.Context) {
 	a.events.Add(events.Event{Kind: "cluster", Action: "leader", Message: "became raft leader; placement active"})
 	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D() / 2)
 	defer tick.Stop()
-	for a.c.IsLeader() && ctx.Err() == nil {
+	for ctx.Err() == nil {
 		fsmC := a.c.FSM.Changed()
 		memC := a.c.MemberChanged()
 		if h := a.c.FSM.Halted(); h != nil {
@@ -415,9 +446,10 @@ func (a *Agent) lead(ctx context.Context) {
 			}
 			select {
 			case <-ctx.Done():
+				return
 			case <-time.After(time.Second):
 			}
-			return
+			continue
 		}
 		a.raiseLevel()
 		// Decide reads the state without copying it (it never mutates);
@@ -534,9 +566,9 @@ func (a *Agent) startFence(ctx context.Context, act placement.Action) {
 	}
 	a.fencing[key] = true
 	a.fenceMu.Unlock()
-	a.wg.Add(1)
+	a.fenceWG.Add(1)
 	go func() {
-		defer a.wg.Done()
+		defer a.fenceWG.Done()
 		defer func() {
 			a.fenceMu.Lock()
 			delete(a.fencing, key)
