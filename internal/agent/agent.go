@@ -212,6 +212,14 @@ func (a *Agent) join(ctx context.Context) (uint64, error) {
 		}
 		a.joinMu.Unlock()
 	}
+	if err != nil && !errors.As(err, &rej) && !errors.Is(err, context.Canceled) {
+		a.joinMu.Lock()
+		if err.Error() != a.joinErr || time.Since(a.joinErrAt) > 30*time.Second {
+			a.joinErr, a.joinErrAt = err.Error(), time.Now()
+			a.log.Warn("join the cluster (retrying)", "error", err)
+		}
+		a.joinMu.Unlock()
+	}
 	if err != nil {
 		return 0, err
 	}

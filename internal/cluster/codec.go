@@ -244,7 +244,18 @@ func DecodeWire(b []byte) (Cmd, time.Time, error) {
 
 // EncodeWire writes a command to forward to the leader: typed when the
 // cluster is at LevelTyped (every voter reads it), legacy otherwise.
+//
+// An older leader decodes a forwarded command strictly (unknown fields are
+// an error), so the legacy wire form carries only what 0.1 knows.
 func EncodeWire(c Cmd, at time.Time, level int) ([]byte, error) {
+	if k, ok := kinds[c.Kind()]; ok && level < LevelTyped && k.level <= LevelLegacy {
+		lc, err := ToLegacy(c, at)
+		if err != nil {
+			return nil, err
+		}
+		lc.Level = 0
+		return json.Marshal(lc)
+	}
 	b, err := Encode(c, at, level)
 	if err != nil {
 		return nil, err
@@ -296,8 +307,9 @@ type Command struct {
 	Findings    map[string]int       `json:"findings,omitempty"`
 	Readiness   map[string]Readiness `json:"readiness,omitempty"`
 	WatchdogMS  int64                `json:"watchdog_ms,omitempty"`
-	// Level is new in 0.2 (older versions drop it): the joining node's
-	// highest feature level.
+	// Level is new in 0.2: the joining node's highest feature level.
+	// 0.1 ignores it in log entries but refuses it in a forwarded
+	// command, so the legacy wire form leaves it out.
 	Level int `json:"level,omitempty"`
 }
 

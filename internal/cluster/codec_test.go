@@ -161,6 +161,15 @@ func TestWireAcceptsLegacyFromOlderAgents(t *testing.T) {
 	if err := json.Unmarshal(w, &old); err != nil || old.Type != CmdRevoke || old.Gen != 3 {
 		t.Fatalf("legacy wire %s: %+v %v", w, old, err)
 	}
+	// 0.1's leader decodes forwarded commands with unknown fields
+	// refused: the join must carry only what it knows.
+	w, err = EncodeWire(Join{Node: "n1", Version: "0.2.0", Level: 2}, t0, LevelLegacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(w), "level") {
+		t.Fatalf("legacy wire join carries the level: %s", w)
+	}
 }
 
 func typedLog(t *testing.T, idx uint64, e envelope) *raft.Log {

@@ -241,6 +241,27 @@ func (c *Cluster) StartNode(name string) error {
 	return nil
 }
 
+// SetBinary makes every later StartNode of node run bin: a rolling upgrade
+// (or a downgrade) restarts the node with another lifeboat binary on the
+// same config and data directory.
+func (c *Cluster) SetBinary(name, bin string) {
+	bs := make(map[string]string, len(c.opts.Binaries)+1)
+	for k, v := range c.opts.Binaries {
+		bs[k] = v
+	}
+	bs[name] = bin
+	c.opts.Binaries = bs
+}
+
+// ExitCode is the exit status of the node's last process once it has
+// ended (-1 while it runs, was killed by a signal or never started).
+func (n *Node) ExitCode() int {
+	if n.done == nil || n.Running() {
+		return -1
+	}
+	return n.cmd.ProcessState.ExitCode()
+}
+
 // Running reports whether the node's process is running.
 func (n *Node) Running() bool {
 	if n.done == nil {
