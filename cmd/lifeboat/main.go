@@ -63,7 +63,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false),
-		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd())
+		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)

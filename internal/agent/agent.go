@@ -21,13 +21,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
+	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
 
@@ -138,13 +138,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		a.events.Close()
 		return nil, err
 	}
-	a.aws = &awsProvider{settings: awsapi.Settings{
-		Region: cfg.AWS.Region,
-		Endpoints: awsapi.Endpoints{EC2: cfg.AWS.Endpoints.EC2, STS: cfg.AWS.Endpoints.STS,
-			IAM: cfg.AWS.Endpoints.IAM, IMDS: cfg.AWS.Endpoints.IMDS},
-		HTTPProxy: cfg.AWS.HTTPProxy, HTTPSProxy: cfg.AWS.HTTPSProxy, NoProxy: cfg.AWS.NoProxy,
-		CallTimeout: cfg.AWS.CallTimeout.D(), MaxAttempts: cfg.AWS.MaxAttempts,
-	}}
+	a.aws = &awsProvider{settings: upgrade.Settings(cfg)}
 	a.ready = newReadiness(a)
 	if cfg.Watchdog.Device != "" {
 		a.wd = newWatchdogFeeder(a, watchdog.New(cfg.Watchdog.Device, cfg.Watchdog.Timeout.D()))
@@ -248,7 +242,7 @@ func (a *Agent) desired() map[string]engine.Desired {
 			mine := !halted && !a.stopping.Load() && as.Node == a.cfg.Node && as.Online && as.MoveTo == "" && !as.Deleting &&
 				!as.FailedOn(a.cfg.Node) && me != nil && me.Gen == as.Gen && !me.Revoked
 			if mine {
-				if a.c.Leases.Acting(as.Gen) {
+				if a.c.Leases.Acting(as.Gen) && a.ready.mayTakeOver(name) {
 					d.InService = true
 				} else if a.cfg.QuorumLossAction == config.QuorumLossKeep {
 					if r, ok := reports[name]; ok && (r.State == engine.StateOnline || r.State == engine.StateFrozen) {

@@ -110,6 +110,28 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 	return h, nil
 }
 
+// catchUpWithLeader waits (briefly) until this node has applied everything
+// the leader had applied when asked. After a refresh, the readiness results
+// were committed through the leader, which applies a command before it
+// answers; a follower learns that they are committed only with the leader's
+// next message, so its own commit index may not cover them yet.
+func (a *Agent) catchUpWithLeader(ctx context.Context) {
+	leader := a.c.Leader()
+	c, ok := a.rpc.slow[leader]
+	if leader == "" || leader == a.cfg.Node || !ok {
+		return
+	}
+	var st api.Status
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := c.Do(sctx, "GET", "/v1/status", nil, &st)
+	cancel()
+	if err != nil {
+		a.log.Debug("status --refresh: ask the leader for its applied index", "leader", leader, "error", err)
+		return
+	}
+	_ = a.waitFor(ctx, 2*time.Second, func(s *cluster.State) (bool, error) { return s.Index >= st.Index, nil })
+}
+
 func internalOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Value(authKey) != accessInternal {
@@ -128,11 +150,13 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("refresh") == "1" {
 			a.refreshAll(r.Context())
+			a.catchUpWithLeader(r.Context())
 		}
 		writeJSON(w, a.status())
 	})
 	mux.HandleFunc("GET /v1/iam-policy", a.handleIAMPolicy)
 	mux.HandleFunc("GET /v1/doctor", a.handleDoctor)
+	a.upgradeRoutes(mux)
 	mux.HandleFunc("GET /v1/internal/doctor", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.runDoctor(r.Context(), r.URL.Query().Get("hierarchy")))
 	}))

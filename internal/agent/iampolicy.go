@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 )
 
 // PolicyDocument is an IAM policy document.
@@ -130,25 +131,6 @@ func (a *Agent) identity(ctx context.Context) (region, account string) {
 	return
 }
 
-// newerThan reports whether version a is later than b (dotted numbers;
-// anything after a '-' is ignored).
-func newerThan(a, b string) bool {
-	pa, pb := strings.Split(strings.SplitN(a, "-", 2)[0], "."), strings.Split(strings.SplitN(b, "-", 2)[0], ".")
-	for i := 0; i < max(len(pa), len(pb)); i++ {
-		var x, y int
-		if i < len(pa) {
-			fmt.Sscan(pa[i], &x)
-		}
-		if i < len(pb) {
-			fmt.Sscan(pb[i], &y)
-		}
-		if x != y {
-			return x > y
-		}
-	}
-	return false
-}
-
 // Since keeps only the actions a version later than since first needed:
 // what a rolling upgrade from since adds to the roles.
 func Since(doc PolicyDocument, since string) PolicyDocument {
@@ -156,7 +138,7 @@ func Since(doc PolicyDocument, since string) PolicyDocument {
 	for _, st := range doc.Statement {
 		var acts []string
 		for _, a := range st.Action {
-			if v := kit.FirstNeeded(a); v == "" || newerThan(v, since) {
+			if v := kit.FirstNeeded(a); v == "" || upgrade.Newer(v, since) {
 				acts = append(acts, a)
 			}
 		}

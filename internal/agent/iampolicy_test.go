@@ -11,6 +11,7 @@ import (
 	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
 	"github.com/lifeboat-ha/lifeboat/internal/sim/policy"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 )
 
 func TestLeastPrivilege(t *testing.T) {
@@ -40,6 +41,7 @@ func TestLeastPrivilege(t *testing.T) {
 		{"ec2:ReplaceRoute", "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-other", false},
 		{"ec2:ModifyNetworkInterfaceAttribute", "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1", true},
 		{"ec2:DescribeRouteTables", "*", true},
+		{"ec2:DescribeNetworkInterfaces", "*", true},
 		{"ec2:AssociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-1", true},
 		{"ec2:AssociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-2", false},
 		{"ec2:DisassociateAddress", "arn:aws:ec2:us-east-1:123456789012:elastic-ip/eipalloc-1", false}, // not configured to
@@ -64,8 +66,8 @@ func TestLeastPrivilege(t *testing.T) {
 }
 
 func TestSince(t *testing.T) {
-	if !newerThan("0.2.0", "0.1.9") || newerThan("0.1.0", "0.1.0") || !newerThan("1.0", "0.9.9") || newerThan("0.1.0-dev", "0.1.0") {
-		t.Fatal("newerThan")
+	if !upgrade.Newer("0.2.0", "0.1.9") || upgrade.Newer("0.1.0", "0.1.0") || !upgrade.Newer("1.0", "0.9.9") || upgrade.Newer("0.1.0-dev", "0.1.0") {
+		t.Fatal("upgrade.Newer")
 	}
 	doc := PolicyDocument{Version: "2012-10-17", Statement: []PolicyStatement{{Sid: "a", Effect: "Allow", Action: []string{"ec2:ReplaceRoute", "ec2:NewThing"}, Resource: []string{"*"}}}}
 	kit.NeededSince("ec2:NewThing", "0.3.0")
@@ -75,5 +77,30 @@ func TestSince(t *testing.T) {
 	}
 	if got := Since(doc, "0.3.0"); len(got.Statement) != 0 {
 		t.Fatalf("Since 0.3.0: %+v", got)
+	}
+}
+
+// What an upgrade from 0.1.0 adds to the roles: exactly the one action
+// 0.2.0 needs (lifeboat iam-policy --since 0.1.0).
+func TestSinceFirstRelease(t *testing.T) {
+	hs := []spec.Hierarchy{
+		{Name: "db", Nodes: []string{"n1", "n2"}, Resources: []spec.Resource{
+			{Name: "vip", Type: "ec2", Params: map[string]string{"mode": "route", "cidr": "10.1.0.10/32", "route_tables": "rtb-a,rtb-b"}},
+			{Name: "eip", Type: "ec2", Params: map[string]string{"mode": "eip", "allocation_id": "eipalloc-1", "disassociate_on_remove": "true"}},
+		}},
+	}
+	got := Since(LeastPrivilege(hs, "us-east-1", "123456789012"), "0.1.0")
+	var acts []string
+	for _, st := range got.Statement {
+		acts = append(acts, st.Action...)
+		if slices.Contains(st.Action, "ec2:DescribeNetworkInterfaces") && !slices.Equal(st.Resource, []string{"*"}) {
+			t.Errorf("ec2:DescribeNetworkInterfaces on %v, want *", st.Resource)
+		}
+	}
+	if !slices.Equal(acts, []string{"ec2:DescribeNetworkInterfaces"}) {
+		t.Fatalf("--since 0.1.0 = %v, want exactly ec2:DescribeNetworkInterfaces", acts)
+	}
+	if got := Since(LeastPrivilege(hs, "us-east-1", "123456789012"), "0.2.0"); len(got.Statement) != 0 {
+		t.Fatalf("--since 0.2.0: %+v, want nothing", got)
 	}
 }

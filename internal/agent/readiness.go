@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
@@ -41,19 +42,104 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // readiness proves, for every hierarchy this node could run, that it could
 // take it over now: each resource's readiness probe (dry runs for the cloud
 // kits). Results go to the cluster state when they change.
+//
+// Right after the agent starts (an upgraded binary, perhaps, with needs its
+// role does not meet), what the cluster state says about this node's
+// readiness is the previous process's answer. So the first round runs at
+// once and is committed as soon as it is done, and until then the engine
+// does not take over a hierarchy it does not run already (mayTakeOver):
+// an upgraded standby that lacks a permission is NOT READY before it can
+// be handed anything, not at the next failover. The gate is bounded: a
+// first round that takes longer than firstRoundBound (AWS unreachable)
+// releases it, with a log line and an event, and placement's existing
+// rules decide (a NOT READY node is still chosen when no node is READY).
 type readiness struct {
 	a       *Agent
 	wake    chan chan map[string]cluster.Readiness
 	mu      sync.Mutex
 	last    map[string]cluster.Readiness
 	specKey string
+
+	// open: a round that started after this node had joined the cluster
+	// (its state had caught up to its own join) is done.
+	open   atomic.Bool
+	gateMu sync.Mutex
+	// proven: hierarchies a completed round of this process covered, or
+	// that the bound released.
+	proven map[string]bool
+	// held: when the engine was first kept from taking a hierarchy over.
+	held map[string]time.Time
+	now  func() time.Time
 }
 
 // notReadyRetry is how soon a NOT READY node proves itself again.
 const notReadyRetry = 3 * time.Second
 
+// firstRoundBound is how long the engine waits for the first readiness
+// round before it takes over a hierarchy unproven (a variable for tests).
+var firstRoundBound = 5 * time.Second
+
 func newReadiness(a *Agent) *readiness {
-	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness)}
+	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness),
+		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now}
+}
+
+// mayTakeOver reports whether the engine may bring hierarchy name into
+// service here: once this process's first readiness round is done (or one
+// covered name), or once it has been held back for firstRoundBound. It is
+// called inside a view of the cluster state and must not read it.
+func (r *readiness) mayTakeOver(name string) bool {
+	if r.open.Load() {
+		return true
+	}
+	r.gateMu.Lock()
+	defer r.gateMu.Unlock()
+	if r.proven[name] {
+		return true
+	}
+	now := r.now()
+	since, ok := r.held[name]
+	if !ok {
+		r.held[name] = now
+		r.a.log.Info("taking over waits for the first readiness round", "hierarchy", name)
+		return false
+	}
+	if now.Sub(since) < firstRoundBound {
+		return false
+	}
+	r.proven[name] = true
+	msg := fmt.Sprintf("the first readiness round is not done after %s (is AWS reachable?): taking %s over without it", firstRoundBound, name)
+	r.a.log.Warn("readiness gate released", "hierarchy", name, "waited", now.Sub(since).Round(time.Millisecond))
+	r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "gate", Error: msg})
+	return true
+}
+
+// roundDone records a completed round over names; afterJoin opens the gate
+// for every hierarchy.
+func (r *readiness) roundDone(names []string, afterJoin bool, took time.Duration) {
+	r.gateMu.Lock()
+	for _, n := range names {
+		r.proven[n] = true
+	}
+	r.gateMu.Unlock()
+	if afterJoin && !r.open.Swap(true) {
+		r.a.log.Info("first readiness round done", "hierarchies", len(names), "duration", took.Round(time.Millisecond))
+	}
+}
+
+// joined reports whether this node's state has caught up to its own
+// current join: every hierarchy that existed then is in view.
+func (r *readiness) joined() bool {
+	gen, _ := r.a.c.Leases.Current()
+	if gen == 0 {
+		return false
+	}
+	ok := false
+	r.a.c.FSM.View(func(s *cluster.State) {
+		n := s.Nodes[r.a.cfg.Node]
+		ok = n != nil && n.Gen == gen
+	})
+	return ok
 }
 
 // run probes at start, on every interval, when the specs this node could
@@ -92,7 +178,9 @@ func (r *readiness) run(ctx context.Context) {
 			case reply = <-r.wake:
 				break wait
 			case <-fsmC:
-				if r.mySpecKey() != r.currentKey() {
+				// Until the first round after the join is done, the
+				// join itself is a reason to probe: the gate waits on it.
+				if r.mySpecKey() != r.currentKey() || (!r.open.Load() && r.joined()) {
 					break wait
 				}
 			}
@@ -149,8 +237,11 @@ func (r *readiness) servedElsewhere(name string) bool {
 
 func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 	if r.a.self.Witness {
+		r.roundDone(nil, true, 0)
 		return nil
 	}
+	start := time.Now()
+	afterJoin := r.joined()
 	key := r.mySpecKey()
 	var hs []spec.Hierarchy
 	elsewhere := map[string]bool{}
@@ -205,6 +296,8 @@ func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
 		}
 		cancel()
 	}
+	// Committed (or tried): the engine may now take these over.
+	r.roundDone(spec.SortedKeys(out), afterJoin, time.Since(start))
 	return out
 }
 

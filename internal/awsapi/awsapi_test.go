@@ -88,7 +88,7 @@ func TestUnauthorizedInPlainWords(t *testing.T) {
 	c := &Clients{Settings: Settings{}.withDefaults()}
 	err := c.Explain(context.Background(), "node2", "ec2:ModifyNetworkInterfaceAttribute", "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1",
 		apiErr{"UnauthorizedOperation", "You are not authorized to perform this operation."})
-	want := `node2 lacks ec2:ModifyNetworkInterfaceAttribute on arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1 (add to its role: {"Action":["ec2:ModifyNetworkInterfaceAttribute"],"Effect":"Allow","Resource":["arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1"]})`
+	want := `node2 lacks ec2:ModifyNetworkInterfaceAttribute on arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1 (AWS answered UnauthorizedOperation, add to its role: {"Action":["ec2:ModifyNetworkInterfaceAttribute"],"Effect":"Allow","Resource":["arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1"]})`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)
 	}
@@ -96,9 +96,35 @@ func TestUnauthorizedInPlainWords(t *testing.T) {
 	if !errors.As(err, &f) || f.Kind != KindUnauthorized {
 		t.Fatalf("not a Failure: %T", err)
 	}
+	// The words name the code actually answered.
+	err = c.Explain(context.Background(), "node2", "sts:GetCallerIdentity", "*", apiErr{"AccessDenied", "User: x is not authorized"})
+	if err == nil || !strings.Contains(err.Error(), "node2 lacks sts:GetCallerIdentity on * (AWS answered AccessDenied,") {
+		t.Fatalf("AccessDenied: %v", err)
+	}
 	// other errors pass through unchanged
 	other := apiErr{"InvalidParameterValue", "bad"}
 	if got := c.Explain(context.Background(), "node2", "x", "y", other); !strings.Contains(got.Error(), "bad") {
 		t.Fatalf("other error changed: %v", got)
+	}
+}
+
+// A DryRun call proves a permission only when it answers DryRunOperation: a
+// plain success means the endpoint ignored DryRun (and may have acted).
+func TestDryRunResult(t *testing.T) {
+	if f := DryRunResult(apiErr{"DryRunOperation", "Request would have succeeded, but DryRun flag is set."}); f != nil {
+		t.Fatalf("DryRunOperation: %v, want nil", f)
+	}
+	f := DryRunResult(nil)
+	if f == nil || f.Kind != KindDryRunIgnored || !strings.Contains(f.Error(), "ignores DryRun") || !strings.Contains(f.Error(), "may have acted") {
+		t.Fatalf("plain success: %v, want a dry-run-ignored failure", f)
+	}
+	if f := DryRunResult(apiErr{"UnauthorizedOperation", "no"}); f == nil || f.Kind != KindUnauthorized {
+		t.Fatalf("denied: %v", f)
+	}
+	if f := DryRunResult(apiErr{"RequestLimitExceeded", "slow"}); f == nil || f.Kind != KindThrottled {
+		t.Fatalf("throttled: %v", f)
+	}
+	if IsDryRunOK(nil) {
+		t.Fatal("IsDryRunOK(nil): a plain success is not a dry run that would have succeeded")
 	}
 }

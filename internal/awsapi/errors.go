@@ -34,11 +34,19 @@ const (
 	KindNotFound
 	// KindDryRunOK: a DryRun call that would have succeeded.
 	KindDryRunOK
+	// KindDryRunIgnored: a DryRun call answered with plain success: the
+	// endpoint ignores DryRun, so nothing was proven and the call may have
+	// acted (see DryRunResult).
+	KindDryRunIgnored
 )
 
 func (k Kind) String() string {
-	return [...]string{"error", "unauthorized", "throttled", "unavailable", "credentials", "not found", "dry run ok"}[k]
+	return [...]string{"error", "unauthorized", "throttled", "unavailable", "credentials", "not found", "dry run ok", "dry run ignored"}[k]
 }
+
+// DryRunIgnored is the reason given when an endpoint answers a DryRun
+// request with success instead of DryRunOperation.
+const DryRunIgnored = "the endpoint answered a DryRun request with success: it ignores DryRun, so readiness cannot be proven and the call may have acted"
 
 // Failure is an AWS error in plain words.
 type Failure struct {
@@ -63,7 +71,11 @@ func (f *Failure) Error() string {
 		if res == "" {
 			res = "*"
 		}
-		return fmt.Sprintf("%s lacks %s on %s (add to its role: %s)", who, f.Action, res, allowStatement(f.Action, res))
+		code := f.Code
+		if code == "" {
+			code = "a denial"
+		}
+		return fmt.Sprintf("%s lacks %s on %s (AWS answered %s, add to its role: %s)", who, f.Action, res, code, allowStatement(f.Action, res))
 	}
 	if f.Code != "" {
 		return fmt.Sprintf("%s (%s): %s", f.Kind, f.Code, f.Message)
@@ -134,10 +146,26 @@ func isThrottle(code string) bool {
 }
 
 // IsDryRunOK reports whether err is the answer to a DryRun call that would
-// have succeeded.
+// have succeeded. A nil error is not: see DryRunResult.
 func IsDryRunOK(err error) bool {
 	f := Classify(err)
 	return f != nil && f.Kind == KindDryRunOK
+}
+
+// DryRunResult classifies what a call made with DryRun=true returned: nil
+// only for DryRunOperation ("Request would have succeeded"). A plain
+// success (err == nil) is a KindDryRunIgnored failure, never "allowed": the
+// endpoint ignored DryRun, so the permission was not proven and the call
+// may have changed something. Any other error is classified as by Classify.
+func DryRunResult(err error) *Failure {
+	if err == nil {
+		return &Failure{Kind: KindDryRunIgnored, Message: DryRunIgnored}
+	}
+	f := Classify(err)
+	if f.Kind == KindDryRunOK {
+		return nil
+	}
+	return f
 }
 
 var encodedRe = regexp.MustCompile(`Encoded authorization failure message: (\S+)`)

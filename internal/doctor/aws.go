@@ -395,8 +395,10 @@ func (id awsIdentity) roleWords() string {
 
 type awsProbeCmd struct{ action, cmd string }
 
-// probeCommands are the dry-run CLI calls of the kit's readiness probe for
-// one resource, in the probe's order.
+// probeCommands are the CLI calls of the kit's readiness probe for one
+// resource, in the probe's order: the dry runs of the read-only calls, the
+// interface's VPC (route mode; a plain read, its answer shows VpcId), the
+// dry runs of the calls that change something.
 func (a *awsSession) probeCommands(p map[string]string, eni string) []awsProbeCmd {
 	var out []awsProbeCmd
 	add := func(action string, args ...string) {
@@ -408,21 +410,27 @@ func (a *awsSession) probeCommands(p map[string]string, eni string) []awsProbeCm
 		if ip := p[kitec2.ParamPrivateIP]; ip != "" {
 			args = append(args, "--private-ip-address", ip)
 		}
-		add("ec2:AssociateAddress", append(args, "--allow-reassociation", "--dry-run")...)
 		add("ec2:DescribeAddresses", "describe-addresses", "--allocation-ids", alloc, "--dry-run")
+		add("ec2:AssociateAddress", append(args, "--allow-reassociation", "--dry-run")...)
 		return out
 	}
 	cidr := p[kitec2.ParamCIDR]
+	var rtbs []string
 	for _, rtb := range strings.Split(p[kitec2.ParamRouteTables], ",") {
-		if rtb = strings.TrimSpace(rtb); rtb == "" {
-			continue
+		if rtb = strings.TrimSpace(rtb); rtb != "" {
+			rtbs = append(rtbs, rtb)
 		}
-		add("ec2:CreateRoute", "create-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
-		add("ec2:ReplaceRoute", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
+	}
+	for _, rtb := range rtbs {
 		add("ec2:DescribeRouteTables", "describe-route-tables", "--route-table-ids", rtb, "--dry-run")
 	}
-	add("ec2:ModifyNetworkInterfaceAttribute", "modify-network-interface-attribute", "--network-interface-id", eni, "--no-source-dest-check", "--dry-run")
 	add("ec2:DescribeNetworkInterfaceAttribute", "describe-network-interface-attribute", "--network-interface-id", eni, "--attribute", "sourceDestCheck", "--dry-run")
+	add("ec2:DescribeNetworkInterfaces", "describe-network-interfaces", "--network-interface-ids", eni)
+	for _, rtb := range rtbs {
+		add("ec2:CreateRoute", "create-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
+		add("ec2:ReplaceRoute", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
+	}
+	add("ec2:ModifyNetworkInterfaceAttribute", "modify-network-interface-attribute", "--network-interface-id", eni, "--no-source-dest-check", "--dry-run")
 	return out
 }
 

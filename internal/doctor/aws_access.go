@@ -326,8 +326,11 @@ func awsNetCause(err error, timeout time.Duration) (string, bool) {
 
 type awsReach struct {
 	name, svc, op string
-	call          func(ctx context.Context) error
-	cmd           string
+	// dryRun: the call is made with DryRun=true, so only DryRunOperation
+	// is the right answer (a plain success means DryRun was ignored).
+	dryRun bool
+	call   func(ctx context.Context) error
+	cmd    string
 }
 
 func awsCheckReachability(ctx context.Context, env *Env) []Finding {
@@ -345,11 +348,11 @@ func awsCheckReachability(ctx context.Context, env *Env) []Finding {
 	one := func(o *sts.Options) { o.RetryMaxAttempts = 1 }
 	oneEC2 := func(o *ec2.Options) { o.RetryMaxAttempts = 1 }
 	probes := []awsReach{
-		{"STS", "sts", "GetCallerIdentity", func(ctx context.Context) error {
+		{"STS", "sts", "GetCallerIdentity", false, func(ctx context.Context) error {
 			_, err := a.c.STS.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}, one)
 			return err
 		}, a.cli("sts", "get-caller-identity")},
-		{"EC2", "ec2", "DescribeRouteTables (dry run)", func(ctx context.Context) error {
+		{"EC2", "ec2", "DescribeRouteTables (dry run)", true, func(ctx context.Context) error {
 			_, err := a.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{DryRun: aws.Bool(true)}, oneEC2)
 			return err
 		}, a.cli("ec2", "describe-route-tables", "--dry-run")},
@@ -374,6 +377,10 @@ func awsCheckReachability(ctx context.Context, env *Env) []Finding {
 		fl := awsapi.Classify(err)
 		var re *smithyhttp.ResponseError
 		switch {
+		case err == nil && p.dryRun && credsErr == nil:
+			f.Severity = Critical
+			f.Seen = fmt.Sprintf("%s answered in %s: %s", what, took, awsapi.DryRunIgnored)
+			f.Fix = awsDryRunIgnoredFix(a)
 		case err == nil || fl.Kind == awsapi.KindDryRunOK:
 			f.Severity = Info
 			f.Seen = fmt.Sprintf("%s answered in %s", what, took)

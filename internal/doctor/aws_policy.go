@@ -44,9 +44,11 @@ func awsGapStatement(k kit.Kit, params map[string]string, region, account, actio
 	return string(b)
 }
 
-var awsLacksRe = regexp.MustCompile(`lacks (\S+) on (\S+)`)
+// awsLacksRe reads the kit's words for a denial: action, resource and the
+// error code AWS answered.
+var awsLacksRe = regexp.MustCompile(`lacks (\S+) on (\S+)(?: \(AWS answered ([^,)]+),)?`)
 
-const awsDryRunNote = "Run the command on the node with no other AWS credentials in the environment or ~/.aws, so that the CLI uses the instance role as the agent does: DryRunOperation (\"Request would have succeeded\") means allowed, UnauthorizedOperation means missing."
+const awsDryRunNote = "Run the command on the node with no other AWS credentials in the environment or ~/.aws, so that the CLI uses the instance role as the agent does: DryRunOperation (\"Request would have succeeded\") means allowed, UnauthorizedOperation (or AccessDenied) means missing, and a plain success means the endpoint ignored --dry-run and carried the call out."
 
 func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 	if !awsUsed(env) {
@@ -102,20 +104,32 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 			}
 			explained := map[int]bool{}
 			for _, act := range rd.Missing {
-				on := ""
+				on, code := "", ""
 				for i, x := range reasons {
 					if m := awsLacksRe.FindStringSubmatch(x); m != nil && m[1] == act {
 						explained[i] = true
 						if on == "" && m[2] != "*" {
 							on = " on " + m[2]
 						}
+						if code == "" {
+							code = m[3]
+						}
 					} else if strings.Contains(x, act+" ") {
 						explained[i] = true
 					}
 				}
+				what := "the call was refused"
+				if strings.Contains(awsCommandsFor(cmds, act), "--dry-run") {
+					what = "the dry run was refused"
+				}
+				if code != "" {
+					// the code actually answered: UnauthorizedOperation,
+					// AccessDenied, ...
+					what += " (" + code + ")"
+				}
 				f := base
-				f.Seen = fmt.Sprintf("%s lacks %s%s: the dry run was refused (UnauthorizedOperation), so %s could not take over hierarchy %s (resource %s)",
-					env.Node, act, on, env.Node, h.Name, r.Name)
+				f.Seen = fmt.Sprintf("%s lacks %s%s: %s, so %s could not take over hierarchy %s (resource %s)",
+					env.Node, act, on, what, env.Node, h.Name, r.Name)
 				f.Fix = fmt.Sprintf("Add this statement to the policy of %s: %s (`lifeboat iam-policy` prints the whole least-privilege policy). If the role already allows it, look for an explicit Deny, a permissions boundary or an organization SCP. %s",
 					id.roleWords(), awsGapStatement(k, r.Params, a.region(), id.account, act), awsDryRunNote)
 				f.Command = awsCommandsFor(cmds, act)
@@ -136,11 +150,21 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 			f := base
 			f.Seen = fmt.Sprintf("%s cannot prove it could take over hierarchy %s (resource %s): %s", env.Node, h.Name, r.Name, strings.Join(rest, "; "))
 			f.Fix = "See the reachability, credentials and imds findings for the cause; then repeat the dry runs by hand. " + awsDryRunNote
+			if strings.Contains(f.Seen, awsapi.DryRunIgnored) {
+				f.Fix = awsDryRunIgnoredFix(a)
+			}
 			f.Command = awsCommandsFor(cmds, "")
 			fs = append(fs, f)
 		}
 	}
 	return fs
+}
+
+// awsDryRunIgnoredFix is the fix for an EC2 endpoint that answers DryRun
+// requests with success.
+func awsDryRunIgnoredFix(a *awsSession) string {
+	return fmt.Sprintf("The EC2 endpoint the agent uses (%s) does not honour DryRun: lifeboat proves readiness with DryRun calls, and such an endpoint carries them out instead, so readiness cannot be proven and a probe may have changed a route table or interface. Point aws.endpoints.ec2 at EC2 itself (or an interface VPC endpoint for EC2), or fix the proxy or emulator in between; then check that the routes and Elastic IPs still point at their owners (aws ec2 describe-route-tables, aws ec2 describe-addresses).",
+		a.endpoint("ec2"))
 }
 
 // ---------------------------------------------------------------------------

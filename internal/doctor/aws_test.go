@@ -213,7 +213,7 @@ func TestAWSPermissionsNamesTheMissingAction(t *testing.T) {
 	if f.Hierarchy != "web" || f.Resource != "web-vip" {
 		t.Errorf("finding for %s/%s, want web/web-vip", f.Hierarchy, f.Resource)
 	}
-	contains(t, "seen", f.Seen, "lacks ec2:ModifyNetworkInterfaceAttribute", "could not take over hierarchy web")
+	contains(t, "seen", f.Seen, "lacks ec2:ModifyNetworkInterfaceAttribute", "the dry run was refused (UnauthorizedOperation)", "could not take over hierarchy web")
 	contains(t, "fix", f.Fix, `{"Effect":"Allow","Action":["ec2:ModifyNetworkInterfaceAttribute"],"Resource":["arn:aws:ec2:us-east-1:`+l.sim.World.AccountID()+`:network-interface/*"]}`,
 		"lifeboat-node1")
 	want := "aws ec2 modify-network-interface-attribute --network-interface-id " + l.eni() + " --no-source-dest-check --dry-run --region us-east-1 --endpoint-url " + l.sim.Endpoint
@@ -228,7 +228,8 @@ func TestAWSPermissionsNamesTheMissingAction(t *testing.T) {
 func TestAWSPermissionsTwoMissingRouteActions(t *testing.T) {
 	l := newAWSLab(t)
 	// (ReplaceRoute cannot be probed while the route does not exist: EC2
-	// answers InvalidRoute.NotFound before it looks at DryRun.)
+	// answers InvalidParameterValue, "There is no route defined for ...",
+	// before it looks at DryRun.)
 	l.putPolicy(l.leastPrivilegeWithout("ec2:CreateRoute", "ec2:DescribeRouteTables"))
 	fs := only(l.run("permissions"), "permissions", doctor.Critical)
 	if len(fs) != 2 {

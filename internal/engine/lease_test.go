@@ -74,7 +74,9 @@ func TestNoRecoverAfterLeaseExpired(t *testing.T) {
 	h.fk.waitFor(t, "app's check to start", func(c []call) bool {
 		return count(c, "svc", "app", kit.OpQuickCheck) > n
 	})
-	// ... let its lease run out, then resume it with a failed check.
+	// ... let its lease run out (the clock hierarchy in service first: it
+	// is restored under the same lease), then resume it with a failed check.
+	h.ticks(t, 1)
 	lease.set(false)
 	close(resume)
 	waitEvent(t, h, "the skipped recover", func() bool { return skipped(h, "svc", "app", kit.OpRecover) })
@@ -101,6 +103,9 @@ func TestRestoreCutOffAtLeaseEnd(t *testing.T) {
 	m := h.col.mark()
 	h.update(engine.Desired{Spec: hs, Epoch: 1, Gen: 3, InService: true})
 	h.fk.waitFor(t, "app's restore to start", func(c []call) bool { return count(c, "svc", "app", kit.OpRestore) == 1 })
+	// The clock hierarchy is restored under the same lease: it must be in
+	// service (ticking) before the lease goes, or no tick ever comes.
+	h.ticks(t, 1)
 	lease.set(false)
 	h.fk.waitFor(t, "the restore to be cut off", func(c []call) bool { return count(c, "svc", "app", opRestoreAborted) == 1 })
 	r := h.col.waitFor(t, "svc", m, "a restoring report naming the lease", func(r engine.Report) bool {

@@ -105,8 +105,17 @@ func routeIndex(rt *RouteTable, dest string) int {
 	return -1
 }
 
-func noRoute(rt *RouteTable, dest string) *APIError {
-	return errorf(http.StatusBadRequest, "InvalidRoute.NotFound", "There is no route defined for '%s' in the route table %s. Use CreateRoute instead.", dest, rt.ID)
+// noRouteToReplace is EC2's answer to ReplaceRoute for a destination the
+// table has no route for: InvalidParameterValue (not InvalidRoute.NotFound,
+// which DeleteRoute answers), as AWS answers it today.
+func noRouteToReplace(dest string) *APIError {
+	return errorf(http.StatusBadRequest, "InvalidParameterValue", "There is no route defined for '%s' in the route table. Use CreateRoute instead.", dest)
+}
+
+// noRouteToDelete is EC2's answer to DeleteRoute for a destination the
+// table has no route for.
+func noRouteToDelete(rt *RouteTable, dest string) *APIError {
+	return errorf(http.StatusBadRequest, "InvalidRoute.NotFound", "no route with destination-cidr-block %s in route table %s", dest, rt.ID)
 }
 
 func ec2CreateRoute(r *request) (any, *APIError) {
@@ -134,7 +143,7 @@ func ec2ReplaceRoute(r *request) (any, *APIError) {
 	i := routeIndex(rt, dest)
 	switch {
 	case i < 0:
-		return nil, noRoute(rt, dest)
+		return nil, noRouteToReplace(dest)
 	case rt.Routes[i].GatewayID == "local":
 		return nil, errorf(http.StatusBadRequest, "InvalidParameterValue", "Cannot replace local route %s in route table %s", dest, rt.ID)
 	}
@@ -154,7 +163,7 @@ func ec2DeleteRoute(r *request) (any, *APIError) {
 	i := routeIndex(rt, dest)
 	switch {
 	case i < 0:
-		return nil, noRoute(rt, dest)
+		return nil, noRouteToDelete(rt, dest)
 	case rt.Routes[i].GatewayID == "local":
 		return nil, errorf(http.StatusBadRequest, "InvalidParameterValue", "cannot remove local route %s in route table %s", dest, rt.ID)
 	}

@@ -33,12 +33,17 @@ type Faults struct {
 	// ExpireCredentials treats all temporary credentials (those with a
 	// session token) as expired: calls answer ExpiredToken.
 	ExpireCredentials bool
+	// IgnoreDryRun makes the simulator behave like a broken endpoint or
+	// emulator that ignores the DryRun parameter: a call with DryRun=true
+	// is authorized and carried out for real, and answered with plain
+	// success instead of DryRunOperation.
+	IgnoreDryRun bool
 	// Seed makes the random faults reproducible: the same seed and the
 	// same sequence of calls give the same faults.
 	Seed uint64
-	// Actions limits Latency, throttling and errors to these actions,
-	// written "ec2:ReplaceRoute" or "sts:GetCallerIdentity" ("ec2:*" for a
-	// whole service); empty means all.
+	// Actions limits Latency, throttling, errors and IgnoreDryRun to these
+	// actions, written "ec2:ReplaceRoute" or "sts:GetCallerIdentity"
+	// ("ec2:*" for a whole service); empty means all.
 	Actions []string
 }
 
@@ -51,6 +56,7 @@ type faultsJSON struct {
 	ErrorRate         float64  `json:"errorRate,omitempty"`
 	ClockSkew         string   `json:"clockSkew,omitempty"`
 	ExpireCredentials bool     `json:"expireCredentials,omitempty"`
+	IgnoreDryRun      bool     `json:"ignoreDryRun,omitempty"`
 	Seed              uint64   `json:"seed,omitempty"`
 	Actions           []string `json:"actions,omitempty"`
 }
@@ -58,7 +64,7 @@ type faultsJSON struct {
 // MarshalJSON writes durations as strings such as "250ms".
 func (f Faults) MarshalJSON() ([]byte, error) {
 	j := faultsJSON{ThrottleEvery: f.ThrottleEvery, ThrottleRate: f.ThrottleRate, ErrorRate: f.ErrorRate,
-		ExpireCredentials: f.ExpireCredentials, Seed: f.Seed, Actions: f.Actions}
+		ExpireCredentials: f.ExpireCredentials, IgnoreDryRun: f.IgnoreDryRun, Seed: f.Seed, Actions: f.Actions}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
 	}
@@ -78,7 +84,7 @@ func (f *Faults) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	out := Faults{ThrottleEvery: j.ThrottleEvery, ThrottleRate: j.ThrottleRate, ErrorRate: j.ErrorRate,
-		ExpireCredentials: j.ExpireCredentials, Seed: j.Seed, Actions: j.Actions}
+		ExpireCredentials: j.ExpireCredentials, IgnoreDryRun: j.IgnoreDryRun, Seed: j.Seed, Actions: j.Actions}
 	var err error
 	if j.Latency != "" {
 		if out.Latency, err = time.ParseDuration(j.Latency); err != nil {
@@ -116,7 +122,8 @@ func (f Faults) validate() error {
 	return nil
 }
 
-// applies says whether the latency, throttle and error faults hit a call.
+// applies says whether the latency, throttle, error and IgnoreDryRun faults
+// hit a call.
 func (f Faults) applies(svc, action string) bool {
 	if len(f.Actions) == 0 {
 		return true

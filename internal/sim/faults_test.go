@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
@@ -35,6 +36,45 @@ func TestThrottleEvery(t *testing.T) {
 	e.srv.SetFaults(Faults{ThrottleEvery: 1})
 	_, err := e.adminSTS().GetCallerIdentity(ctx, nil)
 	wantErr(t, err, "Throttling", 400, "Rate exceeded")
+}
+
+// TestIgnoreDryRun: the fault makes the simulator a broken endpoint that
+// carries a DryRun call out for real and answers plain success, for the
+// listed actions only; a caller without the permission is still refused.
+func TestIgnoreDryRun(t *testing.T) {
+	e := newEnv(t)
+	c := e.adminEC2()
+	rtb, eni1, eni2 := e.rtb(), e.eni("node1"), e.eni("node2")
+	const vip = "10.9.9.9/32"
+	yes := aws.Bool(true)
+	e.srv.SetFaults(Faults{IgnoreDryRun: true, Actions: []string{"ec2:CreateRoute"}})
+	if _, err := c.CreateRoute(ctx, &ec2.CreateRouteInput{DryRun: yes, RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni1}); err != nil {
+		t.Fatalf("CreateRoute DryRun with the fault: %v, want plain success", err)
+	}
+	if r, ok := e.w.Route(rtb, vip); !ok || r.NetworkInterfaceID != eni1 {
+		t.Fatalf("the ignored DryRun did not act: %+v %v", r, ok)
+	}
+	// not listed: DryRun still honoured
+	_, err := c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: yes, RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni2})
+	wantErr(t, err, "DryRunOperation", 412, "")
+	// every action
+	e.srv.SetFaults(Faults{IgnoreDryRun: true})
+	if _, err := c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: yes, RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni2}); err != nil {
+		t.Fatalf("ReplaceRoute DryRun with the fault: %v", err)
+	}
+	if r, _ := e.w.Route(rtb, vip); r.NetworkInterfaceID != eni2 {
+		t.Fatalf("the ignored DryRun did not move the route: %+v", r)
+	}
+	// authorization still applies
+	ro := ec2.NewFromConfig(e.roleCfg("node1"))
+	if err := e.w.PutRolePolicy("lifeboat-node1", PlaceholderPolicyName, []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:Describe*","Resource":"*"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ro.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: yes, RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni1})
+	wantErr(t, err, "UnauthorizedOperation", 403, "")
+	e.srv.SetFaults(Faults{})
+	_, err = c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: yes, RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni1})
+	wantErr(t, err, "DryRunOperation", 412, "")
 }
 
 // TestThrottleRateSeeded: the same seed gives the same faults.
@@ -123,7 +163,7 @@ func TestLatency(t *testing.T) {
 }
 
 func TestFaultsJSON(t *testing.T) {
-	f := Faults{Latency: 250 * time.Millisecond, ThrottleEvery: 3, ErrorRate: 0.1, ClockSkew: -10 * time.Minute, ExpireCredentials: true, Seed: 9, Actions: []string{"ec2:ReplaceRoute"}}
+	f := Faults{Latency: 250 * time.Millisecond, ThrottleEvery: 3, ErrorRate: 0.1, ClockSkew: -10 * time.Minute, ExpireCredentials: true, IgnoreDryRun: true, Seed: 9, Actions: []string{"ec2:ReplaceRoute"}}
 	data, err := json.Marshal(f)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +175,10 @@ func TestFaultsJSON(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Latency != f.Latency || back.ClockSkew != f.ClockSkew || back.Seed != 9 || back.Actions[0] != "ec2:ReplaceRoute" || !back.ExpireCredentials {
+	if !strings.Contains(string(data), `"ignoreDryRun":true`) {
+		t.Fatalf("JSON: %s", data)
+	}
+	if back.Latency != f.Latency || back.ClockSkew != f.ClockSkew || back.Seed != 9 || back.Actions[0] != "ec2:ReplaceRoute" || !back.ExpireCredentials || !back.IgnoreDryRun {
 		t.Fatalf("round trip: %+v", back)
 	}
 	for _, bad := range []string{`{"latency":"soon"}`, `{"errorRate":2}`, `{"colour":1}`, `{"actions":["ReplaceRoute"]}`} {

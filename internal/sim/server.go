@@ -298,7 +298,9 @@ func (s *Server) dispatch(sv *service, req *request, accessKeyID string, f Fault
 	if v := req.params.Get("DryRun"); v != "" {
 		switch strings.ToLower(v) {
 		case "true":
-			req.dryRun = true
+			// A broken endpoint (the IgnoreDryRun fault) carries the
+			// call out for real and answers plain success.
+			req.dryRun = !(f.IgnoreDryRun && f.applies(req.service, req.action))
 		case "false":
 		default:
 			return nil, errorf(http.StatusBadRequest, "InvalidParameterValue", "Value (%s) for parameter DryRun is invalid. Expected: 'true' or 'false'.", v)

@@ -97,7 +97,13 @@ func TestAdminActions(t *testing.T) {
 	if _, ok := routes()[vip]; ok {
 		t.Fatal("route still there after DeleteRoute")
 	}
+	// ReplaceRoute on a route that does not exist: InvalidParameterValue,
+	// as AWS answers (DeleteRoute answers InvalidRoute.NotFound).
 	_, err = c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni1})
+	wantErr(t, err, "InvalidParameterValue", 400, "There is no route defined for '"+vip+"' in the route table. Use CreateRoute instead.")
+	_, err = c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: aws.Bool(true), RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip), NetworkInterfaceId: &eni1})
+	wantErr(t, err, "InvalidParameterValue", 400, "Use CreateRoute instead.")
+	_, err = c.DeleteRoute(ctx, &ec2.DeleteRouteInput{RouteTableId: &rtb, DestinationCidrBlock: aws.String(vip)})
 	wantErr(t, err, "InvalidRoute.NotFound", 400, vip)
 	_, err = c.DeleteRoute(ctx, &ec2.DeleteRouteInput{RouteTableId: &rtb, DestinationCidrBlock: aws.String("10.0.0.0/16")})
 	wantErr(t, err, "InvalidParameterValue", 400, "local route")

@@ -11,7 +11,7 @@
 // SigV4 signatures, authorizes every EC2 call against the caller's policies
 // (with DryRun and encoded authorization failure messages as AWS does) and
 // can inject faults (latency, throttling, 5xx, clock skew, expired
-// credentials) at run time. Test controls, loopback only: /_sim/faults,
+// credentials, an endpoint that ignores DryRun) at run time. Test controls, loopback only: /_sim/faults,
 // /_sim/world and /_sim/imds/INSTANCE.
 //
 // Besides the AWS APIs at "/", a Server's handler has two test controls

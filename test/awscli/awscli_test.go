@@ -232,7 +232,9 @@ func TestEC2AndSTSWithTheAWSCLI(t *testing.T) {
 		t.Fatalf("route %s does not point at %s: %+v", vip, eni2, rts.RouteTables[0].Routes)
 	}
 	c.ok(nil, "ec2", "delete-route", "--route-table-id", rtb, "--destination-cidr-block", vip)
-	c.fails("InvalidRoute.NotFound", "ec2", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni2)
+	// as AWS answers: InvalidParameterValue for replace-route, InvalidRoute.NotFound for delete-route
+	c.fails("InvalidParameterValue", "ec2", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", vip, "--network-interface-id", eni2)
+	c.fails("InvalidRoute.NotFound", "ec2", "delete-route", "--route-table-id", rtb, "--destination-cidr-block", vip)
 	c.fails("InvalidRouteTableID.NotFound", "ec2", "describe-route-tables", "--route-table-ids", "rtb-0000000000000dead")
 
 	// source/destination check

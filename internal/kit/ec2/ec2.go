@@ -2,7 +2,8 @@
 //
 //   - route mode: a destination CIDR (the virtual IP, usually a /32) in one
 //     or more VPC route tables points at this node's network interface, and
-//     that interface's source/destination check is off;
+//     that interface's source/destination check is off (the interface must
+//     be in each route table's VPC: readiness and restore check it);
 //   - eip mode: an Elastic IP is associated with this node's interface (and
 //     private IP).
 //
@@ -58,6 +59,9 @@ func init() {
 		"ec2:DescribeAddresses", "ec2:AssociateAddress", "ec2:DisassociateAddress", "sts:DecodeAuthorizationMessage"} {
 		kit.NeededSince(a, "0.1.0")
 	}
+	// 0.2.0: readiness and restore check that the interface is in the
+	// route tables' VPC (route mode).
+	kit.NeededSince("ec2:DescribeNetworkInterfaces", "0.2.0")
 }
 
 var (
@@ -149,7 +153,7 @@ func (*Kit) Permissions(p map[string]string) map[string][]string {
 		}
 		return map[string][]string{kit.OpRestore: restore, kit.OpRecover: restore, kit.OpRemove: remove, kit.OpQuickCheck: {"ec2:DescribeAddresses"}}
 	}
-	restore := []string{"ec2:DescribeRouteTables", "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DescribeNetworkInterfaceAttribute", "ec2:ModifyNetworkInterfaceAttribute"}
+	restore := []string{"ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaces", "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DescribeNetworkInterfaceAttribute", "ec2:ModifyNetworkInterfaceAttribute"}
 	return map[string][]string{kit.OpRestore: restore, kit.OpRecover: restore, kit.OpRemove: {}, kit.OpQuickCheck: {"ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaceAttribute"}}
 }
 
@@ -176,7 +180,8 @@ func (k *Kit) Policy(p map[string]string, region, account string) []kit.Statemen
 		rtbs = append(rtbs, arn("route-table", r))
 	}
 	return []kit.Statement{
-		{Actions: []string{"ec2:DescribeNetworkInterfaceAttribute", "ec2:DescribeRouteTables"}, Resources: []string{"*"}},
+		// Describe* calls support no resource-level permissions.
+		{Actions: []string{"ec2:DescribeNetworkInterfaceAttribute", "ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables"}, Resources: []string{"*"}},
 		{Actions: []string{"ec2:CreateRoute", "ec2:ReplaceRoute"}, Resources: rtbs},
 		{Actions: []string{"ec2:ModifyNetworkInterfaceAttribute"}, Resources: []string{eni}},
 	}

@@ -2,6 +2,7 @@ package ec2
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -31,9 +32,19 @@ type lab struct {
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	w := sim.DefaultWorld([]string{"node1", "node2"})
+	return newLabWith(t, sim.DefaultWorld([]string{"node1", "node2"}), nil)
+}
+
+// newLabWith serves world w, through wrap when it is not nil (an endpoint
+// that answers differently from the simulator).
+func newLabWith(t *testing.T, w *sim.World, wrap func(http.Handler) http.Handler) *lab {
+	t.Helper()
 	srv := sim.New(w, sim.Options{})
-	hs := httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	l := &lab{t: t, srv: srv, world: w, url: hs.URL, eni: map[string]string{}}
 	st := w.State()

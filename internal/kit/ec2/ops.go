@@ -49,8 +49,14 @@ func (in *instance) restoreOnce(ctx context.Context) error {
 	if in.p[ParamMode] == ModeEIP {
 		return in.associate(ctx, c, eni)
 	}
+	// A route can only point at an interface of the table's own VPC: say
+	// so in plain words rather than let CreateRoute/ReplaceRoute fail.
+	vpc, err := in.eniVPC(ctx, c, eni)
+	if err != nil {
+		return fmt.Errorf("find the VPC of %s: %w", eni, in.explain(ctx, c, "ec2:DescribeNetworkInterfaces", "*", err))
+	}
 	for _, rtb := range list(in.p[ParamRouteTables]) {
-		if err := in.pointRoute(ctx, c, rtb, eni); err != nil {
+		if err := in.pointRoute(ctx, c, rtb, eni, vpc); err != nil {
 			return err
 		}
 	}
@@ -129,7 +135,7 @@ func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	}
 	cidr := in.p[ParamCIDR]
 	for _, rtb := range list(in.p[ParamRouteTables]) {
-		r, err := in.route(ctx, c, rtb)
+		r, _, err := in.route(ctx, c, rtb)
 		if err != nil {
 			return unknownOr(err)
 		}
@@ -156,7 +162,14 @@ func unknownOr(err error) (kit.Health, error) {
 }
 
 // Ready proves, without changing anything, that this node could restore the
-// resource: every mutating call with DryRun=true against the real resources.
+// resource: every mutating call with DryRun=true against the real resources,
+// and (route mode) that the interface is in each route table's VPC.
+//
+// A dry run proves a permission only when it answers DryRunOperation. An
+// endpoint that ignores DryRun answers with success and carries the call
+// out: the read-only dry runs go first, as canaries, so that such an
+// endpoint is caught before any mutating call is sent to it; a mutating dry
+// run that still comes back with success fails the probe just as loudly.
 func (in *instance) Ready(ctx context.Context) kit.Readiness {
 	c, err := in.clients(ctx)
 	if err != nil {
@@ -170,17 +183,108 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 		action, resource string
 		call             func(context.Context) error
 	}
-	var probes []probe
+	// read: dry runs of read-only calls (the canaries); write: dry runs of
+	// the calls that change something.
+	var read, write []probe
+	rtbs := list(in.p[ParamRouteTables])
 	if in.p[ParamMode] == ModeEIP {
 		alloc := in.p[ParamAllocationID]
-		probes = append(probes, probe{"ec2:AssociateAddress", in.arn(c, "elastic-ip", alloc), func(ctx context.Context) error {
+		read = append(read, probe{"ec2:DescribeAddresses", "*", func(ctx context.Context) error {
+			_, err := c.EC2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{DryRun: aws.Bool(true), AllocationIds: []string{alloc}})
+			return err
+		}})
+		write = append(write, probe{"ec2:AssociateAddress", in.arn(c, "elastic-ip", alloc), func(ctx context.Context) error {
 			_, err := c.EC2.AssociateAddress(ctx, &ec2.AssociateAddressInput{DryRun: aws.Bool(true), AllocationId: aws.String(alloc), NetworkInterfaceId: aws.String(eni), AllowReassociation: aws.Bool(true)})
 			return err
 		}})
 	} else {
+		for _, rtb := range rtbs {
+			read = append(read, probe{"ec2:DescribeRouteTables", "*", func(ctx context.Context) error {
+				_, err := c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{DryRun: aws.Bool(true), RouteTableIds: []string{rtb}})
+				return err
+			}})
+		}
+		read = append(read, probe{"ec2:DescribeNetworkInterfaceAttribute", "*", func(ctx context.Context) error {
+			_, err := c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{DryRun: aws.Bool(true), NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
+			return err
+		}})
+	}
+	r := kit.Readiness{Ready: true}
+	var reasons []string
+	seen := map[string]bool{}
+	// judge records the outcome f (from err) of what, a call of action on
+	// resource: nil is fine, an API that cannot answer leaves it unknown,
+	// anything else makes the node NOT READY.
+	judge := func(action, what, resource string, f *awsapi.Failure, err error) {
+		switch {
+		case f == nil:
+			return
+		case f.Kind == awsapi.KindUnauthorized:
+			if !seen[action] {
+				seen[action] = true
+				r.Missing = append(r.Missing, action)
+			}
+			reasons = append(reasons, in.explain(ctx, c, action, resource, err).Error())
+		case f.Kind == awsapi.KindThrottled || f.Kind == awsapi.KindUnavailable:
+			r.Unknown = true
+			reasons = append(reasons, fmt.Sprintf("%s could not tell: %v", what, f))
+			return
+		case f.Kind == awsapi.KindDryRunIgnored:
+			in.env.Logger.Error("the EC2 endpoint ignores DryRun: readiness cannot be proven, and the probe may have changed something", "action", action, "resource", resource)
+			reasons = append(reasons, fmt.Sprintf("%s on %s: %s", what, resource, f.Message))
+		default:
+			reasons = append(reasons, fmt.Sprintf("%s: %v", what, f))
+		}
+		r.Ready = false
+	}
+	dryRun := func(p probe) *awsapi.Failure {
+		err := c.Call(ctx, p.call)
+		f := awsapi.DryRunResult(err)
+		judge(p.action, p.action+" dry run", p.resource, f, err)
+		return f
+	}
+	ignored := false
+	for _, p := range read {
+		if f := dryRun(p); f != nil && f.Kind == awsapi.KindDryRunIgnored {
+			ignored = true
+		}
+	}
+	if ignored {
+		// Sending the mutating dry runs to this endpoint would act.
+		reasons = append(reasons, "the mutating dry runs were not sent")
+		return in.readiness(r, reasons)
+	}
+	// Route mode: the interface must be in each route table's VPC.
+	mismatched := map[string]bool{}
+	if in.p[ParamMode] != ModeEIP {
+		vpc, err := in.eniVPC(ctx, c, eni)
+		if f := awsapi.Classify(err); f != nil {
+			judge("ec2:DescribeNetworkInterfaces", "ec2:DescribeNetworkInterfaces of "+eni, "*", f, err)
+		} else {
+			tables, err := in.tableVPCs(ctx, c, rtbs)
+			switch f := awsapi.Classify(err); {
+			case f != nil && f.Kind == awsapi.KindUnauthorized && seen["ec2:DescribeRouteTables"]:
+				// its dry run said so already
+			case f != nil:
+				judge("ec2:DescribeRouteTables", "ec2:DescribeRouteTables", "*", f, err)
+			default:
+				for _, rtb := range rtbs {
+					if tv := tables[rtb]; tv != vpc {
+						mismatched[rtb] = true
+						r.Ready = false
+						reasons = append(reasons, vpcMismatch(rtb, tv, eni, vpc))
+					}
+				}
+			}
+		}
+	}
+	if in.p[ParamMode] != ModeEIP {
 		cidr := in.p[ParamCIDR]
-		for _, rtb := range list(in.p[ParamRouteTables]) {
-			probes = append(probes,
+		for _, rtb := range rtbs {
+			if mismatched[rtb] {
+				continue // the dry runs would only fail on the mismatch
+			}
+			write = append(write,
 				probe{"ec2:CreateRoute", in.arn(c, "route-table", rtb), func(ctx context.Context) error {
 					_, err := c.EC2.CreateRoute(ctx, &ec2.CreateRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
 					return err
@@ -188,60 +292,108 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 				probe{"ec2:ReplaceRoute", in.arn(c, "route-table", rtb), func(ctx context.Context) error {
 					_, err := c.EC2.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
 					return err
-				}},
-				probe{"ec2:DescribeRouteTables", "*", func(ctx context.Context) error {
-					_, err := c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{DryRun: aws.Bool(true), RouteTableIds: []string{rtb}})
-					return err
 				}})
 		}
-		probes = append(probes,
-			probe{"ec2:ModifyNetworkInterfaceAttribute", in.arn(c, "network-interface", eni), func(ctx context.Context) error {
-				_, err := c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{DryRun: aws.Bool(true), NetworkInterfaceId: aws.String(eni), SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}})
-				return err
-			}},
-			probe{"ec2:DescribeNetworkInterfaceAttribute", "*", func(ctx context.Context) error {
-				_, err := c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{DryRun: aws.Bool(true), NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
-				return err
-			}})
+		write = append(write, probe{"ec2:ModifyNetworkInterfaceAttribute", in.arn(c, "network-interface", eni), func(ctx context.Context) error {
+			_, err := c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{DryRun: aws.Bool(true), NetworkInterfaceId: aws.String(eni), SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}})
+			return err
+		}})
 	}
-	r := kit.Readiness{Ready: true}
-	var reasons []string
-	seen := map[string]bool{}
-	for _, p := range probes {
+	for _, p := range write {
 		err := c.Call(ctx, p.call)
-		f := awsapi.Classify(err)
-		switch {
-		case f == nil || f.Kind == awsapi.KindDryRunOK:
-			continue
-		case p.action == "ec2:ReplaceRoute" && f.Code == "InvalidRoute.NotFound",
-			p.action == "ec2:CreateRoute" && f.Code == "RouteAlreadyExists":
+		f := awsapi.DryRunResult(err)
+		if p.action == "ec2:ReplaceRoute" && routeMissing(f) || p.action == "ec2:CreateRoute" && f != nil && f.Code == "RouteAlreadyExists" {
 			// EC2 checks the route's existence before DryRun: restore
 			// uses whichever of the two applies, and that one's dry run
 			// proves its permission.
 			continue
-		case f.Kind == awsapi.KindUnauthorized:
-			if !seen[p.action] {
-				seen[p.action] = true
-				r.Missing = append(r.Missing, p.action)
-			}
-			reasons = append(reasons, in.explain(ctx, c, p.action, p.resource, err).Error())
-		case f.Kind == awsapi.KindThrottled || f.Kind == awsapi.KindUnavailable:
-			r.Unknown = true
-			reasons = append(reasons, fmt.Sprintf("%s dry run could not tell: %v", p.action, f))
-			continue
-		default:
-			reasons = append(reasons, fmt.Sprintf("%s dry run: %v", p.action, f))
 		}
-		r.Ready = false
+		judge(p.action, p.action+" dry run", p.resource, f, err)
 	}
+	return in.readiness(r, reasons)
+}
+
+// readiness finishes a Ready answer: a definite answer wins over an
+// unknown one.
+func (in *instance) readiness(r kit.Readiness, reasons []string) kit.Readiness {
 	if !r.Ready {
-		r.Unknown = false // a definite answer wins
+		r.Unknown = false
 	}
 	r.Reason = strings.Join(reasons, "; ")
 	return r
 }
 
-func (in *instance) route(ctx context.Context, c *awsapi.Clients, rtb string) (*types.Route, error) {
+// routeMissing reports whether f is EC2's answer to ReplaceRoute for a
+// route that does not exist: AWS answers InvalidParameterValue "There is no
+// route defined for '10.0.0.5/32' in the route table. Use CreateRoute
+// instead."; some emulators (and older simulators) InvalidRoute.NotFound.
+func routeMissing(f *awsapi.Failure) bool {
+	if f == nil {
+		return false
+	}
+	switch f.Code {
+	case "InvalidRoute.NotFound":
+		return true
+	case "InvalidParameterValue":
+		m := strings.ToLower(f.Message)
+		return strings.Contains(m, "no route defined") || strings.Contains(m, "use createroute")
+	}
+	return false
+}
+
+// vpcMismatch says that a route in rtb cannot point at eni.
+func vpcMismatch(rtb, rtbVPC, eni, eniVPC string) string {
+	return fmt.Sprintf("route table %s is in VPC %s but network interface %s is in VPC %s: a route there cannot point at this node's interface (name route tables of %s, or the eni of an interface in %s)",
+		rtb, rtbVPC, eni, eniVPC, eniVPC, rtbVPC)
+}
+
+// eniVPC returns the VPC of a network interface (ec2:DescribeNetworkInterfaces).
+// Errors come back as the SDK gave them.
+func (in *instance) eniVPC(ctx context.Context, c *awsapi.Clients, eni string) (string, error) {
+	var out *ec2.DescribeNetworkInterfacesOutput
+	err := c.Call(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, n := range out.NetworkInterfaces {
+		if aws.ToString(n.NetworkInterfaceId) == eni && aws.ToString(n.VpcId) != "" {
+			return aws.ToString(n.VpcId), nil
+		}
+	}
+	return "", fmt.Errorf("network interface %s not found, or its VPC missing from the answer", eni)
+}
+
+// tableVPCs returns the VPC of each route table (ec2:DescribeRouteTables).
+// Errors come back as the SDK gave them.
+func (in *instance) tableVPCs(ctx context.Context, c *awsapi.Clients, rtbs []string) (map[string]string, error) {
+	var out *ec2.DescribeRouteTablesOutput
+	err := c.Call(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: rtbs})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, t := range out.RouteTables {
+		m[aws.ToString(t.RouteTableId)] = aws.ToString(t.VpcId)
+	}
+	for _, rtb := range rtbs {
+		if m[rtb] == "" {
+			return nil, fmt.Errorf("route table %s not found, or its VPC missing from the answer", rtb)
+		}
+	}
+	return m, nil
+}
+
+// route returns the route for the CIDR in rtb (nil: none) and the table's
+// VPC.
+func (in *instance) route(ctx context.Context, c *awsapi.Clients, rtb string) (*types.Route, string, error) {
 	var out *ec2.DescribeRouteTablesOutput
 	err := c.Call(ctx, func(ctx context.Context) error {
 		var err error
@@ -249,43 +401,61 @@ func (in *instance) route(ctx context.Context, c *awsapi.Clients, rtb string) (*
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("describe route table %s: %w", rtb, in.explain(ctx, c, "ec2:DescribeRouteTables", "*", err))
+		return nil, "", fmt.Errorf("describe route table %s: %w", rtb, in.explain(ctx, c, "ec2:DescribeRouteTables", "*", err))
 	}
 	if len(out.RouteTables) == 0 {
-		return nil, fmt.Errorf("route table %s not found", rtb)
+		return nil, "", fmt.Errorf("route table %s not found", rtb)
 	}
+	vpc := aws.ToString(out.RouteTables[0].VpcId)
 	for _, r := range out.RouteTables[0].Routes {
 		if aws.ToString(r.DestinationCidrBlock) == in.p[ParamCIDR] {
-			return &r, nil
+			return &r, vpc, nil
 		}
 	}
-	return nil, nil
+	return nil, vpc, nil
 }
 
-// pointRoute makes the CIDR in rtb point at eni.
-func (in *instance) pointRoute(ctx context.Context, c *awsapi.Clients, rtb, eni string) error {
+// pointRoute makes the CIDR in rtb point at eni, an interface in VPC vpc.
+func (in *instance) pointRoute(ctx context.Context, c *awsapi.Clients, rtb, eni, vpc string) error {
 	cidr := in.p[ParamCIDR]
-	r, err := in.route(ctx, c, rtb)
+	r, tableVPC, err := in.route(ctx, c, rtb)
 	if err != nil {
 		return err
 	}
 	if r != nil && aws.ToString(r.NetworkInterfaceId) == eni {
 		return nil
 	}
-	action := "ec2:ReplaceRoute"
+	if tableVPC != vpc {
+		return errors.New(vpcMismatch(rtb, tableVPC, eni, vpc))
+	}
+	create := func(ctx context.Context) error {
+		_, err := c.EC2.CreateRoute(ctx, &ec2.CreateRouteInput{RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
+		return err
+	}
+	replace := func(ctx context.Context) error {
+		_, err := c.EC2.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
+		return err
+	}
+	var action string
 	err = c.Call(ctx, func(ctx context.Context) error {
 		if r == nil {
 			action = "ec2:CreateRoute"
-			_, err := c.EC2.CreateRoute(ctx, &ec2.CreateRouteInput{RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
-			var f *awsapi.Failure
-			if f = awsapi.Classify(err); f == nil || f.Code != "RouteAlreadyExists" {
+			err := create(ctx)
+			if f := awsapi.Classify(err); f == nil || f.Code != "RouteAlreadyExists" {
 				return err
 			}
 			// created meanwhile by another node: replace it
 			action = "ec2:ReplaceRoute"
+			return replace(ctx)
 		}
-		_, err := c.EC2.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{RouteTableId: aws.String(rtb), DestinationCidrBlock: aws.String(cidr), NetworkInterfaceId: aws.String(eni)})
-		return err
+		action = "ec2:ReplaceRoute"
+		err := replace(ctx)
+		if !routeMissing(awsapi.Classify(err)) {
+			return err
+		}
+		// deleted meanwhile: create it
+		action = "ec2:CreateRoute"
+		return create(ctx)
 	})
 	if err != nil {
 		return fmt.Errorf("point %s in %s at %s: %w", cidr, rtb, eni, in.explain(ctx, c, action, in.arn(c, "route-table", rtb), err))
