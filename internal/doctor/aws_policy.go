@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -44,9 +43,6 @@ func awsGapStatement(k kit.Kit, params map[string]string, region, account, actio
 	return string(b)
 }
 
-// awsLacksRe reads the kit's words for a denial: action, resource and the
-// error code AWS answered.
-var awsLacksRe = regexp.MustCompile(`lacks (\S+) on (\S+)(?: \(AWS answered ([^,)]+),)?`)
 
 const awsDryRunNote = "Run the command on the node with no other AWS credentials in the environment or ~/.aws, so that the CLI uses the instance role as the agent does: DryRunOperation (\"Request would have succeeded\") means allowed, UnauthorizedOperation (or AccessDenied) means missing, and a plain success means the endpoint ignored --dry-run and carried the call out."
 
@@ -96,26 +92,17 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 				v := a.identity(ctx)
 				id = &v
 			}
-			var reasons []string
-			for _, x := range strings.Split(rd.Reason, "; ") {
-				if x = strings.TrimSpace(x); x != "" {
-					reasons = append(reasons, x)
-				}
-			}
-			explained := map[int]bool{}
 			for _, act := range rd.Missing {
 				on, code := "", ""
-				for i, x := range reasons {
-					if m := awsLacksRe.FindStringSubmatch(x); m != nil && m[1] == act {
-						explained[i] = true
-						if on == "" && m[2] != "*" {
-							on = " on " + m[2]
-						}
-						if code == "" {
-							code = m[3]
-						}
-					} else if strings.Contains(x, act+" ") {
-						explained[i] = true
+				for _, g := range rd.Gaps {
+					if g.Action != act {
+						continue
+					}
+					if on == "" && g.Resource != "" && g.Resource != "*" {
+						on = " on " + g.Resource
+					}
+					if code == "" {
+						code = g.Code
 					}
 				}
 				what := "the call was refused"
@@ -135,11 +122,9 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 				f.Command = awsCommandsFor(cmds, act)
 				fs = append(fs, f)
 			}
-			var rest []string
-			for i, x := range reasons {
-				if !explained[i] {
-					rest = append(rest, x)
-				}
+			rest := rd.Problems
+			if len(rest) == 0 && len(rd.Gaps) == 0 && rd.Reason != "" {
+				rest = []string{rd.Reason}
 			}
 			if len(rest) == 0 && len(rd.Missing) > 0 {
 				continue

@@ -87,6 +87,23 @@ type Readiness struct {
 	// caller keeps the last definite answer: a slow API is no reason to
 	// call a node unable to take over.
 	Unknown bool `json:"unknown,omitempty"`
+	// Gaps: each call the node was refused, as data (Missing lists their
+	// actions; Reason has them in words).
+	Gaps []Gap `json:"gaps,omitempty"`
+	// Problems: what else stands in the way, in words (each is also in
+	// Reason).
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Gap is one call a node was refused: the permission it lacks.
+type Gap struct {
+	Action string `json:"action"`
+	// Resource is the ARN the call was on ("*" when it has none).
+	Resource string `json:"resource,omitempty"`
+	// Code is what the cloud answered (UnauthorizedOperation,
+	// AccessDenied, ...).
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // ReadinessProber is implemented by kits that can prove, without side

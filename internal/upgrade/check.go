@@ -177,7 +177,7 @@ func checkHierarchy(ctx context.Context, r *Report, in Input, h spec.Hierarchy, 
 			for _, a := range rd.Missing {
 				r.Gaps = append(r.Gaps, Gap{Kind: GapPermission, Hierarchy: h.Name, Resource: rs.Name, Action: a,
 					FirstNeeded: kit.FirstNeeded(a), Statements: statements(k, rs.Params, a, region, account),
-					Message: reasonFor(rd.Reason, a),
+					Message: reasonFor(rd, a),
 					Fix:     fmt.Sprintf("add the statement to the policy of %s's instance role, then check again", in.Node)})
 			}
 		}
@@ -203,19 +203,20 @@ func need(h string, rs spec.Resource, pd kit.PermissionDeclarer, running string)
 	return n
 }
 
-// reasonFor picks the part of a probe's reason that names action.
-func reasonFor(reason, action string) string {
+// reasonFor gives the words for each refused call of action (the probe's
+// whole reason when it has no structured gap for it).
+func reasonFor(rd kit.Readiness, action string) string {
 	var parts []string
-	for _, p := range strings.Split(reason, "; ") {
-		if strings.Contains(p, action) {
-			parts = append(parts, p)
+	for _, g := range rd.Gaps {
+		if g.Action == action {
+			parts = append(parts, g.Reason)
 		}
 	}
 	if len(parts) == 0 {
-		if reason == "" {
+		if rd.Reason == "" {
 			return "the dry run of " + action + " was denied"
 		}
-		return reason
+		return rd.Reason
 	}
 	return strings.Join(parts, "; ")
 }

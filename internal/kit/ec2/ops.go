@@ -224,7 +224,14 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 				seen[action] = true
 				r.Missing = append(r.Missing, action)
 			}
-			reasons = append(reasons, in.explain(ctx, c, action, resource, err).Error())
+			e := in.explain(ctx, c, action, resource, err)
+			g := kit.Gap{Action: action, Resource: resource, Code: f.Code, Reason: e.Error()}
+			var dec *awsapi.Failure
+			if errors.As(e, &dec) && dec.Action == action && dec.Resource != "" {
+				g.Resource = dec.Resource
+			}
+			r.Gaps = append(r.Gaps, g)
+			reasons = append(reasons, g.Reason)
 		case f.Kind == awsapi.KindThrottled || f.Kind == awsapi.KindUnavailable:
 			r.Unknown = true
 			reasons = append(reasons, fmt.Sprintf("%s could not tell: %v", what, f))
@@ -320,6 +327,16 @@ func (in *instance) readiness(r kit.Readiness, reasons []string) kit.Readiness {
 		r.Unknown = false
 	}
 	r.Reason = strings.Join(reasons, "; ")
+	// Problems: the reasons that are not a refused call (those are Gaps).
+	gap := map[string]bool{}
+	for _, g := range r.Gaps {
+		gap[g.Reason] = true
+	}
+	for _, x := range reasons {
+		if !gap[x] {
+			r.Problems = append(r.Problems, x)
+		}
+	}
 	return r
 }
 

@@ -259,6 +259,12 @@ func TestReadinessNamesDescribeNetworkInterfaces(t *testing.T) {
 	if r.Ready || !slices.Equal(r.Missing, []string{"ec2:DescribeNetworkInterfaces"}) || !strings.Contains(r.Reason, "node2 lacks ec2:DescribeNetworkInterfaces") {
 		t.Fatalf("readiness without ec2:DescribeNetworkInterfaces: %+v", r)
 	}
+	// The refusal as data: action, resource, the code EC2 answered; and
+	// nothing else in the way.
+	if len(r.Gaps) != 1 || r.Gaps[0].Action != "ec2:DescribeNetworkInterfaces" || r.Gaps[0].Resource != "*" ||
+		r.Gaps[0].Code != "UnauthorizedOperation" || !strings.Contains(r.Reason, r.Gaps[0].Reason) || len(r.Problems) != 0 {
+		t.Fatalf("gaps %+v problems %q", r.Gaps, r.Problems)
+	}
 	err := n2.Restore(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "node2 lacks ec2:DescribeNetworkInterfaces") {
 		t.Fatalf("restore: %v", err)
