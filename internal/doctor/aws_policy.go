@@ -43,7 +43,6 @@ func awsGapStatement(k kit.Kit, params map[string]string, region, account, actio
 	return string(b)
 }
 
-
 const awsDryRunNote = "Run the command on the node with no other AWS credentials in the environment or ~/.aws, so that the CLI uses the instance role as the agent does: DryRunOperation (\"Request would have succeeded\") means allowed, UnauthorizedOperation (or AccessDenied) means missing, and a plain success means the endpoint ignored --dry-run and carried the call out."
 
 func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
