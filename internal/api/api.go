@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
@@ -290,13 +289,50 @@ type DoctorSettings struct {
 	Endpoints  map[string]string `json:"endpoints,omitempty"`
 }
 
+// Severities of a doctor finding, worst first.
+const (
+	// Critical: would stop a failover (or a switchover) from working.
+	Critical = "critical"
+	// Warning: something to fix, not blocking today.
+	Warning = "warning"
+	// Info: worth knowing.
+	Info = "info"
+)
+
+// Finding is one result of doctor's checklist.
+type Finding struct {
+	ID        string `json:"id"`
+	Severity  string `json:"severity"`
+	Node      string `json:"node"`
+	Hierarchy string `json:"hierarchy,omitempty"`
+	Resource  string `json:"resource,omitempty"`
+	// Seen is what the check observed, in plain words.
+	Seen string `json:"seen"`
+	// Fix says what to do.
+	Fix string `json:"fix,omitempty"`
+	// Command reproduces the check by hand (an AWS CLI call with
+	// --dry-run, a shell command).
+	Command string `json:"command,omitempty"`
+}
+
+// Rank orders severities: lower is worse.
+func Rank(sev string) int {
+	switch sev {
+	case Critical:
+		return 0
+	case Warning:
+		return 1
+	}
+	return 2
+}
+
 // NodeDoctor is one node's doctor report.
 type NodeDoctor struct {
-	Node     string           `json:"node"`
-	Version  string           `json:"version,omitempty"`
-	Settings DoctorSettings   `json:"settings"`
-	Findings []doctor.Finding `json:"findings"`
-	Error    string           `json:"error,omitempty"`
+	Node     string         `json:"node"`
+	Version  string         `json:"version,omitempty"`
+	Settings DoctorSettings `json:"settings"`
+	Findings []Finding      `json:"findings"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // Doctor is the answer to GET /v1/doctor.

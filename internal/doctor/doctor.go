@@ -14,47 +14,28 @@ import (
 	"sort"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
-// Severities, worst first.
+// Severities, worst first (defined with the API's finding type).
 const (
 	// Critical: would stop a failover (or a switchover) from working.
-	Critical = "critical"
+	Critical = api.Critical
 	// Warning: something to fix, not blocking today.
-	Warning = "warning"
+	Warning = api.Warning
 	// Info: worth knowing.
-	Info = "info"
+	Info = api.Info
 )
 
-// Finding is one result of the checklist.
-type Finding struct {
-	ID        string `json:"id"`
-	Severity  string `json:"severity"`
-	Node      string `json:"node"`
-	Hierarchy string `json:"hierarchy,omitempty"`
-	Resource  string `json:"resource,omitempty"`
-	// Seen is what the check observed, in plain words.
-	Seen string `json:"seen"`
-	// Fix says what to do.
-	Fix string `json:"fix,omitempty"`
-	// Command reproduces the check by hand (an AWS CLI call with
-	// --dry-run, a shell command).
-	Command string `json:"command,omitempty"`
-}
+// Finding is one result of the checklist (the API's type: doctor fills
+// it, the API carries it).
+type Finding = api.Finding
 
 // Rank orders severities: lower is worse.
-func Rank(sev string) int {
-	switch sev {
-	case Critical:
-		return 0
-	case Warning:
-		return 1
-	}
-	return 2
-}
+func Rank(sev string) int { return api.Rank(sev) }
 
 // Member is the failure detector's view of one node, with its version.
 type Member struct {
