@@ -401,36 +401,9 @@ type awsProbeCmd struct{ action, cmd string }
 // dry runs of the calls that change something.
 func (a *awsSession) probeCommands(p map[string]string, eni string) []awsProbeCmd {
 	var out []awsProbeCmd
-	add := func(action string, args ...string) {
-		out = append(out, awsProbeCmd{action, a.cli("ec2", args...)})
+	for _, pc := range kitec2.ProbeCommands(p, eni) {
+		out = append(out, awsProbeCmd{pc.Action, a.cli("ec2", pc.Args...)})
 	}
-	if p[kitec2.ParamMode] == kitec2.ModeEIP {
-		alloc := p[kitec2.ParamAllocationID]
-		args := []string{"associate-address", "--allocation-id", alloc, "--network-interface-id", eni}
-		if ip := p[kitec2.ParamPrivateIP]; ip != "" {
-			args = append(args, "--private-ip-address", ip)
-		}
-		add("ec2:DescribeAddresses", "describe-addresses", "--allocation-ids", alloc, "--dry-run")
-		add("ec2:AssociateAddress", append(args, "--allow-reassociation", "--dry-run")...)
-		return out
-	}
-	cidr := p[kitec2.ParamCIDR]
-	var rtbs []string
-	for _, rtb := range strings.Split(p[kitec2.ParamRouteTables], ",") {
-		if rtb = strings.TrimSpace(rtb); rtb != "" {
-			rtbs = append(rtbs, rtb)
-		}
-	}
-	for _, rtb := range rtbs {
-		add("ec2:DescribeRouteTables", "describe-route-tables", "--route-table-ids", rtb, "--dry-run")
-	}
-	add("ec2:DescribeNetworkInterfaceAttribute", "describe-network-interface-attribute", "--network-interface-id", eni, "--attribute", "sourceDestCheck", "--dry-run")
-	add("ec2:DescribeNetworkInterfaces", "describe-network-interfaces", "--network-interface-ids", eni)
-	for _, rtb := range rtbs {
-		add("ec2:CreateRoute", "create-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
-		add("ec2:ReplaceRoute", "replace-route", "--route-table-id", rtb, "--destination-cidr-block", cidr, "--network-interface-id", eni, "--dry-run")
-	}
-	add("ec2:ModifyNetworkInterfaceAttribute", "modify-network-interface-attribute", "--network-interface-id", eni, "--no-source-dest-check", "--dry-run")
 	return out
 }
 

@@ -52,16 +52,6 @@ type Kit struct{}
 
 func init() {
 	kit.Register(&Kit{})
-	// Every action this kit uses, with the lifeboat version that first
-	// needed it. A release that adds an action adds a line here.
-	for _, a := range []string{"ec2:DescribeRouteTables", "ec2:CreateRoute", "ec2:ReplaceRoute",
-		"ec2:DescribeNetworkInterfaceAttribute", "ec2:ModifyNetworkInterfaceAttribute",
-		"ec2:DescribeAddresses", "ec2:AssociateAddress", "ec2:DisassociateAddress", "sts:DecodeAuthorizationMessage"} {
-		kit.NeededSince(a, "0.1.0")
-	}
-	// 0.2.0: readiness and restore check that the interface is in the
-	// route tables' VPC (route mode).
-	kit.NeededSince("ec2:DescribeNetworkInterfaces", "0.2.0")
 }
 
 var (
@@ -140,51 +130,6 @@ func list(s string) []string {
 		}
 	}
 	return out
-}
-
-// Permissions implements kit.PermissionDeclarer: the IAM actions of each
-// operation, per mode.
-func (*Kit) Permissions(p map[string]string) map[string][]string {
-	if p[ParamMode] == ModeEIP {
-		restore := []string{"ec2:DescribeAddresses", "ec2:AssociateAddress"}
-		remove := []string{"ec2:DescribeAddresses"}
-		if p[ParamDisassociateOnRemove] == "true" {
-			remove = append(remove, "ec2:DisassociateAddress")
-		}
-		return map[string][]string{kit.OpRestore: restore, kit.OpRecover: restore, kit.OpRemove: remove, kit.OpQuickCheck: {"ec2:DescribeAddresses"}}
-	}
-	restore := []string{"ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaces", "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DescribeNetworkInterfaceAttribute", "ec2:ModifyNetworkInterfaceAttribute"}
-	return map[string][]string{kit.OpRestore: restore, kit.OpRecover: restore, kit.OpRemove: {}, kit.OpQuickCheck: {"ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaceAttribute"}}
-}
-
-// Policy implements kit.PolicyDeclarer: the least-privilege statements for
-// one resource, with resource ARNs where EC2 supports them.
-func (k *Kit) Policy(p map[string]string, region, account string) []kit.Statement {
-	arn := func(kind, id string) string { return fmt.Sprintf("arn:aws:ec2:%s:%s:%s/%s", region, account, kind, id) }
-	eni := arn("network-interface", "*")
-	if e := p[ParamENI]; e != "" {
-		eni = arn("network-interface", e)
-	}
-	if p[ParamMode] == ModeEIP {
-		// AssociateAddress is authorized on the address, the interface and
-		// the instance it belongs to.
-		res := []string{arn("elastic-ip", p[ParamAllocationID]), eni, arn("instance", "*")}
-		acts := []string{"ec2:AssociateAddress"}
-		if p[ParamDisassociateOnRemove] == "true" {
-			acts = append(acts, "ec2:DisassociateAddress")
-		}
-		return []kit.Statement{{Actions: []string{"ec2:DescribeAddresses"}, Resources: []string{"*"}}, {Actions: acts, Resources: res}}
-	}
-	var rtbs []string
-	for _, r := range list(p[ParamRouteTables]) {
-		rtbs = append(rtbs, arn("route-table", r))
-	}
-	return []kit.Statement{
-		// Describe* calls support no resource-level permissions.
-		{Actions: []string{"ec2:DescribeNetworkInterfaceAttribute", "ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables"}, Resources: []string{"*"}},
-		{Actions: []string{"ec2:CreateRoute", "ec2:ReplaceRoute"}, Resources: rtbs},
-		{Actions: []string{"ec2:ModifyNetworkInterfaceAttribute"}, Resources: []string{eni}},
-	}
 }
 
 // New implements kit.Kit.

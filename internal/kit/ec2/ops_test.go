@@ -3,6 +3,7 @@ package ec2
 import (
 	"bytes"
 	"context"
+	"maps"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -298,5 +299,47 @@ func TestDescribeNetworkInterfacesIsDeclared(t *testing.T) {
 	}
 	if v := kit.FirstNeeded("ec2:DescribeNetworkInterfaces"); v != "0.2.0" {
 		t.Errorf("FirstNeeded = %q, want 0.2.0", v)
+	}
+}
+
+// The step table is the one list of the kit's calls: with every action
+// refused, readiness names exactly the actions whose probes the table
+// lists (and doctor repeats), in route and in eip mode. (Of CreateRoute
+// and ReplaceRoute, EC2 lets only the one that applies be proven: it checks
+// whether the route exists before it looks at DryRun.)
+func TestReadinessProbesExactlyTheSteps(t *testing.T) {
+	l := newLab(t)
+	deny := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["sts:GetCallerIdentity"],"Resource":"*"}]}`
+	if err := l.world.PutRolePolicy("lifeboat-node2", sim.PlaceholderPolicyName, []byte(deny)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []map[string]string{l.routeParams(), {ParamMode: ModeEIP, ParamAllocationID: l.alloc}} {
+		r := ready(t, l.instance("node2", p, 1))
+		got := map[string]bool{}
+		for _, a := range r.Missing {
+			got[a] = true
+		}
+		want := map[string]bool{}
+		for _, pc := range ProbeCommands(p, "eni-x") {
+			want[pc.Action] = true
+		}
+		if got["ec2:CreateRoute"] != got["ec2:ReplaceRoute"] {
+			got["ec2:CreateRoute"], got["ec2:ReplaceRoute"] = want["ec2:CreateRoute"], want["ec2:ReplaceRoute"]
+		}
+		if r.Ready || !maps.Equal(got, want) {
+			t.Fatalf("%s mode: readiness refused %v, the step table probes %v", p[ParamMode], r.Missing, want)
+		}
+		// and every probed action is one an operation needs
+		need := map[string]bool{}
+		for _, acts := range (&Kit{}).Permissions(p) {
+			for _, a := range acts {
+				need[a] = true
+			}
+		}
+		for a := range want {
+			if !need[a] {
+				t.Errorf("%s is probed but no operation needs it", a)
+			}
+		}
 	}
 }
