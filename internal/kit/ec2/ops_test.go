@@ -3,10 +3,10 @@ package ec2
 import (
 	"bytes"
 	"context"
-	"maps"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
