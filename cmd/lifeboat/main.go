@@ -15,9 +15,6 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // registers the app kit
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2" // registers the ec2 kit
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ip"  // registers the ip kit
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 

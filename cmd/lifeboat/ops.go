@@ -12,7 +12,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
-	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -57,7 +57,7 @@ func applyCmd() *cobra.Command {
 			if err != nil {
 				return codeErr{exitUsage, fmt.Errorf("read %s: %w", name, err)}
 			}
-			hs, err := config.ParseSpec(name, data, kit.ValidateHierarchy)
+			hs, err := config.ParseSpec(name, data, kits.Builtin().ValidateHierarchy)
 			if err != nil {
 				return codeErr{exitUsage, err}
 			}

@@ -25,6 +25,8 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
@@ -38,6 +40,7 @@ var Version = "dev"
 type Agent struct {
 	// levelHeld is what last held the feature level (leader loop only).
 	levelHeld string
+	kits      *kit.Registry
 	// fenceWG: fence jobs of the current term (they end with it).
 	fenceWG   sync.WaitGroup
 	joinMu    sync.Mutex
@@ -85,14 +88,19 @@ type Options struct {
 	// FeatureLevel caps the feature level this agent supports (0: all
 	// this binary has). Tests use it to stand in for an older version.
 	FeatureLevel int
+	// Kits are the resource types the agent runs (nil: the built-in ones).
+	Kits *kit.Registry
 }
 
 // New starts a node from its config. Call Shutdown to stop it.
 func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(),
+	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(), kits: opts.Kits,
 		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}}
 	if a.log == nil {
 		a.log = slog.Default()
+	}
+	if a.kits == nil {
+		a.kits = kits.Builtin()
 	}
 	a.log = a.log.With("node", cfg.Node)
 	key := cfg.KeyBytes()
@@ -147,7 +155,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	// expiry only a tenth plus a slack after it, so an action cut off at
 	// this margin is over well before anyone else is assigned.
 	margin := a.c.Leases.ActMargin()
-	a.eng = engine.New(engine.Config{Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get,
+	a.eng = engine.New(engine.Config{Lookup: a.kits.Lookup, Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get,
 		Authority: func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error) {
 			return a.c.Leases.Bound(ctx, gen, margin)
 		}})
@@ -633,7 +641,7 @@ func (a *Agent) fenceAge(node string, gen uint64) time.Duration {
 			return
 		}
 		for name, as := range s.Assignments {
-			if as.Node == node && as.Gen == gen && nodeFenced(s.Hierarchies[name]) {
+			if as.Node == node && as.Gen == gen && nodeFenced(a.kits, s.Hierarchies[name]) {
 				age = max(age, a.c.Leases.WatchdogAge(time.Duration(n.WatchdogMS)*time.Millisecond))
 				return
 			}

@@ -21,7 +21,6 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // registers the "app" kit
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -173,7 +172,7 @@ func (n *testNode) restart(t *testing.T, level int) {
 	if !n.down {
 		t.Fatalf("restart of %s, which is running", n.name)
 	}
-	a, err := New(n.cfg, Options{Logger: n.lg, Level: new(slog.LevelVar), FeatureLevel: level})
+	a, err := New(n.cfg, Options{Logger: n.lg, Level: new(slog.LevelVar), FeatureLevel: level, Kits: testKits})
 	if err != nil {
 		t.Fatalf("restart %s: %v", n.name, err)
 	}
@@ -296,7 +295,7 @@ func startTestClusterLevels(t *testing.T, levels map[string]int) *testCluster {
 		}
 		logger := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		n.cfg, n.lg = cfg, logger
-		n.a, err = New(cfg, Options{Logger: logger, Level: new(slog.LevelVar), FeatureLevel: levels[n.name]})
+		n.a, err = New(cfg, Options{Logger: logger, Level: new(slog.LevelVar), FeatureLevel: levels[n.name], Kits: testKits})
 		if err != nil {
 			t.Fatalf("start %s: %v", n.name, err)
 		}

@@ -25,7 +25,7 @@ func checks() []doctor.Check {
 // doctorEnv describes this node for the checks; hierarchy limits them to
 // one hierarchy.
 func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
-	env := &doctor.Env{Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
+	env := &doctor.Env{Kits: a.kits, Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
 		Leader: a.c.Leader(), AWSSettings: a.aws.settings, AWS: a.aws.get, LogLevel: a.levelName(),
 		WatchdogDevice: a.cfg.Watchdog.Device, WatchdogTimeout: a.cfg.Watchdog.Timeout.D(), Owners: map[string]string{}}
 	exe, _ := os.Executable()

@@ -13,7 +13,6 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
-	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -35,7 +34,7 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range req.Hierarchies {
 		h := &req.Hierarchies[i]
-		for _, p := range kit.ValidateHierarchy(h) {
+		for _, p := range a.kits.ValidateHierarchy(h) {
 			problems = append(problems, fmt.Sprintf("hierarchy %q: %s", h.Name, p.Error()))
 		}
 		for j, n := range h.Nodes {

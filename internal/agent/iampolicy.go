@@ -33,11 +33,11 @@ type PolicyStatement struct {
 // LeastPrivilege builds the policy the configured hierarchies need: each
 // cloud kit's statements, merged by resource set, plus
 // sts:DecodeAuthorizationMessage so that a denial can be explained.
-func LeastPrivilege(hs []spec.Hierarchy, region, account string) PolicyDocument {
+func LeastPrivilege(kr *kit.Registry, hs []spec.Hierarchy, region, account string) PolicyDocument {
 	byRes := map[string]map[string]bool{}
 	for _, h := range hs {
 		for _, r := range h.Resources {
-			k, ok := kit.Lookup(r.Type)
+			k, ok := kr.Lookup(r.Type)
 			if !ok {
 				continue
 			}
@@ -102,14 +102,14 @@ func (a *Agent) handleIAMPolicy(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", want))
 		return
 	}
-	doc := LeastPrivilege(hs, "*", "*")
+	doc := LeastPrivilege(a.kits, hs, "*", "*")
 	if len(doc.Statement) > 0 {
 		// Cloud resources are configured: name this account and region.
 		region, account := a.identity(r.Context())
-		doc = LeastPrivilege(hs, region, account)
+		doc = LeastPrivilege(a.kits, hs, region, account)
 	}
 	if since := r.URL.Query().Get("since"); since != "" {
-		doc = Since(doc, since)
+		doc = Since(a.kits, doc, since)
 	}
 	writeJSON(w, doc)
 }
@@ -133,12 +133,12 @@ func (a *Agent) identity(ctx context.Context) (region, account string) {
 
 // Since keeps only the actions a version later than since first needed:
 // what a rolling upgrade from since adds to the roles.
-func Since(doc PolicyDocument, since string) PolicyDocument {
+func Since(kr *kit.Registry, doc PolicyDocument, since string) PolicyDocument {
 	out := PolicyDocument{Version: doc.Version, Statement: []PolicyStatement{}}
 	for _, st := range doc.Statement {
 		var acts []string
 		for _, a := range st.Action {
-			if v := kit.FirstNeeded(a); v == "" || upgrade.Newer(v, since) {
+			if v := kr.FirstNeeded(a); v == "" || upgrade.Newer(v, since) {
 				acts = append(acts, a)
 			}
 		}

@@ -7,8 +7,7 @@ import (
 	"testing"
 
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/sim/policy"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
@@ -22,7 +21,7 @@ func TestLeastPrivilege(t *testing.T) {
 			{Name: "app", Type: "app", Params: map[string]string{"restore": "x", "remove": "y", "quickcheck": "z"}},
 		}},
 	}
-	doc := LeastPrivilege(hs, "us-east-1", "123456789012")
+	doc := LeastPrivilege(kits.Builtin(), hs, "us-east-1", "123456789012")
 	b, _ := json.Marshal(doc)
 	parsed, err := policy.Parse(b)
 	if err != nil {
@@ -54,7 +53,7 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 	}
 	// No cloud resources: an empty policy, no stray permissions.
-	empty := LeastPrivilege([]spec.Hierarchy{{Name: "a", Resources: hs[0].Resources[2:]}}, "*", "*")
+	empty := LeastPrivilege(kits.Builtin(), []spec.Hierarchy{{Name: "a", Resources: hs[0].Resources[2:]}}, "*", "*")
 	if len(empty.Statement) != 0 {
 		t.Fatalf("app-only hierarchy needs no AWS permissions: %+v", empty)
 	}
@@ -70,12 +69,12 @@ func TestSince(t *testing.T) {
 		t.Fatal("upgrade.Newer")
 	}
 	doc := PolicyDocument{Version: "2012-10-17", Statement: []PolicyStatement{{Sid: "a", Effect: "Allow", Action: []string{"ec2:ReplaceRoute", "ec2:NewThing"}, Resource: []string{"*"}}}}
-	kit.NeededSince("ec2:NewThing", "0.3.0")
-	got := Since(doc, "0.2.0")
+	kr, _ := kits.Builtin().With(historyKit{"ec2:NewThing": "0.3.0"})
+	got := Since(kr, doc, "0.2.0")
 	if len(got.Statement) != 1 || len(got.Statement[0].Action) != 1 || got.Statement[0].Action[0] != "ec2:NewThing" {
 		t.Fatalf("Since 0.2.0: %+v", got)
 	}
-	if got := Since(doc, "0.3.0"); len(got.Statement) != 0 {
+	if got := Since(kr, doc, "0.3.0"); len(got.Statement) != 0 {
 		t.Fatalf("Since 0.3.0: %+v", got)
 	}
 }
@@ -89,7 +88,7 @@ func TestSinceFirstRelease(t *testing.T) {
 			{Name: "eip", Type: "ec2", Params: map[string]string{"mode": "eip", "allocation_id": "eipalloc-1", "disassociate_on_remove": "true"}},
 		}},
 	}
-	got := Since(LeastPrivilege(hs, "us-east-1", "123456789012"), "0.1.0")
+	got := Since(kits.Builtin(), LeastPrivilege(kits.Builtin(), hs, "us-east-1", "123456789012"), "0.1.0")
 	var acts []string
 	for _, st := range got.Statement {
 		acts = append(acts, st.Action...)
@@ -100,7 +99,15 @@ func TestSinceFirstRelease(t *testing.T) {
 	if !slices.Equal(acts, []string{"ec2:DescribeNetworkInterfaces"}) {
 		t.Fatalf("--since 0.1.0 = %v, want exactly ec2:DescribeNetworkInterfaces", acts)
 	}
-	if got := Since(LeastPrivilege(hs, "us-east-1", "123456789012"), "0.2.0"); len(got.Statement) != 0 {
+	if got := Since(kits.Builtin(), LeastPrivilege(kits.Builtin(), hs, "us-east-1", "123456789012"), "0.2.0"); len(got.Statement) != 0 {
 		t.Fatalf("--since 0.2.0: %+v, want nothing", got)
 	}
 }
+
+// historyKit is a kit that only records when actions were first needed.
+type historyKit map[string]string
+
+func (historyKit) Type() string                                     { return "history-test" }
+func (historyKit) Validate(map[string]string) []spec.Problem        { return nil }
+func (historyKit) New(spec.Resource, kit.Env) (kit.Instance, error) { return nil, nil }
+func (h historyKit) FirstNeeded(action string) string               { return h[action] }

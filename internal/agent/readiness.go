@@ -321,7 +321,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 	var reasons []string
 	missing := map[string]bool{}
 	for _, rs := range h.Resources {
-		k, ok := kit.Lookup(rs.Type)
+		k, ok := r.a.kits.Lookup(rs.Type)
 		if !ok {
 			res.Ready = false
 			reasons = append(reasons, fmt.Sprintf("%s: no kit for type %q", rs.Name, rs.Type))
@@ -354,7 +354,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 	}
 	// A configured watchdog that cannot be used is no protection: a node
 	// that would restore local addresses without it is not ready for them.
-	if wd := r.a.cfg.Watchdog.Device; wd != "" && nodeFenced(h) && !r.a.wd.dev.Armed() {
+	if wd := r.a.cfg.Watchdog.Device; wd != "" && nodeFenced(r.a.kits, h) && !r.a.wd.dev.Armed() {
 		if err := watchdog.Check(wd); err != nil {
 			res.Ready = false
 			reasons = append(reasons, err.Error())

@@ -79,8 +79,6 @@ var (
 	gateRestored = map[string]time.Time{}
 )
 
-func init() { kit.Register(gateKit{}) }
-
 func (gateKit) Type() string                              { return "gatetest" }
 func (gateKit) Validate(map[string]string) []spec.Problem { return nil }
 func (gateKit) New(_ spec.Resource, env kit.Env) (kit.Instance, error) {
@@ -191,7 +189,7 @@ func TestRestartedAgentWaitsForItsFirstReadinessRound(t *testing.T) {
 		gateRestored = map[string]time.Time{}
 	})
 	cfg := n2.a.cfg
-	a, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(n2.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Level: new(slog.LevelVar)})
+	a, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(n2.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Level: new(slog.LevelVar), Kits: testKits})
 	if err != nil {
 		t.Fatalf("restart node2: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -19,7 +20,8 @@ type flagReadyKit struct{}
 
 type flagReady struct{ dir string }
 
-func init() { kit.Register(flagReadyKit{}) }
+// testKits are the built-in kits and the agent tests' own.
+var testKits, _ = kits.Builtin().With(gateKit{}, flagReadyKit{})
 
 func (flagReadyKit) Type() string                              { return "test-flag-ready" }
 func (flagReadyKit) Validate(map[string]string) []spec.Problem { return nil }

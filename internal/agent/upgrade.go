@@ -90,7 +90,7 @@ func (a *Agent) handleUpgradeCheck(w http.ResponseWriter, r *http.Request) {
 // the cluster's feature level. Its config was accepted when it started.
 func (a *Agent) upgradeCheck(ctx context.Context) upgrade.Report {
 	r := upgrade.Report{Node: a.cfg.Node, Running: Version, Target: Version}
-	in := upgrade.Input{Node: a.cfg.Node, Witness: a.self.Witness, DataDir: a.cfg.DataDir, AWS: a.aws.get,
+	in := upgrade.Input{Kits: a.kits, Node: a.cfg.Node, Witness: a.self.Witness, DataDir: a.cfg.DataDir, AWS: a.aws.get,
 		Logger: a.log, Owners: map[string]string{}, LevelKnown: true, FeatureLevel: a.status().FeatureLevel}
 	a.c.FSM.View(func(s *cluster.State) {
 		for _, n := range s.HierarchyNames() {

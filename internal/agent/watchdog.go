@@ -16,9 +16,9 @@ import (
 
 // nodeFenced reports whether h has a resource that nothing outside the node
 // arbitrates (kit.NodeFenced): a frozen node would keep it configured.
-func nodeFenced(h spec.Hierarchy) bool {
+func nodeFenced(kr *kit.Registry, h spec.Hierarchy) bool {
 	for _, r := range h.Resources {
-		if k, ok := kit.Lookup(r.Type); ok {
+		if k, ok := kr.Lookup(r.Type); ok {
 			if nf, ok := k.(kit.NodeFenced); ok && nf.NeedsNodeFencing() {
 				return true
 			}
@@ -50,7 +50,7 @@ func newWatchdogFeeder(a *Agent, dev *watchdog.Device) *watchdogFeeder {
 func (w *watchdogFeeder) want(d map[string]engine.Desired) {
 	wanted := false
 	for _, x := range d {
-		if x.InService && nodeFenced(x.Spec) {
+		if x.InService && nodeFenced(w.a.kits, x.Spec) {
 			wanted = true
 			break
 		}
@@ -85,7 +85,7 @@ func (w *watchdogFeeder) fencedUp() bool {
 			case engine.StateOffline, engine.StateFailed, engine.StateUnknown:
 				continue
 			}
-			if h, ok := s.Hierarchies[name]; ok && nodeFenced(h) {
+			if h, ok := s.Hierarchies[name]; ok && nodeFenced(w.a.kits, h) {
 				up = true
 				return
 			}

@@ -3,7 +3,7 @@ package agent
 import (
 	"testing"
 
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ip" // registers the "ip" kit
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -12,10 +12,10 @@ import (
 func TestNodeFenced(t *testing.T) {
 	ip := spec.Resource{Name: "addr", Type: "ip", Params: map[string]string{"address": "10.1.2.3/24", "interface": "eth0"}}
 	app := spec.Resource{Name: "app", Type: "app"}
-	if !nodeFenced(spec.Hierarchy{Resources: []spec.Resource{app, ip}}) {
+	if !nodeFenced(kits.Builtin(), spec.Hierarchy{Resources: []spec.Resource{app, ip}}) {
 		t.Error("a hierarchy with an ip resource is not node-fenced")
 	}
-	if nodeFenced(spec.Hierarchy{Resources: []spec.Resource{app}}) {
+	if nodeFenced(kits.Builtin(), spec.Hierarchy{Resources: []spec.Resource{app}}) {
 		t.Error("an app-only hierarchy is node-fenced")
 	}
 }

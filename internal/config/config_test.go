@@ -413,7 +413,7 @@ func (testKit) Validate(p map[string]string) []spec.Problem {
 }
 func (testKit) New(spec.Resource, kit.Env) (kit.Instance, error) { return nil, nil }
 
-func init() { kit.Register(testKit{}) }
+var testKits, _ = kit.NewRegistry(testKit{})
 
 const goodSpec = `hierarchies:
   - name: web
@@ -445,7 +445,7 @@ const goodSpec = `hierarchies:
 const specFileName = "web.yaml"
 
 func TestParseSpecGood(t *testing.T) {
-	hs, err := ParseSpec(specFileName, []byte(goodSpec), kit.ValidateHierarchy)
+	hs, err := ParseSpec(specFileName, []byte(goodSpec), testKits.ValidateHierarchy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +477,7 @@ func TestParseSpecSingleAndJSON(t *testing.T) {
 	json := "{\n\t\"name\": \"web\",\n\t\"nodes\": [\"a\", \"b\"],\n\t\"resources\": [\n\t\t{\"name\": \"r\", \"type\": \"testapp\", \"timeout\": \"3s\", \"params\": {\"restore\": \"x\"}}\n\t]\n}\n"
 	jsonList := `{"hierarchies": [{"name": "web", "nodes": ["a"], "resources": [{"name": "r", "type": "testapp", "params": {"restore": "x"}}]}]}`
 	for name, in := range map[string]string{"single": single, "json": json, "json list": jsonList} {
-		hs, err := ParseSpec("f", []byte(in), kit.ValidateHierarchy)
+		hs, err := ParseSpec("f", []byte(in), testKits.ValidateHierarchy)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -525,7 +525,7 @@ func TestParseSpecBad(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			hs, err := ParseSpec(specFileName, []byte(edit(t, goodSpec, c.edits...)), kit.ValidateHierarchy)
+			hs, err := ParseSpec(specFileName, []byte(edit(t, goodSpec, c.edits...)), testKits.ValidateHierarchy)
 			if err == nil {
 				t.Fatalf("no error; parsed %+v", hs)
 			}
@@ -539,7 +539,7 @@ func TestParseSpecBad(t *testing.T) {
 
 func TestParseSpecOther(t *testing.T) {
 	// The depends_on item's own column is reported.
-	_, err := ParseSpec("s", []byte("name: h\nnodes: [a]\nresources:\n  - name: r\n    type: testapp\n    params: {restore: x}\n    depends_on: [r, q]\n"), kit.ValidateHierarchy)
+	_, err := ParseSpec("s", []byte("name: h\nnodes: [a]\nresources:\n  - name: r\n    type: testapp\n    params: {restore: x}\n    depends_on: [r, q]\n"), testKits.ValidateHierarchy)
 	if e := find(t, asErrors(t, err), "resources[0].depends_on[1]"); e.Line != 7 || e.Column != 21 {
 		t.Errorf("got %v, want line 7 column 21", e)
 	}
@@ -578,7 +578,7 @@ func TestParseSpecOther(t *testing.T) {
 		t.Errorf("unknown key base accepted: %+v", hs)
 	}
 	// Anchors and aliases work; merge keys are refused with a clear message.
-	hs, err = ParseSpec("s", []byte("name: h\nnodes: &n [a]\nresources:\n  - {name: r, type: testapp, params: &p {restore: x}}\n  - {name: s, type: testapp, params: *p}\n"), kit.ValidateHierarchy)
+	hs, err = ParseSpec("s", []byte("name: h\nnodes: &n [a]\nresources:\n  - {name: r, type: testapp, params: &p {restore: x}}\n  - {name: s, type: testapp, params: *p}\n"), testKits.ValidateHierarchy)
 	if err != nil || len(hs[0].Resources) != 2 || hs[0].Resources[1].Params["restore"] != "x" {
 		t.Errorf("alias: %v %+v", err, hs)
 	}
@@ -607,7 +607,7 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte("name: h\nnodes: [a]\nresources:\n  - &b {name: r, type: testapp}\n  - {<<: *b, name: s, depends_on: [r]}\n"))
 	f.Add([]byte(`{"hierarchies": [{"name": "x", "nodes": ["a"], "resources": [{"name": "r", "type": "t", "depends_on": ["r"]}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		hs, err := ParseSpec("spec.yaml", data, kit.ValidateHierarchy)
+		hs, err := ParseSpec("spec.yaml", data, testKits.ValidateHierarchy)
 		checkResult(t, hs != nil, err)
 		for _, h := range hs {
 			if h.LocalRecovery == nil || h.Switchback == "" {

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app" // the kits whose permissions are granted
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/netlab"
 	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -100,7 +99,7 @@ func (e *SimEnv) Role(node string) string {
 // GrantLeastPrivilege gives every node's role exactly the policy
 // `lifeboat iam-policy` prints for hs, replacing what it had.
 func (e *SimEnv) GrantLeastPrivilege(nodes []string, hs []spec.Hierarchy) error {
-	doc, err := json.Marshal(agent.LeastPrivilege(hs, e.World.Region(), e.World.AccountID()))
+	doc, err := json.Marshal(agent.LeastPrivilege(kits.Builtin(), hs, e.World.Region(), e.World.AccountID()))
 	if err != nil {
 		return err
 	}

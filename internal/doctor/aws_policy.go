@@ -49,7 +49,7 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 	if !awsUsed(env) {
 		return nil
 	}
-	k, ok := kit.Lookup("ec2")
+	k, ok := env.Kits.Lookup("ec2")
 	if !ok {
 		return []Finding{{ID: awsIDPermissions, Severity: Critical, Seen: "the ec2 kit is not built into this lifeboat binary", Fix: "install a lifeboat build with the ec2 kit"}}
 	}
@@ -231,7 +231,7 @@ func awsNeeded(env *Env) (map[string]bool, []string) {
 	}
 	for _, h := range env.Hierarchies {
 		for _, r := range h.Resources {
-			k, ok := kit.Lookup(r.Type)
+			k, ok := env.Kits.Lookup(r.Type)
 			if !ok {
 				continue
 			}

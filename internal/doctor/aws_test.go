@@ -23,6 +23,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
@@ -193,7 +194,7 @@ func TestAWSHealthyHasNoCriticalOrWarning(t *testing.T) {
 // leastPrivilegeWithout is the policy `lifeboat iam-policy` prints, minus
 // some actions.
 func (l *awsLab) leastPrivilegeWithout(drop ...string) agent.PolicyDocument {
-	doc := agent.LeastPrivilege(l.hs, l.sim.World.Region(), l.sim.World.AccountID())
+	doc := agent.LeastPrivilege(kits.Builtin(), l.hs, l.sim.World.Region(), l.sim.World.AccountID())
 	var sts []agent.PolicyStatement
 	for _, st := range doc.Statement {
 		st.Action = slices.DeleteFunc(slices.Clone(st.Action), func(a string) bool { return slices.Contains(drop, a) })

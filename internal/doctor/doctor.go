@@ -17,6 +17,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -47,6 +48,9 @@ type Member struct {
 
 // Env is what the checks may look at on one node.
 type Env struct {
+	// Kits are the agent's kits (the resource types it runs; nil: the
+	// built-in ones).
+	Kits    *kit.Registry
 	Node    string
 	Witness bool
 	Version string
@@ -108,6 +112,9 @@ type Check struct {
 // Run runs every check (or those whose ID is in only) and returns the
 // findings worst first. A check that panics does not stop the others.
 func Run(ctx context.Context, env *Env, checks []Check, only map[string]bool) []Finding {
+	if env.Kits == nil {
+		env.Kits = kits.Builtin()
+	}
 	if env.Now == nil {
 		env.Now = time.Now
 	}

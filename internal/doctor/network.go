@@ -328,7 +328,7 @@ func netOwner(env *Env, v vip) (string, bool) {
 
 // netKitProbe runs the ip kit's readiness probe for r.
 func netKitProbe(ctx context.Context, env *Env, h spec.Hierarchy, r spec.Resource) kit.Readiness {
-	k, ok := kit.Lookup(r.Type)
+	k, ok := env.Kits.Lookup(r.Type)
 	if !ok {
 		return kit.Readiness{Unknown: true, Reason: "the ip kit is not built into this lifeboat binary"}
 	}

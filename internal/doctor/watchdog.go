@@ -40,7 +40,7 @@ func wdFenced(env *Env) []string {
 	var out []string
 	for _, h := range env.Hierarchies {
 		for _, r := range h.Resources {
-			k, ok := kit.Lookup(r.Type)
+			k, ok := env.Kits.Lookup(r.Type)
 			if !ok {
 				continue
 			}

@@ -4,13 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -26,19 +26,19 @@ func (testKit) Validate(map[string]string) []spec.Problem        { return nil }
 func (testKit) New(spec.Resource, kit.Env) (kit.Instance, error) { return nil, os.ErrInvalid }
 func (k testKit) NeedsNodeFencing() bool                         { return k.fenced }
 
-var registerTestKits sync.Once
-
-func fencedKits() {
-	registerTestKits.Do(func() {
-		kit.Register(testKit{typ: "doctor-test-fenced", fenced: true})
-		kit.Register(testKit{typ: "doctor-test-unfenced"})
-	})
+// fencedKits are the built-in kits and two test kits, one node-fenced.
+func fencedKits() *kit.Registry {
+	r, err := kits.Builtin().With(testKit{typ: "doctor-test-fenced", fenced: true}, testKit{typ: "doctor-test-unfenced"})
+	if err != nil {
+		panic(err)
+	}
+	return r
 }
 
 // wdEnv is node1 running hs with the watchdog dev, /proc and root in
 // temporary directories.
 func wdEnv(t *testing.T, dev string, hs ...spec.Hierarchy) *Env {
-	return &Env{Node: "node1", Hierarchies: hs, WatchdogDevice: dev, WatchdogTimeout: time.Second,
+	return &Env{Kits: fencedKits(), Node: "node1", Hierarchies: hs, WatchdogDevice: dev, WatchdogTimeout: time.Second,
 		ProcDir: t.TempDir(), RootDir: t.TempDir(), AgentPID: 500}
 }
 
@@ -71,7 +71,6 @@ func fifo(t *testing.T, path string) string {
 }
 
 func TestWatchdogConfig(t *testing.T) {
-	fencedKits()
 	web := ipHierarchy("web", "10.1.2.100/24", "eth0")
 	other := spec.Hierarchy{Name: "db", Nodes: []string{"node1"}, Resources: []spec.Resource{
 		{Name: "db-route", Type: "ec2", Params: map[string]string{"mode": "route", "cidr": "10.0.100.10/32", "route_tables": "rtb-1"}},

@@ -65,7 +65,8 @@ type Config struct {
 	Events  *events.Log
 	// Report is called on every state change; it must not block.
 	Report func(Report)
-	// Lookup finds the kit for a resource type (kit.Lookup by default).
+	// Lookup finds the kit for a resource type (the agent's kit.Registry;
+	// none when nil).
 	Lookup func(string) (kit.Kit, bool)
 	// AWS gives cloud kits this node's AWS clients.
 	AWS awsapi.Provider
@@ -97,7 +98,7 @@ type Engine struct {
 // New starts an engine with no hierarchies.
 func New(cfg Config) *Engine {
 	if cfg.Lookup == nil {
-		cfg.Lookup = kit.Lookup
+		cfg.Lookup = func(string) (kit.Kit, bool) { return nil, false }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

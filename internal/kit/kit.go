@@ -2,7 +2,8 @@
 // how a resource type is brought into service (Restore), taken out (Remove),
 // observed (QuickCheck) and repaired in place (Recover), plus the optional
 // readiness probe and permission declaration used by the cloud kits. Kits
-// register by type name; they never import the engine or the cluster.
+// are gathered in a Registry that the agent builds; they never import the
+// engine or the cluster.
 package kit
 
 import (
@@ -10,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -174,39 +174,60 @@ type PolicyDeclarer interface {
 	Policy(params map[string]string, region, account string) []Statement
 }
 
-var (
-	mu       sync.RWMutex
-	registry = map[string]Kit{}
-)
+// History is implemented by kits that record, per cloud action, the
+// lifeboat version that first needed it (so an operator can grant what an
+// upgrade adds before rolling it out: lifeboat iam-policy --since VERSION).
+type History interface {
+	FirstNeeded(action string) string
+}
 
-// Register makes a kit available by its type name. It panics on duplicates,
-// like database/sql.Register: registration happens in init.
-func Register(k Kit) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := registry[k.Type()]; dup {
-		panic(fmt.Sprintf("kit: %q registered twice", k.Type()))
+// Registry is the set of kits one agent (or command) works with, by type
+// name. The agent builds it and hands it to the engine, readiness, doctor
+// and the API; nothing registers itself behind its back.
+type Registry struct {
+	kits map[string]Kit
+}
+
+// NewRegistry returns a registry of ks; a type given twice is an error.
+func NewRegistry(ks ...Kit) (*Registry, error) {
+	r := &Registry{kits: map[string]Kit{}}
+	for _, k := range ks {
+		if _, dup := r.kits[k.Type()]; dup {
+			return nil, fmt.Errorf("kit %q given twice", k.Type())
+		}
+		r.kits[k.Type()] = k
 	}
-	registry[k.Type()] = k
+	return r, nil
+}
+
+// With returns a registry of r's kits and ks (tests add their own).
+func (r *Registry) With(ks ...Kit) (*Registry, error) {
+	all := make([]Kit, 0, len(r.kits)+len(ks))
+	for _, k := range r.kits {
+		all = append(all, k)
+	}
+	return NewRegistry(append(all, ks...)...)
 }
 
 // Lookup returns the kit for a type.
-func Lookup(typ string) (Kit, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	k, ok := registry[typ]
+func (r *Registry) Lookup(typ string) (Kit, bool) {
+	if r == nil {
+		return nil, false
+	}
+	k, ok := r.kits[typ]
 	return k, ok
 }
 
-// Known reports whether a type is registered.
-func Known(typ string) bool { _, ok := Lookup(typ); return ok }
+// Known reports whether a type is in the registry.
+func (r *Registry) Known(typ string) bool { _, ok := r.Lookup(typ); return ok }
 
-// Types lists the registered types.
-func Types() []string {
-	mu.RLock()
-	defer mu.RUnlock()
+// Types lists the types in order.
+func (r *Registry) Types() []string {
 	var ts []string
-	for t := range registry {
+	if r == nil {
+		return nil
+	}
+	for t := range r.kits {
 		ts = append(ts, t)
 	}
 	sort.Strings(ts)
@@ -215,14 +236,14 @@ func Types() []string {
 
 // ValidateHierarchy validates structure and every resource's parameters
 // with its kit.
-func ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
-	ps := h.Validate(Known)
-	for i, r := range h.Resources {
-		k, ok := Lookup(r.Type)
+func (r *Registry) ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
+	ps := h.Validate(r.Known)
+	for i, res := range h.Resources {
+		k, ok := r.Lookup(res.Type)
 		if !ok {
 			continue
 		}
-		for _, p := range k.Validate(r.Params) {
+		for _, p := range k.Validate(res.Params) {
 			p.Field = fmt.Sprintf("resources[%d].params.%s", i, p.Field)
 			ps = append(ps, p)
 		}
@@ -230,21 +251,15 @@ func ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
 	return ps
 }
 
-// firstNeeded records, per cloud action, the lifeboat version that first
-// needed it (so an operator can grant what an upgrade adds before rolling
-// it out: lifeboat iam-policy --since VERSION).
-var firstNeeded = map[string]string{}
-
-// NeededSince records that action is needed from version on.
-func NeededSince(action, version string) {
-	mu.Lock()
-	defer mu.Unlock()
-	firstNeeded[action] = version
-}
-
-// FirstNeeded returns the version that first needed action ("" unknown).
-func FirstNeeded(action string) string {
-	mu.RLock()
-	defer mu.RUnlock()
-	return firstNeeded[action]
+// FirstNeeded returns the version that first needed action, as the kit
+// that uses it records ("" when none does).
+func (r *Registry) FirstNeeded(action string) string {
+	for _, t := range r.Types() {
+		if h, ok := r.kits[t].(History); ok {
+			if v := h.FirstNeeded(action); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
 }

@@ -15,11 +15,14 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
 // Input is what Check needs to know about the node.
 type Input struct {
+	// Kits are the new binary's kits (nil: the built-in ones).
+	Kits    *kit.Registry
 	Node    string
 	Witness bool
 	DataDir string
@@ -43,6 +46,13 @@ type Input struct {
 	// ProbeTimeout bounds each resource's readiness probe (default 30s,
 	// as the agent's).
 	ProbeTimeout time.Duration
+}
+
+func (in Input) kits() *kit.Registry {
+	if in.Kits != nil {
+		return in.Kits
+	}
+	return kits.Builtin()
 }
 
 // Settings builds the AWS settings from an agent config exactly as the
@@ -136,21 +146,21 @@ func Check(ctx context.Context, r *Report, in Input) {
 
 func checkHierarchy(ctx context.Context, r *Report, in Input, h spec.Hierarchy, id *identity) {
 	hc := h
-	for _, p := range kit.ValidateHierarchy(&hc) {
+	for _, p := range in.kits().ValidateHierarchy(&hc) {
 		r.Gaps = append(r.Gaps, Gap{Kind: GapSpec, Hierarchy: h.Name, Message: fmt.Sprintf("lifeboat %s rejects hierarchy %s: %s", r.Target, h.Name, p.Error()),
 			Fix: "change the spec with `lifeboat apply` to a form both versions accept before upgrading"})
 	}
 	elsewhere := in.Owners[h.Name] != "" && in.Owners[h.Name] != in.Node
 	for _, rs := range h.Resources {
-		k, ok := kit.Lookup(rs.Type)
+		k, ok := in.kits().Lookup(rs.Type)
 		if !ok {
 			r.Gaps = append(r.Gaps, Gap{Kind: GapSpec, Hierarchy: h.Name, Resource: rs.Name,
 				Message: fmt.Sprintf("lifeboat %s has no kit for resource type %q", r.Target, rs.Type),
-				Fix:     "replace the resource with one of the types " + strings.Join(kit.Types(), ", ") + " before upgrading"})
+				Fix:     "replace the resource with one of the types " + strings.Join(in.kits().Types(), ", ") + " before upgrading"})
 			continue
 		}
 		if pd, ok := k.(kit.PermissionDeclarer); ok {
-			r.Needs = append(r.Needs, need(h.Name, rs, pd, r.Running))
+			r.Needs = append(r.Needs, need(in.kits(), h.Name, rs, pd, r.Running))
 		}
 		inst, err := k.New(rs, kit.Env{Node: in.Node, Hierarchy: h.Name, DataDir: in.DataDir, AWS: in.AWS, ServedElsewhere: elsewhere,
 			Logger: in.Logger.With("hierarchy", h.Name, "resource", rs.Name)})
@@ -176,7 +186,7 @@ func checkHierarchy(ctx context.Context, r *Report, in Input, h spec.Hierarchy, 
 			region, account := id.get(ctx)
 			for _, a := range rd.Missing {
 				r.Gaps = append(r.Gaps, Gap{Kind: GapPermission, Hierarchy: h.Name, Resource: rs.Name, Action: a,
-					FirstNeeded: kit.FirstNeeded(a), Statements: statements(k, rs.Params, a, region, account),
+					FirstNeeded: in.kits().FirstNeeded(a), Statements: statements(k, rs.Params, a, region, account),
 					Message: reasonFor(rd, a),
 					Fix:     fmt.Sprintf("add the statement to the policy of %s's instance role, then check again", in.Node)})
 			}
@@ -185,7 +195,7 @@ func checkHierarchy(ctx context.Context, r *Report, in Input, h spec.Hierarchy, 
 }
 
 // need lists what one resource needs and what of it is newer than running.
-func need(h string, rs spec.Resource, pd kit.PermissionDeclarer, running string) Need {
+func need(kr *kit.Registry, h string, rs spec.Resource, pd kit.PermissionDeclarer, running string) Need {
 	set := map[string]bool{}
 	for _, acts := range pd.Permissions(rs.Params) {
 		for _, a := range acts {
@@ -195,7 +205,7 @@ func need(h string, rs spec.Resource, pd kit.PermissionDeclarer, running string)
 	n := Need{Hierarchy: h, Resource: rs.Name, Type: rs.Type, Actions: spec.SortedKeys(set)}
 	if running != "" {
 		for _, a := range n.Actions {
-			if v := kit.FirstNeeded(a); v != "" && Newer(v, running) {
+			if v := kr.FirstNeeded(a); v != "" && Newer(v, running) {
 				n.New = append(n.New, a)
 			}
 		}

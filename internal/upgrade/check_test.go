@@ -21,8 +21,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/app"
-	_ "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 )
@@ -61,7 +60,7 @@ func (l *simLab) settings(node string) awsapi.Settings {
 // revoke takes actions away from node's role.
 func (l *simLab) revoke(node string, actions ...string) {
 	l.t.Helper()
-	full := agent.LeastPrivilege(l.hs, l.env.World.Region(), l.env.World.AccountID())
+	full := agent.LeastPrivilege(kits.Builtin(), l.hs, l.env.World.Region(), l.env.World.AccountID())
 	var cut agent.PolicyDocument
 	for _, st := range full.Statement {
 		st.Action = slices.DeleteFunc(slices.Clone(st.Action), func(a string) bool { return slices.Contains(actions, a) })
@@ -95,7 +94,7 @@ func (l *simLab) check(node, running string) upgrade.Report {
 // The action this release added to the ec2 kit's route mode; an older
 // tree without it falls back to one every release needed.
 func addedAction() string {
-	k, _ := kit.Lookup("ec2")
+	k, _ := kits.Builtin().Lookup("ec2")
 	p := k.(kit.PermissionDeclarer).Permissions(map[string]string{"mode": "route"})
 	if slices.Contains(p[kit.OpRestore], "ec2:DescribeNetworkInterfaces") {
 		return "ec2:DescribeNetworkInterfaces"
@@ -139,7 +138,7 @@ func TestCheckProvesEveryNeedByDryRun(t *testing.T) {
 		gaps[g.Action] = g
 	}
 	g, ok := gaps[added]
-	if !ok || g.Resource != "web-vip" || g.FirstNeeded != kit.FirstNeeded(added) || !strings.Contains(g.Message, "node2 lacks "+added) {
+	if !ok || g.Resource != "web-vip" || g.FirstNeeded != kits.Builtin().FirstNeeded(added) || !strings.Contains(g.Message, "node2 lacks "+added) {
 		t.Fatalf("gap for %s: %+v", added, g)
 	}
 	if len(g.Statements) != 1 || g.Statements[0].Effect != "Allow" || !slices.Equal(g.Statements[0].Action, []string{added}) {
@@ -152,7 +151,7 @@ func TestCheckProvesEveryNeedByDryRun(t *testing.T) {
 		t.Fatalf("gap for ec2:AssociateAddress: %+v, want a statement on %s", eip, want)
 	}
 	// Adding the statements given closes the gaps.
-	full := agent.LeastPrivilege(l.hs, l.env.World.Region(), l.env.World.AccountID())
+	full := agent.LeastPrivilege(kits.Builtin(), l.hs, l.env.World.Region(), l.env.World.AccountID())
 	var sts []agent.PolicyStatement
 	for _, st := range full.Statement {
 		st.Action = slices.DeleteFunc(slices.Clone(st.Action), func(a string) bool { return a == added || a == "ec2:AssociateAddress" })

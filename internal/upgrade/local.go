@@ -12,7 +12,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
-	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -159,7 +159,7 @@ func readSpecs(files []string) ([]spec.Hierarchy, []string) {
 			errs = append(errs, fmt.Sprintf("read spec file: %v", err))
 			continue
 		}
-		got, err := config.ParseSpec(f, data, kit.ValidateHierarchy)
+		got, err := config.ParseSpec(f, data, kits.Builtin().ValidateHierarchy)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("spec file %s is not valid for this version:\n%v", f, err))
 			continue

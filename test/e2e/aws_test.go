@@ -12,6 +12,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
@@ -52,7 +53,7 @@ func TestMissingPermissionNotReadyAndSkipped(t *testing.T) {
 	})
 
 	// Remove ec2:ModifyNetworkInterfaceAttribute from node2's role only.
-	full := agent.LeastPrivilege([]spec.Hierarchy{h}, env.World.Region(), env.World.AccountID())
+	full := agent.LeastPrivilege(kits.Builtin(), []spec.Hierarchy{h}, env.World.Region(), env.World.AccountID())
 	var cut agent.PolicyDocument
 	b, _ := json.Marshal(full)
 	_ = json.Unmarshal(b, &cut)

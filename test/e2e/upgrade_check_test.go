@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 )
@@ -21,7 +22,7 @@ import (
 // route mode (ec2:DescribeNetworkInterfaces, needed since 0.2.0); a tree
 // without it falls back to one every release needed.
 func upgradeAddedAction() string {
-	k, _ := kit.Lookup("ec2")
+	k, _ := kits.Builtin().Lookup("ec2")
 	p := k.(kit.PermissionDeclarer).Permissions(map[string]string{"mode": "route"})
 	if slices.Contains(p[kit.OpRestore], "ec2:DescribeNetworkInterfaces") {
 		return "ec2:DescribeNetworkInterfaces"
@@ -73,8 +74,8 @@ func TestUpgradeCheckNamesTheMissingAction(t *testing.T) {
 
 	// node2's role loses the action.
 	action := upgradeAddedAction()
-	t.Logf("taking %s (first needed in %s) from node2's role", action, kit.FirstNeeded(action))
-	full := agent.LeastPrivilege([]spec.Hierarchy{h}, env.World.Region(), env.World.AccountID())
+	t.Logf("taking %s (first needed in %s) from node2's role", action, kits.Builtin().FirstNeeded(action))
+	full := agent.LeastPrivilege(kits.Builtin(), []spec.Hierarchy{h}, env.World.Region(), env.World.AccountID())
 	cut := agent.PolicyDocument{Version: full.Version}
 	for _, st := range full.Statement {
 		st.Action = slices.DeleteFunc(slices.Clone(st.Action), func(a string) bool { return a == action })
@@ -97,7 +98,7 @@ func TestUpgradeCheckNamesTheMissingAction(t *testing.T) {
 		}
 	}
 	if code != 1 || gap == nil || len(r.Gaps) != 1 || gap.Hierarchy != "db" || gap.Resource != "db-vip" || gap.FirstNeeded == "" ||
-		gap.FirstNeeded != kit.FirstNeeded(action) || !strings.Contains(gap.Message, "node2 lacks "+action) {
+		gap.FirstNeeded != kits.Builtin().FirstNeeded(action) || !strings.Contains(gap.Message, "node2 lacks "+action) {
 		t.Fatalf("without %s: exit %d, %+v", action, code, r)
 	}
 	if len(gap.Statements) == 0 || gap.Statements[0].Effect != "Allow" || !slices.Equal(gap.Statements[0].Action, []string{action}) || len(gap.Statements[0].Resource) == 0 {

@@ -17,7 +17,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
-	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 )
@@ -84,8 +84,8 @@ func seedPolicyActions(doc agent.PolicyDocument) []string {
 func TestSeedCase(t *testing.T) {
 	testStart := time.Now()
 	prevBin := previousBinary(t)
-	if kit.FirstNeeded(seedAction) == "" {
-		t.Fatalf("this tree does not record when %s was first needed (kit.NeededSince)", seedAction)
+	if kits.Builtin().FirstNeeded(seedAction) == "" {
+		t.Fatalf("this tree does not record when %s was first needed (the ec2 kit's step table)", seedAction)
 	}
 	env, err := demo.StartSim(three)
 	if err != nil {
@@ -122,7 +122,7 @@ func TestSeedCase(t *testing.T) {
 	if slices.Contains(oldActions, seedAction) || !slices.Contains(oldActions, "ec2:ReplaceRoute") {
 		t.Fatalf("the policy of lifeboat %s: want ec2:ReplaceRoute and not %s, got %v", prev.version, seedAction, oldActions)
 	}
-	newActions := seedPolicyActions(agent.LeastPrivilege([]spec.Hierarchy{h}, env.World.Region(), env.World.AccountID()))
+	newActions := seedPolicyActions(agent.LeastPrivilege(kits.Builtin(), []spec.Hierarchy{h}, env.World.Region(), env.World.AccountID()))
 	added := slices.DeleteFunc(slices.Clone(newActions), func(a string) bool { return slices.Contains(oldActions, a) })
 	t.Logf("lifeboat %s's least-privilege policy: %d statements, %d actions; this release's adds %v", prev.version, len(old.Statement), len(oldActions), added)
 	if !slices.Equal(added, []string{seedAction}) {
@@ -181,7 +181,7 @@ func TestSeedCase(t *testing.T) {
 	}
 	gap := r.Gaps[0]
 	if gap.Kind != upgrade.GapPermission || gap.Action != seedAction || gap.Hierarchy != "db" || gap.Resource != "db-vip" ||
-		gap.FirstNeeded != kit.FirstNeeded(seedAction) || !strings.Contains(gap.Message, "node2 lacks "+seedAction) {
+		gap.FirstNeeded != kits.Builtin().FirstNeeded(seedAction) || !strings.Contains(gap.Message, "node2 lacks "+seedAction) {
 		t.Fatalf("upgrade check -f on node2: gap %+v", gap)
 	}
 	if len(gap.Statements) == 0 || gap.Statements[0].Effect != "Allow" || !slices.Equal(gap.Statements[0].Action, []string{seedAction}) || len(gap.Statements[0].Resource) == 0 {

@@ -113,8 +113,6 @@ var required = []struct{ key, what string }{
 	{ParamQuickCheck, "checks the application (exit 0 when healthy, 2 when it cannot tell, anything else when it has failed)"},
 }
 
-func init() { kit.Register(Kit{}) }
-
 // Kit is the app resource type.
 type Kit struct{}
 

@@ -33,7 +33,8 @@ func base(extra map[string]string) map[string]string {
 }
 
 func TestRegistered(t *testing.T) {
-	k, ok := kit.Lookup("app")
+	reg, _ := kit.NewRegistry(Kit{})
+	k, ok := reg.Lookup("app")
 	if !ok {
 		t.Fatal(`kit "app" is not registered`)
 	}

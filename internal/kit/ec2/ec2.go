@@ -50,10 +50,6 @@ const (
 // resource's kit.Env.
 type Kit struct{}
 
-func init() {
-	kit.Register(&Kit{})
-}
-
 var (
 	_ kit.Kit                = (*Kit)(nil)
 	_ kit.PermissionDeclarer = (*Kit)(nil)

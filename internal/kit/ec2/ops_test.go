@@ -297,7 +297,7 @@ func TestDescribeNetworkInterfacesIsDeclared(t *testing.T) {
 	if !found {
 		t.Error("ec2:DescribeNetworkInterfaces missing from the policy")
 	}
-	if v := kit.FirstNeeded("ec2:DescribeNetworkInterfaces"); v != "0.2.0" {
+	if v := (&Kit{}).FirstNeeded("ec2:DescribeNetworkInterfaces"); v != "0.2.0" {
 		t.Errorf("FirstNeeded = %q, want 0.2.0", v)
 	}
 }

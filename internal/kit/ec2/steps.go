@@ -98,11 +98,18 @@ var steps = []step{
 // role allows it, to name the action and resource of a refusal.
 const decodeAction = "sts:DecodeAuthorizationMessage"
 
-func init() {
+// FirstNeeded implements kit.History: the version that first needed
+// action.
+func (*Kit) FirstNeeded(action string) string {
 	for _, s := range steps {
-		kit.NeededSince(s.action, s.since)
+		if s.action == action {
+			return s.since
+		}
 	}
-	kit.NeededSince(decodeAction, "0.1.0")
+	if action == decodeAction {
+		return "0.1.0"
+	}
+	return ""
 }
 
 // stepsFor lists the steps a resource's parameters need.

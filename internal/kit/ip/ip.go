@@ -91,8 +91,6 @@ const (
 
 const validParams = "address, interface, peers, peer_timeout, announce_count and duplicate_check"
 
-func init() { kit.Register(Kit{}) }
-
 // Kit is the ip resource type.
 type Kit struct{}
 

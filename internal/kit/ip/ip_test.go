@@ -12,7 +12,8 @@ import (
 )
 
 func TestRegistered(t *testing.T) {
-	k, ok := kit.Lookup(Type)
+	reg, _ := kit.NewRegistry(Kit{})
+	k, ok := reg.Lookup(Type)
 	if !ok {
 		t.Fatal(`the "ip" kit is not registered`)
 	}
@@ -138,7 +139,8 @@ func TestValidateHierarchyPrefixesFields(t *testing.T) {
 	h := &spec.Hierarchy{Name: "web", Nodes: []string{"node1", "node2"}, Resources: []spec.Resource{
 		{Name: "vip", Type: "ip", Params: map[string]string{"address": "10.1.2.100", "interface": "eth0"}},
 	}}
-	ps := kit.ValidateHierarchy(h)
+	reg, _ := kit.NewRegistry(Kit{})
+	ps := reg.ValidateHierarchy(h)
 	for _, p := range ps {
 		if p.Field == "resources[0].params.address" {
 			return
