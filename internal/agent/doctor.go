@@ -123,42 +123,29 @@ func (a *Agent) handleDoctor(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	out := api.Doctor{}
 	members := a.c.Members()
-	for _, m := range a.c.MemberList() {
-		if only != "" && m.Name != only {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var rep api.NodeDoctor
-			state := members[m.Name].State
-			if m.Name == a.cfg.Node {
-				rep = a.runDoctor(r.Context(), hierarchy)
-			} else if state == "failed" || state == "left" {
-				rep = api.NodeDoctor{Node: m.Name, Error: "node " + state, Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
-					Seen: fmt.Sprintf("the failure detector reports %s %s: its checks could not run", m.Name, state),
-					Fix:  "check the machine and the agent there (systemctl status lifeboat), and the network between the nodes", Command: "lifeboat status"}}}
-			} else {
-				ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-				err := a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
-				cancel()
-				if err != nil {
-					rep = api.NodeDoctor{Node: m.Name, Error: err.Error(), Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
-						Seen: "the agent did not answer: " + err.Error(), Fix: "check that lifeboat runs there (systemctl status lifeboat) and that its API port is reachable",
-						Command: "lifeboat status"}}}
-				}
+	out.Nodes = eachMember(a, only, func(m cluster.Member) api.NodeDoctor {
+		var rep api.NodeDoctor
+		state := members[m.Name].State
+		if m.Name == a.cfg.Node {
+			rep = a.runDoctor(r.Context(), hierarchy)
+		} else if state == "failed" || state == "left" {
+			rep = api.NodeDoctor{Node: m.Name, Error: "node " + state, Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
+				Seen: fmt.Sprintf("the failure detector reports %s %s: its checks could not run", m.Name, state),
+				Fix:  "check the machine and the agent there (systemctl status lifeboat), and the network between the nodes", Command: "lifeboat status"}}}
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			err := a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
+			cancel()
+			if err != nil {
+				rep = api.NodeDoctor{Node: m.Name, Error: err.Error(), Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
+					Seen: "the agent did not answer: " + err.Error(), Fix: "check that lifeboat runs there (systemctl status lifeboat) and that its API port is reachable",
+					Command: "lifeboat status"}}}
 			}
-			mu.Lock()
-			out.Nodes = append(out.Nodes, rep)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Node < out.Nodes[j].Node })
+		}
+		return rep
+	})
 	writeJSON(w, out)
 }
 
@@ -179,4 +166,23 @@ func (a *Agent) doctorLoop(ctx context.Context) {
 		cancel()
 		next = time.After(every)
 	}
+}
+
+// eachMember runs fn for every configured node (only that one, when only
+// is set) at once, and returns the answers in node name order.
+func eachMember[T any](a *Agent, only string, fn func(m cluster.Member) T) []T {
+	var ms []cluster.Member
+	for _, m := range a.c.MemberList() {
+		if only == "" || m.Name == only {
+			ms = append(ms, m)
+		}
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	out := make([]T, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() { out[i] = fn(m) })
+	}
+	wg.Wait()
+	return out
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
@@ -44,44 +42,36 @@ func (a *Agent) handleUpgradeCheck(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, upgrade.ClusterReport{Nodes: []upgrade.Report{a.upgradeCheck(r.Context())}})
 		return
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	out := upgrade.ClusterReport{}
 	members := a.c.Members()
-	for _, m := range a.c.MemberList() {
-		wg.Go(func() {
-			var rep upgrade.Report
-			ms := members[m.Name]
+	out.Nodes = eachMember(a, "", func(m cluster.Member) upgrade.Report {
+		var rep upgrade.Report
+		ms := members[m.Name]
+		switch {
+		case m.Name == a.cfg.Node:
+			rep = a.upgradeCheck(r.Context())
+		case ms.State == "failed" || ms.State == "left":
+			rep = upgrade.Report{Node: m.Name, Running: ms.Version, Target: Version,
+				Errors: []string{fmt.Sprintf("the failure detector reports %s %s: not checked", m.Name, ms.State)}}
+			rep.Finish()
+		default:
+			ctx, cancel := context.WithTimeout(r.Context(), 90*time.Second)
+			var cr upgrade.ClusterReport
+			err := a.rpc.slow[m.Name].Do(ctx, "POST", upgrade.CheckPath, upgrade.Request{}, &cr)
+			cancel()
 			switch {
-			case m.Name == a.cfg.Node:
-				rep = a.upgradeCheck(r.Context())
-			case ms.State == "failed" || ms.State == "left":
+			case err != nil:
+				rep = upgrade.FromError(m.Name, ms.Version, Version, err)
+			case len(cr.Nodes) != 1:
 				rep = upgrade.Report{Node: m.Name, Running: ms.Version, Target: Version,
-					Errors: []string{fmt.Sprintf("the failure detector reports %s %s: not checked", m.Name, ms.State)}}
+					Errors: []string{fmt.Sprintf("the agent on %s answered %d reports, want 1", m.Name, len(cr.Nodes))}}
 				rep.Finish()
 			default:
-				ctx, cancel := context.WithTimeout(r.Context(), 90*time.Second)
-				var cr upgrade.ClusterReport
-				err := a.rpc.slow[m.Name].Do(ctx, "POST", upgrade.CheckPath, upgrade.Request{}, &cr)
-				cancel()
-				switch {
-				case err != nil:
-					rep = upgrade.FromError(m.Name, ms.Version, Version, err)
-				case len(cr.Nodes) != 1:
-					rep = upgrade.Report{Node: m.Name, Running: ms.Version, Target: Version,
-						Errors: []string{fmt.Sprintf("the agent on %s answered %d reports, want 1", m.Name, len(cr.Nodes))}}
-					rep.Finish()
-				default:
-					rep = cr.Nodes[0]
-				}
+				rep = cr.Nodes[0]
 			}
-			mu.Lock()
-			out.Nodes = append(out.Nodes, rep)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Node < out.Nodes[j].Node })
+		}
+		return rep
+	})
 	writeJSON(w, out)
 }
 
