@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -770,55 +771,60 @@ func TestAttestAfterNewerGeneration(t *testing.T) {
 // Bound: refused without a valid lease of that generation; a bound context
 // lives on while the lease is renewed, and ends with ErrLeaseExpired, margin
 // before the lease's end, once renewals stop.
+// Run in a bubble of fake time (testing/synctest): a loaded machine that
+// pauses the test goroutine longer than the lease would otherwise end the
+// bound context for the wrong reason.
 func TestBound(t *testing.T) {
-	l := NewLeases(LeaseConfig{Node: "n1", Voters: voters3, Lease: 200 * time.Millisecond, Renew: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	extend := func(d time.Duration) time.Time {
-		l.hmu.Lock()
-		defer l.hmu.Unlock()
-		l.gen, l.until = 5, time.Now().Add(d)
-		return l.until
-	}
-	const margin = 30 * time.Millisecond
-	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
-		t.Fatalf("Bound with no lease: %v", err)
-	}
-	extend(time.Second)
-	if _, _, err := l.Bound(t.Context(), 4, margin); !errors.Is(err, ErrLeaseExpired) {
-		t.Fatalf("Bound for an older generation: %v", err)
-	}
-	extend(margin / 2)
-	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
-		t.Fatalf("Bound inside the margin: %v", err)
-	}
-
-	first := extend(100 * time.Millisecond)
-	ctx, cancel, err := l.Bound(t.Context(), 5, margin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cancel()
-	// Renew past the first lease's end: the context lives on.
-	var last time.Time
-	for time.Now().Before(first.Add(100 * time.Millisecond)) {
-		last = extend(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Fatalf("bound context ended while the lease was being renewed: %v", context.Cause(ctx))
-		case <-time.After(10 * time.Millisecond): // the renew cadence
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLeases(LeaseConfig{Node: "n1", Voters: voters3, Lease: 200 * time.Millisecond, Renew: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		extend := func(d time.Duration) time.Time {
+			l.hmu.Lock()
+			defer l.hmu.Unlock()
+			l.gen, l.until = 5, time.Now().Add(d)
+			return l.until
 		}
-	}
-	<-ctx.Done()
-	ended := time.Now()
-	if !errors.Is(context.Cause(ctx), ErrLeaseExpired) {
-		t.Fatalf("cause %v, want ErrLeaseExpired", context.Cause(ctx))
-	}
-	if ended.Before(last.Add(-margin)) {
-		t.Fatalf("ended %s before the lease's end, more than the margin %s", last.Sub(ended), margin)
-	}
-	// Once ended, no new action may start under that lease.
-	if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
-		t.Fatalf("Bound after the lease ran out: %v", err)
-	}
+		const margin = 30 * time.Millisecond
+		if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("Bound with no lease: %v", err)
+		}
+		extend(time.Second)
+		if _, _, err := l.Bound(t.Context(), 4, margin); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("Bound for an older generation: %v", err)
+		}
+		extend(margin / 2)
+		if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("Bound inside the margin: %v", err)
+		}
+
+		first := extend(100 * time.Millisecond)
+		ctx, cancel, err := l.Bound(t.Context(), 5, margin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		// Renew past the first lease's end: the context lives on.
+		var last time.Time
+		for time.Now().Before(first.Add(100 * time.Millisecond)) {
+			last = extend(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Fatalf("bound context ended while the lease was being renewed: %v", context.Cause(ctx))
+			case <-time.After(10 * time.Millisecond): // the renew cadence
+			}
+		}
+		<-ctx.Done()
+		ended := time.Now()
+		if !errors.Is(context.Cause(ctx), ErrLeaseExpired) {
+			t.Fatalf("cause %v, want ErrLeaseExpired", context.Cause(ctx))
+		}
+		if ended.Before(last.Add(-margin)) {
+			t.Fatalf("ended %s before the lease's end, more than the margin %s", last.Sub(ended), margin)
+		}
+		// Once ended, no new action may start under that lease.
+		if _, _, err := l.Bound(t.Context(), 5, margin); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("Bound after the lease ran out: %v", err)
+		}
+	})
 }
 
 // MinAgeMS raises the age a grant must have, never lowers it.
