@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -188,7 +189,9 @@ func (l *Leases) AwaitAttest(ctx context.Context, req AttestRequest) AttestRespo
 	for {
 		changed := l.cfg.FSM.Changed()
 		r, after, behind := l.attest(req)
-		if r.Expired || time.Now().Add(after).After(deadline) {
+		// Not Before: at the deadline itself (after 0, a voter behind
+		// MinIndex) it answers instead of re-arming a zero timer.
+		if r.Expired || !time.Now().Add(after).Before(deadline) {
 			return r
 		}
 		var timer <-chan time.Time
@@ -401,12 +404,16 @@ func (l *Leases) Run(ctx context.Context) {
 		}
 	}()
 	var lastRejoin time.Time
+	// rejoining: a join is in flight; another one would only commit
+	// another generation and make this one stale.
+	var rejoining atomic.Bool
 	var mine uint64 // the generation this process joined with
 	joined := make(chan uint64, 1)
 	for {
 		select {
 		case g := <-joined:
 			mine = g
+			rejoining.Store(false)
 			l.cfg.Logger.Info("joined the cluster", "node", l.cfg.Node, "gen", g)
 		default:
 		}
@@ -417,7 +424,7 @@ func (l *Leases) Run(ctx context.Context) {
 				gen, revoked = n.Gen, n.Revoked
 			}
 		})
-		if (mine == 0 || gen > mine || (gen == mine && revoked)) && time.Since(lastRejoin) > 5*l.cfg.Renew {
+		if (mine == 0 || gen > mine || (gen == mine && revoked)) && time.Since(lastRejoin) > 5*l.cfg.Renew && rejoining.CompareAndSwap(false, true) {
 			lastRejoin = time.Now()
 			go func() {
 				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -425,11 +432,13 @@ func (l *Leases) Run(ctx context.Context) {
 				g, err := l.cfg.Rejoin(rctx)
 				if err != nil {
 					l.cfg.Logger.Debug("join cluster", "error", err)
+					rejoining.Store(false)
 					return
 				}
 				select {
-				case joined <- g:
+				case joined <- g: // the loop takes it, then allows another
 				default:
+					rejoining.Store(false)
 				}
 			}()
 		}

@@ -63,6 +63,10 @@ type Config struct {
 	// Level caps the feature level this node supports (0: MaxLevel).
 	// Tests use it to stand in for an older binary.
 	Level int
+	// Net, when set, runs this node in memory (tests): raft's stores and
+	// transport and memberlist's transport come from Net, and DataDir
+	// and TLS are not used. See InmemNet.
+	Net *InmemNet
 }
 
 // Meta is what each node gossips about itself.
@@ -94,9 +98,9 @@ type Cluster struct {
 	Raft   *raft.Raft
 	Leases *Leases
 	ml     *memberlist.Memberlist
-	store  *raftboltdb.BoltStore
-	trans  *raft.NetworkTransport
-	snaps  *raft.FileSnapshotStore
+	store  *raftboltdb.BoltStore // nil in memory
+	trans  raft.Transport
+	snaps  raft.SnapshotStore
 
 	mu      sync.Mutex
 	waiters []chan struct{}
@@ -115,8 +119,10 @@ type Cluster struct {
 // service. A node with no raft state bootstraps with the configured
 // membership (all nodes may do so: the configuration is identical).
 func Start(cfg Config) (c *Cluster, err error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	if cfg.Net == nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+		}
 	}
 	var self *Member
 	for i := range cfg.Members {
@@ -130,9 +136,10 @@ func Start(cfg Config) (c *Cluster, err error) {
 	c = &Cluster{cfg: cfg, FSM: NewFSM(), done: make(chan struct{}), gone: map[string]string{}, live: map[string]liveNode{}}
 	c.FSM.Logger = cfg.Logger
 	c.FSM.ReadLevel = cfg.Level
+	parts := c // the error returns below set c to nil
 	defer func() {
 		if err != nil {
-			c.closeParts()
+			parts.closeParts()
 		}
 	}()
 
@@ -147,30 +154,18 @@ func Start(cfg Config) (c *Cluster, err error) {
 	rc.TrailingLogs = 4096
 	rc.Logger = hl
 
-	path := filepath.Join(cfg.DataDir, "raft.db")
-	c.store, err = raftboltdb.New(raftboltdb.Options{Path: path})
-	if err != nil {
-		return nil, fmt.Errorf("open raft store %s: %w", path, err)
+	var logs raft.LogStore
+	var stable raft.StableStore
+	if cfg.Net != nil {
+		logs, stable, c.snaps, c.trans, err = cfg.Net.raftParts(cfg.Node, cfg.Members)
+	} else {
+		logs, stable, err = c.openDurable(self, hl)
 	}
-	c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hl)
 	if err != nil {
-		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+		return nil, err
 	}
 	snaps := c.snaps
-	if cfg.TLS == nil {
-		return nil, errors.New("start raft: no TLS identity")
-	}
-	addr, err := net.ResolveTCPAddr("tcp", self.Raft)
-	if err != nil {
-		return nil, fmt.Errorf("raft address %s: %w", self.Raft, err)
-	}
-	ln, err := net.Listen("tcp", self.Raft)
-	if err != nil {
-		return nil, fmt.Errorf("listen for raft on %s: %w", self.Raft, err)
-	}
-	stream := &tlsStream{Listener: tls.NewListener(ln, cfg.TLS.ServerConfig(true)), addr: addr, client: cfg.TLS.ClientConfig()}
-	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
-	has, err := raft.HasExistingState(c.store, c.store, snaps)
+	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
@@ -179,11 +174,11 @@ func Start(cfg Config) (c *Cluster, err error) {
 		for _, m := range cfg.Members {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Raft)})
 		}
-		if err := raft.BootstrapCluster(rc, c.store, c.store, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
 			return nil, fmt.Errorf("bootstrap raft: %w", err)
 		}
 	}
-	c.Raft, err = raft.NewRaft(rc, c.FSM, c.store, c.store, snaps, c.trans)
+	c.Raft, err = raft.NewRaft(rc, c.FSM, logs, stable, snaps, c.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
@@ -206,6 +201,36 @@ func Start(cfg Config) (c *Cluster, err error) {
 	go c.joinLoop(ctx)
 	go c.sealLoop(ctx)
 	return c, nil
+}
+
+// openDurable opens the raft store and snapshots in the data directory and
+// raft's transport: mutual TLS over TCP.
+func (c *Cluster) openDurable(self *Member, hl hclog.Logger) (raft.LogStore, raft.StableStore, error) {
+	cfg := c.cfg
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open raft store %s: %w", path, err)
+	}
+	c.store = store
+	c.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	if cfg.TLS == nil {
+		return nil, nil, errors.New("start raft: no TLS identity")
+	}
+	addr, err := net.ResolveTCPAddr("tcp", self.Raft)
+	if err != nil {
+		return nil, nil, fmt.Errorf("raft address %s: %w", self.Raft, err)
+	}
+	ln, err := net.Listen("tcp", self.Raft)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen for raft on %s: %w", self.Raft, err)
+	}
+	stream := &tlsStream{Listener: tls.NewListener(ln, cfg.TLS.ServerConfig(true)), addr: addr, client: cfg.TLS.ClientConfig()}
+	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
+	return store, store, nil
 }
 
 // SupportedLevel is the highest feature level this node supports.
@@ -340,8 +365,16 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness, Level: c.SupportedLevel()})
 	mc.Delegate = metaDelegate(meta)
 	mc.Events = &eventDelegate{c: c}
+	if c.cfg.Net != nil {
+		if mc.Transport, err = c.cfg.Net.gossipTransport(c.cfg.Node); err != nil {
+			return err
+		}
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if c.cfg.Net != nil {
+			_ = mc.Transport.Shutdown()
+		}
 		return fmt.Errorf("start failure detection on %s: %w", self.Gossip, err)
 	}
 	c.ml = ml
@@ -526,8 +559,8 @@ func (c *Cluster) closeParts() {
 	if c.Raft != nil {
 		_ = c.Raft.Shutdown().Error()
 	}
-	if c.trans != nil {
-		_ = c.trans.Close()
+	if t, ok := c.trans.(raft.WithClose); ok {
+		_ = t.Close()
 	}
 	if c.store != nil {
 		_ = c.store.Close()
