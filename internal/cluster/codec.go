@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // Feature levels. A level is what every voter must support before the
@@ -17,7 +18,7 @@ import (
 const (
 	// LevelLegacy is the log of lifeboat 0.1: one union JSON Command per
 	// entry. Versions before feature levels are at this level.
-	LevelLegacy = 1
+	LevelLegacy = state.LevelLegacy
 	// LevelTyped: typed, versioned commands in an envelope; batches;
 	// readiness proven again after a node changes version; snapshots that
 	// older versions refuse to read.

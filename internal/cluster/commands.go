@@ -343,8 +343,8 @@ func (e ErrTooOld) Error() string {
 
 func (c Join) apply(s *State, _ time.Time) Result {
 	lvl := max(c.Level, LevelLegacy)
-	if lvl < s.level() {
-		return Result{Err: ErrTooOld{Node: c.Node, Version: c.Version, Level: lvl, Cluster: s.level()}}
+	if lvl < s.FeatureLevel() {
+		return Result{Err: ErrTooOld{Node: c.Node, Version: c.Version, Level: lvl, Cluster: s.FeatureLevel()}}
 	}
 	n := node(s, c.Node)
 	n.Gen++
@@ -353,7 +353,7 @@ func (c Join) apply(s *State, _ time.Time) Result {
 	// From the typed level on (every voter runs a version that applies
 	// this the same way), a node that joins with another binary must
 	// prove its readiness again.
-	if s.level() >= LevelTyped && n.Version != "" && n.Version != c.Version {
+	if s.FeatureLevel() >= LevelTyped && n.Version != "" && n.Version != c.Version {
 		// Another binary: what it could take over must be proven again
 		// (the new version may need what the node's role does not
 		// grant). Until it reports, it counts as not ready.
@@ -389,7 +389,7 @@ func (c SetLevel) apply(s *State, _ time.Time) Result {
 	if c.Level > MaxLevel {
 		return Result{Err: fmt.Errorf("feature level %d is beyond this version's %d", c.Level, MaxLevel)}
 	}
-	if c.Level <= s.level() {
+	if c.Level <= s.FeatureLevel() {
 		return Result{}
 	}
 	s.Level = c.Level

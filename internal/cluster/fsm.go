@@ -96,7 +96,7 @@ func (f *FSM) Halted() *Halt {
 func (f *FSM) Level() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.state.level()
+	return f.state.FeatureLevel()
 }
 
 // Apply applies one raft log entry.
@@ -168,7 +168,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}
-	if f.state.level() >= LevelTyped {
+	if f.state.FeatureLevel() >= LevelTyped {
 		b = append([]byte(fmt.Sprintf("%s%d (lifeboat 0.2 or later; older versions cannot read it)\n", stateHeader, stateFormat)), b...)
 	}
 	return snapshot(b), nil

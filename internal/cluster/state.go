@@ -5,154 +5,22 @@
 // longer prove it is part of the majority.
 package cluster
 
-import (
-	"encoding/json"
-	"sort"
-	"time"
+import "github.com/lifeboat-ha/lifeboat/internal/state"
 
-	"github.com/lifeboat-ha/lifeboat/internal/spec"
+// The state's types live in the leaf package state (placement reads them
+// without knowing raft); these names keep the cluster's API whole.
+type (
+	// State is the whole replicated state.
+	State = state.State
+	// Assignment says where a hierarchy should be in service.
+	Assignment = state.Assignment
+	// NodeState is what the cluster knows of a node.
+	NodeState = state.NodeState
+	// HierarchyReport is a node's account of one hierarchy.
+	HierarchyReport = state.HierarchyReport
+	// Readiness is a node's proof that it could take over a hierarchy.
+	Readiness = state.Readiness
 )
 
-// Assignment says where a hierarchy should be in service.
-type Assignment struct {
-	Hierarchy string `json:"hierarchy"`
-	// Node is the owner; "" when unassigned.
-	Node string `json:"node,omitempty"`
-	// Gen is the owner's lease generation when it was assigned: the owner
-	// holds the hierarchy only while its lease is of this generation.
-	Gen uint64 `json:"gen,omitempty"`
-	// Epoch rises with every change of the assignment.
-	Epoch uint64 `json:"epoch"`
-	// Online is the operator's wish (start/stop).
-	Online bool `json:"online"`
-	// MoveTo, when set, asks the owner to take the hierarchy out of service
-	// so that it can be restored on MoveTo (a planned switchover).
-	MoveTo string `json:"move_to,omitempty"`
-	// MoveForce: the operator forced the move to a NOT READY node.
-	MoveForce bool `json:"move_force,omitempty"`
-	// Failed lists the nodes where the hierarchy failed; placement skips
-	// them until an operator starts or switches the hierarchy over.
-	Failed []string `json:"failed,omitempty"`
-	// Deleting: take out of service, then forget.
-	Deleting bool   `json:"deleting,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	// Since is the leader's wall clock when the assignment last changed
-	// (carried in the command, not read in Apply).
-	Since time.Time `json:"since"`
-}
-
-// FailedOn reports whether the hierarchy failed on node.
-func (a *Assignment) FailedOn(node string) bool {
-	for _, n := range a.Failed {
-		if n == node {
-			return true
-		}
-	}
-	return false
-}
-
-// HierarchyReport is a node's account of one hierarchy.
-type HierarchyReport struct {
-	Epoch     uint64            `json:"epoch"`
-	State     string            `json:"state"`
-	Resources map[string]string `json:"resources,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	At        time.Time         `json:"at"`
-}
-
-// NodeState is what the cluster knows of a node.
-type NodeState struct {
-	Name string `json:"name"`
-	// Gen is the node's current lease generation; a node starts a new one
-	// when it joins and after it has been fenced.
-	Gen     uint64 `json:"gen"`
-	Revoked bool   `json:"revoked,omitempty"`
-	// Leaving: the node is shutting down with the switchover strategy.
-	Leaving bool                       `json:"leaving,omitempty"`
-	Version string                     `json:"version,omitempty"`
-	Reports map[string]HierarchyReport `json:"reports,omitempty"`
-	// Readiness: per hierarchy, whether this node could take it over, as
-	// it last proved.
-	Readiness map[string]Readiness `json:"readiness,omitempty"`
-	// Findings counts the node's last doctor findings by severity.
-	Findings map[string]int `json:"findings,omitempty"`
-	// Level is the highest feature level the node's binary supports, as
-	// it said when it last joined (0: not known).
-	Level int `json:"level,omitempty"`
-	// Unproven: the node joined with another version and has not yet
-	// proven what it could take over; placement counts it as not ready.
-	Unproven bool `json:"unproven,omitempty"`
-	// WatchdogMS is the node's watchdog timeout (0: no watchdog): a
-	// frozen node holding local addresses is reset that long after its
-	// last feed, so the cluster waits for it before moving them.
-	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
-}
-
-// Readiness is a node's proof that it could (or could not) take over a
-// hierarchy.
-type Readiness struct {
-	Ready   bool      `json:"ready"`
-	Missing []string  `json:"missing,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	At      time.Time `json:"at"`
-}
-
-// State is the whole replicated state.
-type State struct {
-	Hierarchies map[string]spec.Hierarchy `json:"hierarchies"`
-	Assignments map[string]*Assignment    `json:"assignments"`
-	Nodes       map[string]*NodeState     `json:"nodes"`
-	// Index is the raft index of the last applied command.
-	Index uint64 `json:"index"`
-	// Level is the cluster's feature level (0 and 1: legacy). It only
-	// rises.
-	Level int `json:"level,omitempty"`
-}
-
-// level is the cluster's feature level, at least LevelLegacy.
-func (s *State) level() int { return max(s.Level, LevelLegacy) }
-
-// FeatureLevel is the cluster's feature level, at least LevelLegacy.
-func (s *State) FeatureLevel() int { return s.level() }
-
 // NewState returns an empty state.
-func NewState() *State {
-	return &State{Hierarchies: map[string]spec.Hierarchy{}, Assignments: map[string]*Assignment{}, Nodes: map[string]*NodeState{}}
-}
-
-// Clone deep-copies the state (through JSON: the state is small and this
-// keeps every nested map safe to hand out).
-func (s *State) Clone() *State {
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(err)
-	}
-	c := NewState()
-	if err := json.Unmarshal(b, c); err != nil {
-		panic(err)
-	}
-	return c
-}
-
-// HierarchyNames returns the hierarchy names in order.
-func (s *State) HierarchyNames() []string {
-	var ns []string
-	for n := range s.Hierarchies {
-		ns = append(ns, n)
-	}
-	sort.Strings(ns)
-	return ns
-}
-
-// Report returns node's report on hierarchy h for epoch, if any.
-func (s *State) Report(node, h string, epoch uint64) (HierarchyReport, bool) {
-	n := s.Nodes[node]
-	if n == nil {
-		return HierarchyReport{}, false
-	}
-	r, ok := n.Reports[h]
-	if !ok || r.Epoch != epoch {
-		return HierarchyReport{}, false
-	}
-	return r, true
-}
+func NewState() *State { return state.New() }

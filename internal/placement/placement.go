@@ -9,8 +9,8 @@ package placement
 import (
 	"fmt"
 
-	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // NodeView is the leader's view of one node.
@@ -70,7 +70,7 @@ func (a Action) String() string {
 }
 
 // Candidate reports whether node n may take hierarchy h now, and if not why.
-func Candidate(h spec.Hierarchy, a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
+func Candidate(h spec.Hierarchy, a *state.Assignment, n NodeView, ok bool) (bool, string) {
 	switch {
 	case !ok:
 		return false, "unknown node"
@@ -97,7 +97,7 @@ func Candidate(h spec.Hierarchy, a *cluster.Assignment, n NodeView, ok bool) (bo
 }
 
 // Choose picks the highest-priority candidate for h other than except.
-func Choose(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView, except string) (NodeView, bool) {
+func Choose(h spec.Hierarchy, a *state.Assignment, nodes map[string]NodeView, except string) (NodeView, bool) {
 	for _, name := range h.Nodes {
 		if name == except {
 			continue
@@ -116,7 +116,7 @@ func Choose(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView, 
 // anyway, the service is better tried there than left down: a restore that
 // fails marks that node and the next is tried). fallback reports the
 // second case.
-func ChooseDown(h spec.Hierarchy, a *cluster.Assignment, nodes map[string]NodeView) (n NodeView, fallback, ok bool) {
+func ChooseDown(h spec.Hierarchy, a *state.Assignment, nodes map[string]NodeView) (n NodeView, fallback, ok bool) {
 	if c, ok := Choose(h, a, nodes, ""); ok {
 		return c, false, true
 	}
@@ -142,7 +142,7 @@ func notReadyWhy(n NodeView, hier string) string {
 
 // ownerGone reports whether the owner's lease generation must be fenced
 // before the hierarchy can go anywhere else.
-func ownerGone(a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
+func ownerGone(a *state.Assignment, n NodeView, ok bool) (bool, string) {
 	switch {
 	case !ok:
 		return true, "owner unknown"
@@ -159,10 +159,10 @@ func ownerGone(a *cluster.Assignment, n NodeView, ok bool) (bool, string) {
 // Decide returns the actions that bring the cluster towards its desired
 // state. It is deterministic: hierarchies are visited in name order and at
 // most one fence per node generation is returned.
-func Decide(s *cluster.State, nodes map[string]NodeView) []Action {
+func Decide(s *state.State, nodes map[string]NodeView) []Action {
 	var out []Action
 	fenced := map[string]bool{}
-	fence := func(a *cluster.Assignment, why string) {
+	fence := func(a *state.Assignment, why string) {
 		key := fmt.Sprintf("%s/%d", a.Node, a.Gen)
 		if !fenced[key] {
 			fenced[key] = true

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // ready is a node that can take any hierarchy.
@@ -32,27 +32,27 @@ func hier(name, switchback string, nodes ...string) spec.Hierarchy {
 		Resources: []spec.Resource{{Name: "r", Type: "app"}}}
 }
 
-// world builds a cluster.State.
+// world builds a state.State.
 type world struct {
-	s *cluster.State
+	s *state.State
 }
 
-func newWorld() *world { return &world{s: cluster.NewState()} }
+func newWorld() *world { return &world{s: state.New()} }
 
-func (w *world) hier(h spec.Hierarchy, a cluster.Assignment) *world {
+func (w *world) hier(h spec.Hierarchy, a state.Assignment) *world {
 	a.Hierarchy = h.Name
 	w.s.Hierarchies[h.Name] = h
 	w.s.Assignments[h.Name] = &a
 	return w
 }
 
-func (w *world) report(node, h string, epoch uint64, state, err string) *world {
+func (w *world) report(node, h string, epoch uint64, st, err string) *world {
 	n := w.s.Nodes[node]
 	if n == nil {
-		n = &cluster.NodeState{Name: node, Reports: map[string]cluster.HierarchyReport{}}
+		n = &state.NodeState{Name: node, Reports: map[string]state.HierarchyReport{}}
 		w.s.Nodes[node] = n
 	}
-	n.Reports[h] = cluster.HierarchyReport{Epoch: epoch, State: state, Error: err}
+	n.Reports[h] = state.HierarchyReport{Epoch: epoch, State: st, Error: err}
 	return w
 }
 
@@ -86,205 +86,205 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name:  "new hierarchy goes to the highest-priority node",
-			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:     newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips witness",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Witness = true }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips dead node",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips generation 0",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Gen = 0 }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips revoked",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Revoked = true }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips leaving",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips node without fresh lease",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy skips not ready",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }),
 				ready("n2", 2), ready("n3", 3)),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 1}},
 		},
 		{
 			name:  "new hierarchy skips node it failed on",
-			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 4, Online: true, Failed: []string{"n1", "n2"}}),
+			w:     newWorld().hier(h3, state.Assignment{Epoch: 4, Online: true, Failed: []string{"n1", "n2"}}),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 4}},
 		},
 		{
 			name:  "new hierarchy skips nodes outside its list and unknown nodes",
-			w:     newWorld().hier(hier("web", intel, "ghost", "n3"), cluster.Assignment{Epoch: 1, Online: true}),
+			w:     newWorld().hier(hier("web", intel, "ghost", "n3"), state.Assignment{Epoch: 1, Online: true}),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 1}},
 		},
 		{
 			name: "no READY node: placed on a NOT READY one rather than left down",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }),
 				with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 1}},
 		},
 		{
 			name: "new hierarchy with no candidate stays unassigned",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 1, Online: true}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 1, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false; v.LeaseFresh = false }),
 				with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
 			want: nil,
 		},
 		{
 			name:  "unassigned and stopped stays put",
-			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 2, Online: false}),
+			w:     newWorld().hier(h3, state.Assignment{Epoch: 2, Online: false}),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name:  "unassigned with MoveTo goes to MoveTo",
-			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
+			w:     newWorld().hier(h3, state.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 5}},
 		},
 		{
 			name: "unassigned with MoveTo that cannot take it goes to the best candidate",
-			w:    newWorld().hier(h3, cluster.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
+			w:    newWorld().hier(h3, state.Assignment{Epoch: 5, Online: true, MoveTo: "n3"}),
 			nodes: views(ready("n1", 1), ready("n2", 2),
 				with(ready("n3", 3), func(v *NodeView) { v.Ready = false })),
 			want: []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 5}},
 		},
 		{
 			name: "owner alive and healthy: no action",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "online", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "intelligent switchback keeps it on the lower-priority node",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
 				report("n2", "web", 3, "online", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "automatic switchback moves to the preferred node once online",
-			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3auto, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
 				report("n2", "web", 3, "online", ""),
 			nodes: all,
 			want:  []Action{{Kind: ActMove, Hierarchy: "web", To: "n1", Epoch: 3}},
 		},
 		{
 			name:  "automatic switchback waits until the owner reports online",
-			w:     newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}),
+			w:     newWorld().hier(h3auto, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "automatic switchback ignores a report at an older epoch",
-			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3auto, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
 				report("n2", "web", 2, "online", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "automatic switchback while restoring: no move",
-			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3auto, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
 				report("n2", "web", 3, "restoring", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "automatic switchback needs a ready higher-priority node",
-			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3auto, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
 				report("n2", "web", 3, "online", ""),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }), ready("n2", 2), ready("n3", 3)),
 			want:  nil,
 		},
 		{
 			name: "automatic switchback never moves to a lower-priority node",
-			w: newWorld().hier(h3auto, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3auto, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
 				report("n1", "web", 3, "online", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "owner not lease-fresh is fenced",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "online", ""),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false }), ready("n2", 2), ready("n3", 3)),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name: "owner not alive is fenced",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "online", ""),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), ready("n2", 2), ready("n3", 3)),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name:  "owner restarted (generation mismatch) is fenced at the old generation",
-			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
+			w:     newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
 			nodes: views(ready("n1", 7), ready("n2", 2), ready("n3", 3)),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name:  "revoked owner is fenced",
-			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
+			w:     newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Revoked = true }), ready("n2", 2), ready("n3", 3)),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name:  "unknown owner is fenced",
-			w:     newWorld().hier(h3, cluster.Assignment{Node: "n9", Gen: 4, Epoch: 2, Online: true}),
+			w:     newWorld().hier(h3, state.Assignment{Node: "n9", Gen: 4, Epoch: 2, Online: true}),
 			nodes: all,
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n9", Gen: 4}},
 		},
 		{
 			name:  "stopped hierarchy whose owner died is still fenced",
-			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: false}),
+			w:     newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: false}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), ready("n2", 2)),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name: "one fence per node generation across hierarchies",
 			w: newWorld().
-				hier(hier("a", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
-				hier(hier("b", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 9, Online: true}).
-				hier(hier("c", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}).
-				hier(hier("d", intel, "n2", "n1"), cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
-				hier(hier("e", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}),
+				hier(hier("a", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+				hier(hier("b", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 9, Online: true}).
+				hier(hier("c", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}).
+				hier(hier("d", intel, "n2", "n1"), state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true}).
+				hier(hier("e", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 2, Epoch: 3, Online: true}),
 			nodes: views(with(ready("n1", 3), func(v *NodeView) { v.Alive = false }), ready("n2", 2)),
 			want: []Action{
 				{Kind: ActFence, Hierarchy: "a", Node: "n1", Gen: 1},
@@ -293,147 +293,147 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "owner reports failed: assign to next candidate and mark failed",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 2, MarkFailed: true}},
 		},
 		{
 			name: "owner reports failed: skips nodes it already failed on",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true, Failed: []string{"n2"}}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true, Failed: []string{"n2"}}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 2, MarkFailed: true}},
 		},
 		{
 			name: "owner reports failed and no other node is ready: unassign",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: views(ready("n1", 1), with(ready("n2", 2), func(v *NodeView) { v.Ready = false })),
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 2, MarkFailed: true}},
 		},
 		{
 			name: "failure report at an older epoch is ignored",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
 				report("n1", "web", 2, "failed", "old news"),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "failure report by a node that is not the owner is ignored",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
 				report("n2", "web", 3, "failed", "not mine"),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "MoveTo waits for the owner to report offline",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
 				report("n1", "web", 3, "removing", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "MoveTo with an offline report at an older epoch waits",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
 				report("n1", "web", 2, "offline", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "MoveTo and owner offline: assign to MoveTo",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n3"}).
 				report("n1", "web", 3, "offline", ""),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 3}},
 		},
 		{
 			name: "MoveTo cannot take it: fall back to the best candidate",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n3"}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n3"}).
 				report("n2", "web", 3, "offline", ""),
 			nodes: views(ready("n1", 1), ready("n2", 2), with(ready("n3", 3), func(v *NodeView) { v.Ready = false })),
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 3}},
 		},
 		{
 			name: "MoveTo unknown: fall back to the best candidate",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n9"}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n2", Gen: 2, Epoch: 3, Online: true, MoveTo: "n9"}).
 				report("n2", "web", 3, "offline", ""),
 			nodes: all,
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n1", Gen: 1, Epoch: 3}},
 		},
 		{
 			name: "MoveTo nobody can take it: unassign",
-			w: newWorld().hier(hier("web", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n2"}).
+			w: newWorld().hier(hier("web", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true, MoveTo: "n2"}).
 				report("n1", "web", 3, "offline", ""),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Ready = false }), with(ready("n2", 2), func(v *NodeView) { v.Ready = false })),
 			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 3}},
 		},
 		{
 			name: "owner leaving: move to the best other node",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
 				report("n1", "web", 3, "online", ""),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }), with(ready("n2", 2), func(v *NodeView) { v.Ready = false }), ready("n3", 3)),
 			want:  []Action{{Kind: ActMove, Hierarchy: "web", To: "n3", Epoch: 3}},
 		},
 		{
 			name:  "owner leaving with nowhere to go: no action",
-			w:     newWorld().hier(hier("web", intel, "n1", "n2"), cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}),
+			w:     newWorld().hier(hier("web", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Leaving = true }), with(ready("n2", 2), func(v *NodeView) { v.Alive = false })),
 			want:  nil,
 		},
 		{
 			name: "stopped hierarchy: nothing even if failed",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: false}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: false}).
 				report("n1", "web", 3, "failed", "x"),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "deleting with owner offline: purge",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
 				report("n1", "web", 4, "offline", ""),
 			nodes: all,
 			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
 		},
 		{
 			name: "deleting with owner failed: purge",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
 				report("n1", "web", 4, "failed", "x"),
 			nodes: all,
 			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
 		},
 		{
 			name: "deleting while owner still removing: wait",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
 				report("n1", "web", 4, "removing", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name: "deleting with an offline report at an older epoch: wait",
-			w: newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
+			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}).
 				report("n1", "web", 3, "offline", ""),
 			nodes: all,
 			want:  nil,
 		},
 		{
 			name:  "deleting and unassigned: purge",
-			w:     newWorld().hier(h3, cluster.Assignment{Epoch: 4, Deleting: true}),
+			w:     newWorld().hier(h3, state.Assignment{Epoch: 4, Deleting: true}),
 			nodes: all,
 			want:  []Action{{Kind: ActPurge, Hierarchy: "web", Epoch: 4}},
 		},
 		{
 			name:  "deleting with owner gone: fence first",
-			w:     newWorld().hier(h3, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}),
+			w:     newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 4, Deleting: true}),
 			nodes: views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false })),
 			want:  []Action{{Kind: ActFence, Hierarchy: "web", Node: "n1", Gen: 1}},
 		},
 		{
 			name: "hierarchies are visited in name order",
 			w: newWorld().
-				hier(hier("zeta", intel, "n2", "n1"), cluster.Assignment{Epoch: 1, Online: true}).
-				hier(hier("alpha", intel, "n1", "n2"), cluster.Assignment{Epoch: 7, Online: true}).
-				hier(hier("mid", intel, "n3"), cluster.Assignment{Epoch: 2, Online: true}),
+				hier(hier("zeta", intel, "n2", "n1"), state.Assignment{Epoch: 1, Online: true}).
+				hier(hier("alpha", intel, "n1", "n2"), state.Assignment{Epoch: 7, Online: true}).
+				hier(hier("mid", intel, "n3"), state.Assignment{Epoch: 2, Online: true}),
 			nodes: all,
 			want: []Action{
 				{Kind: ActAssign, Hierarchy: "alpha", Node: "n1", Gen: 1, Epoch: 7},
@@ -470,7 +470,7 @@ func TestDecide(t *testing.T) {
 
 func TestDecideReasons(t *testing.T) {
 	h := hier("web", intel, "n1", "n2")
-	w := newWorld().hier(h, cluster.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
+	w := newWorld().hier(h, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 		report("n1", "web", 2, "failed", "disk gone")
 	got := Decide(w.s, views(ready("n1", 1), ready("n2", 2)))
 	if len(got) != 1 || !strings.Contains(got[0].Reason, "disk gone") || !strings.Contains(got[0].Reason, "n1") {
@@ -487,10 +487,10 @@ func TestDecideReasons(t *testing.T) {
 
 func TestCandidate(t *testing.T) {
 	h := hier("web", intel, "n1", "n2")
-	failed := &cluster.Assignment{Failed: []string{"n1"}}
+	failed := &state.Assignment{Failed: []string{"n1"}}
 	tests := []struct {
 		name string
-		a    *cluster.Assignment
+		a    *state.Assignment
 		n    NodeView
 		ok   bool
 		want bool
@@ -528,7 +528,7 @@ func TestChoose(t *testing.T) {
 	if c, ok := Choose(h, nil, nodes, "n3"); !ok || c.Name != "n1" {
 		t.Fatalf("Choose except n3 = %v %v, want n1", c.Name, ok)
 	}
-	a := &cluster.Assignment{Failed: []string{"n1"}}
+	a := &state.Assignment{Failed: []string{"n1"}}
 	if c, ok := Choose(h, a, nodes, "n3"); !ok || c.Name != "n2" {
 		t.Fatalf("Choose except n3, failed on n1 = %v %v, want n2", c.Name, ok)
 	}
@@ -540,12 +540,12 @@ func TestChoose(t *testing.T) {
 // A node that proved it cannot take a hierarchy over is skipped for that
 // hierarchy only, in favour of a ready node of lower priority.
 func TestNotReadySkippedPerHierarchy(t *testing.T) {
-	s := cluster.NewState()
+	s := state.New()
 	for _, name := range []string{"a", "b"} {
 		h := spec.Hierarchy{Name: name, Nodes: []string{"n1", "n2"}, Resources: []spec.Resource{{Name: "r", Type: "app"}}}
 		h.Normalize()
 		s.Hierarchies[name] = h
-		s.Assignments[name] = &cluster.Assignment{Hierarchy: name, Online: true, Epoch: 1}
+		s.Assignments[name] = &state.Assignment{Hierarchy: name, Online: true, Epoch: 1}
 	}
 	nodes := map[string]NodeView{
 		"n1": {Name: "n1", Alive: true, LeaseFresh: true, Ready: true, Gen: 1, NotReady: map[string]string{"a": "lacks ec2:ReplaceRoute"}},
