@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -69,7 +68,7 @@ type Config struct {
 	// none when nil).
 	Lookup func(string) (kit.Kit, bool)
 	// AWS gives cloud kits this node's AWS clients.
-	AWS awsapi.Provider
+	AWS kit.AWSProvider
 	// Authority bounds an action by this node's lease of generation gen:
 	// it fails when the lease is not valid now, and the context it returns
 	// ends before the lease does. Restore and recover run under it; nil

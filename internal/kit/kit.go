@@ -40,6 +40,10 @@ func (h Health) String() string {
 	}
 }
 
+// AWSProvider gives cloud kits this node's AWS clients, built from the
+// agent's own settings (the engine passes it through without knowing AWS).
+type AWSProvider = awsapi.Provider
+
 // Env is what the engine hands a kit about where it runs.
 type Env struct {
 	Node      string
@@ -49,7 +53,7 @@ type Env struct {
 	Logger *slog.Logger
 	// AWS gives cloud kits this agent's AWS clients (nil: no AWS access
 	// configured).
-	AWS awsapi.Provider
+	AWS AWSProvider
 	// ServedElsewhere: the hierarchy is in service on another node right
 	// now. A readiness probe must expect its resources to be held there
 	// (another host answering for a virtual IP is then its owner, not a
