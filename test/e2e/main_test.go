@@ -143,8 +143,15 @@ func onlineOn(name, node string) func(api.Status) bool {
 // and the exit code.
 func lifeboat(t *testing.T, c *demo.Cluster, node string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+c.Node(node).Socket)
+	return runCLI(t, binary, c.Node(node).Socket, args...)
+}
+
+// runCLI runs lifeboat binary bin with args against the agent at socket
+// and returns stdout, stderr and the exit code.
+func runCLI(t *testing.T, bin, socket string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+socket)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,24 +28,6 @@ const seedAction = "ec2:DescribeNetworkInterfaces"
 // seed's case: far longer than the test, so whatever readiness the test
 // sees after a restart comes from the agent's first round, not a schedule.
 const seedReadinessInterval = "5m"
-
-// seedCLI runs lifeboat binary bin with args against the agent at socket
-// and returns stdout, stderr and the exit code.
-func seedCLI(t *testing.T, bin, socket string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+socket)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
 
 // seedStatus runs the current binary's `lifeboat status --json` (with
 // extra args) against node and decodes it.
@@ -109,7 +90,7 @@ func TestSeedCase(t *testing.T) {
 	waitFor(t, c, "node3", 20*time.Second, "db online on node1", onlineOn("db", "node1"))
 
 	// The policy an operator running 0.1 grants: what its agent prints.
-	out, errOut, code := seedCLI(t, prevBin, c.Node("node1").Socket, "iam-policy", "--json")
+	out, errOut, code := runCLI(t, prevBin, c.Node("node1").Socket, "iam-policy", "--json")
 	if code != 0 {
 		t.Fatalf("lifeboat %s iam-policy --json: exit %d: %s", prev.version, code, errOut)
 	}
