@@ -26,24 +26,70 @@ func benchCmd() *cobra.Command {
 	var idle, awsLatency time.Duration
 	var profile string
 	var awsMode bool
+	var mass massOptions
 	cmd := &cobra.Command{
 		Use:   "bench [--runs N]",
 		Short: "Measure failover time (owner killed -> in service elsewhere), idle CPU and memory",
 		Long: `Start a three-node cluster on 127.0.0.1 (real agent processes, default settings),
 then N times: kill -9 the owner of a one-resource hierarchy and measure the time
 until another node reports it in service; restart the killed node and wait for
-it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
+it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.
+
+With --hierarchies N: a mass failover instead. N one-resource app hierarchies
+whose first-priority node is the same follower; each run kills that node with
+kill -9 and measures, from the kill, until the first, the median and the last
+hierarchy is reported online on another node (the raft leader's status, read
+again --poll after each answer), and how many raft entries were committed
+meanwhile; then the node is restarted and must rejoin. Each run has a cluster
+of its own (with --switchback one cluster serves all runs and automatic
+switchback brings the hierarchies home). --agent-binary runs the agents with
+another lifeboat binary (e.g. the previous release).`,
 		Example: `  lifeboat bench --runs 15
   lifeboat bench --runs 10 --json
   lifeboat bench --runs 10 --profile fast
-  lifeboat bench --aws --aws-latency 100ms --runs 10`,
+  lifeboat bench --aws --aws-latency 100ms --runs 10
+  lifeboat bench --hierarchies 200 --runs 5
+  lifeboat bench --hierarchies 200 --runs 5 --agent-binary /tmp/lifeboat-prev --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if mass.Hierarchies < 0 {
+				return codeErr{exitUsage, fmt.Errorf("--hierarchies %d: must be 0 or more", mass.Hierarchies)}
+			}
+			if mass.Hierarchies == 0 && mass.AgentBinary != "" {
+				return codeErr{exitUsage, fmt.Errorf("--agent-binary goes with --hierarchies")}
+			}
 			if awsMode {
+				if mass.Hierarchies > 0 {
+					return codeErr{exitUsage, fmt.Errorf("--aws and --hierarchies do not go together")}
+				}
 				return runAWSBench(runs, dir, awsLatency)
 			}
 			if profile != config.ProfileDefault && profile != config.ProfileFast {
 				return codeErr{exitUsage, fmt.Errorf("--profile %q: use %s or %s", profile, config.ProfileDefault, config.ProfileFast)}
+			}
+			if mass.Hierarchies > 0 {
+				mass.Runs, mass.Dir, mass.Profile = runs, dir, profile
+				progress := func(format string, args ...any) {
+					if !g.json {
+						fmt.Printf(format+"\n", args...)
+					}
+				}
+				res, err := runMassBench(mass, progress)
+				if res == nil {
+					return codeErr{exitFailure, err}
+				}
+				// The runs before a failure are worth keeping.
+				if g.json {
+					if perr := printJSON(res); perr != nil {
+						return perr
+					}
+				} else {
+					printMass(res)
+				}
+				if err != nil {
+					return codeErr{exitFailure, err}
+				}
+				return nil
 			}
 			res, err := runBench(runs, dir, idle, profile)
 			if err != nil {
@@ -70,6 +116,14 @@ it to rejoin. Prints every run, the median, and each agent's idle CPU and RSS.`,
 	cmd.Flags().StringVar(&profile, "profile", config.ProfileDefault, "timing profile of the agents: default or fast")
 	cmd.Flags().BoolVar(&awsMode, "aws", false, "measure a route-table failover on the AWS simulator: kill -> the VIP route points at the new node")
 	cmd.Flags().DurationVar(&awsLatency, "aws-latency", 100*time.Millisecond, "with --aws: the simulator's latency per EC2 call")
+	cmd.Flags().IntVar(&mass.Hierarchies, "hierarchies", 0, "mass failover: N one-resource app hierarchies on one node, that node killed")
+	cmd.Flags().StringVar(&mass.AgentBinary, "agent-binary", "", "with --hierarchies: run the agents with this lifeboat binary (default: this one)")
+	cmd.Flags().DurationVar(&mass.MonitorInterval, "monitor-interval", 10*time.Second, "with --hierarchies: every hierarchy's monitor interval (each check forks a shell)")
+	cmd.Flags().DurationVar(&mass.Poll, "poll", 25*time.Millisecond, "with --hierarchies: the pause after each answer before the leader's status is read again during a failover")
+	cmd.Flags().Float64Var(&mass.MaxOther, "max-other-cpu", 0.25, "with --hierarchies: start a run once other processes use at most this many cores (a shared machine)")
+	cmd.Flags().DurationVar(&mass.OnlineTimeout, "online-timeout", 3*time.Minute, "with --hierarchies: how long a run waits for every hierarchy to be online (on the first node, then elsewhere after the kill) before it counts as failed")
+	cmd.Flags().BoolVar(&mass.Switchback, "switchback", false, "with --hierarchies: one cluster for every run, automatic switchback brings the hierarchies home (default: a cluster per run)")
+	cmd.Flags().DurationVar(&mass.QuietWait, "quiet-wait", 2*time.Minute, "with --hierarchies: how long a run waits for --max-other-cpu before it starts anyway")
 	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd())
 	return cmd
 }

@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+)
+
+// TestBenchMassFailover runs `lifeboat bench --hierarchies` end to end with a
+// handful of hierarchies: the node holding them all is killed, every one is
+// reported back in service elsewhere, and the figures are sane. No timing is
+// asserted beyond the order of first, median and last.
+func TestBenchMassFailover(t *testing.T) {
+	const n = 5
+	dir := filepath.Join(t.TempDir(), "bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "bench", "--hierarchies", "5", "--runs", "1", "--dir", dir, "--json")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		for _, node := range []string{"node1", "node2", "node3"} {
+			b, _ := os.ReadFile(filepath.Join(dir, "run-1", node+".log"))
+			lines := strings.Split(string(b), "\n")
+			if len(lines) > 40 {
+				lines = lines[len(lines)-40:]
+			}
+			t.Logf("--- last log lines of %s ---\n%s", node, strings.Join(lines, "\n"))
+		}
+		t.Fatalf("bench: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	var res struct {
+		Hierarchies int `json:"hierarchies"`
+		Runs        []struct {
+			Owner        string         `json:"owner"`
+			FeatureLevel int            `json:"feature_level"`
+			FirstMS      float64        `json:"first_ms"`
+			P50MS        float64        `json:"p50_ms"`
+			LastMS       float64        `json:"last_ms"`
+			Back         map[string]int `json:"back"`
+			IndexBefore  uint64         `json:"index_before"`
+			IndexLast    uint64         `json:"index_last"`
+			Commits      uint64         `json:"commits"`
+		} `json:"runs"`
+		MedianFirstMS float64 `json:"median_first_ms"`
+		MedianLastMS  float64 `json:"median_last_ms"`
+		MedianCommits float64 `json:"median_commits"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("bench output is not JSON: %v\n%s", err, out.String())
+	}
+	if res.Hierarchies != n || len(res.Runs) != 1 {
+		t.Fatalf("hierarchies %d, runs %d; want %d, 1\n%s", res.Hierarchies, len(res.Runs), n, out.String())
+	}
+	r := res.Runs[0]
+	back := 0
+	for node, k := range r.Back {
+		if node == r.Owner {
+			t.Errorf("%d hierarchies counted back on the killed node %s", k, node)
+		}
+		back += k
+	}
+	if back != n {
+		t.Errorf("%d hierarchies back in service, want %d: %v", back, n, r.Back)
+	}
+	if !(r.FirstMS > 0 && r.FirstMS <= r.P50MS && r.P50MS <= r.LastMS) {
+		t.Errorf("first %.0f ms, p50 %.0f ms, last %.0f ms: want 0 < first <= p50 <= last", r.FirstMS, r.P50MS, r.LastMS)
+	}
+	if r.LastMS > 20000 {
+		t.Errorf("last hierarchy back after %.0f ms: the bench measured something else", r.LastMS)
+	}
+	// At least the revocation, the release and the placement of the
+	// hierarchies are committed.
+	if r.IndexBefore == 0 || r.IndexLast != r.IndexBefore+r.Commits || r.Commits < 3 {
+		t.Errorf("raft index %d -> %d, %d commits", r.IndexBefore, r.IndexLast, r.Commits)
+	}
+	if r.FeatureLevel < cluster.LevelTyped {
+		t.Errorf("feature level %d during the failover, want at least %d (batches)", r.FeatureLevel, cluster.LevelTyped)
+	}
+	if res.MedianFirstMS != r.FirstMS || res.MedianLastMS != r.LastMS || res.MedianCommits != float64(r.Commits) {
+		t.Errorf("medians of one run differ from the run: %+v", res)
+	}
+}
