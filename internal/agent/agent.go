@@ -79,6 +79,8 @@ type Agent struct {
 	doctorCounts map[string]int
 
 	wd *watchdogFeeder // nil: no watchdog configured
+
+	net *cluster.InmemNet // nil: real sockets
 }
 
 // Options are run-time settings outside the config file.
@@ -90,12 +92,18 @@ type Options struct {
 	FeatureLevel int
 	// Kits are the resource types the agent runs (nil: the built-in ones).
 	Kits *kit.Registry
+	// Net runs the agent on an in-memory network instead of sockets and
+	// disk for raft and gossip (tests: internal/agent/agenttest): raft,
+	// memberlist and the API go through it, there is no Unix socket and
+	// no periodic doctor run. The data directory still holds the event
+	// history and the engine's files.
+	Net *cluster.InmemNet
 }
 
 // New starts a node from its config. Call Shutdown to stop it.
 func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(), kits: opts.Kits,
-		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}}
+		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}, net: opts.Net}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -141,6 +149,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 			ProbeTimeout: t.ProbeTimeout.D(), SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()},
 		Rejoin: a.join,
 		TLS:    a.tls,
+		Net:    opts.Net,
 	})
 	if err != nil {
 		a.events.Close()
@@ -172,7 +181,9 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.goFn(a.reportLoop)
 	a.goFn(a.leaderLoop)
 	a.goFn(a.ready.run)
-	a.goFn(a.doctorLoop)
+	if a.net == nil {
+		a.goFn(a.doctorLoop)
+	}
 	if a.wd != nil {
 		a.goFn(a.wd.run)
 	}
@@ -730,6 +741,23 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	}
 	a.cancel()
 	a.http.close()
+	a.wg.Wait()
+	a.eng.Close()
+	a.c.Shutdown()
+	a.events.Close()
+}
+
+// Kill stops the agent as `kill -9` would, for tests on an in-memory
+// network (Options.Net; the caller cuts the node off the network first,
+// so that nothing it says on the way out reaches the others): nothing is
+// handed over or taken out of service, the node does not leave, no
+// report is flushed. The engine's actions in progress are cut off.
+func (a *Agent) Kill() {
+	a.log.Info("killed")
+	a.stopping.Store(true)
+	a.cancel()
+	_ = a.http.unix.Close()
+	_ = a.http.tcp.Close()
 	a.wg.Wait()
 	a.eng.Close()
 	a.c.Shutdown()

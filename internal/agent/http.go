@@ -30,6 +30,7 @@ func (h *httpServers) close() {
 	defer cancel()
 	_ = h.unix.Shutdown(ctx)
 	_ = h.tcp.Shutdown(ctx)
+	_ = h.tcp.Close() // connections Shutdown left open (long waits)
 }
 
 type ctxKey int
@@ -46,25 +47,18 @@ const (
 // serveHTTP listens on the Unix socket (root only) and the TCP address.
 func (a *Agent) serveHTTP() (*httpServers, error) {
 	mux := a.routes()
-	sock := a.cfg.API.Socket
-	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket directory for %s: %w", sock, err)
-	}
-	if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(sock)
-	}
-	ul, err := net.Listen("unix", sock)
-	if err != nil {
-		return nil, fmt.Errorf("listen on socket %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ul.Close()
-		return nil, fmt.Errorf("restrict socket %s to root: %w", sock, err)
-	}
-	tcp, err := net.Listen("tcp", a.self.API)
-	if err != nil {
-		ul.Close()
-		return nil, fmt.Errorf("listen for the API on %s: %w", a.self.API, err)
+	var ul, tcp net.Listener
+	if a.net != nil {
+		// In memory: the API on the test network, no socket.
+		var err error
+		if tcp, err = a.net.ListenAPI(a.cfg.Node); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if ul, tcp, err = a.listen(); err != nil {
+			return nil, err
+		}
 	}
 	tl := tls.NewListener(tcp, a.tls.ServerConfig(false))
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,9 +93,36 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		unix: &http.Server{Handler: local, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
 		tcp:  &http.Server{Handler: remote, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
 	}
-	go func() { _ = h.unix.Serve(ul) }()
+	if ul != nil {
+		go func() { _ = h.unix.Serve(ul) }()
+	}
 	go func() { _ = h.tcp.Serve(tl) }()
 	return h, nil
+}
+
+// listen opens the Unix socket (root only) and the TCP listener.
+func (a *Agent) listen() (ul, tcp net.Listener, err error) {
+	sock := a.cfg.API.Socket
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create socket directory for %s: %w", sock, err)
+	}
+	if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(sock)
+	}
+	ul, err = net.Listen("unix", sock)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on socket %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return nil, nil, fmt.Errorf("restrict socket %s to root: %w", sock, err)
+	}
+	tcp, err = net.Listen("tcp", a.self.API)
+	if err != nil {
+		ul.Close()
+		return nil, nil, fmt.Errorf("listen for the API on %s: %w", a.self.API, err)
+	}
+	return ul, tcp, nil
 }
 
 func internalOnly(next http.HandlerFunc) http.HandlerFunc {

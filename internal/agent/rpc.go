@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,11 @@ func newRPC(a *Agent) *rpc {
 		// Addresses were validated with the config; errors cannot happen.
 		r.fast[n.Name], _ = api.NewClient(n.API, a.internalToken, a.cfg.Timing.Lease.D(), a.tls.ClientConfig())
 		r.slow[n.Name], _ = api.NewClient(n.API, a.internalToken, 30*time.Second, a.tls.ClientConfig())
+		if a.net != nil {
+			dial := func(ctx context.Context, addr string) (net.Conn, error) { return a.net.DialAPI(ctx, a.cfg.Node, addr) }
+			r.fast[n.Name].WithDialer(dial)
+			r.slow[n.Name].WithDialer(dial)
+		}
 	}
 	return r
 }
@@ -121,6 +127,7 @@ func (a *Agent) handleInternalApply(raw []byte) applyAnswer {
 	if at.IsZero() {
 		at = time.Now().UTC()
 	}
+	cmd = a.statedLevel(cmd)
 	res, _, err := a.c.ApplyAt(cmd, at, 5*time.Second)
 	if err == cluster.ErrNotLeader {
 		return applyAnswer{NotLeader: true}
@@ -130,6 +137,24 @@ func (a *Agent) handleInternalApply(raw []byte) applyAnswer {
 		ans.Error = err.Error()
 	}
 	return ans
+}
+
+// statedLevel fills in the feature level of a join forwarded in the
+// legacy form, which has no field for it (0.1's leader refuses unknown
+// fields): the level the node gossips. Without it, a new binary that
+// forwarded its join while the cluster was still at level 1 would be
+// refused as too old by the time the entry applies, if the level rose
+// meanwhile (the last node of a rolling upgrade, as it joins). A 0.1
+// binary gossips no level and is judged as level 1, as before.
+func (a *Agent) statedLevel(cmd cluster.Cmd) cluster.Cmd {
+	j, ok := cmd.(cluster.Join)
+	if !ok || j.Level != 0 {
+		return cmd
+	}
+	if m, ok := a.c.Members()[j.Node]; ok && m.State == "alive" && m.Level > 0 {
+		j.Level = m.Level
+	}
+	return j
 }
 
 // parseCursors reads "node:seq,node:seq".

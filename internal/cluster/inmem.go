@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -41,8 +42,10 @@ import (
 type InmemNet struct {
 	mu    sync.Mutex
 	hosts map[string]*inmemHost
-	// byGossip maps a normalized gossip address to its node.
+	// byGossip maps a normalized gossip address to its node, byAPI an
+	// API address (as configured) to its node.
 	byGossip map[string]*inmemHost
+	byAPI    map[string]*inmemHost
 	// cut holds the directed links that drop everything, raftCut those
 	// that drop raft's messages only.
 	cut, raftCut map[[2]string]bool
@@ -63,11 +66,13 @@ type inmemHost struct {
 	linked map[string]bool
 	// gt is the running incarnation's gossip transport.
 	gt *gossipTransport
+	// api is the running incarnation's API listener (nil: none).
+	api *apiListener
 }
 
 // NewInmemNet returns an empty network: every link up, no node started.
 func NewInmemNet() *InmemNet {
-	return &InmemNet{hosts: map[string]*inmemHost{}, byGossip: map[string]*inmemHost{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}}
+	return &InmemNet{hosts: map[string]*inmemHost{}, byGossip: map[string]*inmemHost{}, byAPI: map[string]*inmemHost{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}}
 }
 
 // SetLink cuts (up false) or restores the link that carries messages
@@ -192,6 +197,9 @@ func (n *InmemNet) register(members []Member) error {
 			}
 			h.raftAddr, h.gossip = raft.ServerAddress(m.Raft), ga
 			n.byGossip[ga.String()] = h
+			if m.API != "" {
+				n.byAPI[m.API] = h
+			}
 		case h.raftAddr != raft.ServerAddress(m.Raft) || h.gossip.String() != ga.String():
 			return fmt.Errorf("in-memory network: %s was registered with raft %s, gossip %s", m.Name, h.raftAddr, h.gossip)
 		}
@@ -431,3 +439,181 @@ func (c *inmemConn) LocalAddr() net.Addr {
 func (c *inmemConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: c.peer.gossip.IP, Port: c.peer.gossip.Port}
 }
+
+// The agents' API (lease renewals, forwarded commands, operators' calls)
+// runs over streams of the same network: ListenAPI is a node's listener at
+// its Member.API address, DialAPI connects to one. A stream between two
+// nodes needs the link both ways, as a TCP connection does; one from
+// outside the cluster (from "", an operator's machine) needs only the
+// node to be reachable (running and not isolated).
+
+// apiConnectTimeout is how long a dial to a node that does not answer
+// waits at most (the kernel gives up on a TCP connect after minutes; the
+// agents' calls give up long before).
+const apiConnectTimeout = 10 * time.Second
+
+// ListenAPI returns the API listener of node (registered by its Start):
+// what it accepts comes from DialAPI. Close takes it off the network.
+func (n *InmemNet) ListenAPI(node string) (net.Listener, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.hosts[node]
+	if h == nil || h.gossip == nil {
+		return nil, fmt.Errorf("in-memory network: %s is not registered (start its cluster first)", node)
+	}
+	if h.api != nil {
+		return nil, fmt.Errorf("in-memory network: %s already listens for the API", node)
+	}
+	h.api = &apiListener{net: n, host: h, conns: make(chan net.Conn), done: make(chan struct{})}
+	return h.api, nil
+}
+
+// DialAPI connects from a node ("" for outside the cluster) to the API at
+// addr. A node that is not listening refuses at once (a killed process);
+// one the link does not reach answers nothing, so the dial waits for ctx
+// to end (a dead or cut-off machine).
+func (n *InmemNet) DialAPI(ctx context.Context, from, addr string) (net.Conn, error) {
+	for {
+		n.mu.Lock()
+		h := n.byAPI[addr]
+		var l *apiListener
+		if h != nil {
+			l = h.api
+		}
+		up := l != nil && n.apiLink(from, h.name) && n.apiLink(h.name, from)
+		n.mu.Unlock()
+		switch {
+		case h == nil:
+			return nil, fmt.Errorf("dial %s: no such host (in-memory network)", addr)
+		case l == nil && n.Running(h.name):
+			return nil, fmt.Errorf("dial %s: connection refused (in-memory network)", addr)
+		case !up:
+			// No answer: wait for the caller to give up, or for the
+			// connect timeout. (A link that comes back during the
+			// wait does not help this attempt, as a lost SYN would
+			// not.)
+			t := time.NewTimer(apiConnectTimeout)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("dial %s: %w (in-memory network: no answer)", addr, ctx.Err())
+			case <-t.C:
+				return nil, fmt.Errorf("dial %s: connection timed out (in-memory network: no answer)", addr)
+			}
+		}
+		local, remote := net.Pipe()
+		var self *inmemHost
+		if from != "" {
+			n.mu.Lock()
+			self = n.hosts[from]
+			n.mu.Unlock()
+		}
+		select {
+		case l.conns <- &apiConn{Conn: remote, net: n, self: h, peer: self, laddr: addr}:
+			return &apiConn{Conn: local, net: n, self: self, peer: h, raddr: addr}, nil
+		case <-l.done:
+			local.Close()
+			remote.Close()
+			continue // closed meanwhile: refused on the next round
+		case <-ctx.Done():
+			local.Close()
+			remote.Close()
+			return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+		}
+	}
+}
+
+// apiLink: a message from one end reaches the other ("" is outside the
+// cluster and reaches every node that is not isolated).
+func (n *InmemNet) apiLink(from, to string) bool {
+	switch {
+	case from == "" && to == "":
+		return true
+	case from == "":
+		h := n.hosts[to]
+		return h != nil && h.api != nil && !h.isolated
+	case to == "":
+		h := n.hosts[from]
+		return h != nil && !h.isolated
+	}
+	return n.link(from, to)
+}
+
+type apiListener struct {
+	net   *InmemNet
+	host  *inmemHost
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *apiListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *apiListener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.net.mu.Lock()
+		if l.host.api == l {
+			l.host.api = nil
+		}
+		l.net.mu.Unlock()
+	})
+	return nil
+}
+
+func (l *apiListener) Addr() net.Addr { return inmemAddr("api:" + l.host.name) }
+
+// inmemAddr is an address on an InmemNet.
+type inmemAddr string
+
+func (a inmemAddr) Network() string { return "inmem" }
+func (a inmemAddr) String() string  { return string(a) }
+
+// apiConn is one end of an API stream: it fails once a link it needs is
+// cut (checked at each read and write). self or peer nil: outside the
+// cluster.
+type apiConn struct {
+	net.Conn
+	net          *InmemNet
+	self, peer   *inmemHost
+	laddr, raddr string
+}
+
+func hostName(h *inmemHost) string {
+	if h == nil {
+		return ""
+	}
+	return h.name
+}
+
+func (c *apiConn) linked(from, to *inmemHost) bool {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.apiLink(hostName(from), hostName(to))
+}
+
+func (c *apiConn) Read(p []byte) (int, error) {
+	if !c.linked(c.peer, c.self) {
+		c.Conn.Close()
+		return 0, errLinkCut
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *apiConn) Write(p []byte) (int, error) {
+	if !c.linked(c.self, c.peer) {
+		c.Conn.Close()
+		return 0, errLinkCut
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *apiConn) LocalAddr() net.Addr  { return inmemAddr(c.laddr + "@" + hostName(c.self)) }
+func (c *apiConn) RemoteAddr() net.Addr { return inmemAddr(c.raddr + "@" + hostName(c.peer)) }

@@ -1,0 +1,390 @@
+// Package agenttest runs whole lifeboat agents (the agent package: raft,
+// leases, placement, the engine, the API) in memory, for tests: raft,
+// memberlist and the agents' HTTPS API go over a cluster.InmemNet, the
+// resources are those of an in-memory kit whose World says from outside
+// which node runs what. Inside a testing/synctest bubble every timer runs
+// on the bubble's fake clock (the clock seam of the agent, the engine and
+// the cluster: they read time only through the time package), so a
+// failover scenario of many seconds runs in a fraction of one.
+//
+// The scenarios (Scenarios) are written once against Harness, which this
+// package's Cluster implements in memory and test/e2e implements with
+// real agent processes:
+//
+//	synctest.Test(t, func(t *testing.T) {
+//		c := agenttest.MakeCluster(t, 3, agenttest.Setup{})
+//		sc.Run(t, c)
+//	})
+package agenttest
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/agent"
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
+)
+
+// Cluster is n in-memory agents, node1..nodeN. It implements Harness.
+type Cluster struct {
+	t     testing.TB
+	net   *cluster.InmemNet
+	world *World
+	kits  *kit.Registry
+	key   []byte
+	token string
+	tls   *tlsid.Identity
+	logs  *logBuffer
+	names []string
+
+	mu       sync.Mutex
+	nodes    map[string]*memNode
+	isolated map[string]bool
+	clients  map[string]*api.Client
+}
+
+type memNode struct {
+	name  string
+	cfg   *config.Agent
+	a     *agent.Agent // nil: not running
+	level int          // feature level cap (0: all of this binary's)
+}
+
+// MakeCluster starts n agents with default timing on an in-memory
+// network and stops them when the test ends. With setup.Old every agent
+// stands in for the previous version: it supports feature level 1 only
+// (Upgrade lifts the cap; the version string is the same, one binary).
+func MakeCluster(t testing.TB, n int, setup Setup) *Cluster {
+	t.Helper()
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	id, err := tlsid.Derive(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld()
+	reg, err := kits.Builtin().With(memKit{w: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, net: cluster.NewInmemNet(), world: w, kits: reg, key: key, token: agent.DeriveToken(key, "lifeboat-api"),
+		tls: id, logs: &logBuffer{}, nodes: map[string]*memNode{}, isolated: map[string]bool{}, clients: map[string]*api.Client{}}
+	var members strings.Builder
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("node%d", i)
+		c.names = append(c.names, name)
+		fmt.Fprintf(&members, "    - name: %s\n      raft: 10.0.0.%d:7101\n      gossip: 10.0.0.%d:7102\n      api: 10.0.0.%d:7103\n", name, i, i, i)
+	}
+	root := t.TempDir()
+	for _, name := range c.names {
+		dir := filepath.Join(root, name)
+		yaml := fmt.Sprintf("node: %s\ndata_dir: %s\napi:\n  socket: %s\ncluster:\n  key: %s\n  nodes:\n%s",
+			name, dir, filepath.Join(dir, "lifeboat.sock"), base64.StdEncoding.EncodeToString(key), members.String())
+		cfg, err := config.ParseAgent(filepath.Join(root, name+".yaml"), []byte(yaml))
+		if err != nil {
+			t.Fatalf("agenttest: config of %s: %v\n%s", name, err, yaml)
+		}
+		nd := &memNode{name: name, cfg: cfg}
+		if setup.Old {
+			nd.level = cluster.LevelLegacy
+		}
+		c.nodes[name] = nd
+	}
+	t.Cleanup(c.close)
+	for _, name := range c.names {
+		c.start(name)
+	}
+	return c
+}
+
+// World is what the in-memory kit's resources do.
+func (c *Cluster) World() *World { return c.world }
+
+// Agent returns node's running agent (nil if it is down).
+func (c *Cluster) Agent(node string) *agent.Agent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nd := c.nodes[node]; nd != nil {
+		return nd.a
+	}
+	return nil
+}
+
+func (c *Cluster) node(name string) *memNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nd := c.nodes[name]
+	if nd == nil {
+		c.t.Fatalf("agenttest: no node %q", name)
+	}
+	return nd
+}
+
+func (c *Cluster) start(name string) {
+	c.t.Helper()
+	nd := c.node(name)
+	if nd.a != nil {
+		c.t.Fatalf("agenttest: start %s: it is running", name)
+	}
+	c.world.crash(name, false)
+	c.mu.Lock()
+	isolated := c.isolated[name]
+	c.mu.Unlock()
+	c.net.Isolate(name, isolated)
+	lg := slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := agent.New(nd.cfg, agent.Options{Logger: lg, Level: new(slog.LevelVar), FeatureLevel: nd.level, Kits: c.kits, Net: c.net})
+	if err != nil {
+		c.t.Fatalf("agenttest: start %s: %v", name, err)
+	}
+	c.mu.Lock()
+	nd.a = a
+	c.mu.Unlock()
+}
+
+// Nodes implements Harness.
+func (c *Cluster) Nodes() []string { return append([]string(nil), c.names...) }
+
+// client is an operator's API client for node, over the in-memory network.
+func (c *Cluster) client(node string) *api.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl := c.clients[node]; cl != nil {
+		return cl
+	}
+	nd := c.nodes[node]
+	cl, err := api.NewClient(nd.cfg.Self().API, c.token, 5*time.Second, c.tls.ClientConfig())
+	if err != nil {
+		c.t.Fatalf("agenttest: client for %s: %v", node, err)
+	}
+	cl.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) { return c.net.DialAPI(ctx, "", addr) })
+	c.clients[node] = cl
+	return cl
+}
+
+// Internal sends a request to node's API as a cluster member would (the
+// internal token and the cluster certificate), for tests of what members
+// send each other.
+func (c *Cluster) Internal(node, method, path string, body, out any) error {
+	cl, err := api.NewClient(c.node(node).cfg.Self().API, agent.DeriveToken(c.key, "lifeboat-internal"), 5*time.Second, c.tls.ClientConfig())
+	if err != nil {
+		return err
+	}
+	cl.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) { return c.net.DialAPI(ctx, "", addr) })
+	defer cl.CloseIdle()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cl.Do(ctx, method, path, body, out)
+}
+
+// Status implements Harness.
+func (c *Cluster) Status(node string) (api.Status, error) {
+	var st api.Status
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.client(node).Do(ctx, "GET", "/v1/status", nil, &st)
+	return st, err
+}
+
+// Apply implements Harness: through the first running node that is not
+// cut off.
+func (c *Cluster) Apply(hs ...spec.Hierarchy) error {
+	var last error
+	for _, n := range c.names {
+		if c.Agent(n) == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var res api.ApplyResponse
+		last = c.client(n).Do(ctx, "POST", "/v1/apply", api.ApplyRequest{Hierarchies: hs}, &res)
+		cancel()
+		if last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("apply through every running node: %w", last)
+}
+
+// Service implements Harness: one resource of the in-memory kit.
+func (c *Cluster) Service(name string, nodes []string) spec.Hierarchy {
+	return spec.Hierarchy{Name: name, Nodes: nodes, MonitorInterval: spec.Duration(100 * time.Millisecond),
+		Resources: []spec.Resource{{Name: name + "-res", Type: MemType}}}
+}
+
+// Running implements Harness.
+func (c *Cluster) Running(hierarchy string) []string { return c.world.Running(hierarchy) }
+
+// DoubleOwners implements Harness.
+func (c *Cluster) DoubleOwners() []string { return c.world.DoubleOwners() }
+
+// Kill implements Harness: the node is cut off first (nothing it says on
+// the way out reaches anyone), then its agent stops without handing over
+// and its resources vanish with the machine.
+func (c *Cluster) Kill(node string) {
+	nd := c.node(node)
+	c.mu.Lock()
+	a := nd.a
+	nd.a = nil
+	c.mu.Unlock()
+	if a == nil {
+		return
+	}
+	c.net.Isolate(node, true)
+	c.world.crash(node, true)
+	a.Kill()
+}
+
+// Stop implements Harness: a graceful shutdown (its strategy).
+func (c *Cluster) Stop(node string) {
+	nd := c.node(node)
+	c.mu.Lock()
+	a := nd.a
+	nd.a = nil
+	c.mu.Unlock()
+	if a == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.Shutdown(ctx)
+}
+
+// Start implements Harness.
+func (c *Cluster) Start(node string) { c.start(node) }
+
+// Upgrade implements Harness: start the stopped node with every feature
+// level of this binary.
+func (c *Cluster) Upgrade(node string) {
+	nd := c.node(node)
+	c.mu.Lock()
+	nd.level = 0
+	c.mu.Unlock()
+	c.start(node)
+}
+
+// Isolate implements Harness.
+func (c *Cluster) Isolate(node string) error {
+	c.mu.Lock()
+	c.isolated[node] = true
+	c.mu.Unlock()
+	c.net.Isolate(node, true)
+	return nil
+}
+
+// Heal implements Harness.
+func (c *Cluster) Heal() error {
+	c.mu.Lock()
+	var names []string
+	for n := range c.isolated {
+		names = append(names, n)
+	}
+	c.isolated = map[string]bool{}
+	c.mu.Unlock()
+	for _, n := range names {
+		c.net.Isolate(n, false)
+	}
+	return nil
+}
+
+// Eventually implements Harness, polling every 10 ms of the clock.
+func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() (bool, string)) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("agenttest: %s: not after %s; last seen: %s", what, timeout, seen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// close stops every agent still running (all at once: a survivor alone
+// would wait for a quorum) and shows the log when the test failed.
+func (c *Cluster) close() {
+	c.mu.Lock()
+	var run []*agent.Agent
+	for _, n := range c.names {
+		if nd := c.nodes[n]; nd.a != nil {
+			run = append(run, nd.a)
+			nd.a = nil
+		}
+		c.net.Isolate(n, true)
+	}
+	for _, cl := range c.clients {
+		cl.CloseIdle()
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range run {
+		wg.Go(a.Kill)
+	}
+	wg.Wait()
+	if inBubble() {
+		// Let what the agents left running (memberlist's probes, dials
+		// and calls waiting for their timeouts) end: a bubble may not
+		// end with goroutines blocked, and its clock stops with it.
+		time.Sleep(settle)
+	}
+	if c.t.Failed() || os.Getenv("LIFEBOAT_TEST_LOG") != "" {
+		if f := os.Getenv("LIFEBOAT_TEST_LOG_FILE"); f != "" {
+			_ = os.WriteFile(f, []byte(c.logs.tail(1<<30)), 0o600)
+		}
+		c.t.Logf("--- agents' log (last lines) ---\n%s", c.logs.tail(300))
+	}
+}
+
+// settle is longer than any timeout the stopped agents' goroutines may
+// be waiting for (a dial that gets no answer: 10 s).
+const settle = 15 * time.Second
+
+// inBubble reports whether the caller runs in a testing/synctest bubble.
+func inBubble() (in bool) {
+	defer func() {
+		if recover() != nil {
+			in = false
+		}
+	}()
+	synctest.Wait() // panics outside a bubble
+	return true
+}
+
+// logBuffer keeps the agents' log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,133 @@
+package agenttest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// MemType is the resource type of the in-memory kit.
+const MemType = "mem"
+
+// World is what the in-memory kit's resources do, seen from outside the
+// agents: which node runs which hierarchy's resource. It records every
+// moment a resource is brought into service while another node still
+// runs it.
+type World struct {
+	mu sync.Mutex
+	// running: hierarchy -> nodes running its resource.
+	running map[string]map[string]bool
+	// dead: nodes whose machine is down (they run nothing, and a late
+	// action of their agent changes nothing).
+	dead    map[string]bool
+	doubles []string
+	now     func() time.Time
+}
+
+func newWorld() *World {
+	return &World{running: map[string]map[string]bool{}, dead: map[string]bool{}, now: time.Now}
+}
+
+// Running lists the nodes running hierarchy's resource now.
+func (w *World) Running(hierarchy string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for n, on := range w.running[hierarchy] {
+		if on && !w.dead[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// DoubleOwners lists every restore that found the resource in service on
+// another node.
+func (w *World) DoubleOwners() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.doubles)
+}
+
+// crash takes node's machine down: everything it ran is gone.
+func (w *World) crash(node string, dead bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.dead[node] = dead
+	if dead {
+		for _, m := range w.running {
+			delete(m, node)
+		}
+	}
+}
+
+func (w *World) set(hierarchy, node string, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dead[node] {
+		return
+	}
+	m := w.running[hierarchy]
+	if m == nil {
+		m = map[string]bool{}
+		w.running[hierarchy] = m
+	}
+	if on && !m[node] {
+		for other, o := range m {
+			if o && other != node && !w.dead[other] {
+				w.doubles = append(w.doubles, fmt.Sprintf("%s restored on %s at %s while %s ran it",
+					hierarchy, node, w.now().Format("15:04:05.000"), other))
+			}
+		}
+	}
+	m[node] = on
+}
+
+func (w *World) on(hierarchy, node string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.running[hierarchy][node] && !w.dead[node]
+}
+
+// memKit is a resource kit whose resources live in a World.
+type memKit struct{ w *World }
+
+func (k memKit) Type() string                              { return MemType }
+func (k memKit) Validate(map[string]string) []spec.Problem { return nil }
+func (k memKit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
+	return &memInstance{w: k.w, node: env.Node, hierarchy: env.Hierarchy}, nil
+}
+
+type memInstance struct {
+	w               *World
+	node, hierarchy string
+}
+
+func (m *memInstance) Restore(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.w.set(m.hierarchy, m.node, true)
+	return nil
+}
+
+func (m *memInstance) Remove(context.Context) error {
+	m.w.set(m.hierarchy, m.node, false)
+	return nil
+}
+
+func (m *memInstance) QuickCheck(context.Context) (kit.Health, error) {
+	if m.w.on(m.hierarchy, m.node) {
+		return kit.Healthy, nil
+	}
+	return kit.Failed, fmt.Errorf("%s is not running on %s", m.hierarchy, m.node)
+}
+
+func (m *memInstance) Recover(ctx context.Context) error { return m.Restore(ctx) }

@@ -1,0 +1,294 @@
+package agenttest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// Harness is a running cluster of lifeboat agents, seen and driven from
+// outside: in memory (MakeCluster, under testing/synctest) or as real
+// processes (test/e2e). The scenarios below are written once against it.
+type Harness interface {
+	// Nodes are the cluster's nodes, node1..nodeN.
+	Nodes() []string
+	// Status asks node's API.
+	Status(node string) (api.Status, error)
+	// Apply creates or updates hierarchies through any running node.
+	Apply(hs ...spec.Hierarchy) error
+	// Service is a one-resource hierarchy whose resource the harness can
+	// see from outside (Running), with the given priority list.
+	Service(name string, nodes []string) spec.Hierarchy
+	// Running lists the nodes where the hierarchy's resource is in
+	// service right now, as seen from outside the agents. A dead machine
+	// runs nothing.
+	Running(hierarchy string) []string
+	// DoubleOwners lists every moment the harness saw the resource in
+	// service on two nodes at once.
+	DoubleOwners() []string
+	// Kill stops node as a machine's death would: the agent gets no
+	// chance to hand anything over, and what it ran is gone with it.
+	Kill(node string)
+	// Stop stops node's agent as SIGTERM does (its shutdown strategy,
+	// switchover by default, hands its hierarchies over).
+	Stop(node string)
+	// Start starts a stopped or killed node again on its data directory,
+	// with the version it last ran.
+	Start(node string)
+	// Upgrade starts a stopped node on the version under test (a
+	// harness set up with Setup.Old starts every node on the previous
+	// version).
+	Upgrade(node string)
+	// Isolate cuts every link to and from node; Heal restores them. A
+	// harness that cannot cut links returns ErrUnsupported.
+	Isolate(node string) error
+	Heal() error
+	// Eventually polls cond (every few milliseconds of the harness's
+	// clock) until it holds, and fails the test with what cond last
+	// saw when timeout passes.
+	Eventually(timeout time.Duration, what string, cond func() (bool, string))
+}
+
+// ErrUnsupported: the harness cannot do this (the scenario is skipped).
+var ErrUnsupported = errors.New("not supported by this harness")
+
+// Setup is how a scenario wants its cluster started.
+type Setup struct {
+	// Old starts every node on the previous version (one that supports
+	// feature level 1 only).
+	Old bool
+}
+
+// Scenario is a failure or operations scenario written once and run on
+// every harness.
+type Scenario struct {
+	Name  string
+	Setup Setup
+	Run   func(t testing.TB, h Harness)
+}
+
+// Scenarios is every shared scenario.
+var Scenarios = []Scenario{
+	{Name: "KillOwner", Run: killOwner},
+	{Name: "LeaderLoss", Run: leaderLoss},
+	{Name: "IsolateOwner", Run: isolateOwner},
+	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
+}
+
+// Timeouts of the scenarios: generous next to a failover (under a
+// second at default timing) so that a loaded machine does not fail a
+// process run.
+const (
+	formTimeout     = 30 * time.Second
+	failoverTimeout = 10 * time.Second
+)
+
+// hierarchyOf returns name's entry in st.
+func hierarchyOf(st api.Status, name string) (api.HierarchyStatus, bool) {
+	for _, h := range st.Hierarchies {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return api.HierarchyStatus{}, false
+}
+
+// servedOn waits until the hierarchy runs on exactly node (seen from
+// outside) and node's status says it is online there.
+func servedOn(t testing.TB, h Harness, name, node string, timeout time.Duration) {
+	t.Helper()
+	h.Eventually(timeout, fmt.Sprintf("%s in service on %s only", name, node), func() (bool, string) {
+		run := h.Running(name)
+		st, err := h.Status(node)
+		if err != nil {
+			return false, fmt.Sprintf("running on %v; status of %s: %v", run, node, err)
+		}
+		hs, _ := hierarchyOf(st, name)
+		ok := slices.Equal(run, []string{node}) && hs.Owner == node && hs.State == "online"
+		return ok, fmt.Sprintf("running on %v; %s says owner %q, state %q", run, node, hs.Owner, hs.State)
+	})
+}
+
+// agree waits until every node in nodes answers its status and they all
+// see the same leader, feature level, every node alive and holding a
+// lease (renewed with each of them) and the same owner and state of every
+// hierarchy.
+func agree(t testing.TB, h Harness, nodes []string, timeout time.Duration) api.Status {
+	t.Helper()
+	var first api.Status
+	h.Eventually(timeout, fmt.Sprintf("%v agree on the cluster's state", nodes), func() (bool, string) {
+		var views []string
+		for i, n := range nodes {
+			st, err := h.Status(n)
+			if err != nil {
+				return false, fmt.Sprintf("status of %s: %v", n, err)
+			}
+			v := view(st)
+			if i == 0 {
+				first = st
+			}
+			for _, ns := range st.Nodes {
+				if ns.State != "alive" {
+					return false, fmt.Sprintf("%s sees %s %s", n, ns.Name, ns.State)
+				}
+				if ns.Gen == 0 || ns.Fenced || !ns.LeaseFresh {
+					return false, fmt.Sprintf("%s sees %s without a fresh lease (generation %d, fenced %v)", n, ns.Name, ns.Gen, ns.Fenced)
+				}
+			}
+			if st.Leader == "" {
+				return false, n + " sees no leader"
+			}
+			views = append(views, n+": "+v)
+			if v != view(first) {
+				return false, strings.Join(views, "; ")
+			}
+		}
+		return true, ""
+	})
+	return first
+}
+
+// view is what all nodes must agree on.
+func view(st api.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "leader %s level %d", st.Leader, st.FeatureLevel)
+	for _, h := range st.Hierarchies {
+		fmt.Fprintf(&b, " %s=%s@%s", h.Name, h.State, h.Owner)
+	}
+	return b.String()
+}
+
+func noDoubleOwners(t testing.TB, h Harness) {
+	t.Helper()
+	if d := h.DoubleOwners(); len(d) > 0 {
+		t.Errorf("a resource was in service on two nodes at once: %s", strings.Join(d, "; "))
+	}
+}
+
+func without(nodes []string, not string) []string {
+	var out []string
+	for _, n := range nodes {
+		if n != not {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// killOwner: the node running a service dies; the next node by priority
+// takes it over, and the dead node, back, does not take it back
+// (intelligent switchback) and agrees with the others.
+func killOwner(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("web", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "web", nodes[0], formTimeout)
+	h.Kill(nodes[0])
+	servedOn(t, h, "web", nodes[1], failoverTimeout)
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+	servedOn(t, h, "web", nodes[1], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// leaderLoss: the raft leader dies (with the service when it ran it); a
+// new leader is elected among the rest and the service runs on exactly
+// one of them.
+func leaderLoss(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	st := agree(t, h, nodes, formTimeout)
+	leader := st.Leader
+	// The service prefers a node that is not the leader, so that losing
+	// the leader alone must not move it.
+	prio := append(without(nodes, leader), leader)
+	if err := h.Apply(h.Service("db", prio)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "db", prio[0], formTimeout)
+	h.Kill(leader)
+	rest := without(nodes, leader)
+	h.Eventually(failoverTimeout, "a new leader among "+strings.Join(rest, ", "), func() (bool, string) {
+		st, err := h.Status(rest[0])
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Leader != "" && st.Leader != leader, "leader " + st.Leader
+	})
+	servedOn(t, h, "db", prio[0], failoverTimeout)
+	h.Start(leader)
+	agree(t, h, nodes, formTimeout)
+	servedOn(t, h, "db", prio[0], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// isolateOwner: the owner loses every link (its process runs on); it
+// must take the service out itself once its lease runs out, before the
+// others bring it up, and after the heal everyone agrees.
+func isolateOwner(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("app", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "app", nodes[0], formTimeout)
+	if err := h.Isolate(nodes[0]); errors.Is(err, ErrUnsupported) {
+		t.Skip("this harness cannot cut links")
+	} else if err != nil {
+		t.Fatalf("isolate %s: %v", nodes[0], err)
+	}
+	servedOn(t, h, "app", nodes[1], failoverTimeout)
+	if err := h.Heal(); err != nil {
+		t.Fatalf("heal: %v", err)
+	}
+	agree(t, h, nodes, formTimeout)
+	servedOn(t, h, "app", nodes[1], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// rollingUpgrade: every node starts on the previous version; one at a
+// time, each is stopped (its hierarchies switch over) and started on the
+// version under test. After every step all nodes agree; the feature
+// level stays 1 until the last voter is upgraded, then rises; the
+// service is never on two nodes and back on one within a switchover.
+func rollingUpgrade(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("svc", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "svc", nodes[0], formTimeout)
+	for i, n := range nodes {
+		h.Stop(n)
+		h.Eventually(failoverTimeout, "svc in service on one node while "+n+" is down", func() (bool, string) {
+			run := h.Running("svc")
+			return len(run) == 1 && run[0] != n, fmt.Sprintf("running on %v", run)
+		})
+		h.Upgrade(n)
+		st := agree(t, h, nodes, formTimeout)
+		last := i == len(nodes)-1
+		if !last && st.FeatureLevel != 1 {
+			t.Fatalf("after upgrading %d of %d nodes the feature level is %d, want 1 until the last voter runs the new version", i+1, len(nodes), st.FeatureLevel)
+		}
+	}
+	h.Eventually(formTimeout, "feature level 2 once every voter is upgraded", func() (bool, string) {
+		st, err := h.Status(nodes[0])
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.FeatureLevel >= 2, fmt.Sprintf("feature level %d", st.FeatureLevel)
+	})
+	agree(t, h, nodes, formTimeout)
+	h.Eventually(failoverTimeout, "svc in service on one node", func() (bool, string) {
+		run := h.Running("svc")
+		return len(run) == 1, fmt.Sprintf("running on %v", run)
+	})
+	noDoubleOwners(t, h)
+}
