@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/agent/agenttest"
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/demo"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
+)
+
+// TestScenariosAsProcesses runs the scenarios of internal/agent/agenttest,
+// which its own tests run on in-memory agents in fake time, on real agent
+// processes (default timing, the app kit, a flag file per node as the
+// service). As root each node is a host of its own in a network
+// namespace: a killed node's link goes down with it (a dead machine
+// answers nothing) and an isolated node's link goes down while its agent
+// runs on. Otherwise the agents share 127.0.0.1 and the isolation
+// scenario is skipped.
+func TestScenariosAsProcesses(t *testing.T) {
+	for _, sc := range agenttest.Scenarios {
+		t.Run(sc.Name, func(t *testing.T) {
+			h := startProcHarness(t, sc.Setup)
+			sc.Run(t, h)
+		})
+	}
+}
+
+// procHarness implements agenttest.Harness with agent processes.
+type procHarness struct {
+	t *testing.T
+	c *demo.Cluster
+	// lab: each node in its own network namespace (nil: 127.0.0.1).
+	lab *netnsLab
+
+	mu       sync.Mutex
+	dead     map[string]bool
+	isolated map[string]bool
+	doubles  []string
+	watched  map[string]bool
+}
+
+func startProcHarness(t *testing.T, setup agenttest.Setup) *procHarness {
+	t.Helper()
+	opts := demo.Options{}
+	var lab *netnsLab
+	if os.Geteuid() == 0 {
+		if _, err := exec.LookPath("ip"); err == nil {
+			lab = newNetnsLab(t, 3)
+			opts.IPs, opts.Wrap = lab.ips, lab.wrap
+		}
+	}
+	if setup.Old {
+		prevBin := previousBinary(t)
+		opts.Binaries = map[string]string{}
+		for _, n := range []string{"node1", "node2", "node3"} {
+			opts.Binaries[n] = prevBin
+		}
+	}
+	h := &procHarness{t: t, c: startCluster(t, opts), lab: lab, dead: map[string]bool{}, isolated: map[string]bool{}, watched: map[string]bool{}}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go h.watch(stop, done)
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+	return h
+}
+
+// watch looks every 5 ms for a service in service on two nodes at once.
+func (h *procHarness) watch(stop, done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		h.mu.Lock()
+		var names []string
+		for n := range h.watched {
+			names = append(names, n)
+		}
+		h.mu.Unlock()
+		for _, n := range names {
+			if run := h.Running(n); len(run) > 1 {
+				h.mu.Lock()
+				h.doubles = append(h.doubles, fmt.Sprintf("%s on %v at %s", n, run, time.Now().Format("15:04:05.000")))
+				h.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (h *procHarness) Nodes() []string {
+	var out []string
+	for _, n := range h.c.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+func (h *procHarness) Status(node string) (api.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return h.c.Status(ctx, node)
+}
+
+func (h *procHarness) Apply(hs ...spec.Hierarchy) error {
+	h.mu.Lock()
+	for _, x := range hs {
+		h.watched[x.Name] = true
+	}
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.c.Apply(ctx, api.ApplyRequest{Hierarchies: hs})
+}
+
+func (h *procHarness) Service(name string, nodes []string) spec.Hierarchy {
+	return flagHierarchy(name, nodes, "", 1, "")
+}
+
+func (h *procHarness) flag(node, hierarchy string) string {
+	return filepath.Join(h.c.Dir, node, hierarchy+".up")
+}
+
+func (h *procHarness) Running(hierarchy string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, n := range h.c.Nodes {
+		if h.dead[n.Name] {
+			continue
+		}
+		if _, err := os.Stat(h.flag(n.Name, hierarchy)); err == nil {
+			out = append(out, n.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (h *procHarness) DoubleOwners() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.doubles...)
+}
+
+// Kill: kill -9, and the machine's services die with it (its flag files
+// go).
+func (h *procHarness) Kill(node string) {
+	h.mu.Lock()
+	h.dead[node] = true
+	h.mu.Unlock()
+	h.setLink(node, "down")
+	if err := h.c.Signal(node, syscall.SIGKILL); err != nil {
+		h.t.Fatalf("kill %s: %v", node, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.c.WaitExit(ctx, node); err != nil {
+		h.t.Fatal(err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(h.c.Dir, node, "*.up"))
+	for _, m := range matches {
+		os.Remove(m)
+	}
+}
+
+// Stop: SIGTERM, and wait for the agent to hand over and exit.
+func (h *procHarness) Stop(node string) {
+	if err := h.c.Signal(node, syscall.SIGTERM); err != nil {
+		h.t.Fatalf("stop %s: %v", node, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.c.WaitExit(ctx, node); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *procHarness) Start(node string) {
+	h.mu.Lock()
+	h.dead[node] = false
+	h.mu.Unlock()
+	h.setLink(node, "up")
+	if err := h.c.StartNode(node); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *procHarness) Upgrade(node string) {
+	h.c.SetBinary(node, binary)
+	h.Start(node)
+}
+
+// setLink takes node's network link down or up (on namespaces only).
+func (h *procHarness) setLink(node, state string) {
+	if h.lab == nil {
+		return
+	}
+	if err := ipCmd("-n", h.lab.ns(nodeIndex(node)), "link", "set", "eth0", state); err != nil {
+		h.t.Fatal(err)
+	}
+	h.mu.Lock()
+	if state == "down" {
+		h.isolated[node] = true
+	} else {
+		delete(h.isolated, node)
+	}
+	h.mu.Unlock()
+}
+
+func nodeIndex(node string) int {
+	var i int
+	fmt.Sscanf(node, "node%d", &i)
+	return i
+}
+
+func (h *procHarness) Isolate(node string) error {
+	if h.lab == nil {
+		return fmt.Errorf("agents on 127.0.0.1 share one network: %w", agenttest.ErrUnsupported)
+	}
+	h.setLink(node, "down")
+	return nil
+}
+
+func (h *procHarness) Heal() error {
+	if h.lab == nil {
+		return agenttest.ErrUnsupported
+	}
+	h.mu.Lock()
+	var names []string
+	for n := range h.isolated {
+		if !h.dead[n] {
+			names = append(names, n)
+		}
+	}
+	h.mu.Unlock()
+	for _, n := range names {
+		h.setLink(n, "up")
+	}
+	return nil
+}
+
+func (h *procHarness) Eventually(timeout time.Duration, what string, cond func() (bool, string)) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: not after %s; last seen: %s", what, timeout, seen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
