@@ -161,20 +161,23 @@ func (c *Cluster) start(name string) {
 func (c *Cluster) Nodes() []string { return append([]string(nil), c.names...) }
 
 // client is an operator's API client for node, over the in-memory network.
-func (c *Cluster) client(node string) *api.Client {
+func (c *Cluster) client(node string) (*api.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cl := c.clients[node]; cl != nil {
-		return cl
+		return cl, nil
 	}
 	nd := c.nodes[node]
+	if nd == nil {
+		return nil, fmt.Errorf("agenttest: no node %q", node)
+	}
 	cl, err := api.NewClient(nd.cfg.Self().API, c.token, 5*time.Second, c.tls.ClientConfig())
 	if err != nil {
-		c.t.Fatalf("agenttest: client for %s: %v", node, err)
+		return nil, fmt.Errorf("agenttest: client for %s: %w", node, err)
 	}
 	cl.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) { return c.net.DialAPI(ctx, "", addr) })
 	c.clients[node] = cl
-	return cl
+	return cl, nil
 }
 
 // Internal sends a request to node's API as a cluster member would (the
@@ -197,7 +200,11 @@ func (c *Cluster) Status(node string) (api.Status, error) {
 	var st api.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err := c.client(node).Do(ctx, "GET", "/v1/status", nil, &st)
+	cl, err := c.client(node)
+	if err != nil {
+		return st, err
+	}
+	err = cl.Do(ctx, "GET", "/v1/status", nil, &st)
 	return st, err
 }
 
@@ -211,7 +218,12 @@ func (c *Cluster) Apply(hs ...spec.Hierarchy) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var res api.ApplyResponse
-		last = c.client(n).Do(ctx, "POST", "/v1/apply", api.ApplyRequest{Hierarchies: hs}, &res)
+		cl, err := c.client(n)
+		if err != nil {
+			cancel()
+			return err
+		}
+		last = cl.Do(ctx, "POST", "/v1/apply", api.ApplyRequest{Hierarchies: hs}, &res)
 		cancel()
 		if last == nil {
 			return nil
