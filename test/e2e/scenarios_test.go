@@ -45,6 +45,7 @@ type procHarness struct {
 	mu       sync.Mutex
 	dead     map[string]bool
 	isolated map[string]bool
+	cuts     [][2]int
 	doubles  []string
 	watched  map[string]bool
 }
@@ -238,6 +239,19 @@ func (h *procHarness) Isolate(node string) error {
 	return nil
 }
 
+// Cut blackholes the routes between two nodes' addresses, both ways.
+func (h *procHarness) Cut(a, b string) error {
+	if h.lab == nil {
+		return fmt.Errorf("agents on 127.0.0.1 share one network: %w", agenttest.ErrUnsupported)
+	}
+	i, j := nodeIndex(a), nodeIndex(b)
+	h.lab.cut(i, j)
+	h.mu.Lock()
+	h.cuts = append(h.cuts, [2]int{i, j})
+	h.mu.Unlock()
+	return nil
+}
+
 func (h *procHarness) Heal() error {
 	if h.lab == nil {
 		return agenttest.ErrUnsupported
@@ -249,7 +263,16 @@ func (h *procHarness) Heal() error {
 			names = append(names, n)
 		}
 	}
+	cuts := h.cuts
+	h.cuts = nil
 	h.mu.Unlock()
+	for _, c := range cuts {
+		for _, p := range [][2]int{{c[0], c[1]}, {c[1], c[0]}} {
+			if err := ipCmd("-n", h.lab.ns(p[0]), "route", "del", "blackhole", h.lab.ips[p[1]-1]+"/32"); err != nil {
+				return err
+			}
+		}
+	}
 	for _, n := range names {
 		h.setLink(n, "up")
 	}

@@ -57,6 +57,7 @@ type Cluster struct {
 	mu       sync.Mutex
 	nodes    map[string]*memNode
 	isolated map[string]bool
+	cut      [][2]string
 	clients  map[string]*api.Client
 }
 
@@ -298,6 +299,16 @@ func (c *Cluster) Isolate(node string) error {
 	return nil
 }
 
+// Cut implements Harness.
+func (c *Cluster) Cut(a, b string) error {
+	c.mu.Lock()
+	c.cut = append(c.cut, [2]string{a, b})
+	c.mu.Unlock()
+	c.net.SetLink(a, b, false)
+	c.net.SetLink(b, a, false)
+	return nil
+}
+
 // Heal implements Harness.
 func (c *Cluster) Heal() error {
 	c.mu.Lock()
@@ -305,10 +316,15 @@ func (c *Cluster) Heal() error {
 	for n := range c.isolated {
 		names = append(names, n)
 	}
-	c.isolated = map[string]bool{}
+	cut := c.cut
+	c.isolated, c.cut = map[string]bool{}, nil
 	c.mu.Unlock()
 	for _, n := range names {
 		c.net.Isolate(n, false)
+	}
+	for _, l := range cut {
+		c.net.SetLink(l[0], l[1], true)
+		c.net.SetLink(l[1], l[0], true)
 	}
 	return nil
 }

@@ -45,9 +45,12 @@ type Harness interface {
 	// harness set up with Setup.Old starts every node on the previous
 	// version).
 	Upgrade(node string)
-	// Isolate cuts every link to and from node; Heal restores them. A
-	// harness that cannot cut links returns ErrUnsupported.
+	// Isolate cuts every link to and from node; Heal restores every
+	// link. A harness that cannot cut links returns ErrUnsupported.
 	Isolate(node string) error
+	// Cut drops everything between two nodes, both ways (the others
+	// still reach both).
+	Cut(a, b string) error
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -78,6 +81,7 @@ var Scenarios = []Scenario{
 	{Name: "KillOwner", Run: killOwner},
 	{Name: "LeaderLoss", Run: leaderLoss},
 	{Name: "IsolateOwner", Run: isolateOwner},
+	{Name: "OneLostLink", Run: oneLostLink},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -265,6 +269,56 @@ func isolateOwner(t testing.TB, h Harness) {
 	}
 	agree(t, h, nodes, healTimeout)
 	servedOn(t, h, "app", nodes[1], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// oneLostLink: the link between the owner and one other node breaks.
+// Each still reaches the third node, which keeps both alive (indirect
+// probes) and renews both leases: nothing fails over, and the service
+// stays where it is, through the cut and after the heal.
+func oneLostLink(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	if len(nodes) < 3 {
+		t.Skip("needs three nodes")
+	}
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("lnk", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "lnk", nodes[0], formTimeout)
+	before, err := h.Status(nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := hierarchyOf(before, "lnk")
+	if err := h.Cut(nodes[0], nodes[1]); errors.Is(err, ErrUnsupported) {
+		t.Skip("this harness cannot cut links")
+	} else if err != nil {
+		t.Fatalf("cut %s-%s: %v", nodes[0], nodes[1], err)
+	}
+	// Several leases and failure-detection rounds: a wrong suspicion
+	// would have failed the owner over by then.
+	watch := 5 * time.Second
+	end := time.Now().Add(watch)
+	for time.Now().Before(end) {
+		if run := h.Running("lnk"); !slices.Equal(run, []string{nodes[0]}) {
+			t.Fatalf("with one link lost the service moved: running on %v", run)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, err := h.Status(nodes[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, _ := hierarchyOf(st, "lnk")
+	if now.Owner != nodes[0] || now.Epoch != hs.Epoch {
+		t.Fatalf("with one link lost, %s says owner %s epoch %d; before: %s epoch %d", nodes[2], now.Owner, now.Epoch, hs.Owner, hs.Epoch)
+	}
+	if err := h.Heal(); err != nil {
+		t.Fatalf("heal: %v", err)
+	}
+	agree(t, h, nodes, healTimeout)
+	servedOn(t, h, "lnk", nodes[0], failoverTimeout)
 	noDoubleOwners(t, h)
 }
 
