@@ -108,7 +108,9 @@ func (a *Agent) status() api.Status {
 		for _, n := range h.Nodes {
 			if ns := s.Nodes[n]; ns != nil {
 				if rd, ok := ns.Readiness[name]; ok {
-					hs.Readiness[n] = api.Readiness{Ready: rd.Ready, Missing: rd.Missing, Reason: rd.Reason, At: rd.At.Format(time.RFC3339)}
+					// Served to the second, as before it was the stored type.
+					rd.At = rd.At.Truncate(time.Second)
+					hs.Readiness[n] = rd
 				}
 			}
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // DefaultSocket is where the CLI looks when neither --addr nor LIFEBOAT_ADDR is set.
@@ -110,13 +111,10 @@ type HierarchyStatus struct {
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
 }
 
-// Readiness is one node's readiness for one hierarchy.
-type Readiness struct {
-	Ready   bool     `json:"ready"`
-	Missing []string `json:"missing,omitempty"`
-	Reason  string   `json:"reason,omitempty"`
-	At      string   `json:"at,omitempty"`
-}
+// Readiness is one node's readiness for one hierarchy: the record the
+// cluster keeps (state.Readiness), served as it is stored except that At
+// is served to the second.
+type Readiness = state.Readiness
 
 // ApplyRequest is the body of POST /v1/apply.
 type ApplyRequest struct {

@@ -81,8 +81,12 @@ type Kit interface {
 	New(res spec.Resource, env Env) (Instance, error)
 }
 
-// Readiness is the result of a readiness probe: can this node take the
-// resource over right now, and if not, why.
+// Readiness is the result of one resource's readiness probe: can this node
+// take the resource over right now, and if not, why. It is not the record
+// the cluster keeps: the agent folds the probes of a hierarchy's resources
+// into one state.Readiness (Ready, Missing and Reason mean the same there;
+// Unknown answers keep the last record, Gaps and Problems stay with the
+// probe's callers, and the record adds when it was proven).
 type Readiness struct {
 	Ready   bool     `json:"ready"`
 	Missing []string `json:"missing,omitempty"` // e.g. IAM actions

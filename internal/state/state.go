@@ -89,7 +89,8 @@ type NodeState struct {
 }
 
 // Readiness is a node's proof that it could (or could not) take over a
-// hierarchy.
+// hierarchy: the one record of it, kept here and served by the API
+// (api.Readiness).
 type Readiness struct {
 	Ready   bool      `json:"ready"`
 	Missing []string  `json:"missing,omitempty"`

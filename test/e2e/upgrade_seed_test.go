@@ -197,8 +197,7 @@ func TestSeedCase(t *testing.T) {
 		st, err := seedStatus(t, c, "node3")
 		if err == nil {
 			rd = hier(st, "db").Readiness["node2"]
-			at, _ := time.Parse(time.RFC3339, rd.At)
-			if !rd.Ready && slices.Contains(rd.Missing, seedAction) && !at.Before(restarted.Truncate(time.Second)) {
+			if !rd.Ready && slices.Contains(rd.Missing, seedAction) && !rd.At.Before(restarted.Truncate(time.Second)) {
 				seen = time.Since(restarted)
 				t.Logf("node2 NOT READY in status through node3 %s after its restart (poll %d): missing %v: %s", seen.Round(time.Millisecond), polls+1, rd.Missing, rd.Reason)
 				break
