@@ -337,8 +337,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			}
 			var cmds []cluster.Cmd
 			for _, r := range batch {
-				rep := cluster.HierarchyReport{Epoch: r.Epoch, State: r.State, Resources: r.Resources, Error: r.Error, At: r.At}
-				cmds = append(cmds, cluster.Report{Node: a.cfg.Node, Hierarchy: r.Hierarchy, Report: rep})
+				cmds = append(cmds, cluster.Report{Node: a.cfg.Node, Hierarchy: r.Hierarchy, Report: r.HierarchyReport})
 			}
 			var cmd cluster.Cmd = cluster.Batch{Cmds: cmds}
 			if len(cmds) == 1 {

@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // Hierarchy and resource states as reported to the cluster.
@@ -46,14 +47,12 @@ type Desired struct {
 	Frozen bool
 }
 
-// Report is the engine's account of one hierarchy on this node.
+// Report is the engine's account of one hierarchy on this node: the
+// report the cluster keeps of it (state.HierarchyReport), with the
+// hierarchy's name.
 type Report struct {
-	Hierarchy string            `json:"hierarchy"`
-	Epoch     uint64            `json:"epoch"`
-	State     string            `json:"state"`
-	Resources map[string]string `json:"resources,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	At        time.Time         `json:"at"`
+	Hierarchy string `json:"hierarchy"`
+	state.HierarchyReport
 }
 
 // Config wires an engine.
@@ -210,7 +209,7 @@ func newWorker(e *Engine, name string) *worker {
 	return &worker{
 		e: e, name: name, wake: make(chan struct{}, 1),
 		log:        e.cfg.Logger.With("hierarchy", name),
-		status:     Report{Hierarchy: name, State: StateUnknown},
+		status:     Report{Hierarchy: name, HierarchyReport: state.HierarchyReport{State: StateUnknown}},
 		up:         map[string]bool{},
 		recoveries: map[string]int{},
 		nextCheck:  map[string]time.Time{},
@@ -256,10 +255,10 @@ func (w *worker) report() Report {
 }
 
 // publish records and reports a state change.
-func (w *worker) publish(epoch uint64, state string, res map[string]string, errMsg string) {
+func (w *worker) publish(epoch uint64, st string, res map[string]string, errMsg string) {
 	w.mu.Lock()
-	changed := w.status.State != state || w.status.Epoch != epoch || w.status.Error != errMsg || !sameMap(w.status.Resources, res)
-	w.status = Report{Hierarchy: w.name, Epoch: epoch, State: state, Resources: res, Error: errMsg, At: time.Now()}
+	changed := w.status.State != st || w.status.Epoch != epoch || w.status.Error != errMsg || !sameMap(w.status.Resources, res)
+	w.status = Report{Hierarchy: w.name, HierarchyReport: state.HierarchyReport{Epoch: epoch, State: st, Resources: res, Error: errMsg, At: time.Now()}}
 	r := w.status
 	w.mu.Unlock()
 	if changed {
