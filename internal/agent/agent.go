@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -137,19 +138,13 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.rpc = newRPC(a)
 
-	var members []cluster.Member
-	for _, n := range cfg.Cluster.Nodes {
-		members = append(members, cluster.Member{Name: n.Name, Witness: n.Witness, Raft: n.Raft, Gossip: n.Gossip, API: n.API})
-	}
-	t := cfg.Timing
 	a.c, err = cluster.Start(cluster.Config{
-		Node: cfg.Node, DataDir: cfg.DataDir, Members: members, Key: key, Version: Version, Logger: a.log, Level: opts.FeatureLevel,
+		Node: cfg.Node, DataDir: cfg.DataDir, Members: slices.Clone(cfg.Cluster.Nodes), Key: key, Version: Version, Logger: a.log, Level: opts.FeatureLevel,
 		Transport: a.rpc,
-		Timing: cluster.Timing{Lease: t.Lease.D(), Renew: t.RenewInterval.D(), ProbeInterval: t.ProbeInterval.D(),
-			ProbeTimeout: t.ProbeTimeout.D(), SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()},
-		Rejoin: a.join,
-		TLS:    a.tls,
-		Net:    opts.Net,
+		Timing:    cfg.Timing.Timers(),
+		Rejoin:    a.join,
+		TLS:       a.tls,
+		Net:       opts.Net,
 	})
 	if err != nil {
 		a.events.Close()

@@ -24,28 +24,17 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
-// Member is one entry of the static cluster membership.
-type Member struct {
-	Name    string
-	Witness bool
-	Raft    string
-	Gossip  string
-	API     string
-}
+// Member is one entry of the static cluster membership: a node of the
+// agent config's cluster.nodes.
+type Member = config.Node
 
-// Timing holds the failure-detection and lease timers.
-type Timing struct {
-	Lease         time.Duration
-	Renew         time.Duration
-	ProbeInterval time.Duration
-	ProbeTimeout  time.Duration
-	SuspicionMult int
-	RaftHeartbeat time.Duration
-	RaftElection  time.Duration
-}
+// Timing holds the failure-detection and lease timers: the agent config's
+// timing, as config.Timing.Timers gives it.
+type Timing = config.Timers
 
 // Config wires a cluster node.
 type Config struct {

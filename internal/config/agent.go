@@ -83,7 +83,8 @@ type Cluster struct {
 	Nodes []Node `yaml:"nodes"`
 }
 
-// Node is one cluster member.
+// Node is one cluster member: an entry of the static membership, as the
+// file lists it and as the cluster runs with it (cluster.Member).
 type Node struct {
 	Name string `yaml:"name"`
 	// Witness nodes vote but never run resources.
@@ -149,6 +150,25 @@ type Timing struct {
 	SuspicionMult int           `yaml:"suspicion_mult"`
 	RaftHeartbeat spec.Duration `yaml:"raft_heartbeat"`
 	RaftElection  spec.Duration `yaml:"raft_election"`
+}
+
+// Timers are the lease, failure-detection and raft timers as the cluster
+// runs with them (cluster.Timing): Timing's values as plain durations.
+type Timers struct {
+	Lease         time.Duration
+	Renew         time.Duration
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
+	RaftHeartbeat time.Duration
+	RaftElection  time.Duration
+}
+
+// Timers returns the timers as the cluster takes them (call it after the
+// defaults are applied: an unset field is zero).
+func (t Timing) Timers() Timers {
+	return Timers{Lease: t.Lease.D(), Renew: t.RenewInterval.D(), ProbeInterval: t.ProbeInterval.D(), ProbeTimeout: t.ProbeTimeout.D(),
+		SuspicionMult: t.SuspicionMult, RaftHeartbeat: t.RaftHeartbeat.D(), RaftElection: t.RaftElection.D()}
 }
 
 // DefaultSuspicionMult is the default Timing.SuspicionMult.

@@ -161,6 +161,12 @@ cluster:
 	if f.Timing != fast || fast.Lease.D() != 150*time.Millisecond || fast.RenewInterval.D() >= fast.Lease.D()/3 {
 		t.Errorf("fast timing = %+v, want %+v", f.Timing, fast)
 	}
+	// The cluster runs with the same values as plain durations.
+	ms := time.Millisecond
+	if got, want := f.Timing.Timers(), (Timers{Lease: 150 * ms, Renew: 30 * ms, ProbeInterval: 50 * ms, ProbeTimeout: 30 * ms,
+		SuspicionMult: 2, RaftHeartbeat: 100 * ms, RaftElection: 200 * ms}); got != want {
+		t.Errorf("fast timers = %+v, want %+v", got, want)
+	}
 	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: quick}\n")); err == nil || !strings.Contains(err.Error(), "use default or fast") {
 		t.Errorf("unknown profile: %v", err)
 	}
