@@ -38,13 +38,10 @@ type Finding = api.Finding
 // Rank orders severities: lower is worse.
 func Rank(sev string) int { return api.Rank(sev) }
 
-// Member is the failure detector's view of one node, with its version.
-type Member struct {
-	Name    string `json:"name"`
-	State   string `json:"state"`
-	Witness bool   `json:"witness,omitempty"`
-	Version string `json:"version,omitempty"`
-}
+// Member is one node as the failure detector sees it, with its version:
+// the API's node status, of which the checks read Name, State, Witness and
+// Version.
+type Member = api.NodeStatus
 
 // Env is what the checks may look at on one node.
 type Env struct {
