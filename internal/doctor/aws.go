@@ -26,7 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
-	kitec2 "github.com/lifeboat-ha/lifeboat/internal/kit/ec2" // registers the ec2 kit; its parameter names
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
 )
 
 // IDs of the AWS checks.
@@ -297,12 +297,9 @@ func (a *awsSession) meta(ctx context.Context, path string) (string, error) {
 	return v, err
 }
 
-// eni is the interface a resource acts on: its eni parameter or this
-// instance's primary interface, as the kit finds it.
-func (a *awsSession) eni(ctx context.Context, p map[string]string) string {
-	if e := p[kitec2.ParamENI]; e != "" {
-		return e
-	}
+// primary is this instance's primary interface, as the metadata service
+// lists it ("ENI_ID" when it cannot tell).
+func (a *awsSession) primary(ctx context.Context) string {
 	if a.primaryENI != "" {
 		return a.primaryENI
 	}
@@ -396,13 +393,18 @@ func (id awsIdentity) roleWords() string {
 type awsProbeCmd struct{ action, cmd string }
 
 // probeCommands are the CLI calls of the kit's readiness probe for one
-// resource, in the probe's order: the dry runs of the read-only calls, the
-// interface's VPC (route mode; a plain read, its answer shows VpcId), the
-// dry runs of the calls that change something.
-func (a *awsSession) probeCommands(p map[string]string, eni string) []awsProbeCmd {
+// resource, in the probe's order (for the ec2 kit: the dry runs of the
+// read-only calls, the interface's VPC in route mode, a plain read whose
+// answer shows VpcId, then the dry runs of the calls that change
+// something); none when the kit does not describe its probe.
+func (a *awsSession) probeCommands(k kit.Kit, p map[string]string, primary func() string) []awsProbeCmd {
+	pe, ok := k.(kit.ProbeExplainer)
+	if !ok {
+		return nil
+	}
 	var out []awsProbeCmd
-	for _, pc := range kitec2.ProbeCommands(p, eni) {
-		out = append(out, awsProbeCmd{pc.Action, a.cli("ec2", pc.Args...)})
+	for _, pc := range pe.ProbeCommands(p, primary) {
+		out = append(out, awsProbeCmd{pc.Action, a.cli(pc.Service, pc.Args...)})
 	}
 	return out
 }

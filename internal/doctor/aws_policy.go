@@ -14,7 +14,6 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
-	kitec2 "github.com/lifeboat-ha/lifeboat/internal/kit/ec2" // registers the ec2 kit; its parameter names
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -78,15 +77,12 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 			if rd.Ready {
 				continue
 			}
-			eni := r.Params[kitec2.ParamENI]
-			switch {
-			case eni != "":
-			case strings.Contains(rd.Reason, "instance metadata"):
-				eni = "ENI_ID" // asking would only wait for IMDS again
-			default:
-				eni = a.eni(ctx, r.Params)
-			}
-			cmds := a.probeCommands(r.Params, eni)
+			cmds := a.probeCommands(k, r.Params, func() string {
+				if strings.Contains(rd.Reason, "instance metadata") {
+					return "ENI_ID" // asking would only wait for IMDS again
+				}
+				return a.primary(ctx)
+			})
 			if len(rd.Missing) > 0 && id == nil {
 				v := a.identity(ctx)
 				id = &v

@@ -81,7 +81,7 @@ func awsProvider(s awsapi.Settings, calls *atomic.Int32) awsapi.Provider {
 }
 
 func (l *awsLab) env() *doctor.Env {
-	return &doctor.Env{Node: l.node, Hierarchies: l.hs, AWSSettings: l.s, AWS: awsProvider(l.s, nil)}
+	return &doctor.Env{Kits: kits.Builtin(), Node: l.node, Hierarchies: l.hs, AWSSettings: l.s, AWS: awsProvider(l.s, nil)}
 }
 
 func (l *awsLab) run(ids ...string) []doctor.Finding {
@@ -498,7 +498,7 @@ func TestAWSChecksSkippedWithoutEC2Resources(t *testing.T) {
 	imdsURL, imdsConns := countingListener(t)
 	s := awsapi.Settings{Region: "us-east-1", Endpoints: awsapi.Endpoints{EC2: ep, STS: ep, IAM: ep, IMDS: imdsURL}, CallTimeout: time.Second, MaxAttempts: 1}
 	var calls atomic.Int32
-	env := &doctor.Env{Node: "node1", AWSSettings: s, AWS: awsProvider(s, &calls), Hierarchies: []spec.Hierarchy{{
+	env := &doctor.Env{Kits: kits.Builtin(), Node: "node1", AWSSettings: s, AWS: awsProvider(s, &calls), Hierarchies: []spec.Hierarchy{{
 		Name: "web", Nodes: []string{"node1", "node2"},
 		Resources: []spec.Resource{{Name: "web-app", Type: "app", Params: map[string]string{"restore": "true", "remove": "true", "quickcheck": "true"}}},
 	}}}
@@ -521,7 +521,7 @@ func TestAWSNoAWSAccessConfigured(t *testing.T) {
 	hs := []spec.Hierarchy{{Name: "web", Nodes: []string{"node1"}, Resources: []spec.Resource{
 		{Name: "web-vip", Type: "ec2", Params: map[string]string{"mode": "route", "cidr": "10.0.100.10/32", "route_tables": "rtb-1"}},
 	}}}
-	env := &doctor.Env{Node: "node1", Hierarchies: hs, AWSSettings: awsapi.Settings{Endpoints: awsapi.Endpoints{IMDS: imdsURL}}}
+	env := &doctor.Env{Kits: kits.Builtin(), Node: "node1", Hierarchies: hs, AWSSettings: awsapi.Settings{Endpoints: awsapi.Endpoints{IMDS: imdsURL}}}
 	fs := doctor.Run(context.Background(), env, doctor.AWSChecks(), nil)
 	f := one(t, fs, "permissions", doctor.Critical)
 	contains(t, "seen", f.Seen, "no AWS access configured")

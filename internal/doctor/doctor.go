@@ -17,7 +17,6 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
-	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -45,8 +44,10 @@ type Member = api.NodeStatus
 
 // Env is what the checks may look at on one node.
 type Env struct {
-	// Kits are the agent's kits (the resource types it runs; nil: the
-	// built-in ones).
+	// Kits are the agent's kits (the resource types it runs; nil: none).
+	// Checks learn what a kit needs through them (kit.ReadinessProber,
+	// kit.PolicyDeclarer, kit.ProbeExplainer, kit.Router), never from the
+	// kit's package.
 	Kits    *kit.Registry
 	Node    string
 	Witness bool
@@ -109,9 +110,6 @@ type Check struct {
 // Run runs every check (or those whose ID is in only) and returns the
 // findings worst first. A check that panics does not stop the others.
 func Run(ctx context.Context, env *Env, checks []Check, only map[string]bool) []Finding {
-	if env.Kits == nil {
-		env.Kits = kits.Builtin()
-	}
 	if env.Now == nil {
 		env.Now = time.Now
 	}

@@ -20,7 +20,7 @@ import (
 	"strings"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
-	kitec2 "github.com/lifeboat-ha/lifeboat/internal/kit/ec2"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
 )
 
 // netOnAWS reports, without asking the network, whether this node runs on
@@ -49,17 +49,20 @@ func netOnAWS(env *Env) (bool, string) {
 	return false, ""
 }
 
-// netRouted reports whether an ec2 resource in route mode of v's own
-// hierarchy routes v's address; elsewhere names another hierarchy of this
-// node that has one (it moves independently, so it does not count).
+// netRouted reports whether a resource of v's own hierarchy routes v's
+// address (an ec2 resource in route mode: its kit is a kit.Router);
+// elsewhere names another hierarchy of this node that has one (it moves
+// independently, so it does not count).
 func netRouted(env *Env, v vip) (routed bool, elsewhere string) {
 	for _, h := range env.Hierarchies {
 		for _, r := range h.Resources {
-			if r.Type != "ec2" || r.Params[kitec2.ParamMode] != kitec2.ModeRoute {
+			k, _ := env.Kits.Lookup(r.Type)
+			rt, ok := k.(kit.Router)
+			if !ok {
 				continue
 			}
-			p, err := netip.ParsePrefix(strings.TrimSpace(r.Params[kitec2.ParamCIDR]))
-			if err != nil || !p.Contains(v.ip()) {
+			p, ok := rt.Routed(r.Params)
+			if !ok || !p.Contains(v.ip()) {
 				continue
 			}
 			if h.Name == v.h.Name {

@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -158,7 +159,7 @@ func pick(fs []Finding, id string) []Finding {
 func TestNetworkChecksInNamespaces(t *testing.T) {
 	p := newNSPair(t)
 	p.ip("netns", "exec", p.a, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.lbd0.rp_filter=0")
-	env := &Env{Node: "node1", Hierarchies: []spec.Hierarchy{ipHierarchy("web", "10.214.0.100/24", "lbd0")},
+	env := &Env{Kits: kits.Builtin(), Node: "node1", Hierarchies: []spec.Hierarchy{ipHierarchy("web", "10.214.0.100/24", "lbd0")},
 		Owners: map[string]string{"web": ""}, ProcDir: "/proc", RootDir: t.TempDir()}
 	ids := []string{netIDInterface, netIDSubnet, netIDConflict, netIDRPFilter}
 

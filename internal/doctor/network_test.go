@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -37,7 +38,7 @@ func noProbe(t *testing.T) func(context.Context, spec.Hierarchy, spec.Resource) 
 
 // netEnv is node1 running hs on links, with empty /proc and root.
 func netEnv(t *testing.T, hs []spec.Hierarchy, links ...Link) *Env {
-	return &Env{Node: "node1", Hierarchies: hs, ProcDir: t.TempDir(), RootDir: t.TempDir(),
+	return &Env{Kits: kits.Builtin(), Node: "node1", Hierarchies: hs, ProcDir: t.TempDir(), RootDir: t.TempDir(),
 		Links:        func() ([]Link, error) { return links, nil },
 		ProbeAddress: noProbe(t)}
 }

@@ -1,7 +1,8 @@
 // Package kit defines the contract between the engine and the resource kits:
 // how a resource type is brought into service (Restore), taken out (Remove),
 // observed (QuickCheck) and repaired in place (Recover), plus the optional
-// readiness probe and permission declaration used by the cloud kits. Kits
+// readiness probe, permission declaration and the descriptions doctor reads
+// (probe commands, routed ranges) of the cloud kits. Kits
 // are gathered in a Registry that the agent builds; they never import the
 // engine or the cluster.
 package kit
@@ -10,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
@@ -126,6 +128,34 @@ type ReadinessProber interface {
 // waits for the watchdog's timeout before restoring the resource elsewhere.
 type NodeFenced interface {
 	NeedsNodeFencing() bool
+}
+
+// ProbeCommand is one call of a readiness probe as a command an operator
+// can repeat by hand.
+type ProbeCommand struct {
+	// Action is the permission the call needs ("ec2:CreateRoute").
+	Action string
+	// Service is the AWS CLI's service ("ec2"); Args follow it.
+	Service string
+	Args    []string
+}
+
+// ProbeExplainer is implemented by kits whose readiness probe makes cloud
+// calls, so that doctor can show them as commands.
+type ProbeExplainer interface {
+	// ProbeCommands lists the probe's calls for a resource, in the order
+	// the probe makes them. primary returns this node's primary network
+	// interface; it is called only when the resource names none.
+	ProbeCommands(params map[string]string, primary func() string) []ProbeCommand
+}
+
+// Router is implemented by kits whose resources route an address range to
+// the node that holds them (a cloud route table entry), so that doctor can
+// tell which virtual IPs are routed rather than answered for on the link.
+type Router interface {
+	// Routed returns the range a resource routes; false when it routes
+	// none (another mode) or its parameters name no valid range.
+	Routed(params map[string]string) (netip.Prefix, bool)
 }
 
 // Authority bounds an action by this node's authority over the hierarchy

@@ -54,12 +54,33 @@ var (
 	_ kit.Kit                = (*Kit)(nil)
 	_ kit.PermissionDeclarer = (*Kit)(nil)
 	_ kit.PolicyDeclarer     = (*Kit)(nil)
+	_ kit.ProbeExplainer     = (*Kit)(nil)
+	_ kit.Router             = (*Kit)(nil)
 	_ kit.Instance           = (*instance)(nil)
 	_ kit.ReadinessProber    = (*instance)(nil)
 )
 
 // Type implements kit.Kit.
 func (*Kit) Type() string { return "ec2" }
+
+// ProbeCommands implements kit.ProbeExplainer: the readiness probe's calls
+// on the resource's interface (its eni parameter, else primary's).
+func (*Kit) ProbeCommands(p map[string]string, primary func() string) []kit.ProbeCommand {
+	eni := p[ParamENI]
+	if eni == "" {
+		eni = primary()
+	}
+	return ProbeCommands(p, eni)
+}
+
+// Routed implements kit.Router: the CIDR of a resource in route mode.
+func (*Kit) Routed(p map[string]string) (netip.Prefix, bool) {
+	if p[ParamMode] != ModeRoute {
+		return netip.Prefix{}, false
+	}
+	pfx, err := netip.ParsePrefix(strings.TrimSpace(p[ParamCIDR]))
+	return pfx, err == nil
+}
 
 // Validate implements kit.Kit.
 func (*Kit) Validate(p map[string]string) []spec.Problem {

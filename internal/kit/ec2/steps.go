@@ -172,21 +172,14 @@ func (k *Kit) Policy(p map[string]string, region, account string) []kit.Statemen
 	return out
 }
 
-// ProbeCommand is one of readiness's probes as an AWS CLI command.
-type ProbeCommand struct {
-	Action string
-	// Args follow "aws ec2".
-	Args []string
-}
-
 // ProbeCommands lists readiness's probes of a resource as AWS CLI
 // commands (eni: the interface the node would use), in the order the probe
 // makes them, so that an operator can repeat them by hand.
-func ProbeCommands(p map[string]string, eni string) []ProbeCommand {
-	var out []ProbeCommand
+func ProbeCommands(p map[string]string, eni string) []kit.ProbeCommand {
+	var out []kit.ProbeCommand
 	ss := stepsFor(p)
 	add := func(s step, rtb string) {
-		out = append(out, ProbeCommand{Action: s.action, Args: s.cli(p, eni, rtb)})
+		out = append(out, kit.ProbeCommand{Action: s.action, Service: "ec2", Args: s.cli(p, eni, rtb)})
 	}
 	// The read-only table lookups first, then everything else in order,
 	// the per-table writes table by table.
