@@ -108,7 +108,7 @@ func (a *Agent) status() api.Status {
 		for _, n := range h.Nodes {
 			if ns := s.Nodes[n]; ns != nil {
 				if rd, ok := ns.Readiness[name]; ok {
-					// Served to the second, as before it was the stored type.
+					// At is served to the second, as it always was.
 					rd.At = rd.At.Truncate(time.Second)
 					hs.Readiness[n] = rd
 				}
