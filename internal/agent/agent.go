@@ -818,6 +818,7 @@ func (a *Agent) handOver(ctx context.Context) {
 		})
 		if left == 0 {
 			a.log.Info("all hierarchies handed over")
+			a.awaitTakenOver(ctx, hs)
 			return
 		}
 		if !movable && time.Since(deadline.Add(-60*time.Second)) > 3*time.Second {
@@ -826,6 +827,48 @@ func (a *Agent) handOver(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+		case <-a.c.FSM.Changed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// takeOverWait bounds how long a node shutting down with the switchover
+// strategy waits, once it has handed its hierarchies over, for their new
+// owners to report them online: long enough for a quick restore, short
+// enough not to hold a shutdown for a slow one (the hand-over itself is
+// done; the new owner carries on either way).
+const takeOverWait = 10 * time.Second
+
+// awaitTakenOver waits until every hierarchy of hs that is wanted in
+// service is reported online (or failed) by its new owner, so that a
+// rolling upgrade that waits for the agent's exit finds the service back,
+// not still restoring.
+func (a *Agent) awaitTakenOver(ctx context.Context, hs []string) {
+	deadline := time.Now().Add(takeOverWait)
+	for {
+		var pending []string
+		a.c.FSM.View(func(s *cluster.State) {
+			for _, h := range hs {
+				as := s.Assignments[h]
+				if as == nil || !as.Online || as.Node == "" {
+					continue
+				}
+				if st := hierarchyState(s, as); st != engine.StateOnline && st != engine.StateFailed {
+					pending = append(pending, h+" "+st+" on "+as.Node)
+				}
+			}
+		})
+		if len(pending) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.log.Warn("exiting before the new owners report online", "waited", takeOverWait, "pending", strings.Join(pending, ", "))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
 		case <-a.c.FSM.Changed():
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -469,14 +469,52 @@ func (c *chaos) check(samples []netlab.Sample, holders []holderSample) {
 			}
 		}
 	}
-	for _, at := range c.faultAt {
-		for _, g := range netlab.Gaps(samples, c.o.Recovery) {
-			if !g.LastBefore.Answered.After(at) && g.FirstAfter.Answered.After(at) {
-				c.violate("the service was down %s from %s, although at most one node was impaired when it began", g.Duration.Round(time.Millisecond),
-					g.LastBefore.Answered.Sub(c.start).Round(time.Millisecond))
-			}
+	for _, g := range netlab.Gaps(samples, c.o.Recovery) {
+		if at, ok := c.unrecovered(g.LastBefore.Answered, g.FirstAfter.Answered); ok {
+			c.violate("the service was down %s from %s, not back %s after %s, when at most one node was impaired and no other fault came for as long",
+				g.Duration.Round(time.Millisecond), g.LastBefore.Answered.Sub(c.start).Round(time.Millisecond), c.o.Recovery, at.Sub(c.start).Round(time.Millisecond))
 		}
 	}
+}
+
+// unrecovered reports whether an outage from down to back outlasted a
+// window of one impaired node by more than Recovery: a window begins
+// when a fault is injected while no other is active and ends with the
+// next fault injected. The recovery is owed from the window's start, or
+// from the outage's if it began later, and only while no other fault
+// comes before it is due (a second fault may take the quorum away). It
+// returns the start of the first such window.
+func (c *chaos) unrecovered(down, back time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var starts []time.Time
+	for _, f := range c.rep.Faults {
+		starts = append(starts, c.start.Add(f.At))
+	}
+	slices.SortFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
+	for _, at := range c.faultAt {
+		next := time.Time{} // no later fault
+		for _, s := range starts {
+			// (A fault's own start, rounded to the millisecond, may
+			// fall just after the moment its window was recorded.)
+			if s.After(at.Add(time.Millisecond)) {
+				next = s
+				break
+			}
+		}
+		from := at
+		if down.After(from) {
+			from = down
+		}
+		if !next.IsZero() && !next.After(from) {
+			continue // the window ended before the outage
+		}
+		due := from.Add(c.o.Recovery)
+		if back.After(due) && (next.IsZero() || next.After(due)) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // agree checks that every node reports the same owner and epoch, and that

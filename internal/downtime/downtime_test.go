@@ -40,3 +40,44 @@ func TestAnsweredBy(t *testing.T) {
 		t.Error("an answer to a request sent before the time counted")
 	}
 }
+
+// TestUnrecovered: an outage counts against the one-fault recovery bound
+// only for the part of a one-fault window it outlasts by Recovery, and
+// only while no other fault came before the recovery was due.
+func TestUnrecovered(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return start.Add(time.Duration(s * float64(time.Second))) }
+	tests := []struct {
+		name      string
+		faults    []float64 // every fault's start
+		windows   []float64 // the ones injected with no other active
+		down, up  float64
+		violation bool
+	}{
+		{"one fault, down past the bound", []float64{1}, []float64{1}, 1, 12.5, true},
+		{"one fault, back within the bound", []float64{1}, []float64{1}, 1, 10.5, false},
+		{"a second fault before the bound", []float64{1, 3}, []float64{1}, 1, 12.5, false},
+		{"a second fault after the bound", []float64{1, 11.5}, []float64{1}, 1, 12.5, true},
+		// The case that failed CI: down from 23.6 s under two faults; a
+		// window of one opened at 31.137 s, the next fault came 310 ms
+		// later, and the service was back at 35.5 s.
+		{"a window inside a cascade", []float64{21.9, 23.636, 31.137, 31.447, 32.441}, []float64{31.137}, 23.628, 35.5, false},
+		{"an outage that starts inside a window", []float64{20, 40}, []float64{20}, 25, 36, true},
+		{"an outage that starts after the window ended", []float64{20, 22}, []float64{20}, 25, 40, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &chaos{start: start, o: ChaosOptions{Recovery: 10 * time.Second}, rep: &ChaosReport{}}
+			for _, f := range tc.faults {
+				c.rep.Faults = append(c.rep.Faults, ChaosFault{At: at(f).Sub(start).Round(time.Millisecond)})
+			}
+			for _, w := range tc.windows {
+				c.faultAt = append(c.faultAt, at(w).Add(300*time.Microsecond))
+			}
+			_, got := c.unrecovered(at(tc.down), at(tc.up))
+			if got != tc.violation {
+				t.Errorf("unrecovered(%v s down, %v s back) = %v, want %v", tc.down, tc.up, got, tc.violation)
+			}
+		})
+	}
+}

@@ -281,15 +281,5 @@ func (h *procHarness) Heal() error {
 
 func (h *procHarness) Eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s: not after %s; last seen: %s", what, timeout, seen)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	agenttest.Eventually(h.t, timeout, 20*time.Millisecond, what, cond)
 }

@@ -29,12 +29,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/cluster/clustertest"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
@@ -245,15 +245,21 @@ func (c *Cluster) Running(hierarchy string) []string { return c.world.Running(hi
 // DoubleOwners implements Harness.
 func (c *Cluster) DoubleOwners() []string { return c.world.DoubleOwners() }
 
+// take marks node down and returns its agent (nil if it was down).
+func (c *Cluster) take(node string) *agent.Agent {
+	nd := c.node(node)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := nd.a
+	nd.a = nil
+	return a
+}
+
 // Kill implements Harness: the node is cut off first (nothing it says on
 // the way out reaches anyone), then its agent stops without handing over
 // and its resources vanish with the machine.
 func (c *Cluster) Kill(node string) {
-	nd := c.node(node)
-	c.mu.Lock()
-	a := nd.a
-	nd.a = nil
-	c.mu.Unlock()
+	a := c.take(node)
 	if a == nil {
 		return
 	}
@@ -264,11 +270,7 @@ func (c *Cluster) Kill(node string) {
 
 // Stop implements Harness: a graceful shutdown (its strategy).
 func (c *Cluster) Stop(node string) {
-	nd := c.node(node)
-	c.mu.Lock()
-	a := nd.a
-	nd.a = nil
-	c.mu.Unlock()
+	a := c.take(node)
 	if a == nil {
 		return
 	}
@@ -332,17 +334,7 @@ func (c *Cluster) Heal() error {
 // Eventually implements Harness, polling every 10 ms of the clock.
 func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("agenttest: %s: not after %s; last seen: %s", what, timeout, seen)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	Eventually(c.t, timeout, 10*time.Millisecond, what, cond)
 }
 
 // close stops every agent still running (all at once: a survivor alone
@@ -366,7 +358,7 @@ func (c *Cluster) close() {
 		wg.Go(a.Kill)
 	}
 	wg.Wait()
-	if inBubble() {
+	if clustertest.InBubble() {
 		// Let what the agents left running (memberlist's probes, dials
 		// and calls waiting for their timeouts) end: a bubble may not
 		// end with goroutines blocked, and its clock stops with it.
@@ -383,17 +375,6 @@ func (c *Cluster) close() {
 // settle is longer than any timeout the stopped agents' goroutines may
 // be waiting for (a dial that gets no answer: 10 s).
 const settle = 15 * time.Second
-
-// inBubble reports whether the caller runs in a testing/synctest bubble.
-func inBubble() (in bool) {
-	defer func() {
-		if recover() != nil {
-			in = false
-		}
-	}()
-	synctest.Wait() // panics outside a bubble
-	return true
-}
 
 // logBuffer keeps the agents' log lines.
 type logBuffer struct {

@@ -58,6 +58,24 @@ type Harness interface {
 	Eventually(timeout time.Duration, what string, cond func() (bool, string))
 }
 
+// Eventually polls cond every interval of the clock (fake time in a
+// synctest bubble) until it holds, and fails t with what cond last saw
+// when timeout passes. Harnesses implement their Eventually with it.
+func Eventually(t testing.TB, timeout, every time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s; last seen: %s", what, timeout, seen)
+		}
+		time.Sleep(every)
+	}
+}
+
 // ErrUnsupported: the harness cannot do this (the scenario is skipped).
 var ErrUnsupported = errors.New("not supported by this harness")
 

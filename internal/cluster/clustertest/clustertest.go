@@ -131,7 +131,7 @@ func MakeCluster(t testing.TB, n int, opts Options) *Cluster {
 	if opts.Sample == 0 {
 		opts.Sample = 5 * time.Millisecond
 	}
-	c := &Cluster{t: t, opts: opts, Net: cluster.NewInmemNet(), nodes: map[string]*node{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}, delay: map[[2]string]time.Duration{}, bubble: inBubble()}
+	c := &Cluster{t: t, opts: opts, Net: cluster.NewInmemNet(), nodes: map[string]*node{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}, delay: map[[2]string]time.Duration{}, bubble: InBubble()}
 	c.log = opts.Logger
 	if c.log == nil {
 		var w io.Writer = os.Stderr
@@ -636,8 +636,8 @@ func (c *Cluster) Close() {
 // snapshot RPC: 5 s).
 const settle = 10 * time.Second
 
-// inBubble reports whether the caller runs in a testing/synctest bubble.
-func inBubble() (in bool) {
+// InBubble reports whether the caller runs in a testing/synctest bubble.
+func InBubble() (in bool) {
 	defer func() {
 		if recover() != nil {
 			in = false
