@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -45,9 +47,13 @@ type procHarness struct {
 	mu       sync.Mutex
 	dead     map[string]bool
 	isolated map[string]bool
+	hung     map[string]bool
 	cuts     [][2]int
 	doubles  []string
 	watched  map[string]bool
+	// resumed: "hierarchy/node" that a node resumed from a hang serves
+	// (what it ran before), until it is no longer served there.
+	resumed map[string]bool
 }
 
 func startProcHarness(t *testing.T, setup agenttest.Setup) *procHarness {
@@ -67,7 +73,7 @@ func startProcHarness(t *testing.T, setup agenttest.Setup) *procHarness {
 			opts.Binaries[n] = prevBin
 		}
 	}
-	h := &procHarness{t: t, c: startCluster(t, opts), lab: lab, dead: map[string]bool{}, isolated: map[string]bool{}, watched: map[string]bool{}}
+	h := &procHarness{t: t, c: startCluster(t, opts), lab: lab, dead: map[string]bool{}, isolated: map[string]bool{}, hung: map[string]bool{}, watched: map[string]bool{}, resumed: map[string]bool{}}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go h.watch(stop, done)
@@ -78,11 +84,15 @@ func startProcHarness(t *testing.T, setup agenttest.Setup) *procHarness {
 	return h
 }
 
-// watch looks every 5 ms for a service in service on two nodes at once.
+// watch looks every 5 ms for a service that comes up on a node while it
+// serves on another (a node that resumes from a hang and still serves
+// what it ran is not a new start: it is left out of the check until its
+// agent has taken the service out or it hangs again).
 func (h *procHarness) watch(stop, done chan struct{}) {
 	defer close(done)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	prev := map[string][]string{}
 	for {
 		select {
 		case <-stop:
@@ -96,11 +106,23 @@ func (h *procHarness) watch(stop, done chan struct{}) {
 		}
 		h.mu.Unlock()
 		for _, n := range names {
-			if run := h.Running(n); len(run) > 1 {
-				h.mu.Lock()
-				h.doubles = append(h.doubles, fmt.Sprintf("%s on %v at %s", n, run, time.Now().Format("15:04:05.000")))
-				h.mu.Unlock()
+			run := h.Running(n)
+			h.mu.Lock()
+			for _, node := range run {
+				if slices.Contains(prev[n], node) || h.resumed[n+"/"+node] {
+					continue
+				}
+				if len(run) > 1 {
+					h.doubles = append(h.doubles, fmt.Sprintf("%s started on %s while it ran on %v, at %s", n, node, run, time.Now().Format("15:04:05.000")))
+				}
 			}
+			for key := range h.resumed {
+				if hier, node, _ := strings.Cut(key, "/"); hier == n && !slices.Contains(run, node) {
+					delete(h.resumed, key)
+				}
+			}
+			h.mu.Unlock()
+			prev[n] = run
 		}
 	}
 }
@@ -130,8 +152,77 @@ func (h *procHarness) Apply(hs ...spec.Hierarchy) error {
 	return h.c.Apply(ctx, api.ApplyRequest{Hierarchies: hs})
 }
 
+// Service is a flag file per node; every restore also adds a line to
+// NAME.restores in the node's data directory.
 func (h *procHarness) Service(name string, nodes []string) spec.Hierarchy {
-	return flagHierarchy(name, nodes, "", 1, "")
+	hs := flagHierarchy(name, nodes, "", 1, "")
+	p := hs.Resources[0].Params
+	p["restore"] = fmt.Sprintf(`%s && echo restore >> "$LB_DATA_DIR/%s.restores"`, p["restore"], name)
+	return hs
+}
+
+func (h *procHarness) Restores(hierarchy string) map[string]int {
+	out := map[string]int{}
+	for _, n := range h.c.Nodes {
+		b, err := os.ReadFile(filepath.Join(h.c.Dir, n.Name, hierarchy+".restores"))
+		if err == nil {
+			out[n.Name] = strings.Count(string(b), "\n")
+		}
+	}
+	return out
+}
+
+// Hang stops the agent's process group (SIGSTOP) and, on namespaces,
+// takes its link down: a frozen machine answers nothing.
+func (h *procHarness) Hang(node string) error {
+	n := h.c.Node(node)
+	if n == nil || !n.Running() {
+		return fmt.Errorf("node %s is not running", node)
+	}
+	h.mu.Lock()
+	h.hung[node] = true
+	h.mu.Unlock()
+	h.setLink(node, "down")
+	if err := syscall.Kill(-n.PID, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// The agent itself must be stopped, not only its link.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID))
+		if err != nil {
+			return err
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "T" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %d) is not stopped after SIGSTOP: %s", node, n.PID, b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Resume continues the process group and brings the link back.
+func (h *procHarness) Resume(node string) error {
+	n := h.c.Node(node)
+	if n == nil {
+		return fmt.Errorf("no node %s", node)
+	}
+	h.mu.Lock()
+	for key := range h.watched {
+		if _, err := os.Stat(h.flag(node, key)); err == nil {
+			h.resumed[key+"/"+node] = true
+		}
+	}
+	delete(h.hung, node)
+	h.mu.Unlock()
+	if err := syscall.Kill(-n.PID, syscall.SIGCONT); err != nil {
+		return err
+	}
+	h.setLink(node, "up")
+	return nil
 }
 
 func (h *procHarness) flag(node, hierarchy string) string {
@@ -143,7 +234,7 @@ func (h *procHarness) Running(hierarchy string) []string {
 	defer h.mu.Unlock()
 	var out []string
 	for _, n := range h.c.Nodes {
-		if h.dead[n.Name] {
+		if h.dead[n.Name] || h.hung[n.Name] {
 			continue
 		}
 		if _, err := os.Stat(h.flag(n.Name, hierarchy)); err == nil {

@@ -57,6 +57,7 @@ type Cluster struct {
 	mu       sync.Mutex
 	nodes    map[string]*memNode
 	isolated map[string]bool
+	hung     map[string]bool
 	cut      [][2]string
 	clients  map[string]*api.Client
 }
@@ -85,7 +86,7 @@ func MakeCluster(t testing.TB, n int, setup Setup) *Cluster {
 		t.Fatal(err)
 	}
 	c := &Cluster{t: t, net: cluster.NewInmemNet(), world: w, kits: reg, key: key, token: agent.DeriveToken(key, "lifeboat-api"),
-		tls: id, logs: &logBuffer{}, nodes: map[string]*memNode{}, isolated: map[string]bool{}, clients: map[string]*api.Client{}}
+		tls: id, logs: &logBuffer{}, nodes: map[string]*memNode{}, isolated: map[string]bool{}, hung: map[string]bool{}, clients: map[string]*api.Client{}}
 	var members strings.Builder
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("node%d", i)
@@ -301,6 +302,34 @@ func (c *Cluster) Isolate(node string) error {
 	return nil
 }
 
+// Hang implements Harness: the node answers nobody (every link cut) and
+// every action its agent starts on a resource waits until Resume. Its
+// agent's goroutines do run on (one process cannot stop some of its
+// goroutines): it notices that its lease ran out during the hang, which a
+// frozen process notices the moment it resumes.
+func (c *Cluster) Hang(node string) error {
+	c.mu.Lock()
+	c.hung[node] = true
+	c.mu.Unlock()
+	c.net.Isolate(node, true)
+	c.world.stall(node, true)
+	return nil
+}
+
+// Resume implements Harness.
+func (c *Cluster) Resume(node string) error {
+	c.mu.Lock()
+	delete(c.hung, node)
+	isolated := c.isolated[node]
+	c.mu.Unlock()
+	c.world.stall(node, false)
+	c.net.Isolate(node, isolated)
+	return nil
+}
+
+// Restores implements Harness.
+func (c *Cluster) Restores(hierarchy string) map[string]int { return c.world.Restores(hierarchy) }
+
 // Cut implements Harness.
 func (c *Cluster) Cut(a, b string) error {
 	c.mu.Lock()
@@ -322,7 +351,10 @@ func (c *Cluster) Heal() error {
 	c.isolated, c.cut = map[string]bool{}, nil
 	c.mu.Unlock()
 	for _, n := range names {
-		c.net.Isolate(n, false)
+		c.mu.Lock()
+		hung := c.hung[n]
+		c.mu.Unlock()
+		c.net.Isolate(n, hung)
 	}
 	for _, l := range cut {
 		c.net.SetLink(l[0], l[1], true)
@@ -348,6 +380,7 @@ func (c *Cluster) close() {
 			nd.a = nil
 		}
 		c.net.Isolate(n, true)
+		c.world.crash(n, true) // and nothing waits on a stalled machine
 	}
 	for _, cl := range c.clients {
 		cl.CloseIdle()

@@ -3,6 +3,7 @@ package agenttest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -17,35 +18,53 @@ const MemType = "mem"
 
 // World is what the in-memory kit's resources do, seen from outside the
 // agents: which node runs which hierarchy's resource. It records every
-// moment a resource is brought into service while another node still
-// runs it.
+// restore that brings a resource into service while another node that
+// is neither dead nor stalled still runs it, and counts restores.
 type World struct {
 	mu sync.Mutex
 	// running: hierarchy -> nodes running its resource.
 	running map[string]map[string]bool
 	// dead: nodes whose machine is down (they run nothing, and a late
 	// action of their agent changes nothing).
-	dead    map[string]bool
-	doubles []string
-	now     func() time.Time
+	dead map[string]bool
+	// stalled: nodes whose machine hangs: what they run serves nobody,
+	// and every action their agent starts on a resource waits until the
+	// machine resumes (the channel is closed then).
+	stalled  map[string]chan struct{}
+	restores map[string]map[string]int
+	doubles  []string
+	now      func() time.Time
 }
 
 func newWorld() *World {
-	return &World{running: map[string]map[string]bool{}, dead: map[string]bool{}, now: time.Now}
+	return &World{running: map[string]map[string]bool{}, dead: map[string]bool{}, stalled: map[string]chan struct{}{},
+		restores: map[string]map[string]int{}, now: time.Now}
 }
 
-// Running lists the nodes running hierarchy's resource now.
+// serving: node's machine is up and not stalled (w.mu held).
+func (w *World) serving(node string) bool {
+	return !w.dead[node] && w.stalled[node] == nil
+}
+
+// Running lists the nodes where hierarchy's resource serves now.
 func (w *World) Running(hierarchy string) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
 	for n, on := range w.running[hierarchy] {
-		if on && !w.dead[n] {
+		if on && w.serving(n) {
 			out = append(out, n)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Restores counts, per node, the restores of hierarchy's resource.
+func (w *World) Restores(hierarchy string) map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.restores[hierarchy])
 }
 
 // DoubleOwners lists every restore that found the resource in service on
@@ -56,7 +75,8 @@ func (w *World) DoubleOwners() []string {
 	return slices.Clone(w.doubles)
 }
 
-// crash takes node's machine down: everything it ran is gone.
+// crash takes node's machine down (everything it ran is gone) or, dead
+// false, brings it back up empty.
 func (w *World) crash(node string, dead bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -65,6 +85,38 @@ func (w *World) crash(node string, dead bool) {
 		for _, m := range w.running {
 			delete(m, node)
 		}
+		w.resumeLocked(node) // nothing waits on a dead machine
+	}
+}
+
+// stall makes node's machine hang (true) or resume (false).
+func (w *World) stall(node string, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !on {
+		w.resumeLocked(node)
+		return
+	}
+	if w.stalled[node] == nil {
+		w.stalled[node] = make(chan struct{})
+	}
+}
+
+func (w *World) resumeLocked(node string) {
+	if ch := w.stalled[node]; ch != nil {
+		close(ch)
+		delete(w.stalled, node)
+	}
+}
+
+// wait blocks while node's machine hangs: a stalled machine finishes
+// nothing, whatever deadline its agent set.
+func (w *World) wait(node string) {
+	w.mu.Lock()
+	ch := w.stalled[node]
+	w.mu.Unlock()
+	if ch != nil {
+		<-ch
 	}
 }
 
@@ -79,9 +131,15 @@ func (w *World) set(hierarchy, node string, on bool) {
 		m = map[string]bool{}
 		w.running[hierarchy] = m
 	}
+	if on {
+		if w.restores[hierarchy] == nil {
+			w.restores[hierarchy] = map[string]int{}
+		}
+		w.restores[hierarchy][node]++
+	}
 	if on && !m[node] {
 		for other, o := range m {
-			if o && other != node && !w.dead[other] {
+			if o && other != node && w.serving(other) {
 				w.doubles = append(w.doubles, fmt.Sprintf("%s restored on %s at %s while %s ran it",
 					hierarchy, node, w.now().Format("15:04:05.000"), other))
 			}
@@ -111,6 +169,7 @@ type memInstance struct {
 }
 
 func (m *memInstance) Restore(ctx context.Context) error {
+	m.w.wait(m.node)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -119,11 +178,13 @@ func (m *memInstance) Restore(ctx context.Context) error {
 }
 
 func (m *memInstance) Remove(context.Context) error {
+	m.w.wait(m.node)
 	m.w.set(m.hierarchy, m.node, false)
 	return nil
 }
 
 func (m *memInstance) QuickCheck(context.Context) (kit.Health, error) {
+	m.w.wait(m.node)
 	if m.w.on(m.hierarchy, m.node) {
 		return kit.Healthy, nil
 	}

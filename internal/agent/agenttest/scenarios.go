@@ -29,8 +29,10 @@ type Harness interface {
 	// service right now, as seen from outside the agents. A dead machine
 	// runs nothing.
 	Running(hierarchy string) []string
-	// DoubleOwners lists every moment the harness saw the resource in
-	// service on two nodes at once.
+	// DoubleOwners lists every moment the harness saw the resource
+	// brought into service on one node while it served on another (a
+	// node that resumes from a hang serves what it ran until its agent
+	// takes it out: that is not a restore).
 	DoubleOwners() []string
 	// Kill stops node as a machine's death would: the agent gets no
 	// chance to hand anything over, and what it ran is gone with it.
@@ -51,6 +53,15 @@ type Harness interface {
 	// Cut drops everything between two nodes, both ways (the others
 	// still reach both).
 	Cut(a, b string) error
+	// Hang stalls node as a frozen machine: its agent makes no progress
+	// and answers nobody, and what it ran serves nobody (Running leaves
+	// it out). Resume ends the stall: what it still runs serves again
+	// until its agent takes it out.
+	Hang(node string) error
+	Resume(node string) error
+	// Restores counts, per node, how often the hierarchy's resource was
+	// brought into service there.
+	Restores(hierarchy string) map[string]int
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -100,6 +111,7 @@ var Scenarios = []Scenario{
 	{Name: "LeaderLoss", Run: leaderLoss},
 	{Name: "IsolateOwner", Run: isolateOwner},
 	{Name: "OneLostLink", Run: oneLostLink},
+	{Name: "HangOwner", Run: hangOwner},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -337,6 +349,42 @@ func oneLostLink(t testing.TB, h Harness) {
 	}
 	agree(t, h, nodes, healTimeout)
 	servedOn(t, h, "lnk", nodes[0], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// hangOwner: the owner hangs for longer than its lease (a frozen VM,
+// SIGSTOP). The service comes back on the next node; the owner, resumed,
+// finds its lease expired: it takes the service out at once, restores
+// nothing (no action on stale authority), rejoins, and the service stays
+// where it is.
+func hangOwner(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("hng", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "hng", nodes[0], formTimeout)
+	before := h.Restores("hng")[nodes[0]]
+	if err := h.Hang(nodes[0]); errors.Is(err, ErrUnsupported) {
+		t.Skip("this harness cannot hang a node")
+	} else if err != nil {
+		t.Fatalf("hang %s: %v", nodes[0], err)
+	}
+	servedOn(t, h, "hng", nodes[1], failoverTimeout)
+	if err := h.Resume(nodes[0]); err != nil {
+		t.Fatalf("resume %s: %v", nodes[0], err)
+	}
+	start := time.Now()
+	h.Eventually(failoverTimeout, nodes[0]+", resumed, takes hng out", func() (bool, string) {
+		run := h.Running("hng")
+		return slices.Equal(run, []string{nodes[1]}), fmt.Sprintf("running on %v", run)
+	})
+	took(t, start, nodes[0]+" took hng out after resuming")
+	agree(t, h, nodes, healTimeout)
+	servedOn(t, h, "hng", nodes[1], failoverTimeout)
+	if after := h.Restores("hng")[nodes[0]]; after != before {
+		t.Errorf("%s restored hng %d times after it resumed with an expired lease", nodes[0], after-before)
+	}
 	noDoubleOwners(t, h)
 }
 
