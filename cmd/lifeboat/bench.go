@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -163,7 +164,11 @@ func runBench(runs int, dir string, idle time.Duration, profile string) (*benchR
 		return nil, err
 	}
 	defer c.Kill()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(runs+2)*time.Minute)
+	// SIGINT or SIGTERM ends the bench through ctx: the agents it
+	// started are killed on the way out.
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, time.Duration(runs+2)*time.Minute)
 	defer cancel()
 	if err := c.WaitReady(ctx); err != nil {
 		return nil, err
@@ -405,7 +410,11 @@ func runAWSBench(runs int, dir string, latency time.Duration) error {
 		return err
 	}
 	defer c.Kill()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(runs+2)*2*time.Minute)
+	// SIGINT or SIGTERM ends the bench through ctx: the agents it
+	// started are killed on the way out.
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, time.Duration(runs+2)*2*time.Minute)
 	defer cancel()
 	if err := c.WaitReady(ctx); err != nil {
 		return err

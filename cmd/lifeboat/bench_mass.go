@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -179,7 +180,11 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 	}
 	// Generous: the previous release commits every report on its own.
 	perRun := 2*time.Minute + time.Duration(o.Hierarchies)*200*time.Millisecond + o.QuietWait + 2*o.OnlineTimeout
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.Runs)*perRun)
+	// SIGINT or SIGTERM ends the bench through ctx, so that the agents
+	// it started are killed on the way out (not left running).
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, time.Duration(o.Runs)*perRun)
 	defer cancel()
 	res := &massResult{Hierarchies: o.Hierarchies, AgentBinary: bin, Profile: o.Profile, Switchback: o.Switchback,
 		MonitorIntervalMS: ms(o.MonitorInterval), PollMS: ms(o.Poll)}

@@ -33,6 +33,7 @@ func applyCmd() *cobra.Command {
       switchback: intelligent          # or automatic
       monitor_interval: 1s
       local_recovery: 2
+      failure_timeout: 10m             # a node where it failed is skipped this long
       resources:
         - name: web-app
           type: app

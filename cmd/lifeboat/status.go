@@ -146,7 +146,15 @@ func printStatus(st api.Status) {
 			fmt.Printf("   readiness: %s\n", strings.Join(rd, "; "))
 		}
 		if len(h.Failed) > 0 {
-			fmt.Printf("   failed on: %s (cleared by lifeboat start %s or a switchover)\n", strings.Join(h.Failed, ", "), h.Name)
+			var marks []string
+			for _, n := range h.Failed {
+				if until, ok := h.FailedUntil[n]; ok {
+					marks = append(marks, fmt.Sprintf("%s (until %s)", n, until))
+				} else {
+					marks = append(marks, n)
+				}
+			}
+			fmt.Printf("   failed on: %s (the marks expire after failure_timeout; lifeboat start %s or a switchover clears them now)\n", strings.Join(marks, ", "), h.Name)
 		}
 	}
 }

@@ -41,7 +41,10 @@ var Version = "dev"
 type Agent struct {
 	// levelHeld is what last held the feature level (leader loop only).
 	levelHeld string
-	kits      *kit.Registry
+	// stranded: hierarchies wanted in service that no node can take, and
+	// why, as last reported (leader loop only).
+	stranded map[string]string
+	kits     *kit.Registry
 	// fenceWG: fence jobs of the current term (they end with it).
 	fenceWG   sync.WaitGroup
 	joinMu    sync.Mutex
@@ -470,8 +473,14 @@ func (a *Agent) lead(ctx context.Context) {
 		// Decide reads the state without copying it (it never mutates);
 		// the actions are committed after the read lock is released.
 		var acts []placement.Action
-		a.c.FSM.View(func(s *cluster.State) { acts = placement.Decide(s, a.nodeViews(s)) })
+		var nowhere map[string]string
+		a.c.FSM.View(func(s *cluster.State) {
+			views := a.nodeViews(s)
+			acts = placement.Decide(s, views, time.Now())
+			nowhere = strandedWhy(s, views)
+		})
 		a.carryOut(ctx, acts)
+		a.reportStranded(nowhere)
 		select {
 		case <-ctx.Done():
 			return
@@ -480,6 +489,41 @@ func (a *Agent) lead(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// strandedWhy explains, for each hierarchy wanted in service that runs
+// nowhere, why no node can take it.
+func strandedWhy(s *cluster.State, views map[string]placement.NodeView) map[string]string {
+	out := map[string]string{}
+	for _, name := range s.HierarchyNames() {
+		as := s.Assignments[name]
+		if as == nil || as.Node != "" || !as.Online || as.Deleting || as.MoveTo != "" {
+			continue
+		}
+		if _, _, ok := placement.ChooseDown(s.Hierarchies[name], as, views); ok {
+			continue // placed this round
+		}
+		out[name] = placement.Explain(s.Hierarchies[name], as, views)
+	}
+	return out
+}
+
+// reportStranded logs and records an event when a hierarchy comes to run
+// nowhere, or the reason changes, and when it is placed again (leader
+// loop only).
+func (a *Agent) reportStranded(now map[string]string) {
+	for name, why := range now {
+		if a.stranded[name] != why {
+			a.log.Warn("hierarchy out of service: no node can take it", "hierarchy", name, "why", why)
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "stranded", Error: why, Message: "no node can take it"})
+		}
+	}
+	for name := range a.stranded {
+		if _, ok := now[name]; !ok {
+			a.log.Info("hierarchy can be placed again", "hierarchy", name)
+		}
+	}
+	a.stranded = now
 }
 
 // raiseLevel commits the next feature level once every voter supports it.
@@ -529,6 +573,8 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			cmds = append(cmds, cluster.RequestMove{Hierarchy: act.Hierarchy, To: act.To, Epoch: act.Epoch, Reason: act.Reason})
 		case placement.ActPurge:
 			cmds = append(cmds, cluster.Purge{Hierarchy: act.Hierarchy, Epoch: act.Epoch})
+		case placement.ActExpire:
+			cmds = append(cmds, cluster.ExpireMark{Hierarchy: act.Hierarchy, Node: act.Node, MarkedAt: act.MarkedAt})
 		default:
 			continue
 		}
@@ -562,7 +608,10 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			a.log.Warn("placement", "action", act.String(), "error", res.Err)
 			continue
 		}
-		if res.Changed {
+		if res.Changed && act.Kind == placement.ActExpire {
+			a.log.Info("failure mark expired", "hierarchy", act.Hierarchy, "node", act.Node, "reason", act.Reason)
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Message: act.String()})
+		} else if res.Changed {
 			a.log.Info("placement", "action", act.Kind, "hierarchy", act.Hierarchy, "target", act.Node+act.To, "reason", act.Reason, "epoch", act.Epoch+1)
 			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String()})
 		}

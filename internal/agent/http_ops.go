@@ -44,6 +44,16 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Normalize()
 	}
+	// A setting an older voter cannot read: 0.1 drops failure_timeout
+	// from the spec (and its leader refuses the field), so it waits for
+	// feature level 2.
+	if lvl := a.c.FSM.Level(); lvl < cluster.LevelTyped {
+		for _, h := range req.Hierarchies {
+			if h.FailureTimeout != 0 {
+				problems = append(problems, fmt.Sprintf("hierarchy %q: failure_timeout needs cluster feature level %d (every node on lifeboat 0.2 or later); the cluster is at %d: finish the upgrade first (`lifeboat status` shows each node's version)", h.Name, cluster.LevelTyped, lvl))
+			}
+		}
+	}
 	if len(problems) > 0 {
 		writeErr(w, http.StatusBadRequest, errors.New(strings.Join(problems, "\n")))
 		return

@@ -8,6 +8,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
+	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -85,6 +86,7 @@ func (a *Agent) status() api.Status {
 		}
 		st.Nodes = append(st.Nodes, ns)
 	}
+	var views map[string]placement.NodeView
 	for _, name := range s.HierarchyNames() {
 		h := s.Hierarchies[name]
 		as := s.Assignments[name]
@@ -104,6 +106,21 @@ func (a *Agent) status() api.Status {
 			}
 		}
 		hs.State = hierarchyState(s, as)
+		if as != nil && len(as.FailedAt) > 0 {
+			hs.FailedUntil = map[string]string{}
+			for _, n := range as.Failed {
+				if exp := as.MarkExpires(n, h.EffectiveFailureTimeout()); !exp.IsZero() {
+					hs.FailedUntil[n] = exp.UTC().Format(time.RFC3339)
+				}
+			}
+		}
+		if hs.State == "failed" || hs.State == "unplaced" {
+			// Why it runs nowhere, node by node, as this node sees them.
+			if views == nil {
+				views = a.nodeViews(s)
+			}
+			hs.Reason = "no node can take it: " + placement.Explain(h, as, views)
+		}
 		hs.Readiness = map[string]api.Readiness{}
 		for _, n := range h.Nodes {
 			if ns := s.Nodes[n]; ns != nil {

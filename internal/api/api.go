@@ -92,17 +92,20 @@ type NodeStatus struct {
 
 // HierarchyStatus is one hierarchy in Status.
 type HierarchyStatus struct {
-	Name       string   `json:"name"`
-	Owner      string   `json:"owner"`
-	State      string   `json:"state"` // the owner's report: online, restoring, failed, ...; "stopped" when out of service by request
-	Epoch      uint64   `json:"epoch"`
-	Online     bool     `json:"online"`
-	MoveTo     string   `json:"move_to,omitempty"`
-	Failed     []string `json:"failed_on,omitempty"`
-	Reason     string   `json:"reason,omitempty"`
-	Since      string   `json:"since,omitempty"`
-	Nodes      []string `json:"nodes"`
-	Switchback string   `json:"switchback"`
+	Name   string   `json:"name"`
+	Owner  string   `json:"owner"`
+	State  string   `json:"state"` // the owner's report: online, restoring, failed, ...; "stopped" when out of service by request
+	Epoch  uint64   `json:"epoch"`
+	Online bool     `json:"online"`
+	MoveTo string   `json:"move_to,omitempty"`
+	Failed []string `json:"failed_on,omitempty"`
+	// FailedUntil: when each failure mark expires (RFC 3339, UTC), for
+	// marks made at feature level 2 and up.
+	FailedUntil map[string]string `json:"failed_until,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	Since       string            `json:"since,omitempty"`
+	Nodes       []string          `json:"nodes"`
+	Switchback  string            `json:"switchback"`
 	// Resources: node -> resource -> state, as each node last reported.
 	Resources map[string]map[string]string `json:"resources,omitempty"`
 	Errors    map[string]string            `json:"errors,omitempty"`

@@ -21,8 +21,8 @@ const (
 	LevelLegacy = state.LevelLegacy
 	// LevelTyped: typed, versioned commands in an envelope; batches;
 	// readiness proven again after a node changes version; snapshots that
-	// older versions refuse to read.
-	LevelTyped = 2
+	// older versions refuse to read; failure marks that expire.
+	LevelTyped = state.LevelTyped
 	// MaxLevel is the highest level this binary supports.
 	MaxLevel = LevelTyped
 )
@@ -81,6 +81,8 @@ var kinds = map[string]kindInfo{
 	// SetLevel is written only once every voter supports the level it
 	// sets, so it is always typed.
 	SetLevel{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetLevel]},
+	// Failure marks expire from level 2 on.
+	ExpireMark{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
 }
 
 func init() {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -32,6 +33,7 @@ func everyKind() []Cmd {
 		SetReadiness{Node: "n2", Readiness: map[string]Readiness{"web": {Ready: false, Missing: []string{"ec2:ReplaceRoute"}, At: t0}}},
 		SetFindings{Node: "n2", Findings: map[string]int{"warn": 1}},
 		SetLevel{Level: 2},
+		ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: t0.Add(-time.Hour)},
 		Batch{Cmds: []Cmd{Assign{Hierarchy: "a", Node: "n1", Gen: 1, Epoch: 1}, Report{Node: "n1", Hierarchy: "a", Report: HierarchyReport{Epoch: 2, State: "online", At: t0}}}},
 	}
 }

@@ -135,6 +135,15 @@ type SetLevel struct {
 	Level int `json:"level"`
 }
 
+// ExpireMark removes the failure mark of Node from a hierarchy once it is
+// older than the hierarchy's failure_timeout (the leader decides; MarkedAt
+// names the mark, so that one made again since is kept). Feature level 2.
+type ExpireMark struct {
+	Hierarchy string    `json:"hierarchy"`
+	Node      string    `json:"node"`
+	MarkedAt  time.Time `json:"marked_at"`
+}
+
 // Batch commits several commands in one log entry, applied in order; each
 // has its own result (one failing does not undo the others).
 type Batch struct {
@@ -156,6 +165,7 @@ func (Leaving) Kind() string        { return "leaving" }
 func (SetReadiness) Kind() string   { return "readiness" }
 func (SetFindings) Kind() string    { return "findings" }
 func (SetLevel) Kind() string       { return "set-level" }
+func (ExpireMark) Kind() string     { return "expire-mark" }
 func (Batch) Kind() string          { return "batch" }
 
 func node(s *State, name string) *NodeState {
@@ -238,7 +248,7 @@ func (c SetOnline) apply(s *State, at time.Time) Result {
 	a.Online = c.Online
 	a.MoveTo = ""
 	if c.ClearFailed {
-		a.Failed = nil
+		a.Failed, a.FailedAt = nil, nil
 	}
 	bump(a, at, c.Reason)
 	return Result{Changed: true}
@@ -251,6 +261,9 @@ func (c Assign) apply(s *State, at time.Time) Result {
 	}
 	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
 		a.Failed = append(a.Failed, a.Node)
+		if s.FeatureLevel() >= LevelTyped {
+			stampMark(a, a.Node, at)
+		}
 	}
 	a.Node, a.Gen, a.MoveTo, a.MoveForce = c.Node, c.Gen, "", false
 	bump(a, at, c.Reason)
@@ -267,13 +280,7 @@ func (c RequestMove) apply(s *State, at time.Time) Result {
 	}
 	before, wasOnline := len(a.Failed), a.Online
 	if c.ClearFailed {
-		var keep []string
-		for _, n := range a.Failed {
-			if n != c.To {
-				keep = append(keep, n)
-			}
-		}
-		a.Failed = keep
+		a.Unmark(c.To)
 		a.Online = true
 	}
 	if c.To == a.Node && a.Node != "" {
@@ -385,7 +392,7 @@ func (c SetFindings) apply(s *State, _ time.Time) Result {
 	return Result{Changed: true}
 }
 
-func (c SetLevel) apply(s *State, _ time.Time) Result {
+func (c SetLevel) apply(s *State, at time.Time) Result {
 	if c.Level > MaxLevel {
 		return Result{Err: fmt.Errorf("feature level %d is beyond this version's %d", c.Level, MaxLevel)}
 	}
@@ -393,6 +400,38 @@ func (c SetLevel) apply(s *State, _ time.Time) Result {
 		return Result{}
 	}
 	s.Level = c.Level
+	if c.Level >= LevelTyped {
+		// Marks from before level 2 carry no time: they expire counting
+		// from now.
+		for _, a := range s.Assignments {
+			for _, n := range a.Failed {
+				if _, ok := a.FailedAt[n]; !ok {
+					stampMark(a, n, at)
+				}
+			}
+		}
+	}
+	return Result{Changed: true}
+}
+
+// stampMark records when node's failure mark was made.
+func stampMark(a *Assignment, node string, at time.Time) {
+	if a.FailedAt == nil {
+		a.FailedAt = map[string]time.Time{}
+	}
+	a.FailedAt[node] = at.UTC()
+}
+
+func (c ExpireMark) apply(s *State, _ time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || !a.FailedOn(c.Node) {
+		return Result{}
+	}
+	// Only the mark the leader saw expire: one made again since stays.
+	if t, ok := a.FailedAt[c.Node]; !ok || !t.Equal(c.MarkedAt) {
+		return Result{}
+	}
+	a.Unmark(c.Node)
 	return Result{Changed: true}
 }
 

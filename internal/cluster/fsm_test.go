@@ -575,3 +575,52 @@ func apply(s *State, c *Command) Result {
 	}
 	return cmd.apply(s, c.Time)
 }
+
+// From feature level 2, a failure mark records when it was made (the
+// entry's time); marks from before get the time the level was reached;
+// ExpireMark removes only the mark it names; clearing the marks clears
+// their times.
+func TestFailureMarkTimes(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("web", "n1", "n2", "n3")))
+	assign := func(node string, epoch uint64, mark bool, at time.Time) {
+		t.Helper()
+		if r := (Assign{Hierarchy: "web", Node: node, Gen: 1, Epoch: epoch, MarkFailed: mark}).apply(s, at); r.Err != nil || !r.Changed {
+			t.Fatalf("assign to %s: %+v", node, r)
+		}
+	}
+	a := s.Assignments["web"]
+	assign("n1", 1, false, t0)
+	assign("n2", 2, true, t0.Add(time.Minute)) // n1 marked at level 1: no time
+	if !a.FailedOn("n1") || a.FailedAt != nil {
+		t.Fatalf("level 1: failed %v at %v; want n1 marked without a time (0.1 records none)", a.Failed, a.FailedAt)
+	}
+	lvl := t0.Add(2 * time.Minute)
+	if r := (SetLevel{Level: LevelTyped}).apply(s, lvl); !r.Changed {
+		t.Fatal("set-level did not change the state")
+	}
+	if got := a.FailedAt["n1"]; !got.Equal(lvl) {
+		t.Fatalf("n1's mark from before level 2 dated %v, want %v", got, lvl)
+	}
+	marked := t0.Add(3 * time.Minute)
+	assign("n3", 3, true, marked) // n2 marked at level 2
+	if got := a.FailedAt["n2"]; !got.Equal(marked) {
+		t.Fatalf("n2's mark dated %v, want %v", got, marked)
+	}
+	// A stale expiry (another time) changes nothing.
+	if r := (ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: marked.Add(-time.Second)}).apply(s, t0); r.Changed || !a.FailedOn("n2") {
+		t.Fatalf("stale expiry removed the mark: %+v, failed %v", r, a.Failed)
+	}
+	if r := (ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: marked}).apply(s, t0); !r.Changed || a.FailedOn("n2") || !a.FailedOn("n1") {
+		t.Fatalf("expiry of n2: %+v, failed %v at %v", r, a.Failed, a.FailedAt)
+	}
+	if _, ok := a.FailedAt["n2"]; ok {
+		t.Fatal("n2's mark time kept after it expired")
+	}
+	if r := (ExpireMark{Hierarchy: "nope", Node: "n2", MarkedAt: marked}).apply(s, t0); r.Changed || r.Err != nil {
+		t.Fatalf("expiry on an unknown hierarchy: %+v", r)
+	}
+	if r := (SetOnline{Hierarchy: "web", Online: true, ClearFailed: true}).apply(s, t0); r.Err != nil || a.Failed != nil || a.FailedAt != nil {
+		t.Fatalf("start cleared failed %v at %v", a.Failed, a.FailedAt)
+	}
+}

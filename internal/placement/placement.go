@@ -8,6 +8,8 @@ package placement
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/state"
@@ -43,6 +45,9 @@ const (
 	ActFence = "fence"
 	// ActPurge forgets a deleted hierarchy that is out of service.
 	ActPurge = "purge"
+	// ActExpire removes Node's failure mark (made at MarkedAt) once it is
+	// older than the hierarchy's failure_timeout.
+	ActExpire = "expire-mark"
 )
 
 // Action is one step for the leader to commit.
@@ -54,7 +59,9 @@ type Action struct {
 	Gen        uint64
 	Epoch      uint64
 	MarkFailed bool
-	Reason     string
+	// MarkedAt names the failure mark an ActExpire removes.
+	MarkedAt time.Time
+	Reason   string
 }
 
 func (a Action) String() string {
@@ -65,6 +72,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("move %s to %s: %s", a.Hierarchy, a.To, a.Reason)
 	case ActPurge:
 		return fmt.Sprintf("purge %s", a.Hierarchy)
+	case ActExpire:
+		return fmt.Sprintf("expire the failure mark of %s on %s: %s", a.Hierarchy, a.Node, a.Reason)
 	}
 	return fmt.Sprintf("assign %s to %q: %s", a.Hierarchy, a.Node, a.Reason)
 }
@@ -94,6 +103,29 @@ func Candidate(h spec.Hierarchy, a *state.Assignment, n NodeView, ok bool) (bool
 		return false, "the hierarchy failed there"
 	}
 	return true, ""
+}
+
+// Explain says, node by node in priority order, why none of h's nodes
+// can take it now (for status and events when a hierarchy has nowhere to
+// go). A failure mark says when it expires.
+func Explain(h spec.Hierarchy, a *state.Assignment, nodes map[string]NodeView) string {
+	var parts []string
+	for _, name := range h.Nodes {
+		n, ok := nodes[name]
+		c, why := Candidate(h, a, n, ok)
+		if c {
+			why = "could take it"
+		}
+		if a != nil && a.FailedOn(name) && why == "the hierarchy failed there" {
+			if exp := a.MarkExpires(name, h.EffectiveFailureTimeout()); !exp.IsZero() {
+				why += fmt.Sprintf(" (the mark expires at %s)", exp.UTC().Format(time.RFC3339))
+			} else {
+				why += " (until `lifeboat start` or a switchover to it)"
+			}
+		}
+		parts = append(parts, name+": "+why)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Choose picks the highest-priority candidate for h other than except.
@@ -140,6 +172,26 @@ func notReadyWhy(n NodeView, hier string) string {
 	return "readiness probe failed"
 }
 
+// expired lists the failure marks older than their hierarchy's
+// failure_timeout, in hierarchy and node order.
+func expired(s *state.State, now time.Time) []Action {
+	var out []Action
+	for _, name := range s.HierarchyNames() {
+		h, a := s.Hierarchies[name], s.Assignments[name]
+		if a == nil || a.Deleting {
+			continue
+		}
+		timeout := h.EffectiveFailureTimeout()
+		for _, n := range spec.SortedKeys(a.FailedAt) {
+			if exp := a.MarkExpires(n, timeout); !exp.IsZero() && !now.Before(exp) {
+				out = append(out, Action{Kind: ActExpire, Hierarchy: name, Node: n, MarkedAt: a.FailedAt[n],
+					Reason: fmt.Sprintf("marked failed at %s, failure_timeout %s", a.FailedAt[n].UTC().Format(time.RFC3339), timeout)})
+			}
+		}
+	}
+	return out
+}
+
 // ownerGone reports whether the owner's lease generation must be fenced
 // before the hierarchy can go anywhere else.
 func ownerGone(a *state.Assignment, n NodeView, ok bool) (bool, string) {
@@ -157,10 +209,14 @@ func ownerGone(a *state.Assignment, n NodeView, ok bool) (bool, string) {
 }
 
 // Decide returns the actions that bring the cluster towards its desired
-// state. It is deterministic: hierarchies are visited in name order and at
-// most one fence per node generation is returned.
-func Decide(s *state.State, nodes map[string]NodeView) []Action {
+// state, now being the leader's clock (failure marks expire by it). It is
+// deterministic: hierarchies are visited in name order and at most one
+// fence per node generation is returned.
+func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 	var out []Action
+	if s.FeatureLevel() >= state.LevelTyped {
+		out = append(out, expired(s, now)...)
+	}
 	fenced := map[string]bool{}
 	fence := func(a *state.Assignment, why string) {
 		key := fmt.Sprintf("%s/%d", a.Node, a.Gen)
@@ -218,7 +274,7 @@ func Decide(s *state.State, nodes map[string]NodeView) []Action {
 				act.Node, act.Gen = c.Name, c.Gen
 				act.Reason = fmt.Sprintf("failed on %s: %s", a.Node, rep.Error)
 			} else {
-				act.Reason = fmt.Sprintf("failed on %s and no other node is ready: %s", a.Node, rep.Error)
+				act.Reason = fmt.Sprintf("failed on %s and no other node can take it: %s (%s)", a.Node, rep.Error, Explain(h, a, nodes))
 			}
 			out = append(out, act)
 		case a.MoveTo != "":

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/state"
@@ -67,6 +68,9 @@ func stripReasons(as []Action) []Action {
 	}
 	return out
 }
+
+// testNow is the leader's clock in the tests.
+var testNow = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 
 const (
 	intel = spec.SwitchbackIntelligent
@@ -445,7 +449,7 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := tt.w.s.Clone()
-			got := Decide(tt.w.s, tt.nodes)
+			got := Decide(tt.w.s, tt.nodes, testNow)
 			if !reflect.DeepEqual(stripReasons(got), tt.want) {
 				t.Fatalf("Decide =\n  %+v\nwant\n  %+v", got, tt.want)
 			}
@@ -461,7 +465,7 @@ func TestDecide(t *testing.T) {
 				t.Fatal("Decide modified the state")
 			}
 			// Deterministic.
-			if again := Decide(tt.w.s, tt.nodes); !reflect.DeepEqual(again, got) {
+			if again := Decide(tt.w.s, tt.nodes, testNow); !reflect.DeepEqual(again, got) {
 				t.Fatalf("Decide not deterministic: %+v vs %+v", again, got)
 			}
 		})
@@ -472,7 +476,7 @@ func TestDecideReasons(t *testing.T) {
 	h := hier("web", intel, "n1", "n2")
 	w := newWorld().hier(h, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 		report("n1", "web", 2, "failed", "disk gone")
-	got := Decide(w.s, views(ready("n1", 1), ready("n2", 2)))
+	got := Decide(w.s, views(ready("n1", 1), ready("n2", 2)), testNow)
 	if len(got) != 1 || !strings.Contains(got[0].Reason, "disk gone") || !strings.Contains(got[0].Reason, "n1") {
 		t.Fatalf("Decide = %+v, want the failure reason", got)
 	}
@@ -552,7 +556,7 @@ func TestNotReadySkippedPerHierarchy(t *testing.T) {
 		"n2": {Name: "n2", Alive: true, LeaseFresh: true, Ready: true, Gen: 1},
 	}
 	got := map[string]string{}
-	for _, act := range Decide(s, nodes) {
+	for _, act := range Decide(s, nodes, testNow) {
 		got[act.Hierarchy] = act.Node
 	}
 	if got["a"] != "n2" || got["b"] != "n1" {
@@ -561,5 +565,59 @@ func TestNotReadySkippedPerHierarchy(t *testing.T) {
 	ok, why := Candidate(s.Hierarchies["a"], s.Assignments["a"], nodes["n1"], true)
 	if ok || why != "NOT READY: lacks ec2:ReplaceRoute" {
 		t.Fatalf("Candidate = %v %q", ok, why)
+	}
+}
+
+// Failure marks expire failure_timeout after they were made, from feature
+// level 2 on; a mark made again since (another time) is not the one named.
+func TestDecideExpiresMarks(t *testing.T) {
+	h := hier("web", intel, "n1", "n2", "n3")
+	h.FailureTimeout = spec.Duration(5 * time.Minute)
+	marked := testNow.Add(-5 * time.Minute)
+	nodes := views(ready("n1", 1), ready("n2", 1), ready("n3", 1))
+	build := func(level int, at map[string]time.Time) *state.State {
+		w := newWorld().hier(h, state.Assignment{Node: "n3", Gen: 1, Epoch: 4, Online: true, Failed: []string{"n1", "n2"}, FailedAt: at})
+		w.report("n3", "web", 4, "online", "")
+		w.s.Level = level
+		return w.s
+	}
+	at := map[string]time.Time{"n1": marked, "n2": marked.Add(time.Second)}
+
+	got := Decide(build(2, at), nodes, testNow)
+	want := []Action{{Kind: ActExpire, Hierarchy: "web", Node: "n1", MarkedAt: marked}}
+	if !reflect.DeepEqual(stripReasons(got), want) {
+		t.Fatalf("at the timeout: %+v, want %+v", got, want)
+	}
+	if !strings.Contains(got[0].Reason, "failure_timeout 5m0s") {
+		t.Errorf("reason %q does not name the timeout", got[0].Reason)
+	}
+	if got := Decide(build(2, at), nodes, testNow.Add(-time.Millisecond)); len(got) != 0 {
+		t.Errorf("before the timeout: %+v, want nothing", got)
+	}
+	if got := Decide(build(1, at), nodes, testNow.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("at feature level 1 (a 0.1 voter may lead next): %+v, want nothing", got)
+	}
+	// The default timeout applies when the spec does not set one.
+	h.FailureTimeout = 0
+	if got := Decide(build(2, at), nodes, marked.Add(spec.DefaultFailureTimeout-time.Second)); len(got) != 0 {
+		t.Errorf("before the default timeout: %+v", got)
+	}
+	if got := Decide(build(2, at), nodes, marked.Add(spec.DefaultFailureTimeout+time.Second)); len(got) != 2 {
+		t.Errorf("after the default timeout: %+v, want both marks expired", got)
+	}
+}
+
+// With every other node marked or down, the reason names each node's
+// obstacle, and a mark says when it expires.
+func TestExplain(t *testing.T) {
+	h := hier("db", intel, "n1", "n2", "n3")
+	h.FailureTimeout = spec.Duration(time.Minute)
+	a := &state.Assignment{Hierarchy: "db", Online: true, Failed: []string{"n2"}, FailedAt: map[string]time.Time{"n2": testNow}}
+	nodes := views(with(ready("n1", 1), func(v *NodeView) { v.Alive = false }), ready("n2", 1), with(ready("n3", 1), func(v *NodeView) { v.NotReady = map[string]string{"db": "missing ec2:ReplaceRoute"} }))
+	got := Explain(h, a, nodes)
+	for _, want := range []string{"n1: not alive", "n2: the hierarchy failed there (the mark expires at 2026-12-02T12:01:00Z)", "n3: NOT READY: missing ec2:ReplaceRoute"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Explain = %q, want it to contain %q", got, want)
+		}
 	}
 }

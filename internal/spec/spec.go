@@ -28,6 +28,9 @@ const (
 	DefaultMonitorInterval = 2 * time.Second
 	DefaultLocalRecovery   = 1
 	DefaultActionTimeout   = 30 * time.Second
+	// DefaultFailureTimeout is how long a node stays marked failed for a
+	// hierarchy when the spec does not say (FailureTimeout).
+	DefaultFailureTimeout = 10 * time.Minute
 )
 
 // Duration is a time.Duration that reads and writes as a Go duration string
@@ -118,8 +121,22 @@ type Hierarchy struct {
 	MonitorInterval Duration `json:"monitor_interval,omitempty" yaml:"monitor_interval,omitempty"`
 	// LocalRecovery is how many times a failed resource is recovered in
 	// place before the hierarchy fails over.
-	LocalRecovery *int       `json:"local_recovery,omitempty" yaml:"local_recovery,omitempty"`
-	Resources     []Resource `json:"resources" yaml:"resources"`
+	LocalRecovery *int `json:"local_recovery,omitempty" yaml:"local_recovery,omitempty"`
+	// FailureTimeout is how long a node where the hierarchy failed stays
+	// marked (placement skips it); then the mark expires and the node may
+	// take the hierarchy again. Unset: DefaultFailureTimeout (see
+	// EffectiveFailureTimeout). It is left unset by Normalize on purpose:
+	// a spec that does not use it stays readable by a version before it.
+	FailureTimeout Duration   `json:"failure_timeout,omitempty" yaml:"failure_timeout,omitempty"`
+	Resources      []Resource `json:"resources" yaml:"resources"`
+}
+
+// EffectiveFailureTimeout is FailureTimeout, or the default when unset.
+func (h *Hierarchy) EffectiveFailureTimeout() time.Duration {
+	if h.FailureTimeout > 0 {
+		return h.FailureTimeout.D()
+	}
+	return DefaultFailureTimeout
 }
 
 // Normalize fills defaults in place.
@@ -191,6 +208,9 @@ func (h *Hierarchy) Validate(knownTypes func(string) bool) []Problem {
 	}
 	if h.MonitorInterval != 0 && h.MonitorInterval.D() < 10*time.Millisecond {
 		add("monitor_interval", "must be at least 10ms")
+	}
+	if h.FailureTimeout < 0 || (h.FailureTimeout > 0 && h.FailureTimeout.D() < time.Second) {
+		add("failure_timeout", "must be at least 1s (how long a node where the hierarchy failed is skipped; default %s)", DefaultFailureTimeout)
 	}
 	if len(h.Resources) == 0 {
 		add("resources", "a hierarchy needs at least one resource")

@@ -31,8 +31,14 @@ type Assignment struct {
 	// MoveForce: the operator forced the move to a NOT READY node.
 	MoveForce bool `json:"move_force,omitempty"`
 	// Failed lists the nodes where the hierarchy failed; placement skips
-	// them until an operator starts or switches the hierarchy over.
+	// them until the mark expires (FailedAt plus the hierarchy's
+	// failure_timeout) or an operator starts or switches the hierarchy
+	// over.
 	Failed []string `json:"failed,omitempty"`
+	// FailedAt is when each mark in Failed was made (the entry's time),
+	// from feature level 2 on; a mark from before carries the time the
+	// cluster reached level 2.
+	FailedAt map[string]time.Time `json:"failed_at,omitempty"`
 	// Deleting: take out of service, then forget.
 	Deleting bool   `json:"deleting,omitempty"`
 	Reason   string `json:"reason,omitempty"`
@@ -49,6 +55,31 @@ func (a *Assignment) FailedOn(node string) bool {
 		}
 	}
 	return false
+}
+
+// MarkExpires is when the failure mark of node expires, given the
+// hierarchy's failure timeout (zero time: no mark, or one without a time).
+func (a *Assignment) MarkExpires(node string, timeout time.Duration) time.Time {
+	t, ok := a.FailedAt[node]
+	if !ok || !a.FailedOn(node) {
+		return time.Time{}
+	}
+	return t.Add(timeout)
+}
+
+// Unmark removes node's failure mark.
+func (a *Assignment) Unmark(node string) {
+	var keep []string
+	for _, n := range a.Failed {
+		if n != node {
+			keep = append(keep, n)
+		}
+	}
+	a.Failed = keep
+	delete(a.FailedAt, node)
+	if len(a.FailedAt) == 0 {
+		a.FailedAt = nil
+	}
 }
 
 // HierarchyReport is a node's account of one hierarchy.
@@ -113,6 +144,10 @@ type State struct {
 // LevelLegacy is the feature level of a state that records none: the
 // level of lifeboat versions before feature levels.
 const LevelLegacy = 1
+
+// LevelTyped is the feature level of typed commands, batches and the
+// behaviour that came with them (failure marks that expire, ...).
+const LevelTyped = 2
 
 // FeatureLevel is the cluster's feature level, at least LevelLegacy.
 func (s *State) FeatureLevel() int { return max(s.Level, LevelLegacy) }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,10 @@ func TestBenchMassFailover(t *testing.T) {
 	// --quiet-wait 0: the test checks what the bench reports, not the
 	// figures, so it does not wait for the other tests to leave the CPU.
 	cmd := exec.CommandContext(ctx, binary, "bench", "--hierarchies", "5", "--runs", "1", "--quiet-wait", "0", "--dir", dir, "--json")
+	// On the deadline, SIGTERM: the bench kills the agents it started
+	// (SIGKILL, the default, would leave them running).
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

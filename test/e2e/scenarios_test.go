@@ -172,6 +172,33 @@ func (h *procHarness) Restores(hierarchy string) map[string]int {
 	return out
 }
 
+// Break makes the node's services fail their checks: the flag
+// hierarchies' quickcheck fails while "broken" exists in the data
+// directory.
+func (h *procHarness) Break(node string, broken bool) error {
+	f := filepath.Join(h.c.Dir, node, "broken")
+	if broken {
+		return os.WriteFile(f, nil, 0o600)
+	}
+	if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+// Switchover asks the first running node's API.
+func (h *procHarness) Switchover(hierarchy, to string) error {
+	for _, n := range h.c.Nodes {
+		if !n.Running() || n.Witness {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return h.c.Client(n.Name).Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to}, nil)
+	}
+	return fmt.Errorf("switchover: no node is running")
+}
+
 // Hang stops the agent's process group (SIGSTOP) and, on namespaces,
 // takes its link down: a frozen machine answers nothing.
 func (h *procHarness) Hang(node string) error {

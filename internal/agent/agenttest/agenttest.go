@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -325,6 +326,30 @@ func (c *Cluster) Resume(node string) error {
 	c.world.stall(node, false)
 	c.net.Isolate(node, isolated)
 	return nil
+}
+
+// Break implements Harness.
+func (c *Cluster) Break(node string, broken bool) error {
+	c.world.breakNode(node, broken)
+	return nil
+}
+
+// Switchover implements Harness: through the first running node; it
+// returns what the API answered (an error when the move failed).
+func (c *Cluster) Switchover(hierarchy, to string) error {
+	for _, n := range c.names {
+		if c.Agent(n) == nil {
+			continue
+		}
+		cl, err := c.client(n)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to}, nil)
+	}
+	return errors.New("switchover: no node is running")
 }
 
 // Restores implements Harness.

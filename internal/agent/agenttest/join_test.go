@@ -2,6 +2,8 @@ package agenttest_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/agent/agenttest"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
 // TestLegacyJoinAfterLevelRise: a node of the new version forwards its
@@ -45,6 +48,30 @@ func TestLegacyJoinAfterLevelRise(t *testing.T) {
 		}
 		if ans.Error != "" || ans.Gen == 0 {
 			t.Fatalf("the leader refused a legacy-form join of %s, whose binary supports level %d: gen %d, error %q", other, cluster.MaxLevel, ans.Gen, ans.Error)
+		}
+	})
+}
+
+// TestFailureTimeoutNeedsLevel2: while a voter may still run 0.1 (feature
+// level 1), a spec that sets failure_timeout is refused with what to do,
+// not sent to a leader that would refuse the field or followers that would
+// drop it.
+func TestFailureTimeoutNeedsLevel2(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := agenttest.MakeCluster(t, 3, agenttest.Setup{Old: true})
+		c.Eventually(10*time.Second, "a leader", func() (bool, string) {
+			st, err := c.Status("node1")
+			return err == nil && st.Leader != "", fmt.Sprint(err)
+		})
+		h := c.Service("web", c.Nodes())
+		h.FailureTimeout = spec.Duration(time.Minute)
+		err := c.Apply(h)
+		if err == nil || !strings.Contains(err.Error(), "failure_timeout needs cluster feature level 2") {
+			t.Fatalf("apply with failure_timeout at level 1: %v", err)
+		}
+		h.FailureTimeout = 0
+		if err := c.Apply(h); err != nil {
+			t.Fatalf("apply without failure_timeout at level 1: %v", err)
 		}
 	})
 }

@@ -32,13 +32,15 @@ type World struct {
 	// machine resumes (the channel is closed then).
 	stalled  map[string]chan struct{}
 	restores map[string]map[string]int
-	doubles  []string
-	now      func() time.Time
+	// broken: nodes where every resource fails its checks.
+	broken  map[string]bool
+	doubles []string
+	now     func() time.Time
 }
 
 func newWorld() *World {
 	return &World{running: map[string]map[string]bool{}, dead: map[string]bool{}, stalled: map[string]chan struct{}{},
-		restores: map[string]map[string]int{}, now: time.Now}
+		restores: map[string]map[string]int{}, broken: map[string]bool{}, now: time.Now}
 }
 
 // serving: node's machine is up and not stalled (w.mu held).
@@ -151,7 +153,14 @@ func (w *World) set(hierarchy, node string, on bool) {
 func (w *World) on(hierarchy, node string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.running[hierarchy][node] && !w.dead[node]
+	return w.running[hierarchy][node] && !w.dead[node] && !w.broken[node]
+}
+
+// breakNode makes every resource on node fail its checks (or work again).
+func (w *World) breakNode(node string, broken bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.broken[node] = broken
 }
 
 // memKit is a resource kit whose resources live in a World.

@@ -62,6 +62,11 @@ type Harness interface {
 	// Restores counts, per node, how often the hierarchy's resource was
 	// brought into service there.
 	Restores(hierarchy string) map[string]int
+	// Break makes every resource on node fail its checks (broken true)
+	// or work again.
+	Break(node string, broken bool) error
+	// Switchover asks for hierarchy to move to node.
+	Switchover(hierarchy, to string) error
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -112,6 +117,7 @@ var Scenarios = []Scenario{
 	{Name: "IsolateOwner", Run: isolateOwner},
 	{Name: "OneLostLink", Run: oneLostLink},
 	{Name: "HangOwner", Run: hangOwner},
+	{Name: "MarksExpire", Run: marksExpire},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -385,6 +391,78 @@ func hangOwner(t testing.TB, h Harness) {
 	if after := h.Restores("hng")[nodes[0]]; after != before {
 		t.Errorf("%s restored hng %d times after it resumed with an expired lease", nodes[0], after-before)
 	}
+	noDoubleOwners(t, h)
+}
+
+// marksExpire: the service failed on both standbys (each is marked) and
+// then its owner dies. No node can take it: status says why, node by
+// node, and when each mark expires. Once failure_timeout has passed since
+// the marks, they expire and the service comes back on the first standby
+// without anyone running `lifeboat start`. (Before marks expired, the
+// service stayed down until an operator cleared them or the dead node
+// came back.)
+func marksExpire(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	if len(nodes) < 3 {
+		t.Skip("needs three nodes")
+	}
+	const failureTimeout = 8 * time.Second
+	agree(t, h, nodes, formTimeout)
+	svc := h.Service("mrk", nodes)
+	svc.FailureTimeout = spec.Duration(failureTimeout)
+	if err := h.Apply(svc); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "mrk", nodes[0], formTimeout)
+	// Both standbys break; a switchover to each fails there and brings
+	// the service back to the owner, with the standby marked.
+	for _, n := range nodes[1:] {
+		if err := h.Break(n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes[1:] {
+		// It may answer success (restored, its first check not yet
+		// run) or the failure: either way the check fails there next.
+		err := h.Switchover("mrk", n)
+		t.Logf("switchover to %s, which is broken: %v", n, err)
+		h.Eventually(failoverTimeout, "mrk failed on "+n+" and back on "+nodes[0], func() (bool, string) {
+			st, err := h.Status(nodes[0])
+			if err != nil {
+				return false, err.Error()
+			}
+			hs, _ := hierarchyOf(st, "mrk")
+			return slices.Contains(hs.Failed, n) && hs.Owner == nodes[0] && hs.State == "online", fmt.Sprintf("%+v", hs)
+		})
+	}
+	for _, n := range nodes[1:] {
+		if err := h.Break(n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marked := time.Now()
+	h.Kill(nodes[0])
+	// Nowhere to go: the reason names each node.
+	h.Eventually(failoverTimeout, "status explains why mrk runs nowhere", func() (bool, string) {
+		st, err := h.Status(nodes[1])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ := hierarchyOf(st, "mrk")
+		ok := hs.State == "failed" && strings.Contains(hs.Reason, nodes[1]+": the hierarchy failed there (the mark expires at") &&
+			strings.Contains(hs.Reason, nodes[2]+": the hierarchy failed there") && len(hs.FailedUntil) == 2
+		return ok, fmt.Sprintf("state %s, reason %q, failed until %v", hs.State, hs.Reason, hs.FailedUntil)
+	})
+	if run := h.Running("mrk"); len(run) != 0 {
+		t.Fatalf("mrk runs on %v with every live node marked", run)
+	}
+	servedOn(t, h, "mrk", nodes[1], failureTimeout+failoverTimeout)
+	if waited := time.Since(marked); waited < failureTimeout-2*time.Second {
+		t.Errorf("mrk came back %s after the marks, before failure_timeout (%s) could have expired them", waited, failureTimeout)
+	}
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+	servedOn(t, h, "mrk", nodes[1], failoverTimeout)
 	noDoubleOwners(t, h)
 }
 
