@@ -34,6 +34,9 @@ func applyCmd() *cobra.Command {
       monitor_interval: 1s
       local_recovery: 2
       failure_timeout: 10m             # a node where it failed is skipped this long
+      migration_threshold: 1           # failures on a node before it is skipped
+      max_failovers: 5                 # anti-flap: more within failover_window stops it
+      failover_window: 1h
       resources:
         - name: web-app
           type: app

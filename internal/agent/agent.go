@@ -575,6 +575,8 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			cmds = append(cmds, cluster.Purge{Hierarchy: act.Hierarchy, Epoch: act.Epoch})
 		case placement.ActExpire:
 			cmds = append(cmds, cluster.ExpireMark{Hierarchy: act.Hierarchy, Node: act.Node, MarkedAt: act.MarkedAt})
+		case placement.ActStop:
+			cmds = append(cmds, cluster.SetOnline{Hierarchy: act.Hierarchy, Online: false, Reason: act.Reason})
 		default:
 			continue
 		}

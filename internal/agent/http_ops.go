@@ -44,13 +44,13 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Normalize()
 	}
-	// A setting an older voter cannot read: 0.1 drops failure_timeout
-	// from the spec (and its leader refuses the field), so it waits for
+	// Settings an older voter cannot read: 0.1 drops the failure policy
+	// from the spec (and its leader refuses the fields), so they wait for
 	// feature level 2.
 	if lvl := a.c.FSM.Level(); lvl < cluster.LevelTyped {
 		for _, h := range req.Hierarchies {
-			if h.FailureTimeout != 0 {
-				problems = append(problems, fmt.Sprintf("hierarchy %q: failure_timeout needs cluster feature level %d (every node on lifeboat 0.2 or later); the cluster is at %d: finish the upgrade first (`lifeboat status` shows each node's version)", h.Name, cluster.LevelTyped, lvl))
+			if h.UsesFailurePolicy() {
+				problems = append(problems, fmt.Sprintf("hierarchy %q: failure_timeout, migration_threshold, max_failovers and failover_window need cluster feature level %d (every node on lifeboat 0.2 or later); the cluster is at %d: finish the upgrade first (`lifeboat status` shows each node's version)", h.Name, cluster.LevelTyped, lvl))
 			}
 		}
 	}

@@ -135,9 +135,10 @@ type SetLevel struct {
 	Level int `json:"level"`
 }
 
-// ExpireMark removes the failure mark of Node from a hierarchy once it is
-// older than the hierarchy's failure_timeout (the leader decides; MarkedAt
-// names the mark, so that one made again since is kept). Feature level 2.
+// ExpireMark forgets the failures of Node for a hierarchy (its mark, if
+// any, and its count) once the last is older than the hierarchy's
+// failure_timeout (the leader decides; MarkedAt names that failure, so
+// that one made since is kept). Feature level 2.
 type ExpireMark struct {
 	Hierarchy string    `json:"hierarchy"`
 	Node      string    `json:"node"`
@@ -248,7 +249,9 @@ func (c SetOnline) apply(s *State, at time.Time) Result {
 	a.Online = c.Online
 	a.MoveTo = ""
 	if c.ClearFailed {
-		a.Failed, a.FailedAt = nil, nil
+		// An operator's start: every mark, count and the failover
+		// history (anti-flap) start over.
+		a.Failed, a.FailedAt, a.Failures, a.Failovers = nil, nil, nil, nil
 	}
 	bump(a, at, c.Reason)
 	return Result{Changed: true}
@@ -260,9 +263,21 @@ func (c Assign) apply(s *State, at time.Time) Result {
 		return Result{}
 	}
 	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
-		a.Failed = append(a.Failed, a.Node)
 		if s.FeatureLevel() >= LevelTyped {
+			// Count the failure; mark the node once it reaches the
+			// hierarchy's migration threshold; record the failover.
+			h := s.Hierarchies[c.Hierarchy]
 			stampMark(a, a.Node, at)
+			if a.Failures == nil {
+				a.Failures = map[string]int{}
+			}
+			a.Failures[a.Node]++
+			if a.Failures[a.Node] >= h.EffectiveMigrationThreshold() {
+				a.Failed = append(a.Failed, a.Node)
+			}
+			recordFailover(a, h.EffectiveFailoverWindow(), at)
+		} else {
+			a.Failed = append(a.Failed, a.Node)
 		}
 	}
 	a.Node, a.Gen, a.MoveTo, a.MoveForce = c.Node, c.Gen, "", false
@@ -321,6 +336,11 @@ func (c Release) apply(s *State, at time.Time) Result {
 	changed := false
 	for _, a := range s.Assignments {
 		if a.Node == c.Node && a.Gen == c.Gen {
+			if a.Online && s.FeatureLevel() >= LevelTyped {
+				// Its node was fenced: an automatic failover.
+				h := s.Hierarchies[a.Hierarchy]
+				recordFailover(a, h.EffectiveFailoverWindow(), at)
+			}
 			a.Node, a.Gen = "", 0
 			bump(a, at, c.Reason)
 			changed = true
@@ -422,9 +442,28 @@ func stampMark(a *Assignment, node string, at time.Time) {
 	a.FailedAt[node] = at.UTC()
 }
 
+// maxFailovers bounds the failover history kept per hierarchy.
+const maxFailovers = 1024
+
+// recordFailover adds an automatic failover at at, forgetting those that
+// left the window.
+func recordFailover(a *Assignment, window time.Duration, at time.Time) {
+	var keep []time.Time // a new slice: copies of the state may share the old one
+	for _, t := range a.Failovers {
+		if t.After(at.Add(-window)) {
+			keep = append(keep, t)
+		}
+	}
+	keep = append(keep, at.UTC())
+	if len(keep) > maxFailovers {
+		keep = keep[len(keep)-maxFailovers:]
+	}
+	a.Failovers = keep
+}
+
 func (c ExpireMark) apply(s *State, _ time.Time) Result {
 	a := s.Assignments[c.Hierarchy]
-	if a == nil || !a.FailedOn(c.Node) {
+	if a == nil {
 		return Result{}
 	}
 	// Only the mark the leader saw expire: one made again since stays.

@@ -624,3 +624,48 @@ func TestFailureMarkTimes(t *testing.T) {
 		t.Fatalf("start cleared failed %v at %v", a.Failed, a.FailedAt)
 	}
 }
+
+// migration_threshold: a node is marked only at its Nth failure; each
+// failure (and each release of an online hierarchy by a fence) is an
+// automatic failover in the history, which a start clears; ExpireMark
+// forgets an unmarked node's count too.
+func TestFailureCountsAndFailovers(t *testing.T) {
+	s := NewState()
+	h := testHier("web", "n1", "n2", "n3")
+	h.MigrationThreshold = 2
+	mustApply(t, s, put(h))
+	a := s.Assignments["web"]
+	(SetLevel{Level: LevelTyped}).apply(s, t0)
+	epoch := a.Epoch
+	move := func(to string, mark bool, at time.Time) {
+		t.Helper()
+		if r := (Assign{Hierarchy: "web", Node: to, Gen: 1, Epoch: epoch, MarkFailed: mark}).apply(s, at); r.Err != nil || !r.Changed {
+			t.Fatalf("assign to %s: %+v", to, r)
+		}
+		epoch = a.Epoch
+	}
+	a.Online = true
+	move("n1", false, t0)
+	move("n2", true, t0.Add(time.Minute)) // n1's first failure
+	if a.FailedOn("n1") || a.Failures["n1"] != 1 || len(a.Failovers) != 1 {
+		t.Fatalf("after n1's first failure: failed %v, failures %v, failovers %v", a.Failed, a.Failures, a.Failovers)
+	}
+	move("n1", true, t0.Add(2*time.Minute)) // n2's first failure
+	move("n3", true, t0.Add(3*time.Minute)) // n1's second: marked
+	if !a.FailedOn("n1") || a.FailedOn("n2") || a.Failures["n1"] != 2 || len(a.Failovers) != 3 {
+		t.Fatalf("after n1's second failure: failed %v, failures %v, failovers %v", a.Failed, a.Failures, a.Failovers)
+	}
+	// A fence releases n3's online hierarchy: one more failover.
+	(Join{Node: "n3", Level: LevelTyped}).apply(s, t0)
+	(Release{Node: "n3", Gen: 1}).apply(s, t0.Add(4*time.Minute))
+	if a.Node != "" || len(a.Failovers) != 4 {
+		t.Fatalf("after the release: node %q, failovers %v", a.Node, a.Failovers)
+	}
+	// n2's count (no mark) expires.
+	if r := (ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: t0.Add(2 * time.Minute)}).apply(s, t0); !r.Changed || a.Failures["n2"] != 0 || !a.FailedOn("n1") {
+		t.Fatalf("expiry of n2's count: %+v, failures %v, failed %v", r, a.Failures, a.Failed)
+	}
+	if r := (SetOnline{Hierarchy: "web", Online: true, ClearFailed: true}).apply(s, t0); r.Err != nil || a.Failed != nil || a.Failures != nil || a.Failovers != nil {
+		t.Fatalf("start left failed %v, failures %v, failovers %v", a.Failed, a.Failures, a.Failovers)
+	}
+}

@@ -526,6 +526,8 @@ func TestParseSpecBad(t *testing.T) {
 			6, "hierarchies[0].local_recovery", "0 or more"},
 		{"failure timeout too short", []string{"local_recovery: 2\n", "local_recovery: 2\n    failure_timeout: 100ms\n"},
 			7, "hierarchies[0].failure_timeout", "must be at least 1s"},
+		{"failover window alone", []string{"local_recovery: 2\n", "local_recovery: 2\n    migration_threshold: 2\n    failover_window: 1h\n"},
+			8, "hierarchies[0].failover_window", "applies only with max_failovers"},
 		{"params not strings", []string{`params: {restore: start-db}`, `params: {restore: [a, b]}`},
 			25, "hierarchies[1].resources[0].params.restore", "expected a string"},
 		{"unknown top-level key", []string{"params: {restore: start-db}\n", "params: {restore: start-db}\nversion: 2\n"},

@@ -45,9 +45,12 @@ const (
 	ActFence = "fence"
 	// ActPurge forgets a deleted hierarchy that is out of service.
 	ActPurge = "purge"
-	// ActExpire removes Node's failure mark (made at MarkedAt) once it is
-	// older than the hierarchy's failure_timeout.
+	// ActExpire forgets Node's failures (its mark and count; the last at
+	// MarkedAt) once they are older than the hierarchy's failure_timeout.
 	ActExpire = "expire-mark"
+	// ActStop takes the hierarchy out of service instead of failing it
+	// over again (anti-flap: max_failovers within failover_window).
+	ActStop = "stop"
 )
 
 // Action is one step for the leader to commit.
@@ -73,7 +76,9 @@ func (a Action) String() string {
 	case ActPurge:
 		return fmt.Sprintf("purge %s", a.Hierarchy)
 	case ActExpire:
-		return fmt.Sprintf("expire the failure mark of %s on %s: %s", a.Hierarchy, a.Node, a.Reason)
+		return fmt.Sprintf("forget the failures of %s on %s: %s", a.Hierarchy, a.Node, a.Reason)
+	case ActStop:
+		return fmt.Sprintf("stop %s: %s", a.Hierarchy, a.Reason)
 	}
 	return fmt.Sprintf("assign %s to %q: %s", a.Hierarchy, a.Node, a.Reason)
 }
@@ -183,13 +188,30 @@ func expired(s *state.State, now time.Time) []Action {
 		}
 		timeout := h.EffectiveFailureTimeout()
 		for _, n := range spec.SortedKeys(a.FailedAt) {
-			if exp := a.MarkExpires(n, timeout); !exp.IsZero() && !now.Before(exp) {
+			if exp := a.FailureExpires(n, timeout); !exp.IsZero() && !now.Before(exp) {
 				out = append(out, Action{Kind: ActExpire, Hierarchy: name, Node: n, MarkedAt: a.FailedAt[n],
-					Reason: fmt.Sprintf("marked failed at %s, failure_timeout %s", a.FailedAt[n].UTC().Format(time.RFC3339), timeout)})
+					Reason: fmt.Sprintf("last failed there at %s, failure_timeout %s", a.FailedAt[n].UTC().Format(time.RFC3339), timeout)})
 			}
 		}
 	}
 	return out
+}
+
+// flapping reports whether the hierarchy has failed over more than its
+// max_failovers within failover_window, counting extra failovers about to
+// be committed (feature level 2; never without max_failovers).
+func flapping(s *state.State, h spec.Hierarchy, a *state.Assignment, now time.Time, extra int) bool {
+	if h.MaxFailovers <= 0 || s.FeatureLevel() < state.LevelTyped {
+		return false
+	}
+	return a.RecentFailovers(now, h.EffectiveFailoverWindow())+extra > h.MaxFailovers
+}
+
+func stopFlapping(h spec.Hierarchy, a *state.Assignment, now time.Time) Action {
+	n := a.RecentFailovers(now, h.EffectiveFailoverWindow())
+	return Action{Kind: ActStop, Hierarchy: h.Name, Epoch: a.Epoch,
+		Reason: fmt.Sprintf("automatic failover blocked (anti-flap): %d failovers within %s, max_failovers %d; it stays stopped until `lifeboat start %s`",
+			n, h.EffectiveFailoverWindow(), h.MaxFailovers, h.Name)}
 }
 
 // ownerGone reports whether the owner's lease generation must be fenced
@@ -249,6 +271,10 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 			if !a.Online {
 				continue
 			}
+			if a.MoveTo == "" && flapping(s, h, a, now, 0) {
+				out = append(out, stopFlapping(h, a, now))
+				continue
+			}
 			if t, ok := nodes[a.MoveTo]; ok && a.MoveTo != "" {
 				if c, _ := Candidate(h, a, t, true); c {
 					out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: t.Name, Gen: t.Gen, Epoch: a.Epoch, Reason: "switchover to " + t.Name})
@@ -268,6 +294,9 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 		switch {
 		case !a.Online:
 			continue
+		case reported && rep.State == "failed" && flapping(s, h, a, now, 1):
+			// This failover would be one too many.
+			out = append(out, stopFlapping(h, a, now))
 		case reported && rep.State == "failed":
 			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true}
 			if c, ok := Choose(h, a, nodes, a.Node); ok {

@@ -621,3 +621,58 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+// Anti-flap: with max_failovers set, the failover that would make one too
+// many within failover_window stops the hierarchy instead, whether it
+// failed (report) or its owner was fenced (released, unowned).
+func TestDecideAntiFlap(t *testing.T) {
+	h := hier("app", intel, "n1", "n2", "n3")
+	h.MaxFailovers = 2
+	h.FailoverWindow = spec.Duration(10 * time.Minute)
+	nodes := views(ready("n1", 1), ready("n2", 1), ready("n3", 1))
+	recent := func(n int) []time.Time {
+		var ts []time.Time
+		for i := range n {
+			ts = append(ts, testNow.Add(-time.Duration(i+1)*time.Minute))
+		}
+		return ts
+	}
+	failed := func(level int, failovers []time.Time) *state.State {
+		w := newWorld().hier(h, state.Assignment{Node: "n1", Gen: 1, Epoch: 7, Online: true, Failovers: failovers})
+		w.report("n1", "app", 7, "failed", "boom")
+		w.s.Level = level
+		return w.s
+	}
+	if got := Decide(failed(2, recent(1)), nodes, testNow); len(got) != 1 || got[0].Kind != ActAssign || got[0].Node != "n2" {
+		t.Fatalf("second failover within the window: %+v, want an assign to n2", got)
+	}
+	got := Decide(failed(2, recent(2)), nodes, testNow)
+	if len(got) != 1 || got[0].Kind != ActStop || got[0].Epoch != 7 {
+		t.Fatalf("third failover within the window: %+v, want a stop", got)
+	}
+	for _, want := range []string{"anti-flap", "2 failovers within 10m0s", "max_failovers 2", "lifeboat start app"} {
+		if !strings.Contains(got[0].Reason, want) {
+			t.Errorf("reason %q does not say %q", got[0].Reason, want)
+		}
+	}
+	// Failovers older than the window do not count; level 1 has no limit.
+	old := []time.Time{testNow.Add(-11 * time.Minute), testNow.Add(-12 * time.Minute), testNow.Add(-13 * time.Minute)}
+	if got := Decide(failed(2, old), nodes, testNow); len(got) != 1 || got[0].Kind != ActAssign {
+		t.Errorf("failovers outside the window: %+v, want an assign", got)
+	}
+	if got := Decide(failed(1, recent(5)), nodes, testNow); len(got) != 1 || got[0].Kind != ActAssign {
+		t.Errorf("at feature level 1: %+v, want an assign (0.1 knows no limit)", got)
+	}
+	// Released by a fence: the release recorded the failover already.
+	unowned := func(failovers []time.Time) *state.State {
+		w := newWorld().hier(h, state.Assignment{Epoch: 9, Online: true, Failovers: failovers})
+		w.s.Level = 2
+		return w.s
+	}
+	if got := Decide(unowned(recent(2)), nodes, testNow); len(got) != 1 || got[0].Kind != ActAssign || got[0].Node != "n1" {
+		t.Errorf("released after its second failover: %+v, want an assign to n1", got)
+	}
+	if got := Decide(unowned(recent(3)), nodes, testNow); len(got) != 1 || got[0].Kind != ActStop {
+		t.Errorf("released after its third failover: %+v, want a stop", got)
+	}
+}

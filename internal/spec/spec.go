@@ -127,8 +127,40 @@ type Hierarchy struct {
 	// take the hierarchy again. Unset: DefaultFailureTimeout (see
 	// EffectiveFailureTimeout). It is left unset by Normalize on purpose:
 	// a spec that does not use it stays readable by a version before it.
-	FailureTimeout Duration   `json:"failure_timeout,omitempty" yaml:"failure_timeout,omitempty"`
+	FailureTimeout Duration `json:"failure_timeout,omitempty" yaml:"failure_timeout,omitempty"`
+	// MigrationThreshold is how many times the hierarchy must fail on a
+	// node (each failure fails it over; failures older than
+	// FailureTimeout are forgotten) before the node is marked and
+	// skipped. Unset: 1, the first failure marks.
+	MigrationThreshold int `json:"migration_threshold,omitempty" yaml:"migration_threshold,omitempty"`
+	// MaxFailovers, when set, blocks automatic failover once the
+	// hierarchy has failed over that many times within FailoverWindow:
+	// the next failover stops it instead (anti-flap), until an operator
+	// starts it. Unset: no limit.
+	MaxFailovers int `json:"max_failovers,omitempty" yaml:"max_failovers,omitempty"`
+	// FailoverWindow is MaxFailovers' window. Unset: DefaultFailoverWindow.
+	FailoverWindow Duration   `json:"failover_window,omitempty" yaml:"failover_window,omitempty"`
 	Resources      []Resource `json:"resources" yaml:"resources"`
+}
+
+// DefaultFailoverWindow is the window of MaxFailovers when unset.
+const DefaultFailoverWindow = time.Hour
+
+// EffectiveMigrationThreshold is MigrationThreshold, or 1 when unset.
+func (h *Hierarchy) EffectiveMigrationThreshold() int { return max(h.MigrationThreshold, 1) }
+
+// EffectiveFailoverWindow is FailoverWindow, or the default when unset.
+func (h *Hierarchy) EffectiveFailoverWindow() time.Duration {
+	if h.FailoverWindow > 0 {
+		return h.FailoverWindow.D()
+	}
+	return DefaultFailoverWindow
+}
+
+// UsesFailurePolicy reports whether the spec sets any of the failure
+// policy settings that need feature level 2.
+func (h *Hierarchy) UsesFailurePolicy() bool {
+	return h.FailureTimeout != 0 || h.MigrationThreshold != 0 || h.MaxFailovers != 0 || h.FailoverWindow != 0
 }
 
 // EffectiveFailureTimeout is FailureTimeout, or the default when unset.
@@ -211,6 +243,17 @@ func (h *Hierarchy) Validate(knownTypes func(string) bool) []Problem {
 	}
 	if h.FailureTimeout < 0 || (h.FailureTimeout > 0 && h.FailureTimeout.D() < time.Second) {
 		add("failure_timeout", "must be at least 1s (how long a node where the hierarchy failed is skipped; default %s)", DefaultFailureTimeout)
+	}
+	if h.MigrationThreshold < 0 || h.MigrationThreshold > 100 {
+		add("migration_threshold", "must be between 1 and 100 (failures on a node before it is skipped; default 1)")
+	}
+	if h.MaxFailovers < 0 || h.MaxFailovers > 1000 {
+		add("max_failovers", "must be between 1 and 1000 (automatic failovers within failover_window before failover is blocked; unset: no limit)")
+	}
+	if h.FailoverWindow < 0 || (h.FailoverWindow > 0 && h.FailoverWindow.D() < time.Second) {
+		add("failover_window", "must be at least 1s (default %s)", DefaultFailoverWindow)
+	} else if h.FailoverWindow > 0 && h.MaxFailovers == 0 {
+		add("failover_window", "applies only with max_failovers: set max_failovers too, or remove failover_window")
 	}
 	if len(h.Resources) == 0 {
 		add("resources", "a hierarchy needs at least one resource")

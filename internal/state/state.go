@@ -35,10 +35,18 @@ type Assignment struct {
 	// failure_timeout) or an operator starts or switches the hierarchy
 	// over.
 	Failed []string `json:"failed,omitempty"`
-	// FailedAt is when each mark in Failed was made (the entry's time),
-	// from feature level 2 on; a mark from before carries the time the
-	// cluster reached level 2.
+	// FailedAt is when the hierarchy last failed on each node (the
+	// entry's time), marked or not, from feature level 2 on; a mark from
+	// before carries the time the cluster reached level 2. The mark and
+	// the count expire together, failure_timeout after it.
 	FailedAt map[string]time.Time `json:"failed_at,omitempty"`
+	// Failures counts the failures on each node since its count last
+	// expired (feature level 2): a node is marked once it reaches the
+	// hierarchy's migration_threshold.
+	Failures map[string]int `json:"failures,omitempty"`
+	// Failovers are the times of the automatic failovers within the
+	// hierarchy's failover_window (feature level 2; anti-flap).
+	Failovers []time.Time `json:"failovers,omitempty"`
 	// Deleting: take out of service, then forget.
 	Deleting bool   `json:"deleting,omitempty"`
 	Reason   string `json:"reason,omitempty"`
@@ -60,11 +68,31 @@ func (a *Assignment) FailedOn(node string) bool {
 // MarkExpires is when the failure mark of node expires, given the
 // hierarchy's failure timeout (zero time: no mark, or one without a time).
 func (a *Assignment) MarkExpires(node string, timeout time.Duration) time.Time {
+	if !a.FailedOn(node) {
+		return time.Time{}
+	}
+	return a.FailureExpires(node, timeout)
+}
+
+// FailureExpires is when node's failure record (its mark, if any, and
+// its count) expires (zero time: none with a time).
+func (a *Assignment) FailureExpires(node string, timeout time.Duration) time.Time {
 	t, ok := a.FailedAt[node]
-	if !ok || !a.FailedOn(node) {
+	if !ok {
 		return time.Time{}
 	}
 	return t.Add(timeout)
+}
+
+// RecentFailovers counts the automatic failovers after now - window.
+func (a *Assignment) RecentFailovers(now time.Time, window time.Duration) int {
+	n := 0
+	for _, t := range a.Failovers {
+		if t.After(now.Add(-window)) {
+			n++
+		}
+	}
+	return n
 }
 
 // Unmark removes node's failure mark.
@@ -79,6 +107,10 @@ func (a *Assignment) Unmark(node string) {
 	delete(a.FailedAt, node)
 	if len(a.FailedAt) == 0 {
 		a.FailedAt = nil
+	}
+	delete(a.Failures, node)
+	if len(a.Failures) == 0 {
+		a.Failures = nil
 	}
 }
 

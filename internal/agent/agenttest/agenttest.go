@@ -352,6 +352,23 @@ func (c *Cluster) Switchover(hierarchy, to string) error {
 	return errors.New("switchover: no node is running")
 }
 
+// StartHierarchy implements Harness.
+func (c *Cluster) StartHierarchy(hierarchy string) error {
+	for _, n := range c.names {
+		if c.Agent(n) == nil {
+			continue
+		}
+		cl, err := c.client(n)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{}, nil)
+	}
+	return errors.New("start: no node is running")
+}
+
 // Restores implements Harness.
 func (c *Cluster) Restores(hierarchy string) map[string]int { return c.world.Restores(hierarchy) }
 

@@ -66,7 +66,7 @@ func TestFailureTimeoutNeedsLevel2(t *testing.T) {
 		h := c.Service("web", c.Nodes())
 		h.FailureTimeout = spec.Duration(time.Minute)
 		err := c.Apply(h)
-		if err == nil || !strings.Contains(err.Error(), "failure_timeout needs cluster feature level 2") {
+		if err == nil || !strings.Contains(err.Error(), "failure_timeout, migration_threshold, max_failovers and failover_window need cluster feature level 2") {
 			t.Fatalf("apply with failure_timeout at level 1: %v", err)
 		}
 		h.FailureTimeout = 0

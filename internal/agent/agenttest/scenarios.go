@@ -67,6 +67,9 @@ type Harness interface {
 	Break(node string, broken bool) error
 	// Switchover asks for hierarchy to move to node.
 	Switchover(hierarchy, to string) error
+	// StartHierarchy is `lifeboat start NAME`: in service again, every
+	// failure mark and the failover history cleared.
+	StartHierarchy(hierarchy string) error
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -118,6 +121,7 @@ var Scenarios = []Scenario{
 	{Name: "OneLostLink", Run: oneLostLink},
 	{Name: "HangOwner", Run: hangOwner},
 	{Name: "MarksExpire", Run: marksExpire},
+	{Name: "AntiFlap", Run: antiFlap},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -463,6 +467,54 @@ func marksExpire(t testing.TB, h Harness) {
 	h.Start(nodes[0])
 	agree(t, h, nodes, formTimeout)
 	servedOn(t, h, "mrk", nodes[1], failoverTimeout)
+	noDoubleOwners(t, h)
+}
+
+// antiFlap: with max_failovers 2, the owner dies three times within the
+// window: the third failover is blocked, the hierarchy stops and status
+// says why; `lifeboat start` brings it back.
+func antiFlap(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	if len(nodes) < 3 {
+		t.Skip("needs three nodes")
+	}
+	agree(t, h, nodes, formTimeout)
+	svc := h.Service("flp", nodes)
+	svc.MaxFailovers = 2
+	svc.FailoverWindow = spec.Duration(time.Hour)
+	if err := h.Apply(svc); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "flp", nodes[0], formTimeout)
+	// Two failovers: node1 dies (to node2), back; node2 dies (to node1,
+	// first by priority), back.
+	h.Kill(nodes[0])
+	servedOn(t, h, "flp", nodes[1], failoverTimeout)
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+	h.Kill(nodes[1])
+	servedOn(t, h, "flp", nodes[0], failoverTimeout)
+	h.Start(nodes[1])
+	agree(t, h, nodes, formTimeout)
+	// The third is one too many.
+	h.Kill(nodes[0])
+	h.Eventually(failoverTimeout, "flp stopped by anti-flap", func() (bool, string) {
+		st, err := h.Status(nodes[1])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ := hierarchyOf(st, "flp")
+		return hs.State == "stopped" && strings.Contains(hs.Reason, "anti-flap"), fmt.Sprintf("state %s, reason %q", hs.State, hs.Reason)
+	})
+	if run := h.Running("flp"); len(run) != 0 {
+		t.Fatalf("flp runs on %v after anti-flap stopped it", run)
+	}
+	if err := h.StartHierarchy("flp"); err != nil {
+		t.Fatalf("start flp: %v", err)
+	}
+	servedOn(t, h, "flp", nodes[1], failoverTimeout)
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
 	noDoubleOwners(t, h)
 }
 
