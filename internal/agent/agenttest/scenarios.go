@@ -410,7 +410,7 @@ func marksExpire(t testing.TB, h Harness) {
 	if len(nodes) < 3 {
 		t.Skip("needs three nodes")
 	}
-	const failureTimeout = 8 * time.Second
+	const failureTimeout = 6 * time.Second
 	agree(t, h, nodes, formTimeout)
 	svc := h.Service("mrk", nodes)
 	svc.FailureTimeout = spec.Duration(failureTimeout)
