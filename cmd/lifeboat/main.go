@@ -59,7 +59,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
-	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false),
+	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	err := root.Execute()
 	if err == nil {

@@ -37,6 +37,7 @@ func applyCmd() *cobra.Command {
       migration_threshold: 1           # failures on a node before it is skipped
       max_failovers: 5                 # anti-flap: more within failover_window stops it
       failover_window: 1h
+      confirm_failover: false          # true: a failover waits for lifeboat failover confirm|block
       resources:
         - name: web-app
           type: app
@@ -166,6 +167,42 @@ func startStopCmd(start bool) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is committed")
+	return cmd
+}
+
+func failoverCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "failover confirm|block HIERARCHY",
+		Short: "Decide a failover that waits for confirmation (confirm_failover)",
+		Long: `A hierarchy with confirm_failover: true does not fail over on its own: once its
+owner has failed or been fenced, status shows it awaiting-confirmation, and it
+waits for an operator's decision up to confirm_timeout, then does confirm_default.
+
+  confirm  place it on the best ready node now (waits until it is online there)
+  block    leave it out of service until lifeboat start`,
+		Example: `  lifeboat failover confirm db
+  lifeboat failover block db --json`,
+	}
+	for _, d := range []string{"confirm", "block"} {
+		var noWait bool
+		sub := &cobra.Command{
+			Use:     d + " HIERARCHY",
+			Short:   map[string]string{"confirm": "Let the failover go on now", "block": "Keep the hierarchy out of service (until lifeboat start)"}[d],
+			Example: "  lifeboat failover " + d + " db",
+			Args:    cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var o api.Outcome
+				if err := call(context.Background(), "POST", "/v1/hierarchies/"+args[0]+"/failover/"+d, api.ActionRequest{NoWait: noWait, Timeout: spec.Duration(g.timeout)}, &o); err != nil {
+					return err
+				}
+				return outcome(o, "failover "+d)
+			},
+		}
+		if d == "confirm" {
+			sub.Flags().BoolVar(&noWait, "no-wait", false, "return once the decision is committed")
+		}
+		cmd.AddCommand(sub)
+	}
 	return cmd
 }
 

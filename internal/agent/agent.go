@@ -29,6 +29,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
@@ -500,6 +501,10 @@ func strandedWhy(s *cluster.State, views map[string]placement.NodeView) map[stri
 		if as == nil || as.Node != "" || !as.Online || as.Deleting || as.MoveTo != "" {
 			continue
 		}
+		if h := s.Hierarchies[name]; !as.ConfirmSince.IsZero() {
+			out[name] = confirmWhy(&h, as)
+			continue
+		}
 		if _, _, ok := placement.ChooseDown(s.Hierarchies[name], as, views); ok {
 			continue // placed this round
 		}
@@ -508,14 +513,20 @@ func strandedWhy(s *cluster.State, views map[string]placement.NodeView) map[stri
 	return out
 }
 
+// confirmWhy says that a failover waits for an operator's decision.
+func confirmWhy(h *spec.Hierarchy, as *cluster.Assignment) string {
+	return fmt.Sprintf("the failover waits for confirmation: `lifeboat failover confirm %s` or `lifeboat failover block %s`; without a decision, %s at %s",
+		h.Name, h.Name, h.EffectiveConfirmDefault(), as.ConfirmSince.Add(h.EffectiveConfirmTimeout()).UTC().Format(time.RFC3339))
+}
+
 // reportStranded logs and records an event when a hierarchy comes to run
 // nowhere, or the reason changes, and when it is placed again (leader
 // loop only).
 func (a *Agent) reportStranded(now map[string]string) {
 	for name, why := range now {
 		if a.stranded[name] != why {
-			a.log.Warn("hierarchy out of service: no node can take it", "hierarchy", name, "why", why)
-			a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "stranded", Error: why, Message: "no node can take it"})
+			a.log.Warn("hierarchy runs nowhere", "hierarchy", name, "why", why)
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "stranded", Error: why, Message: "runs nowhere"})
 		}
 	}
 	for name := range a.stranded {
@@ -577,6 +588,8 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			cmds = append(cmds, cluster.ExpireMark{Hierarchy: act.Hierarchy, Node: act.Node, MarkedAt: act.MarkedAt})
 		case placement.ActStop:
 			cmds = append(cmds, cluster.SetOnline{Hierarchy: act.Hierarchy, Online: false, Reason: act.Reason})
+		case placement.ActProceed:
+			cmds = append(cmds, cluster.ConfirmFailover{Hierarchy: act.Hierarchy, Proceed: true, Reason: act.Reason})
 		default:
 			continue
 		}

@@ -165,6 +165,7 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/hierarchies/{name}/switchover", a.handleSwitchover)
 	mux.HandleFunc("POST /v1/hierarchies/{name}/start", a.handleStartStop(true))
 	mux.HandleFunc("POST /v1/hierarchies/{name}/stop", a.handleStartStop(false))
+	mux.HandleFunc("POST /v1/hierarchies/{name}/failover/{decision}", a.handleFailoverDecision)
 	mux.HandleFunc("DELETE /v1/hierarchies/{name}", a.handleDelete)
 	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("POST /v1/log-level", a.handleLogLevel)

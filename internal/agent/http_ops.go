@@ -240,6 +240,53 @@ func (a *Agent) finishWait(w http.ResponseWriter, r *http.Request, name string, 
 	writeJSON(w, out)
 }
 
+// handleFailoverDecision decides a failover that waits for confirmation:
+// POST /v1/hierarchies/{name}/failover/{decision}, confirm or block.
+// Confirm waits (like start) until the hierarchy is online somewhere.
+func (a *Agent) handleFailoverDecision(w http.ResponseWriter, r *http.Request) {
+	name, decision := r.PathValue("name"), r.PathValue("decision")
+	var req api.ActionRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if decision != "confirm" && decision != "block" {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("unknown decision %q: use confirm or block", decision))
+		return
+	}
+	cur, _, ok := a.assignment(name)
+	if !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", name))
+		return
+	}
+	proceed := decision == "confirm"
+	reason := "failover " + map[bool]string{true: "confirmed", false: "blocked"}[proceed] + " by an operator"
+	if !proceed {
+		reason += "; `lifeboat start " + name + "` starts it"
+	}
+	start := time.Now()
+	if _, err := a.submit(r.Context(), cluster.ConfirmFailover{Hierarchy: name, Proceed: proceed, Reason: reason}); err != nil {
+		if errors.Is(err, cluster.ErrNothingToConfirm) || strings.Contains(err.Error(), cluster.ErrNothingToConfirm.Error()) {
+			writeErr(w, http.StatusConflict, fmt.Errorf("%s: no failover is waiting for confirmation (state: see lifeboat status)", name))
+			return
+		}
+		writeErr(w, http.StatusConflict, err)
+		return
+	}
+	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "failover-" + decision, Message: reason})
+	if !proceed || req.NoWait {
+		as, _, _ := a.assignment(name)
+		writeJSON(w, api.Outcome{Hierarchy: name, Owner: as.Node, Epoch: as.Epoch, State: map[bool]string{true: "requested", false: "stopped"}[proceed],
+			Duration: time.Since(start).Round(time.Millisecond).String()})
+		return
+	}
+	a.finishWait(w, r, name, start, cur.Epoch, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
+		if as.Node == "" {
+			return false, nil
+		}
+		return onlineOrFailed(s, as)
+	})
+}
+
 func (a *Agent) handleStartStop(online bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")

@@ -114,7 +114,9 @@ func (a *Agent) status() api.Status {
 				}
 			}
 		}
-		if hs.State == "failed" || hs.State == "unplaced" {
+		if hs.State == "awaiting-confirmation" {
+			hs.Reason = confirmWhy(&h, as)
+		} else if hs.State == "failed" || hs.State == "unplaced" {
 			// Why it runs nowhere, node by node, as this node sees them.
 			if views == nil {
 				views = a.nodeViews(s)
@@ -142,6 +144,8 @@ func hierarchyState(s *cluster.State, as *cluster.Assignment) string {
 		return "unknown"
 	case as.Deleting:
 		return "deleting"
+	case as.Node == "" && as.Online && !as.ConfirmSince.IsZero():
+		return "awaiting-confirmation"
 	case as.Node == "" && as.Online && len(as.Failed) > 0:
 		return "failed"
 	case as.Node == "" && as.Online:

@@ -82,7 +82,8 @@ var kinds = map[string]kindInfo{
 	// sets, so it is always typed.
 	SetLevel{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetLevel]},
 	// Failure marks expire from level 2 on.
-	ExpireMark{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
+	ExpireMark{}.Kind():      {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
+	ConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[ConfirmFailover]},
 }
 
 func init() {

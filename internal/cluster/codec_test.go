@@ -34,6 +34,7 @@ func everyKind() []Cmd {
 		SetFindings{Node: "n2", Findings: map[string]int{"warn": 1}},
 		SetLevel{Level: 2},
 		ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: t0.Add(-time.Hour)},
+		ConfirmFailover{Hierarchy: "web", Proceed: true, Reason: "confirmed"},
 		Batch{Cmds: []Cmd{Assign{Hierarchy: "a", Node: "n1", Gen: 1, Epoch: 1}, Report{Node: "n1", Hierarchy: "a", Report: HierarchyReport{Epoch: 2, State: "online", At: t0}}}},
 	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -145,6 +146,16 @@ type ExpireMark struct {
 	MarkedAt  time.Time `json:"marked_at"`
 }
 
+// ConfirmFailover is an operator's (or, at confirm_timeout, the leader's)
+// decision on a failover waiting for confirmation: proceed places the
+// hierarchy as usual; block takes it out of service until it is started.
+// Feature level 2.
+type ConfirmFailover struct {
+	Hierarchy string `json:"hierarchy"`
+	Proceed   bool   `json:"proceed"`
+	Reason    string `json:"reason,omitempty"`
+}
+
 // Batch commits several commands in one log entry, applied in order; each
 // has its own result (one failing does not undo the others).
 type Batch struct {
@@ -152,22 +163,23 @@ type Batch struct {
 }
 
 // Kind implementations.
-func (PutHierarchies) Kind() string { return "put-hierarchies" }
-func (Delete) Kind() string         { return "delete" }
-func (Purge) Kind() string          { return "purge" }
-func (SetOnline) Kind() string      { return "set-online" }
-func (Assign) Kind() string         { return "assign" }
-func (RequestMove) Kind() string    { return "request-move" }
-func (Report) Kind() string         { return "report" }
-func (Revoke) Kind() string         { return "revoke" }
-func (Release) Kind() string        { return "release" }
-func (Join) Kind() string           { return "join" }
-func (Leaving) Kind() string        { return "leaving" }
-func (SetReadiness) Kind() string   { return "readiness" }
-func (SetFindings) Kind() string    { return "findings" }
-func (SetLevel) Kind() string       { return "set-level" }
-func (ExpireMark) Kind() string     { return "expire-mark" }
-func (Batch) Kind() string          { return "batch" }
+func (PutHierarchies) Kind() string  { return "put-hierarchies" }
+func (Delete) Kind() string          { return "delete" }
+func (Purge) Kind() string           { return "purge" }
+func (SetOnline) Kind() string       { return "set-online" }
+func (Assign) Kind() string          { return "assign" }
+func (RequestMove) Kind() string     { return "request-move" }
+func (Report) Kind() string          { return "report" }
+func (Revoke) Kind() string          { return "revoke" }
+func (Release) Kind() string         { return "release" }
+func (Join) Kind() string            { return "join" }
+func (Leaving) Kind() string         { return "leaving" }
+func (SetReadiness) Kind() string    { return "readiness" }
+func (SetFindings) Kind() string     { return "findings" }
+func (SetLevel) Kind() string        { return "set-level" }
+func (ExpireMark) Kind() string      { return "expire-mark" }
+func (ConfirmFailover) Kind() string { return "confirm-failover" }
+func (Batch) Kind() string           { return "batch" }
 
 func node(s *State, name string) *NodeState {
 	n := s.Nodes[name]
@@ -248,6 +260,7 @@ func (c SetOnline) apply(s *State, at time.Time) Result {
 	}
 	a.Online = c.Online
 	a.MoveTo = ""
+	a.ConfirmSince = time.Time{} // an operator's start or stop decides
 	if c.ClearFailed {
 		// An operator's start: every mark, count and the failover
 		// history (anti-flap) start over.
@@ -261,6 +274,11 @@ func (c Assign) apply(s *State, at time.Time) Result {
 	a := s.Assignments[c.Hierarchy]
 	if a == nil || a.Epoch != c.Epoch {
 		return Result{}
+	}
+	if c.MarkFailed && c.Node == "" && s.FeatureLevel() >= LevelTyped && s.Hierarchies[c.Hierarchy].ConfirmFailover {
+		// Taken off the failed node; placement elsewhere waits for an
+		// operator's decision.
+		a.ConfirmSince = at.UTC()
 	}
 	if c.MarkFailed && a.Node != "" && !a.FailedOn(a.Node) {
 		if s.FeatureLevel() >= LevelTyped {
@@ -298,6 +316,7 @@ func (c RequestMove) apply(s *State, at time.Time) Result {
 		a.Unmark(c.To)
 		a.Online = true
 	}
+	a.ConfirmSince = time.Time{} // a switchover decides where it goes
 	if c.To == a.Node && a.Node != "" {
 		// Already there: nothing to move. Only a change of the failure
 		// marks or of Online is a new epoch.
@@ -337,9 +356,13 @@ func (c Release) apply(s *State, at time.Time) Result {
 	for _, a := range s.Assignments {
 		if a.Node == c.Node && a.Gen == c.Gen {
 			if a.Online && s.FeatureLevel() >= LevelTyped {
-				// Its node was fenced: an automatic failover.
+				// Its node was fenced: an automatic failover, which may
+				// have to wait for an operator's decision.
 				h := s.Hierarchies[a.Hierarchy]
 				recordFailover(a, h.EffectiveFailoverWindow(), at)
+				if h.ConfirmFailover {
+					a.ConfirmSince = at.UTC()
+				}
 			}
 			a.Node, a.Gen = "", 0
 			bump(a, at, c.Reason)
@@ -440,6 +463,28 @@ func stampMark(a *Assignment, node string, at time.Time) {
 		a.FailedAt = map[string]time.Time{}
 	}
 	a.FailedAt[node] = at.UTC()
+}
+
+// ErrNothingToConfirm: a decision on a hierarchy whose failover is not
+// waiting for one.
+var ErrNothingToConfirm = errors.New("no failover is waiting for confirmation")
+
+func (c ConfirmFailover) apply(s *State, at time.Time) Result {
+	a := s.Assignments[c.Hierarchy]
+	if a == nil || a.Deleting {
+		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	if a.ConfirmSince.IsZero() {
+		return Result{Err: fmt.Errorf("%s: %w", c.Hierarchy, ErrNothingToConfirm)}
+	}
+	a.ConfirmSince = time.Time{}
+	if !c.Proceed {
+		a.Online = false
+		bump(a, at, c.Reason)
+	} else {
+		a.Reason = c.Reason
+	}
+	return Result{Changed: true}
 }
 
 // maxFailovers bounds the failover history kept per hierarchy.

@@ -669,3 +669,32 @@ func TestFailureCountsAndFailovers(t *testing.T) {
 		t.Fatalf("start left failed %v, failures %v, failovers %v", a.Failed, a.Failures, a.Failovers)
 	}
 }
+
+// A fence's release of a hierarchy with confirm_failover leaves it
+// waiting; a decision with nothing waiting is refused; block stops it;
+// a start clears the wait.
+func TestConfirmFailoverApply(t *testing.T) {
+	s := NewState()
+	h := testHier("db", "n1", "n2")
+	h.ConfirmFailover = true
+	mustApply(t, s, put(h))
+	(SetLevel{Level: LevelTyped}).apply(s, t0)
+	a := s.Assignments["db"]
+	a.Online = true
+	if r := (ConfirmFailover{Hierarchy: "db", Proceed: true}).apply(s, t0); !errors.Is(r.Err, ErrNothingToConfirm) {
+		t.Fatalf("decision with nothing waiting: %+v", r)
+	}
+	(Assign{Hierarchy: "db", Node: "n1", Gen: 1, Epoch: a.Epoch}).apply(s, t0)
+	(Release{Node: "n1", Gen: 1}).apply(s, t0.Add(time.Second))
+	if !a.ConfirmSince.Equal(t0.Add(time.Second)) || a.Node != "" {
+		t.Fatalf("after the release: confirm since %v, node %q", a.ConfirmSince, a.Node)
+	}
+	if r := (ConfirmFailover{Hierarchy: "db", Proceed: false, Reason: "blocked"}).apply(s, t0); r.Err != nil || a.Online || !a.ConfirmSince.IsZero() {
+		t.Fatalf("block: %+v, online %v, since %v", r, a.Online, a.ConfirmSince)
+	}
+	a.ConfirmSince = t0
+	(SetOnline{Hierarchy: "db", Online: true, ClearFailed: true}).apply(s, t0)
+	if !a.ConfirmSince.IsZero() {
+		t.Fatal("start left the failover waiting")
+	}
+}

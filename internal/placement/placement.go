@@ -49,8 +49,13 @@ const (
 	// MarkedAt) once they are older than the hierarchy's failure_timeout.
 	ActExpire = "expire-mark"
 	// ActStop takes the hierarchy out of service instead of failing it
-	// over again (anti-flap: max_failovers within failover_window).
+	// over again (anti-flap: max_failovers within failover_window), or
+	// when a failover waiting for confirmation times out with
+	// confirm_default block.
 	ActStop = "stop"
+	// ActProceed lets a failover that waited for confirmation go on
+	// (confirm_timeout passed with confirm_default proceed).
+	ActProceed = "proceed"
 )
 
 // Action is one step for the leader to commit.
@@ -79,6 +84,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("forget the failures of %s on %s: %s", a.Hierarchy, a.Node, a.Reason)
 	case ActStop:
 		return fmt.Sprintf("stop %s: %s", a.Hierarchy, a.Reason)
+	case ActProceed:
+		return fmt.Sprintf("fail %s over: %s", a.Hierarchy, a.Reason)
 	}
 	return fmt.Sprintf("assign %s to %q: %s", a.Hierarchy, a.Node, a.Reason)
 }
@@ -275,6 +282,21 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 				out = append(out, stopFlapping(h, a, now))
 				continue
 			}
+			if !a.ConfirmSince.IsZero() {
+				// A failover waiting for an operator's decision.
+				deadline := a.ConfirmSince.Add(h.EffectiveConfirmTimeout())
+				if now.Before(deadline) {
+					continue
+				}
+				why := fmt.Sprintf("no decision within confirm_timeout %s", h.EffectiveConfirmTimeout())
+				if h.EffectiveConfirmDefault() == spec.ConfirmBlock {
+					out = append(out, Action{Kind: ActStop, Hierarchy: name, Epoch: a.Epoch,
+						Reason: why + ": failover blocked (confirm_default block); `lifeboat start " + name + "` starts it"})
+				} else {
+					out = append(out, Action{Kind: ActProceed, Hierarchy: name, Epoch: a.Epoch, Reason: why + ": failing over (confirm_default proceed)"})
+				}
+				continue
+			}
 			if t, ok := nodes[a.MoveTo]; ok && a.MoveTo != "" {
 				if c, _ := Candidate(h, a, t, true); c {
 					out = append(out, Action{Kind: ActAssign, Hierarchy: name, Node: t.Name, Gen: t.Gen, Epoch: a.Epoch, Reason: "switchover to " + t.Name})
@@ -297,6 +319,11 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 		case reported && rep.State == "failed" && flapping(s, h, a, now, 1):
 			// This failover would be one too many.
 			out = append(out, stopFlapping(h, a, now))
+		case reported && rep.State == "failed" && h.ConfirmFailover && s.FeatureLevel() >= state.LevelTyped:
+			// Off the failed node; elsewhere only once confirmed.
+			out = append(out, Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true,
+				Reason: fmt.Sprintf("failed on %s: %s; the failover waits for `lifeboat failover confirm|block %s` (%s after %s)",
+					a.Node, rep.Error, name, h.EffectiveConfirmDefault(), h.EffectiveConfirmTimeout())})
 		case reported && rep.State == "failed":
 			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true}
 			if c, ok := Choose(h, a, nodes, a.Node); ok {

@@ -676,3 +676,37 @@ func TestDecideAntiFlap(t *testing.T) {
 		t.Errorf("released after its third failover: %+v, want a stop", got)
 	}
 }
+
+// confirm_failover: a failed owner is taken off without a new node; an
+// unowned hierarchy waiting for confirmation stays put until
+// confirm_timeout, then proceeds or stops as confirm_default says.
+func TestDecideConfirmFailover(t *testing.T) {
+	h := hier("db", intel, "n1", "n2")
+	h.ConfirmFailover = true
+	h.ConfirmTimeout = spec.Duration(time.Minute)
+	nodes := views(ready("n1", 1), ready("n2", 1))
+	w := newWorld().hier(h, state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true})
+	w.report("n1", "db", 3, "failed", "boom")
+	w.s.Level = 2
+	got := Decide(w.s, nodes, testNow)
+	if len(got) != 1 || got[0].Kind != ActAssign || got[0].Node != "" || !got[0].MarkFailed || !strings.Contains(got[0].Reason, "lifeboat failover confirm|block db") {
+		t.Fatalf("failed with confirm_failover: %+v, want an assign to nobody, marking n1", got)
+	}
+	since := testNow.Add(-30 * time.Second)
+	waiting := func(def string) *state.State {
+		h.ConfirmDefault = def
+		w := newWorld().hier(h, state.Assignment{Epoch: 4, Online: true, ConfirmSince: since})
+		w.s.Level = 2
+		return w.s
+	}
+	if got := Decide(waiting(""), nodes, testNow); len(got) != 0 {
+		t.Fatalf("waiting, before confirm_timeout: %+v, want nothing", got)
+	}
+	later := since.Add(time.Minute)
+	if got := Decide(waiting(""), nodes, later); len(got) != 1 || got[0].Kind != ActProceed {
+		t.Fatalf("at confirm_timeout, default proceed: %+v", got)
+	}
+	if got := Decide(waiting(spec.ConfirmBlock), nodes, later); len(got) != 1 || got[0].Kind != ActStop || !strings.Contains(got[0].Reason, "confirm_default block") {
+		t.Fatalf("at confirm_timeout, default block: %+v", got)
+	}
+}

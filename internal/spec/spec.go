@@ -139,8 +139,46 @@ type Hierarchy struct {
 	// starts it. Unset: no limit.
 	MaxFailovers int `json:"max_failovers,omitempty" yaml:"max_failovers,omitempty"`
 	// FailoverWindow is MaxFailovers' window. Unset: DefaultFailoverWindow.
-	FailoverWindow Duration   `json:"failover_window,omitempty" yaml:"failover_window,omitempty"`
+	FailoverWindow Duration `json:"failover_window,omitempty" yaml:"failover_window,omitempty"`
+	// ConfirmFailover makes an automatic failover wait for an operator's
+	// `lifeboat failover confirm|block` (for sites where a human must
+	// decide), up to ConfirmTimeout, then do ConfirmDefault. The failed
+	// or fenced owner is taken out of service as always; only the
+	// placement elsewhere waits.
+	ConfirmFailover bool `json:"confirm_failover,omitempty" yaml:"confirm_failover,omitempty"`
+	// ConfirmTimeout: how long a failover waits for the decision. Unset:
+	// DefaultConfirmTimeout.
+	ConfirmTimeout Duration `json:"confirm_timeout,omitempty" yaml:"confirm_timeout,omitempty"`
+	// ConfirmDefault is what happens when nobody decides in time:
+	// ConfirmProceed (unset) or ConfirmBlock.
+	ConfirmDefault string     `json:"confirm_default,omitempty" yaml:"confirm_default,omitempty"`
 	Resources      []Resource `json:"resources" yaml:"resources"`
+}
+
+// Confirm-failover decisions.
+const (
+	ConfirmProceed = "proceed"
+	ConfirmBlock   = "block"
+)
+
+// DefaultConfirmTimeout is how long a failover waits for confirmation
+// when the spec does not say.
+const DefaultConfirmTimeout = 5 * time.Minute
+
+// EffectiveConfirmTimeout is ConfirmTimeout, or the default when unset.
+func (h *Hierarchy) EffectiveConfirmTimeout() time.Duration {
+	if h.ConfirmTimeout > 0 {
+		return h.ConfirmTimeout.D()
+	}
+	return DefaultConfirmTimeout
+}
+
+// EffectiveConfirmDefault is ConfirmDefault, or ConfirmProceed.
+func (h *Hierarchy) EffectiveConfirmDefault() string {
+	if h.ConfirmDefault == "" {
+		return ConfirmProceed
+	}
+	return h.ConfirmDefault
 }
 
 // DefaultFailoverWindow is the window of MaxFailovers when unset.
@@ -160,7 +198,8 @@ func (h *Hierarchy) EffectiveFailoverWindow() time.Duration {
 // UsesFailurePolicy reports whether the spec sets any of the failure
 // policy settings that need feature level 2.
 func (h *Hierarchy) UsesFailurePolicy() bool {
-	return h.FailureTimeout != 0 || h.MigrationThreshold != 0 || h.MaxFailovers != 0 || h.FailoverWindow != 0
+	return h.FailureTimeout != 0 || h.MigrationThreshold != 0 || h.MaxFailovers != 0 || h.FailoverWindow != 0 ||
+		h.ConfirmFailover || h.ConfirmTimeout != 0 || h.ConfirmDefault != ""
 }
 
 // EffectiveFailureTimeout is FailureTimeout, or the default when unset.
@@ -254,6 +293,17 @@ func (h *Hierarchy) Validate(knownTypes func(string) bool) []Problem {
 		add("failover_window", "must be at least 1s (default %s)", DefaultFailoverWindow)
 	} else if h.FailoverWindow > 0 && h.MaxFailovers == 0 {
 		add("failover_window", "applies only with max_failovers: set max_failovers too, or remove failover_window")
+	}
+	switch h.ConfirmDefault {
+	case "", ConfirmProceed, ConfirmBlock:
+	default:
+		add("confirm_default", "%q is not a decision (use %q or %q)", h.ConfirmDefault, ConfirmProceed, ConfirmBlock)
+	}
+	if h.ConfirmTimeout < 0 || (h.ConfirmTimeout > 0 && h.ConfirmTimeout.D() < time.Second) {
+		add("confirm_timeout", "must be at least 1s (default %s)", DefaultConfirmTimeout)
+	}
+	if !h.ConfirmFailover && (h.ConfirmTimeout != 0 || h.ConfirmDefault != "") {
+		add("confirm_failover", "confirm_timeout and confirm_default apply only with confirm_failover: true")
 	}
 	if len(h.Resources) == 0 {
 		add("resources", "a hierarchy needs at least one resource")

@@ -47,6 +47,9 @@ type Assignment struct {
 	// Failovers are the times of the automatic failovers within the
 	// hierarchy's failover_window (feature level 2; anti-flap).
 	Failovers []time.Time `json:"failovers,omitempty"`
+	// ConfirmSince: an automatic failover has been waiting since then
+	// for an operator's confirmation (confirm_failover; zero: none).
+	ConfirmSince time.Time `json:"confirm_since,omitzero"`
 	// Deleting: take out of service, then forget.
 	Deleting bool   `json:"deleting,omitempty"`
 	Reason   string `json:"reason,omitempty"`

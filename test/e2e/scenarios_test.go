@@ -212,6 +212,19 @@ func (h *procHarness) StartHierarchy(hierarchy string) error {
 	return fmt.Errorf("start: no node is running")
 }
 
+// DecideFailover asks the first running node's API.
+func (h *procHarness) DecideFailover(hierarchy, decision string) error {
+	for _, n := range h.c.Nodes {
+		if !n.Running() || n.Witness {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return h.c.Client(n.Name).Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{}, nil)
+	}
+	return fmt.Errorf("failover decision: no node is running")
+}
+
 // Hang stops the agent's process group (SIGSTOP) and, on namespaces,
 // takes its link down: a frozen machine answers nothing.
 func (h *procHarness) Hang(node string) error {

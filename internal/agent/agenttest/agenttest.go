@@ -369,6 +369,23 @@ func (c *Cluster) StartHierarchy(hierarchy string) error {
 	return errors.New("start: no node is running")
 }
 
+// DecideFailover implements Harness.
+func (c *Cluster) DecideFailover(hierarchy, decision string) error {
+	for _, n := range c.names {
+		if c.Agent(n) == nil {
+			continue
+		}
+		cl, err := c.client(n)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{}, nil)
+	}
+	return errors.New("failover decision: no node is running")
+}
+
 // Restores implements Harness.
 func (c *Cluster) Restores(hierarchy string) map[string]int { return c.world.Restores(hierarchy) }
 

@@ -70,6 +70,8 @@ type Harness interface {
 	// StartHierarchy is `lifeboat start NAME`: in service again, every
 	// failure mark and the failover history cleared.
 	StartHierarchy(hierarchy string) error
+	// DecideFailover is `lifeboat failover confirm|block NAME`.
+	DecideFailover(hierarchy, decision string) error
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -122,6 +124,7 @@ var Scenarios = []Scenario{
 	{Name: "HangOwner", Run: hangOwner},
 	{Name: "MarksExpire", Run: marksExpire},
 	{Name: "AntiFlap", Run: antiFlap},
+	{Name: "ConfirmFailover", Run: confirmFailover},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -514,6 +517,79 @@ func antiFlap(t testing.TB, h Harness) {
 	}
 	servedOn(t, h, "flp", nodes[1], failoverTimeout)
 	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+	noDoubleOwners(t, h)
+}
+
+// confirmFailover: with confirm_failover, the owner's death takes the
+// service out and nothing more until an operator confirms; with
+// confirm_default block and a short confirm_timeout, nobody deciding
+// leaves it stopped, and `lifeboat start` brings it back.
+func confirmFailover(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	svc := h.Service("cnf", nodes)
+	svc.ConfirmFailover = true
+	svc.ConfirmTimeout = spec.Duration(time.Hour)
+	if err := h.Apply(svc); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "cnf", nodes[0], formTimeout)
+	if err := h.DecideFailover("cnf", "confirm"); err == nil || !strings.Contains(err.Error(), "no failover is waiting") {
+		t.Errorf("confirm with nothing waiting: %v, want a refusal", err)
+	}
+	h.Kill(nodes[0])
+	awaiting := func(node string) {
+		t.Helper()
+		h.Eventually(failoverTimeout, "cnf awaiting confirmation", func() (bool, string) {
+			st, err := h.Status(node)
+			if err != nil {
+				return false, err.Error()
+			}
+			hs, _ := hierarchyOf(st, "cnf")
+			return hs.State == "awaiting-confirmation" && strings.Contains(hs.Reason, "lifeboat failover confirm cnf"), fmt.Sprintf("state %s, reason %q", hs.State, hs.Reason)
+		})
+	}
+	awaiting(nodes[1])
+	// Nothing happens without a decision.
+	end := time.Now().Add(3 * time.Second)
+	for time.Now().Before(end) {
+		if run := h.Running("cnf"); len(run) != 0 {
+			t.Fatalf("cnf runs on %v without a confirmation", run)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := h.DecideFailover("cnf", "confirm"); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	servedOn(t, h, "cnf", nodes[1], failoverTimeout)
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+
+	// Nobody decides, and the default is block.
+	svc.ConfirmTimeout = spec.Duration(3 * time.Second)
+	svc.ConfirmDefault = spec.ConfirmBlock
+	if err := h.Apply(svc); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	h.Kill(nodes[1])
+	awaiting(nodes[2])
+	h.Eventually(failoverTimeout, "cnf blocked at confirm_timeout", func() (bool, string) {
+		st, err := h.Status(nodes[2])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ := hierarchyOf(st, "cnf")
+		return hs.State == "stopped" && strings.Contains(hs.Reason, "confirm_default block"), fmt.Sprintf("state %s, reason %q", hs.State, hs.Reason)
+	})
+	if run := h.Running("cnf"); len(run) != 0 {
+		t.Fatalf("cnf runs on %v after the failover was blocked", run)
+	}
+	if err := h.StartHierarchy("cnf"); err != nil {
+		t.Fatalf("start cnf: %v", err)
+	}
+	servedOn(t, h, "cnf", nodes[0], failoverTimeout)
+	h.Start(nodes[1])
 	agree(t, h, nodes, formTimeout)
 	noDoubleOwners(t, h)
 }
