@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,8 @@ type Agent struct {
 	wd *watchdogFeeder // nil: no watchdog configured
 
 	net *cluster.InmemNet // nil: real sockets
+
+	health *http.Server // nil: no health_listen
 }
 
 // Options are run-time settings outside the config file.
@@ -168,6 +171,11 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 			return a.c.Leases.Bound(ctx, gen, margin)
 		}})
 	a.http, err = a.serveHTTP()
+	if err == nil {
+		if a.health, err = a.serveHealth(); err != nil {
+			a.http.close()
+		}
+	}
 	if err != nil {
 		a.eng.Close()
 		a.c.Shutdown()
@@ -799,6 +807,9 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	}
 	a.cancel()
 	a.http.close()
+	if a.health != nil {
+		_ = a.health.Close()
+	}
 	a.wg.Wait()
 	a.eng.Close()
 	a.c.Shutdown()

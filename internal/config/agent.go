@@ -59,6 +59,11 @@ type Agent struct {
 	// resources nothing outside the node arbitrates (the ip kit's local
 	// addresses).
 	Watchdog Watchdog `yaml:"watchdog"`
+	// HealthListen, when set, is a plain HTTP listener (host:port) that
+	// serves only GET /health/HIERARCHY: 200 on the node that has the
+	// hierarchy in service, 503 elsewhere, for load balancer and DNS
+	// health checks. It carries no token and serves nothing else.
+	HealthListen string `yaml:"health_listen"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -398,6 +403,13 @@ func (a *Agent) Validate() []spec.Problem {
 	}
 	if a.ShutdownStrategy != ShutdownSwitchover && a.ShutdownStrategy != ShutdownStop {
 		add("shutdown_strategy", "%q is not a shutdown strategy (use %s or %s)", a.ShutdownStrategy, ShutdownSwitchover, ShutdownStop)
+	}
+	if a.HealthListen != "" {
+		if _, port, err := net.SplitHostPort(a.HealthListen); err != nil || port == "" {
+			add("health_listen", "%q is not host:port (for example 0.0.0.0:7180)", a.HealthListen)
+		} else if self := a.Self(); self.API == a.HealthListen || self.Raft == a.HealthListen || self.Gossip == a.HealthListen {
+			add("health_listen", "%s is already this node's raft, gossip or API address: use a port of its own", a.HealthListen)
+		}
 	}
 	if a.QuorumLossAction != QuorumLossRemove && a.QuorumLossAction != QuorumLossKeep {
 		add("quorum_loss_action", "%q is not a quorum loss action (use %s or %s)", a.QuorumLossAction, QuorumLossRemove, QuorumLossKeep)

@@ -193,6 +193,8 @@ func TestParseAgentBad(t *testing.T) {
 			3, "loglevel", `did you mean "log_level"?`},
 		{"unknown key far", []string{"log_level: debug", "colour: red"},
 			3, "colour", "known keys: node, data_dir"},
+		{"health listener not host:port", []string{"log_level: debug", "log_level: debug\nhealth_listen: 7180"},
+			4, "health_listen", `"7180" is not host:port`},
 		{"not host:port", []string{"raft: 10.0.0.2:7101", "raft: 127.0.0.1"},
 			17, "cluster.nodes[1].raft", `"127.0.0.1" is not host:port (for example 10.0.0.2:7101)`},
 		{"bad port", []string{"gossip: 10.0.0.2:7102", "gossip: 10.0.0.2:70000"},
