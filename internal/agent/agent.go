@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +91,13 @@ type Agent struct {
 	net *cluster.InmemNet // nil: real sockets
 
 	health *http.Server // nil: no health_listen
+
+	// failovers counts the failovers this node carried out as leader;
+	// lostFrom remembers, per hierarchy released by a fence, the node it
+	// left, until it is placed again.
+	failovers *prometheus.CounterVec
+	lostMu    sync.Mutex
+	lostFrom  map[string]string
 }
 
 // Options are run-time settings outside the config file.
@@ -111,7 +120,8 @@ type Options struct {
 // New starts a node from its config. Call Shutdown to stop it.
 func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(), kits: opts.Kits,
-		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}, net: opts.Net}
+		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}, net: opts.Net,
+		lostFrom: map[string]string{}, failovers: newFailoverCounter()}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -631,6 +641,9 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			a.log.Warn("placement", "action", act.String(), "error", res.Err)
 			continue
 		}
+		if res.Changed && act.Kind == placement.ActAssign && act.Node != "" {
+			a.countFailover(act)
+		}
 		if res.Changed && act.Kind == placement.ActExpire {
 			a.log.Info("failure mark expired", "hierarchy", act.Hierarchy, "node", act.Node, "reason", act.Reason)
 			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Message: act.String()})
@@ -696,6 +709,17 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	// The online hierarchies it releases fail over (counted when they
+	// are placed again).
+	var lost []string
+	a.c.FSM.View(func(s *cluster.State) {
+		for name, as := range s.Assignments {
+			if as.Node == act.Node && as.Gen == act.Gen && as.Online {
+				lost = append(lost, name)
+			}
+		}
+	})
+	a.noteFailovers(act.Node, lost)
 	res, _, err := a.c.Apply(cluster.Release{Node: act.Node, Gen: act.Gen, Reason: fmt.Sprintf("%s fenced: %s", act.Node, act.Reason)}, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("release hierarchies of %s: %w", act.Node, err)

@@ -183,6 +183,31 @@ type Client struct {
 	tr    *http.Transport
 }
 
+// Text sends a GET and returns the answer's body as text (the
+// Prometheus metrics).
+func (c *Client) Text(ctx context.Context, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return "", fmt.Errorf("build request GET %s: %w", path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return "", fmt.Errorf("read GET %s: %w", path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return "", fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
+}
+
 // CloseIdle closes the client's idle connections.
 func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }
 

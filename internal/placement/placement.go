@@ -69,7 +69,9 @@ type Action struct {
 	MarkFailed bool
 	// MarkedAt names the failure mark an ActExpire removes.
 	MarkedAt time.Time
-	Reason   string
+	// From is the node a failover leaves (an ActAssign after a failure).
+	From   string
+	Reason string
 }
 
 func (a Action) String() string {
@@ -204,6 +206,26 @@ func expired(s *state.State, now time.Time) []Action {
 	return out
 }
 
+// initialGrace is how long the first placement of a new hierarchy waits
+// for a preferred node that has joined but not yet renewed its lease.
+const initialGrace = 2 * time.Second
+
+// joiningFirst reports whether a node that ranks before every candidate
+// is alive and joined but has not yet renewed its lease with the leader
+// (it has just started).
+func joiningFirst(h spec.Hierarchy, a *state.Assignment, nodes map[string]NodeView) bool {
+	for _, name := range h.Nodes {
+		n, ok := nodes[name]
+		if c, _ := Candidate(h, a, n, ok); c {
+			return false
+		}
+		if ok && n.Alive && n.Gen > 0 && !n.Revoked && !n.Leaving && !n.Witness && !n.LeaseFresh && !a.FailedOn(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // flapping reports whether the hierarchy has failed over more than its
 // max_failovers within failover_window, counting extra failovers about to
 // be committed (feature level 2; never without max_failovers).
@@ -303,6 +325,12 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 					continue
 				}
 			}
+			if a.Epoch == 1 && now.Sub(a.Since) < initialGrace && joiningFirst(h, a, nodes) {
+				// A new hierarchy: give a preferred node that has just
+				// joined a moment to renew its lease, rather than start
+				// it on a lower one where it would then stay.
+				continue
+			}
 			if c, fallback, ok := ChooseDown(h, a, nodes); ok {
 				why := "placed on highest-priority ready node"
 				if fallback {
@@ -325,7 +353,7 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 				Reason: fmt.Sprintf("failed on %s: %s; the failover waits for `lifeboat failover confirm|block %s` (%s after %s)",
 					a.Node, rep.Error, name, h.EffectiveConfirmDefault(), h.EffectiveConfirmTimeout())})
 		case reported && rep.State == "failed":
-			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true}
+			act := Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true, From: a.Node}
 			if c, ok := Choose(h, a, nodes, a.Node); ok {
 				act.Node, act.Gen = c.Name, c.Gen
 				act.Reason = fmt.Sprintf("failed on %s: %s", a.Node, rep.Error)

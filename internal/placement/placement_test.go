@@ -300,21 +300,21 @@ func TestDecide(t *testing.T) {
 			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: all,
-			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 2, MarkFailed: true}},
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n2", Gen: 2, Epoch: 2, MarkFailed: true, From: "n1"}},
 		},
 		{
 			name: "owner reports failed: skips nodes it already failed on",
 			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true, Failed: []string{"n2"}}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: all,
-			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 2, MarkFailed: true}},
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "n3", Gen: 3, Epoch: 2, MarkFailed: true, From: "n1"}},
 		},
 		{
 			name: "owner reports failed and no other node is ready: unassign",
 			w: newWorld().hier(h3, state.Assignment{Node: "n1", Gen: 1, Epoch: 2, Online: true}).
 				report("n1", "web", 2, "failed", "disk gone"),
 			nodes: views(ready("n1", 1), with(ready("n2", 2), func(v *NodeView) { v.Ready = false })),
-			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 2, MarkFailed: true}},
+			want:  []Action{{Kind: ActAssign, Hierarchy: "web", Node: "", Epoch: 2, MarkFailed: true, From: "n1"}},
 		},
 		{
 			name: "failure report at an older epoch is ignored",
@@ -708,5 +708,30 @@ func TestDecideConfirmFailover(t *testing.T) {
 	}
 	if got := Decide(waiting(spec.ConfirmBlock), nodes, later); len(got) != 1 || got[0].Kind != ActStop || !strings.Contains(got[0].Reason, "confirm_default block") {
 		t.Fatalf("at confirm_timeout, default block: %+v", got)
+	}
+}
+
+// A new hierarchy waits briefly for a preferred node that has joined but
+// not yet renewed its lease, instead of starting on a lower one where
+// intelligent switchback would keep it; a failover never waits.
+func TestDecideInitialGrace(t *testing.T) {
+	h := hier("web", intel, "n1", "n2")
+	joining := with(ready("n1", 1), func(v *NodeView) { v.LeaseFresh = false })
+	nodes := views(joining, ready("n2", 1))
+	created := func(epoch uint64, since time.Time) *state.State {
+		return newWorld().hier(h, state.Assignment{Epoch: epoch, Online: true, Since: since}).s
+	}
+	if got := Decide(created(1, testNow.Add(-time.Second)), nodes, testNow); len(got) != 0 {
+		t.Fatalf("new, n1 joining: %+v, want a wait", got)
+	}
+	if got := Decide(created(1, testNow.Add(-3*time.Second)), nodes, testNow); len(got) != 1 || got[0].Node != "n2" {
+		t.Fatalf("new, n1 still joining after the grace: %+v, want n2", got)
+	}
+	if got := Decide(created(5, testNow), nodes, testNow); len(got) != 1 || got[0].Node != "n2" {
+		t.Fatalf("after a failover (epoch 5): %+v, want n2 at once", got)
+	}
+	down := views(with(ready("n1", 1), func(v *NodeView) { v.Alive, v.LeaseFresh = false, false }), ready("n2", 1))
+	if got := Decide(created(1, testNow), down, testNow); len(got) != 1 || got[0].Node != "n2" {
+		t.Fatalf("new, n1 down: %+v, want n2 at once", got)
 	}
 }

@@ -183,6 +183,17 @@ func (c *Cluster) client(node string) (*api.Client, error) {
 	return cl, nil
 }
 
+// Metrics returns node's /metrics (Prometheus text).
+func (c *Cluster) Metrics(node string) (string, error) {
+	cl, err := c.client(node)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cl.Text(ctx, "/metrics")
+}
+
 // Internal sends a request to node's API as a cluster member would (the
 // internal token and the cluster certificate), for tests of what members
 // send each other.
