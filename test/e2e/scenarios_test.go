@@ -186,43 +186,29 @@ func (h *procHarness) Break(node string, broken bool) error {
 	return nil
 }
 
-// Switchover asks the first running node's API.
+// post sends an operator's request through the first running node.
+func (h *procHarness) post(path string, body any) error {
+	for _, n := range h.c.Nodes {
+		if !n.Running() || n.Witness {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return h.c.Client(n.Name).Do(ctx, "POST", path, body, nil)
+	}
+	return fmt.Errorf("POST %s: no node is running", path)
+}
+
 func (h *procHarness) Switchover(hierarchy, to string) error {
-	for _, n := range h.c.Nodes {
-		if !n.Running() || n.Witness {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return h.c.Client(n.Name).Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to}, nil)
-	}
-	return fmt.Errorf("switchover: no node is running")
+	return h.post("/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to})
 }
 
-// StartHierarchy asks the first running node's API.
 func (h *procHarness) StartHierarchy(hierarchy string) error {
-	for _, n := range h.c.Nodes {
-		if !n.Running() || n.Witness {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return h.c.Client(n.Name).Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{}, nil)
-	}
-	return fmt.Errorf("start: no node is running")
+	return h.post("/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{})
 }
 
-// DecideFailover asks the first running node's API.
 func (h *procHarness) DecideFailover(hierarchy, decision string) error {
-	for _, n := range h.c.Nodes {
-		if !n.Running() || n.Witness {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return h.c.Client(n.Name).Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{}, nil)
-	}
-	return fmt.Errorf("failover decision: no node is running")
+	return h.post("/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{})
 }
 
 // Hang stops the agent's process group (SIGSTOP) and, on namespaces,

@@ -345,9 +345,9 @@ func (c *Cluster) Break(node string, broken bool) error {
 	return nil
 }
 
-// Switchover implements Harness: through the first running node; it
-// returns what the API answered (an error when the move failed).
-func (c *Cluster) Switchover(hierarchy, to string) error {
+// post sends an operator's request through the first running node and
+// returns what the API answered.
+func (c *Cluster) post(path string, body any) error {
 	for _, n := range c.names {
 		if c.Agent(n) == nil {
 			continue
@@ -358,43 +358,25 @@ func (c *Cluster) Switchover(hierarchy, to string) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to}, nil)
+		return cl.Do(ctx, "POST", path, body, nil)
 	}
-	return errors.New("switchover: no node is running")
+	return errors.New("POST " + path + ": no node is running")
+}
+
+// Switchover implements Harness; it returns what the API answered (an
+// error when the move failed).
+func (c *Cluster) Switchover(hierarchy, to string) error {
+	return c.post("/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to})
 }
 
 // StartHierarchy implements Harness.
 func (c *Cluster) StartHierarchy(hierarchy string) error {
-	for _, n := range c.names {
-		if c.Agent(n) == nil {
-			continue
-		}
-		cl, err := c.client(n)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{}, nil)
-	}
-	return errors.New("start: no node is running")
+	return c.post("/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{})
 }
 
 // DecideFailover implements Harness.
 func (c *Cluster) DecideFailover(hierarchy, decision string) error {
-	for _, n := range c.names {
-		if c.Agent(n) == nil {
-			continue
-		}
-		cl, err := c.client(n)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return cl.Do(ctx, "POST", "/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{}, nil)
-	}
-	return errors.New("failover decision: no node is running")
+	return c.post("/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{})
 }
 
 // Restores implements Harness.
