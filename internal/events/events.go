@@ -27,6 +27,9 @@ type Event struct {
 	Duration  string    `json:"duration,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	Message   string    `json:"message,omitempty"`
+	// By names who asked for an operator's action: "root on NODE (local
+	// socket)" or "API token" (issue 10 brings named tokens).
+	By string `json:"by,omitempty"`
 }
 
 // Log is a node's event history. It is safe for concurrent use.
