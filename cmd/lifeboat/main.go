@@ -61,6 +61,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
+	root.AddCommand(maintenanceCmd(), nodeCmd())
 	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 func statusCmd() *cobra.Command {
@@ -58,6 +59,9 @@ func printStatus(st api.Status) {
 	if st.Halted != "" {
 		fmt.Printf("HALTED: %s: %s\n", st.Node, st.Halted)
 	}
+	if m := st.Maintenance; m != nil {
+		fmt.Printf("MAINTENANCE: the whole cluster, %s: nothing is started, stopped or failed over (lifeboat maintenance off)\n", holdText(m))
+	}
 	fmt.Printf("API TLS fingerprint: %s\n\n", st.Fingerprint)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE\tDOCTOR")
@@ -76,6 +80,12 @@ func printStatus(st api.Status) {
 		if n.Leaving {
 			state += " (leaving)"
 		}
+		if n.Maintenance != nil {
+			state += " (maintenance)"
+		}
+		if n.Standby != nil {
+			state += " (standby)"
+		}
 		doc := "ok"
 		switch {
 		case n.Findings == nil:
@@ -90,6 +100,14 @@ func printStatus(st api.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, role, ver, n.Gen, dash(n.Lease), doc)
 	}
 	tw.Flush()
+	for _, n := range st.Nodes {
+		if n.Maintenance != nil {
+			fmt.Printf("node %s in maintenance, %s (lifeboat maintenance off --node %s)\n", n.Name, holdText(n.Maintenance), n.Name)
+		}
+		if n.Standby != nil {
+			fmt.Printf("node %s in standby, %s (lifeboat node unstandby %s)\n", n.Name, holdText(n.Standby), n.Name)
+		}
+	}
 	if len(st.Hierarchies) == 0 {
 		fmt.Println("\nNo hierarchies. Create one with: lifeboat apply -f FILE")
 		return
@@ -98,7 +116,11 @@ func printStatus(st api.Status) {
 	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HIERARCHY\tOWNER\tSTATE\tEPOCH\tNODES (priority)\tSWITCHBACK\tREASON")
 	for _, h := range st.Hierarchies {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, dash(h.Owner), h.State, h.Epoch, strings.Join(h.Nodes, ","), h.Switchback, h.Reason)
+		reason := h.Reason
+		if h.Maintenance != "" {
+			reason = h.Maintenance + ": unmanaged, checks only"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, dash(h.Owner), h.State, h.Epoch, strings.Join(h.Nodes, ","), h.Switchback, reason)
 	}
 	tw.Flush()
 	nodeState := map[string]string{}
@@ -157,6 +179,18 @@ func printStatus(st api.Status) {
 			fmt.Printf("   failed on: %s (the marks expire after failure_timeout; lifeboat start %s or a switchover clears them now)\n", strings.Join(marks, ", "), h.Name)
 		}
 	}
+}
+
+// holdText says since when, by whom and why a maintenance or standby is on.
+func holdText(h *state.Hold) string {
+	t := "since " + h.Since.Local().Format("2006-01-02 15:04:05")
+	if h.By != "" {
+		t += ", by " + h.By
+	}
+	if h.Reason != "" {
+		t += ": " + h.Reason
+	}
+	return t
 }
 
 func dash(s string) string {

@@ -79,9 +79,12 @@ type Agent struct {
 	fencing map[string]bool
 
 	stopping atomic.Bool
-	http     *httpServers
-	aws      *awsProvider
-	ready    *readiness
+	// joinedGen is the lease generation of this agent's first join (0:
+	// not joined yet); see caughtUp.
+	joinedGen atomic.Uint64
+	http      *httpServers
+	aws       *awsProvider
+	ready     *readiness
 
 	doctorMu     sync.Mutex
 	doctorCounts map[string]int
@@ -254,6 +257,7 @@ func (a *Agent) join(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	a.events.Add(events.Event{Kind: "lease", Action: "join", Message: fmt.Sprintf("joined with lease generation %d", res.Gen)})
+	a.joinedGen.CompareAndSwap(0, res.Gen)
 	return res.Gen, nil
 }
 
@@ -286,19 +290,63 @@ func (a *Agent) desired() map[string]engine.Desired {
 					}
 				}
 			}
+			// Maintenance: the engine checks and reports, and acts on
+			// nothing, not even when the agent stops.
+			d.Unmanaged = !halted && s.MaintenanceOf(name, a.cfg.Node) != ""
 			out[name] = d
 		}
 	})
 	return out
 }
 
-// desiredLoop feeds the engine on every state or lease change.
+// caughtUp reports whether this node's replicated state includes its own
+// join: everything committed before the agent started is applied. At
+// start the state is only the last snapshot (raft applies the entries
+// after it once the leader says they are committed): acting on it could
+// undo what came since, such as removing a service that a maintenance
+// turned on after the snapshot leaves alone.
+func (a *Agent) caughtUp() bool {
+	g := a.joinedGen.Load()
+	if g == 0 {
+		return false
+	}
+	ok := false
+	a.c.FSM.View(func(s *cluster.State) {
+		n := s.Nodes[a.cfg.Node]
+		ok = n != nil && n.Gen >= g
+	})
+	return ok
+}
+
+// desiredLoop feeds the engine on every state or lease change. The
+// first update waits until the state has caught up with the cluster
+// (caughtUp), or, for a node that cannot reach a quorum, one lease
+// period: then what the last snapshot does not assign here is taken out
+// of service (it holds no lease to run anything).
 func (a *Agent) desiredLoop(ctx context.Context) {
 	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D())
 	defer tick.Stop()
+	grace := time.Now().Add(a.c.Leases.Threshold())
+	waiting := true
 	for {
 		fsmC := a.c.FSM.Changed()
 		leaseC := a.c.Leases.Changed()
+		if waiting && !a.caughtUp() && time.Now().Before(grace) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-fsmC:
+			case <-leaseC:
+			case <-tick.C:
+			}
+			continue
+		}
+		if waiting {
+			waiting = false
+			if !a.caughtUp() {
+				a.log.Warn("acting on the last state this node knows: it has not caught up with the cluster within a lease period", "period", a.c.Leases.Threshold())
+			}
+		}
 		d := a.desired()
 		if a.wd != nil {
 			a.wd.want(d) // armed before anything it fences is restored
@@ -397,6 +445,7 @@ func (a *Agent) nodeViews(s *cluster.State) map[string]placement.NodeView {
 		v.Alive = ms.State == "alive" || (m.Name == a.cfg.Node && !a.stopping.Load())
 		if n := s.Nodes[m.Name]; n != nil {
 			v.Gen, v.Revoked, v.Leaving = n.Gen, n.Revoked, n.Leaving
+			v.Maintenance, v.Standby = n.Maintenance != nil, n.Standby != nil
 			if n.Unproven {
 				v.NotReady = map[string]string{}
 				for h := range s.Hierarchies {
@@ -818,7 +867,7 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	a.eng.Update(a.desired())
 	_ = a.eng.Wait(ctx, func(rs map[string]engine.Report) bool {
 		for _, r := range rs {
-			if r.State != engine.StateOffline && r.State != engine.StateFailed && r.State != engine.StateUnknown {
+			if r.State != engine.StateOffline && r.State != engine.StateFailed && r.State != engine.StateUnknown && r.State != engine.StateUnmanaged {
 				return false
 			}
 		}
@@ -876,7 +925,7 @@ func (a *Agent) handOver(ctx context.Context) {
 		var hs []string
 		a.c.FSM.View(func(s *cluster.State) {
 			for n, as := range s.Assignments {
-				if as.Node == a.cfg.Node && as.Online {
+				if as.Node == a.cfg.Node && as.Online && s.MaintenanceOf(n, a.cfg.Node) == "" {
 					hs = append(hs, n)
 				}
 			}
@@ -906,8 +955,8 @@ func (a *Agent) handOver(ctx context.Context) {
 		left := 0
 		movable := false
 		a.c.FSM.View(func(s *cluster.State) {
-			for _, as := range s.Assignments {
-				if as.Node == a.cfg.Node && as.Online {
+			for n, as := range s.Assignments {
+				if as.Node == a.cfg.Node && as.Online && s.MaintenanceOf(n, a.cfg.Node) == "" {
 					left++
 					if as.MoveTo != "" {
 						movable = true

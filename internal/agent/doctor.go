@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
+	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
 // checks is the whole checklist: local, network, watchdog and AWS checks.
@@ -43,6 +44,7 @@ func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 			}
 		}
 	})
+	a.c.FSM.View(func(s *cluster.State) { env.Holds = holds(s) })
 	members := a.c.Members()
 	for _, m := range a.c.MemberList() {
 		ms := members[m.Name]
@@ -184,5 +186,26 @@ func eachMember[T any](a *Agent, only string, fn func(m cluster.Member) T) []T {
 		wg.Go(func() { out[i] = fn(m) })
 	}
 	wg.Wait()
+	return out
+}
+
+// holds lists the maintenance modes and standbys in force, for doctor.
+func holds(s *cluster.State) []doctor.Hold {
+	var out []doctor.Hold
+	add := func(h *cluster.Hold, what, off, node string) {
+		if h != nil {
+			out = append(out, doctor.Hold{What: what, Off: off, Node: node, Since: h.Since, By: h.By, Reason: h.Reason})
+		}
+	}
+	add(s.Maintenance, "cluster maintenance", "lifeboat maintenance off", "")
+	for _, n := range spec.SortedKeys(s.Nodes) {
+		add(s.Nodes[n].Maintenance, "maintenance of node "+n, "lifeboat maintenance off --node "+n, n)
+		add(s.Nodes[n].Standby, "standby of node "+n, "lifeboat node unstandby "+n, n)
+	}
+	for _, h := range s.HierarchyNames() {
+		if as := s.Assignments[h]; as != nil {
+			add(as.Maintenance, "maintenance of hierarchy "+h, "lifeboat maintenance off "+h, "")
+		}
+	}
 	return out
 }

@@ -43,6 +43,11 @@ func (a *Agent) healthOf(name string) (int, string) {
 	if r, rok := a.eng.Reports()[name]; ok && d.InService && rok && r.State == engine.StateOnline && r.Epoch == d.Epoch {
 		return http.StatusOK, "in service here\n"
 	}
+	if r, rok := a.eng.Reports()[name]; ok && d.Unmanaged && rok && r.Running() {
+		// Maintenance: lifeboat does not act, but its checks find the
+		// service running here.
+		return http.StatusOK, "running here (unmanaged: maintenance)\n"
+	}
 	return http.StatusServiceUnavailable, "not in service here\n"
 }
 

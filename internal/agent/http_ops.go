@@ -135,6 +135,9 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", name))
 		return
 	}
+	if a.refuseUnmanaged(w, name, "switchover of") {
+		return
+	}
 	if h.Priority(req.To) < 0 {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("node %q is not in hierarchy %s's node list (%s)", req.To, name, strings.Join(h.Nodes, ", ")))
 		return
@@ -164,7 +167,7 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested"})
+	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested", By: a.who(r)})
 	a.finishWait(w, r, name, start, before, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
 		if as.Node != req.To {
 			if as.MoveTo == "" && as.Node != "" {
@@ -258,6 +261,9 @@ func (a *Agent) handleFailoverDecision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", name))
 		return
 	}
+	if a.refuseUnmanaged(w, name, "failover "+decision+" of") {
+		return
+	}
 	proceed := decision == "confirm"
 	reason := "failover " + map[bool]string{true: "confirmed", false: "blocked"}[proceed] + " by an operator"
 	if !proceed {
@@ -272,7 +278,7 @@ func (a *Agent) handleFailoverDecision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "failover-" + decision, Message: reason})
+	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "failover-" + decision, Message: reason, By: a.who(r)})
 	if !proceed || req.NoWait {
 		as, _, _ := a.assignment(name)
 		writeJSON(w, api.Outcome{Hierarchy: name, Owner: as.Node, Epoch: as.Epoch, State: map[bool]string{true: "requested", false: "stopped"}[proceed],
@@ -300,12 +306,15 @@ func (a *Agent) handleStartStop(online bool) http.HandlerFunc {
 			return
 		}
 		verb := map[bool]string{true: "start", false: "stop"}[online]
+		if a.refuseUnmanaged(w, name, verb+" of") {
+			return
+		}
 		start := time.Now()
 		if _, err := a.submit(r.Context(), cluster.SetOnline{Hierarchy: name, Online: online, ClearFailed: online, Reason: verb + " requested"}); err != nil {
 			writeErr(w, http.StatusConflict, err)
 			return
 		}
-		a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: verb, Message: verb + " requested"})
+		a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: verb, Message: verb + " requested", By: a.who(r)})
 		if req.NoWait {
 			as, _, _ := a.assignment(name)
 			writeJSON(w, api.Outcome{Hierarchy: name, Owner: as.Node, Epoch: as.Epoch, State: "requested"})
@@ -338,6 +347,9 @@ func (a *Agent) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, _, ok := a.assignment(name); !ok {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("hierarchy %q does not exist", name))
+		return
+	}
+	if a.refuseUnmanaged(w, name, "delete of") {
 		return
 	}
 	start := time.Now()

@@ -45,6 +45,7 @@ func (a *Agent) status() api.Status {
 	if h := a.c.FSM.Halted(); h != nil {
 		st.Halted = h.String()
 	}
+	st.Maintenance = s.Maintenance
 	gen, until := a.c.Leases.Current()
 	st.Local = api.LocalStatus{LeaseHeld: a.c.Leases.Valid(gen), LeaseGen: gen, Hierarchies: map[string]api.LocalHierarchy{}}
 	want := a.desired()
@@ -57,6 +58,7 @@ func (a *Agent) status() api.Status {
 		if n := s.Nodes[m.Name]; n != nil {
 			ns.Gen, ns.Fenced, ns.Leaving = n.Gen, n.Revoked, n.Leaving
 			ns.Findings = n.Findings
+			ns.Maintenance, ns.Standby = n.Maintenance, n.Standby
 			if ns.Version == "" {
 				ns.Version = n.Version
 			}
@@ -106,6 +108,7 @@ func (a *Agent) status() api.Status {
 			}
 		}
 		hs.State = hierarchyState(s, as)
+		hs.Maintenance = s.MaintenanceOf(name, "")
 		if as != nil && len(as.FailedAt) > 0 {
 			hs.FailedUntil = map[string]string{}
 			for _, n := range as.Failed {
@@ -144,6 +147,8 @@ func hierarchyState(s *cluster.State, as *cluster.Assignment) string {
 		return "unknown"
 	case as.Deleting:
 		return "deleting"
+	case s.MaintenanceOf(as.Hierarchy, "") != "":
+		return engine.StateUnmanaged
 	case as.Node == "" && as.Online && !as.ConfirmSince.IsZero():
 		return "awaiting-confirmation"
 	case as.Node == "" && as.Online && len(as.Failed) > 0:

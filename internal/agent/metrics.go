@@ -84,6 +84,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 				if as != nil && as.Node == n && hierarchyState(s, as) == engine.StateOnline {
 					on = 1
 				}
+				if r, ok := s.Nodes[n]; ok && as != nil && s.MaintenanceOf(name, n) != "" && r.Reports[name].Running() {
+					on = 1 // unmanaged, and its checks find it running there
+				}
 				ch <- prometheus.MustNewConstMetric(descInService, prometheus.GaugeValue, on, name, n)
 			}
 			if as == nil {

@@ -48,6 +48,8 @@ type Status struct {
 	// Halted, when set, says why the answering node stopped applying the
 	// replicated log (a command its version does not know).
 	Halted string `json:"halted,omitempty"`
+	// Maintenance: the whole cluster is in maintenance.
+	Maintenance *state.Hold `json:"maintenance,omitempty"`
 }
 
 // LocalStatus is one node's own view.
@@ -88,6 +90,11 @@ type NodeStatus struct {
 	// LeaseFresh: the answering node granted this node's current lease
 	// generation within the lease period (itself: holds its lease).
 	LeaseFresh bool `json:"lease_fresh"`
+	// Maintenance: nothing is started, stopped or failed over on the node
+	// and nothing is placed on it.
+	Maintenance *state.Hold `json:"maintenance,omitempty"`
+	// Standby: the node is drained and takes nothing.
+	Standby *state.Hold `json:"standby,omitempty"`
 }
 
 // HierarchyStatus is one hierarchy in Status.
@@ -112,6 +119,9 @@ type HierarchyStatus struct {
 	// Readiness: node -> whether it proved it could take the hierarchy
 	// over (standbys and owner alike).
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
+	// Maintenance says why the hierarchy is unmanaged (the cluster, the
+	// hierarchy or its owner is in maintenance); "" when managed.
+	Maintenance string `json:"maintenance,omitempty"`
 }
 
 // Readiness is one node's readiness for one hierarchy: the record the
@@ -142,6 +152,52 @@ type MoveRequest struct {
 type ActionRequest struct {
 	Timeout spec.Duration `json:"timeout,omitempty"`
 	NoWait  bool          `json:"no_wait,omitempty"`
+}
+
+// MaintenanceRequest is the body of POST /v1/maintenance: Scope
+// "cluster", "node" or "hierarchy", Name the node or hierarchy.
+type MaintenanceRequest struct {
+	Scope  string `json:"scope"`
+	Name   string `json:"name,omitempty"`
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MaintenanceOutcome is the answer to POST /v1/maintenance.
+type MaintenanceOutcome struct {
+	Scope string `json:"scope"`
+	Name  string `json:"name,omitempty"`
+	On    bool   `json:"on"`
+	// Changed is false when it already was so.
+	Changed bool   `json:"changed"`
+	Message string `json:"message"`
+	// Hierarchies: the hierarchies it covers, with their owner and state
+	// after the change (for off: where each was adopted).
+	Hierarchies []Outcome `json:"hierarchies,omitempty"`
+}
+
+// StandbyRequest is the body of POST /v1/nodes/{name}/standby and
+// /unstandby.
+type StandbyRequest struct {
+	Reason string `json:"reason,omitempty"`
+	// Force puts the node in standby even when some hierarchy it runs has
+	// no other node to go to: that one stays where it is, in service,
+	// until a node can take it.
+	Force   bool          `json:"force,omitempty"`
+	Timeout spec.Duration `json:"timeout,omitempty"`
+	NoWait  bool          `json:"no_wait,omitempty"`
+}
+
+// StandbyOutcome is the answer to standby and unstandby.
+type StandbyOutcome struct {
+	Node    string `json:"node"`
+	Standby bool   `json:"standby"`
+	Changed bool   `json:"changed"`
+	Message string `json:"message"`
+	// Moved: the hierarchies switched over off the node, with their new
+	// owner and state.
+	Moved    []Outcome `json:"moved,omitempty"`
+	Duration string    `json:"duration"`
 }
 
 // Outcome is the answer to switchover, start, stop and delete.

@@ -84,6 +84,8 @@ var kinds = map[string]kindInfo{
 	// Failure marks expire from level 2 on.
 	ExpireMark{}.Kind():      {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
 	ConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[ConfirmFailover]},
+	SetMaintenance{}.Kind():  {v: 1, level: LevelTyped, decode: decodeAs[SetMaintenance]},
+	SetStandby{}.Kind():      {v: 1, level: LevelTyped, decode: decodeAs[SetStandby]},
 }
 
 func init() {

@@ -35,6 +35,8 @@ func everyKind() []Cmd {
 		SetLevel{Level: 2},
 		ExpireMark{Hierarchy: "web", Node: "n2", MarkedAt: t0.Add(-time.Hour)},
 		ConfirmFailover{Hierarchy: "web", Proceed: true, Reason: "confirmed"},
+		SetMaintenance{Scope: ScopeNode, Name: "n2", On: true, By: "root on n1 (local socket)", Reason: "patching"},
+		SetStandby{Node: "n1", On: true, By: "API token", Reason: "drain"},
 		Batch{Cmds: []Cmd{Assign{Hierarchy: "a", Node: "n1", Gen: 1, Epoch: 1}, Report{Node: "n1", Hierarchy: "a", Report: HierarchyReport{Epoch: 2, State: "online", At: t0}}}},
 	}
 }

@@ -156,6 +156,38 @@ type ConfirmFailover struct {
 	Reason    string `json:"reason,omitempty"`
 }
 
+// Maintenance scopes.
+const (
+	ScopeCluster   = "cluster"
+	ScopeNode      = "node"
+	ScopeHierarchy = "hierarchy"
+)
+
+// SetMaintenance turns maintenance on or off for the whole cluster, one
+// node or one hierarchy (Scope, Name). While on, nothing there is
+// started, stopped, recovered or failed over; checks still run. Turning
+// it off adopts what the checks found running: a hierarchy that runs
+// whole on one of its nodes is assigned there, at that node's current
+// lease generation (an agent restarted under maintenance holds a new
+// one), so it is not restarted. Feature level 2.
+type SetMaintenance struct {
+	Scope  string `json:"scope"`
+	Name   string `json:"name,omitempty"`
+	On     bool   `json:"on"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// SetStandby drains a node (On) or lets it take hierarchies again:
+// placement switches what a node in standby runs over to the next ready
+// node and places nothing on it. Feature level 2.
+type SetStandby struct {
+	Node   string `json:"node"`
+	On     bool   `json:"on"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // Batch commits several commands in one log entry, applied in order; each
 // has its own result (one failing does not undo the others).
 type Batch struct {
@@ -179,6 +211,8 @@ func (SetFindings) Kind() string     { return "findings" }
 func (SetLevel) Kind() string        { return "set-level" }
 func (ExpireMark) Kind() string      { return "expire-mark" }
 func (ConfirmFailover) Kind() string { return "confirm-failover" }
+func (SetMaintenance) Kind() string  { return "maintenance" }
+func (SetStandby) Kind() string      { return "standby" }
 func (Batch) Kind() string           { return "batch" }
 
 func node(s *State, name string) *NodeState {
@@ -234,6 +268,9 @@ func (c Delete) apply(s *State, at time.Time) Result {
 	if a == nil {
 		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
 	}
+	if err := unmanaged(s, c.Hierarchy); err != nil {
+		return Result{Err: err}
+	}
 	a.Deleting = true
 	a.Online = false
 	bump(a, at, "delete requested")
@@ -257,6 +294,9 @@ func (c SetOnline) apply(s *State, at time.Time) Result {
 	a := s.Assignments[c.Hierarchy]
 	if a == nil || a.Deleting {
 		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	if err := unmanaged(s, c.Hierarchy); err != nil {
+		return Result{Err: err}
 	}
 	a.Online = c.Online
 	a.MoveTo = ""
@@ -307,6 +347,9 @@ func (c RequestMove) apply(s *State, at time.Time) Result {
 	a := s.Assignments[c.Hierarchy]
 	if a == nil || a.Deleting {
 		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
+	}
+	if err := unmanaged(s, c.Hierarchy); err != nil {
+		return Result{Err: err}
 	}
 	if c.Epoch != 0 && a.Epoch != c.Epoch {
 		return Result{}
@@ -474,6 +517,9 @@ func (c ConfirmFailover) apply(s *State, at time.Time) Result {
 	if a == nil || a.Deleting {
 		return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Hierarchy)}
 	}
+	if err := unmanaged(s, c.Hierarchy); err != nil {
+		return Result{Err: err}
+	}
 	if a.ConfirmSince.IsZero() {
 		return Result{Err: fmt.Errorf("%s: %w", c.Hierarchy, ErrNothingToConfirm)}
 	}
@@ -516,6 +562,125 @@ func (c ExpireMark) apply(s *State, _ time.Time) Result {
 		return Result{}
 	}
 	a.Unmark(c.Node)
+	return Result{Changed: true}
+}
+
+// ErrUnmanaged: an operator's start, stop, move or delete of a hierarchy
+// under maintenance (the leader's state decides, not the asking node's).
+var ErrUnmanaged = errors.New("under maintenance: lifeboat starts, stops and moves nothing there; end it first (lifeboat maintenance off)")
+
+// unmanaged refuses a change to hierarchy h while it is under
+// maintenance (only a level-2 state can record one).
+func unmanaged(s *State, h string) error {
+	if why := s.MaintenanceOf(h, ""); why != "" {
+		return fmt.Errorf("%s: %w", why, ErrUnmanaged)
+	}
+	return nil
+}
+
+// ErrNoChange: the maintenance or standby asked for is already so.
+var ErrNoChange = errors.New("already so")
+
+func (c SetMaintenance) apply(s *State, at time.Time) Result {
+	hold := func(cur *Hold) (*Hold, bool) {
+		if c.On == (cur != nil) {
+			return cur, false
+		}
+		if c.On {
+			return &Hold{Since: at.UTC(), By: c.By, Reason: c.Reason}, true
+		}
+		return nil, true
+	}
+	// What the change leaves managed that was not: the hierarchies to
+	// adopt.
+	before := map[string]bool{}
+	for name := range s.Assignments {
+		before[name] = s.MaintenanceOf(name, "") != ""
+	}
+	var changed bool
+	switch c.Scope {
+	case ScopeCluster:
+		s.Maintenance, changed = hold(s.Maintenance)
+	case ScopeHierarchy:
+		a := s.Assignments[c.Name]
+		if a == nil || a.Deleting {
+			return Result{Err: fmt.Errorf("hierarchy %q does not exist", c.Name)}
+		}
+		a.Maintenance, changed = hold(a.Maintenance)
+	case ScopeNode:
+		n := node(s, c.Name)
+		n.Maintenance, changed = hold(n.Maintenance)
+	default:
+		return Result{Err: fmt.Errorf("unknown maintenance scope %q", c.Scope)}
+	}
+	if !changed {
+		return Result{Err: ErrNoChange}
+	}
+	if !c.On {
+		for _, name := range s.HierarchyNames() {
+			if before[name] && s.MaintenanceOf(name, "") == "" {
+				adopt(s, name, at)
+			}
+		}
+	}
+	return Result{Changed: true}
+}
+
+// adopt hands a hierarchy that leaves maintenance back to placement,
+// assigned where its checks found it running whole (the owner first,
+// then by priority), at that node's current lease generation; a new
+// epoch either way, so that every node acts on the cluster's wish again.
+func adopt(s *State, name string, at time.Time) {
+	a, h := s.Assignments[name], s.Hierarchies[name]
+	if a == nil || a.Deleting {
+		return
+	}
+	running := func(n string) bool {
+		ns := s.Nodes[n]
+		if ns == nil || ns.Gen == 0 || ns.Revoked {
+			return false
+		}
+		r, ok := ns.Reports[name]
+		return ok && r.Epoch == a.Epoch && r.Running()
+	}
+	reason := "maintenance ended"
+	if a.Online {
+		target := ""
+		if a.Node != "" && running(a.Node) {
+			target = a.Node
+		} else {
+			for _, n := range h.Nodes {
+				if running(n) {
+					target = n
+					break
+				}
+			}
+		}
+		switch {
+		case target != "":
+			a.Node, a.Gen = target, s.Nodes[target].Gen
+			reason += "; adopted where it runs, on " + target
+		case a.Node != "":
+			if ns := s.Nodes[a.Node]; ns != nil && !ns.Revoked && ns.Gen != 0 {
+				a.Gen = ns.Gen
+			}
+			reason += "; not found running: restored on " + a.Node
+		}
+		a.MoveTo, a.MoveForce = "", false
+	}
+	bump(a, at, reason)
+}
+
+func (c SetStandby) apply(s *State, at time.Time) Result {
+	n := node(s, c.Node)
+	if c.On == (n.Standby != nil) {
+		return Result{Err: ErrNoChange}
+	}
+	if c.On {
+		n.Standby = &Hold{Since: at.UTC(), By: c.By, Reason: c.Reason}
+	} else {
+		n.Standby = nil
+	}
 	return Result{Changed: true}
 }
 

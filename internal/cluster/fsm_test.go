@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -696,5 +697,103 @@ func TestConfirmFailoverApply(t *testing.T) {
 	(SetOnline{Hierarchy: "db", Online: true, ClearFailed: true}).apply(s, t0)
 	if !a.ConfirmSince.IsZero() {
 		t.Fatal("start left the failover waiting")
+	}
+}
+
+// Maintenance off adopts the hierarchies it covered where their checks
+// found them running whole, at that node's current lease generation; one
+// found running nowhere keeps its owner at its current generation.
+func TestMaintenanceAdopts(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("db", "n1", "n2"), testHier("web", "n1", "n2"), testHier("app", "n2", "n1")))
+	(SetLevel{Level: LevelTyped}).apply(s, t0)
+	for _, n := range []string{"n1", "n2"} {
+		(Join{Node: n, Level: LevelTyped}).apply(s, t0)
+	}
+	for _, h := range []string{"db", "web", "app"} {
+		a := s.Assignments[h]
+		a.Online = true
+		(Assign{Hierarchy: h, Node: "n1", Gen: s.Nodes["n1"].Gen, Epoch: a.Epoch}).apply(s, t0)
+	}
+	if r := (SetMaintenance{Scope: ScopeCluster, On: true, By: "root", Reason: "patch"}).apply(s, t0); !r.Changed || s.Maintenance == nil || s.Maintenance.Reason != "patch" {
+		t.Fatalf("on: %+v %+v", r, s.Maintenance)
+	}
+	if r := (SetMaintenance{Scope: ScopeCluster, On: true}).apply(s, t0); !errors.Is(r.Err, ErrNoChange) {
+		t.Fatalf("on twice: %+v", r)
+	}
+	if why := s.MaintenanceOf("db", "n2"); why == "" {
+		t.Fatal("db managed under cluster maintenance")
+	}
+	// Under maintenance: n1's agent restarts (a new generation); db runs
+	// on n1, web was moved by hand to n2, app runs nowhere.
+	(Join{Node: "n1", Level: LevelTyped}).apply(s, t0)
+	gen1, gen2 := s.Nodes["n1"].Gen, s.Nodes["n2"].Gen
+	running := map[string]string{"r": "online"}
+	stopped := map[string]string{"r": "offline"}
+	rep := func(node, h string, res map[string]string) {
+		(Report{Node: node, Hierarchy: h, Report: HierarchyReport{Epoch: s.Assignments[h].Epoch, State: state.StateUnmanaged, Resources: res}}).apply(s, t0)
+	}
+	rep("n1", "db", running)
+	rep("n2", "db", stopped)
+	rep("n1", "web", stopped)
+	rep("n2", "web", running)
+	rep("n1", "app", stopped)
+	rep("n2", "app", map[string]string{"r": "online", "s": "offline"}) // not whole
+	epochs := map[string]uint64{}
+	for h, a := range s.Assignments {
+		epochs[h] = a.Epoch
+	}
+	if r := (SetMaintenance{Scope: ScopeCluster, On: false}).apply(s, t0.Add(time.Minute)); !r.Changed || s.Maintenance != nil {
+		t.Fatalf("off: %+v", r)
+	}
+	for h, want := range map[string]struct {
+		node string
+		gen  uint64
+	}{"db": {"n1", gen1}, "web": {"n2", gen2}, "app": {"n1", gen1}} {
+		a := s.Assignments[h]
+		if a.Node != want.node || a.Gen != want.gen || a.Epoch != epochs[h]+1 {
+			t.Errorf("%s after maintenance: on %s gen %d epoch %d (%s), want %s gen %d epoch %d", h, a.Node, a.Gen, a.Epoch, a.Reason, want.node, want.gen, epochs[h]+1)
+		}
+	}
+}
+
+// Node and hierarchy maintenance cover what they name; a hierarchy that
+// stays covered by another maintenance is not adopted yet; standby
+// toggles once.
+func TestMaintenanceScopes(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("db", "n1", "n2"), testHier("web", "n2", "n1")))
+	(SetLevel{Level: LevelTyped}).apply(s, t0)
+	(Join{Node: "n1", Level: LevelTyped}).apply(s, t0)
+	(Join{Node: "n2", Level: LevelTyped}).apply(s, t0)
+	db, web := s.Assignments["db"], s.Assignments["web"]
+	db.Online, web.Online = true, true
+	(Assign{Hierarchy: "db", Node: "n1", Gen: s.Nodes["n1"].Gen, Epoch: db.Epoch}).apply(s, t0)
+	(Assign{Hierarchy: "web", Node: "n2", Gen: s.Nodes["n2"].Gen, Epoch: web.Epoch}).apply(s, t0)
+	(SetMaintenance{Scope: ScopeNode, Name: "n1", On: true}).apply(s, t0)
+	if s.MaintenanceOf("db", "") == "" || s.MaintenanceOf("web", "") != "" || s.MaintenanceOf("web", "n1") == "" {
+		t.Fatalf("node maintenance: db %q web %q web on n1 %q", s.MaintenanceOf("db", ""), s.MaintenanceOf("web", ""), s.MaintenanceOf("web", "n1"))
+	}
+	(SetMaintenance{Scope: ScopeHierarchy, Name: "db", On: true}).apply(s, t0)
+	e := db.Epoch
+	(SetMaintenance{Scope: ScopeNode, Name: "n1", On: false}).apply(s, t0)
+	if db.Epoch != e || s.MaintenanceOf("db", "") == "" {
+		t.Fatalf("db adopted while still in hierarchy maintenance: epoch %d -> %d", e, db.Epoch)
+	}
+	(SetMaintenance{Scope: ScopeHierarchy, Name: "db", On: false}).apply(s, t0)
+	if db.Epoch != e+1 || s.MaintenanceOf("db", "") != "" {
+		t.Fatalf("db not handed back: epoch %d -> %d", e, db.Epoch)
+	}
+	if r := (SetMaintenance{Scope: ScopeHierarchy, Name: "nope", On: true}).apply(s, t0); r.Err == nil {
+		t.Fatal("maintenance of an unknown hierarchy accepted")
+	}
+	if r := (SetStandby{Node: "n2", On: true, Reason: "patch"}).apply(s, t0); !r.Changed || s.Nodes["n2"].Standby == nil {
+		t.Fatalf("standby: %+v", r)
+	}
+	if r := (SetStandby{Node: "n2", On: true}).apply(s, t0); !errors.Is(r.Err, ErrNoChange) {
+		t.Fatalf("standby twice: %+v", r)
+	}
+	if r := (SetStandby{Node: "n2", On: false}).apply(s, t0); !r.Changed || s.Nodes["n2"].Standby != nil {
+		t.Fatalf("unstandby: %+v", r)
 	}
 }

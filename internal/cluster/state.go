@@ -20,6 +20,8 @@ type (
 	HierarchyReport = state.HierarchyReport
 	// Readiness is a node's proof that it could take over a hierarchy.
 	Readiness = state.Readiness
+	// Hold is an operator's maintenance or standby.
+	Hold = state.Hold
 )
 
 // NewState returns an empty state.

@@ -96,9 +96,25 @@ type Env struct {
 	// hold on the watchdog device is expected, another process's is not.
 	AgentPID int
 
+	// Holds are the maintenance modes and standbys in force, cluster-wide
+	// (nil: none, or the caller does not know).
+	Holds []Hold
+
 	// imdsErr remembers, for one Run, that the metadata service failed,
 	// so that later checks do not each wait out its timeout again.
 	imdsErr error
+}
+
+// Hold is a maintenance mode or standby in force: What names it
+// ("cluster maintenance", "maintenance of node n2", "standby of node n2",
+// "maintenance of hierarchy db"), Off the command that ends it.
+type Hold struct {
+	What   string
+	Off    string
+	Node   string
+	Since  time.Time
+	By     string
+	Reason string
 }
 
 // Check is one item of the checklist.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // LocalChecks are the checks that need no cloud access.
@@ -19,7 +20,35 @@ func LocalChecks() []Check {
 		{ID: "disk", Run: checkDisk},
 		{ID: "debug-logging", Run: checkLogging},
 		{ID: "security-software", Run: checkSecuritySoftware},
+		{ID: "maintenance", Run: checkMaintenance},
 	}
+}
+
+// MaintenanceWarnAfter is how long a maintenance mode or standby may be
+// on before doctor warns that it was left on: while on, the hierarchies
+// it covers have no failover.
+const MaintenanceWarnAfter = time.Hour
+
+func checkMaintenance(_ context.Context, env *Env) []Finding {
+	var out []Finding
+	for _, h := range env.Holds {
+		age := env.Now().Sub(h.Since).Round(time.Second)
+		seen := fmt.Sprintf("%s on since %s (%s ago)", h.What, h.Since.UTC().Format(time.RFC3339), age)
+		if h.By != "" {
+			seen += ", asked by " + h.By
+		}
+		if h.Reason != "" {
+			seen += ": " + h.Reason
+		}
+		f := Finding{ID: "maintenance", Severity: Info, Seen: seen, Command: h.Off, Node: h.Node}
+		if age >= MaintenanceWarnAfter {
+			f.Severity = Warning
+			f.Seen += "; what it covers is not failed over while it lasts"
+			f.Fix = fmt.Sprintf("left on for over %s: end it when the work is done (%s)", MaintenanceWarnAfter, h.Off)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 func checkQuorum(_ context.Context, env *Env) []Finding {

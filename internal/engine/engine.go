@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,9 @@ const (
 	StateFailed    = "failed"
 	StateFrozen    = "frozen"
 	StateUnknown   = "unknown"
+	// StateUnmanaged: under maintenance; resources are checked, not acted
+	// on (each resource's state is what its last check found).
+	StateUnmanaged = state.StateUnmanaged
 )
 
 // Desired is what the cluster wants for one hierarchy on this node.
@@ -45,6 +49,12 @@ type Desired struct {
 	// Frozen: this node lost its lease and quorum_loss_action is keep:
 	// leave everything as it is, run no checks and no recovery.
 	Frozen bool
+	// Unmanaged: maintenance (cluster, node or hierarchy): start, stop
+	// and recover nothing, whatever InService says; run every resource's
+	// check on its interval and report what runs. When it ends, resources
+	// found healthy count as up: a restore here starts only the others,
+	// so a service that kept running is adopted, not restarted.
+	Unmanaged bool
 }
 
 // Report is the engine's account of one hierarchy on this node: the
@@ -227,7 +237,7 @@ func (w *worker) set(d Desired, known bool) {
 		}
 		w.known = known
 	}
-	if w.interrupt != nil && (!w.desired.InService || w.desired.Frozen) {
+	if w.interrupt != nil && ((!w.desired.InService && !w.desired.Unmanaged) || w.desired.Frozen) {
 		w.interrupt()
 	}
 	w.mu.Unlock()
@@ -307,6 +317,8 @@ func (w *worker) step(ctx context.Context) time.Time {
 	case d.Frozen:
 		w.publish(d.Epoch, StateFrozen, w.resStates(StateFrozen), "lease lost: quorum_loss_action is keep, resources left as they are, no checks or recovery")
 		return time.Time{}
+	case d.Unmanaged:
+		return w.observe(ctx, d)
 	case d.InService && d.Epoch == w.failedEpoch:
 		return time.Time{}
 	case d.InService:
@@ -360,8 +372,9 @@ func (w *worker) prepare(ctx context.Context, d Desired) error {
 		}
 		insts[r.Name] = inst
 	}
-	// Resources dropped from the spec are taken out of service first.
-	if w.insts != nil {
+	// Resources dropped from the spec are taken out of service first
+	// (not under maintenance: they are then the operator's).
+	if w.insts != nil && !d.Unmanaged {
 		old := w.specRes
 		order, err := old.RemoveOrder()
 		if err != nil {
@@ -557,6 +570,73 @@ func (w *worker) earliestCheck() time.Time {
 		}
 	}
 	return t
+}
+
+// observe runs, under maintenance, the checks that are due on every
+// resource, records what they found and reports it: no restore, remove or
+// recovery.
+func (w *worker) observe(ctx context.Context, d Desired) time.Time {
+	if err := w.prepare(ctx, d); err != nil {
+		w.publish(d.Epoch, StateUnmanaged, nil, "maintenance: "+err.Error())
+		return time.Time{}
+	}
+	order, _ := d.Spec.RestoreOrder()
+	if order == nil {
+		order = d.Spec.Resources
+	}
+	res := map[string]string{}
+	var errs []string
+	next := time.Time{}
+	for _, r := range order {
+		due := w.nextCheck[r.Name]
+		if !time.Now().Before(due) {
+			timeout := r.Timeout.D()
+			if timeout <= 0 {
+				timeout = spec.DefaultActionTimeout
+			}
+			cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+			w.mu.Lock()
+			w.interrupt = cancel
+			w.mu.Unlock()
+			h, err := w.insts[r.Name].QuickCheck(cctx)
+			w.mu.Lock()
+			w.interrupt = nil
+			w.mu.Unlock()
+			cancel()
+			if ctx.Err() != nil {
+				return time.Time{}
+			}
+			if c := w.get(); !c.Unmanaged || c.Frozen {
+				return time.Now() // maintenance ended meanwhile
+			}
+			switch h {
+			case kit.Healthy:
+				w.up[r.Name] = true
+			case kit.Failed:
+				w.up[r.Name] = false
+			}
+			if err != nil && h != kit.Healthy {
+				errs = append(errs, r.Name+": "+err.Error())
+			}
+			due = time.Now().Add(r.MonitorInterval.D())
+			w.nextCheck[r.Name] = due
+		}
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+		res[r.Name] = StateOffline
+		if w.up[r.Name] {
+			res[r.Name] = StateOnline
+			w.clean = false // something runs here: a later removal must act
+		}
+	}
+	w.failedEpoch = 0 // the cluster's wish is acted on afresh afterwards
+	msg := ""
+	if len(errs) > 0 {
+		msg = strings.Join(errs, "; ")
+	}
+	w.publish(d.Epoch, StateUnmanaged, res, msg)
+	return next
 }
 
 // monitor runs the quickChecks that are due and local recovery.

@@ -1038,3 +1038,80 @@ func TestRegressionCloseDuringFailingCheckFailsOver(t *testing.T) {
 		}
 	})
 }
+
+// Under maintenance the engine checks every resource and reports what it
+// finds, and restores, removes and recovers nothing, even when a check
+// fails. When maintenance ends with the hierarchy wanted here, resources
+// found healthy are adopted: only the others are restored.
+func TestUnmanagedChecksOnlyThenAdopts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		hs := pair("svc", 1)
+		// A restarted agent under maintenance: the service runs (every
+		// check healthy), the engine has never restored it.
+		m := h.col.mark()
+		h.update(engine.Desired{Spec: hs, Epoch: 3, Unmanaged: true})
+		r := h.col.waitFor(t, "svc", m, "unmanaged with both resources online", func(r engine.Report) bool {
+			return r.State == engine.StateUnmanaged && r.Running()
+		})
+		checkAll(t, "unmanaged report", r.Resources, hs, engine.StateOnline)
+
+		// app stops by itself: reported, not recovered.
+		h.fk.script("svc", "app", func(s *script) { s.checkDefault = kit.Failed })
+		h.col.waitFor(t, "svc", m, "app offline", func(r engine.Report) bool {
+			return r.State == engine.StateUnmanaged && r.Resources["app"] == engine.StateOffline && r.Resources["ip"] == engine.StateOnline
+		})
+		h.ticks(t, 5)
+		for _, op := range []string{kit.OpRestore, kit.OpRemove, kit.OpRecover} {
+			if got := ops(h.fk.journal(), "svc", op); len(got) != 0 {
+				t.Errorf("%s under maintenance: %v", op, got)
+			}
+		}
+		// The same while the cluster wants it in service here.
+		h.update(engine.Desired{Spec: hs, Epoch: 3, InService: true, Unmanaged: true})
+		h.ticks(t, 5)
+		if got := ops(h.fk.journal(), "svc", kit.OpRecover); len(got) != 0 {
+			t.Errorf("recover under maintenance while wanted here: %v", got)
+		}
+
+		// Maintenance off, adopted here at a new epoch: ip is up and stays,
+		// app alone is restored.
+		h.fk.script("svc", "app", func(s *script) { s.checkDefault = kit.Healthy })
+		m = h.col.mark()
+		n := len(h.fk.journal())
+		h.update(engine.Desired{Spec: hs, Epoch: 4, InService: true})
+		h.col.waitState(t, "svc", m, engine.StateOnline, 4)
+		calls := h.fk.journal()[n:]
+		if got := count(calls, "svc", "ip", kit.OpRestore); got != 0 {
+			t.Errorf("ip restored %d times though its check found it up", got)
+		}
+		if got := count(calls, "svc", "app", kit.OpRestore); got != 1 {
+			t.Errorf("app restored %d times, want 1", got)
+		}
+	})
+}
+
+// A service found running whole is adopted without any restore; one
+// found running where the cluster does not want it is removed once
+// maintenance ends.
+func TestUnmanagedAdoptOrRemove(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a, b := pair("a", 1), pair("b", 1)
+		m := h.col.mark()
+		h.update(engine.Desired{Spec: a, Epoch: 2, Unmanaged: true}, engine.Desired{Spec: b, Epoch: 2, Unmanaged: true})
+		for _, x := range []string{"a", "b"} {
+			h.col.waitFor(t, x, m, "running", func(r engine.Report) bool { return r.State == engine.StateUnmanaged && r.Running() })
+		}
+		m = h.col.mark()
+		h.update(engine.Desired{Spec: a, Epoch: 3, InService: true}, engine.Desired{Spec: b, Epoch: 3})
+		h.col.waitState(t, "a", m, engine.StateOnline, 3)
+		h.col.waitState(t, "b", m, engine.StateOffline, 3)
+		if got := ops(h.fk.journal(), "a", kit.OpRestore); len(got) != 0 {
+			t.Errorf("a restored though it ran whole: %v", got)
+		}
+		if got := ops(h.fk.journal(), "b", kit.OpRemove); len(got) != 2 {
+			t.Errorf("b removes %v, want both resources", got)
+		}
+	})
+}

@@ -32,6 +32,12 @@ type NodeView struct {
 	Gen      uint64
 	Revoked  bool
 	Leaving  bool
+	// Maintenance: the operator put the node in maintenance: nothing is
+	// placed on it and what it owns is left alone.
+	Maintenance bool
+	// Standby: the node is drained: what it runs is switched over and
+	// nothing is placed on it.
+	Standby bool
 }
 
 // Action kinds.
@@ -109,6 +115,10 @@ func Candidate(h spec.Hierarchy, a *state.Assignment, n NodeView, ok bool) (bool
 		return false, "holds no lease"
 	case n.Leaving:
 		return false, "shutting down"
+	case n.Maintenance:
+		return false, "in maintenance"
+	case n.Standby:
+		return false, "in standby (`lifeboat node unstandby " + n.Name + "` takes it back)"
 	case !n.Ready:
 		return false, "NOT READY"
 	case n.NotReady[h.Name] != "":
@@ -282,6 +292,10 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 		if a == nil {
 			continue
 		}
+		if s.MaintenanceOf(name, "") != "" {
+			// Unmanaged: nothing is fenced, moved, started or stopped.
+			continue
+		}
 		if a.Node != "" {
 			owner, known := nodes[a.Node]
 			if gone, why := ownerGone(a, owner, known); gone {
@@ -386,6 +400,10 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 		case owner.Leaving:
 			if c, ok := Choose(h, a, nodes, a.Node); ok {
 				out = append(out, Action{Kind: ActMove, Hierarchy: name, To: c.Name, Epoch: a.Epoch, Reason: a.Node + " is shutting down"})
+			}
+		case owner.Standby:
+			if c, ok := Choose(h, a, nodes, a.Node); ok {
+				out = append(out, Action{Kind: ActMove, Hierarchy: name, To: c.Name, Epoch: a.Epoch, Reason: a.Node + " is in standby (drained)"})
 			}
 		case h.Switchback == spec.SwitchbackAutomatic && reported && rep.State == "online":
 			if c, ok := Choose(h, a, nodes, a.Node); ok && h.Priority(c.Name) < h.Priority(a.Node) {

@@ -735,3 +735,69 @@ func TestDecideInitialGrace(t *testing.T) {
 		t.Fatalf("new, n1 down: %+v, want n2 at once", got)
 	}
 }
+
+// Maintenance: a hierarchy covered by the cluster's, its own or its
+// owner's maintenance is neither fenced, failed over nor moved; a node in
+// maintenance or standby takes nothing; a node in standby is drained.
+func TestDecideMaintenanceAndStandby(t *testing.T) {
+	dead := with(ready("n1", 1), func(v *NodeView) { v.Alive, v.LeaseFresh = false, false })
+	owned := func() *world {
+		return newWorld().hier(hier("web", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			hier(hier("db", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 5, Online: true})
+	}
+	hold := &state.Hold{Since: testNow}
+
+	// Baseline: a dead owner is fenced.
+	if got := Decide(owned().s, views(dead, ready("n2", 1)), testNow); len(got) != 1 || got[0].Kind != ActFence {
+		t.Fatalf("baseline: %v", got)
+	}
+	w := owned()
+	w.s.Maintenance = hold
+	if got := Decide(w.s, views(dead, ready("n2", 1)), testNow); len(got) != 0 {
+		t.Fatalf("cluster maintenance: %v", got)
+	}
+	w = owned()
+	w.s.Assignments["web"].Maintenance = hold
+	w.s.Assignments["db"].Maintenance = hold
+	if got := Decide(w.s, views(dead, ready("n2", 1)), testNow); len(got) != 0 {
+		t.Fatalf("hierarchy maintenance: %v", got)
+	}
+	w = owned()
+	w.s.Nodes["n1"] = &state.NodeState{Name: "n1", Maintenance: hold}
+	if got := Decide(w.s, views(dead, ready("n2", 1)), testNow); len(got) != 0 {
+		t.Fatalf("owner in maintenance: %v", got)
+	}
+	// Only web in maintenance: db's owner is still fenced.
+	w = owned()
+	w.s.Assignments["web"].Maintenance = hold
+	if got := Decide(w.s, views(dead, ready("n2", 1)), testNow); len(got) != 1 || got[0].Kind != ActFence || got[0].Hierarchy != "db" {
+		t.Fatalf("web in maintenance, db not: %v", got)
+	}
+
+	// A failed hierarchy does not go to a node in maintenance or standby.
+	for _, mark := range []func(*NodeView){func(v *NodeView) { v.Maintenance = true }, func(v *NodeView) { v.Standby = true }} {
+		w = newWorld().hier(hier("web", intel, "n1", "n2", "n3"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+			report("n1", "web", 3, "failed", "boom")
+		got := Decide(w.s, views(ready("n1", 1), with(ready("n2", 1), mark), ready("n3", 1)), testNow)
+		if len(got) != 1 || got[0].Node != "n3" {
+			t.Fatalf("failover skipping n2: %v", got)
+		}
+	}
+
+	// Standby drains: what n1 runs moves to the next ready node.
+	w = newWorld().hier(hier("web", intel, "n1", "n2", "n3"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+		report("n1", "web", 3, "online", "")
+	got := Decide(w.s, views(with(ready("n1", 1), func(v *NodeView) { v.Standby = true }), ready("n2", 1), ready("n3", 1)), testNow)
+	if want := []Action{{Kind: ActMove, Hierarchy: "web", To: "n2", Epoch: 3}}; !reflect.DeepEqual(stripReasons(got), want) {
+		t.Fatalf("standby: %v, want %v", got, want)
+	}
+	// ... unless n1 is also in maintenance.
+	w.s.Nodes["n1"].Maintenance = hold
+	if got := Decide(w.s, views(with(ready("n1", 1), func(v *NodeView) { v.Standby, v.Maintenance = true, true }), ready("n2", 1)), testNow); len(got) != 0 {
+		t.Fatalf("standby under maintenance: %v", got)
+	}
+	// Candidate says why.
+	if _, why := Candidate(hier("web", intel, "n1"), nil, with(ready("n1", 1), func(v *NodeView) { v.Standby = true }), true); !strings.Contains(why, "standby") {
+		t.Fatalf("standby reason %q", why)
+	}
+}

@@ -50,6 +50,9 @@ type Assignment struct {
 	// ConfirmSince: an automatic failover has been waiting since then
 	// for an operator's confirmation (confirm_failover; zero: none).
 	ConfirmSince time.Time `json:"confirm_since,omitzero"`
+	// Maintenance: the hierarchy is unmanaged (feature level 2): nothing
+	// is started, stopped, recovered or failed over; checks still run.
+	Maintenance *Hold `json:"maintenance,omitempty"`
 	// Deleting: take out of service, then forget.
 	Deleting bool   `json:"deleting,omitempty"`
 	Reason   string `json:"reason,omitempty"`
@@ -152,6 +155,20 @@ type NodeState struct {
 	// frozen node holding local addresses is reset that long after its
 	// last feed, so the cluster waits for it before moving them.
 	WatchdogMS int64 `json:"watchdog_ms,omitempty"`
+	// Maintenance: lifeboat starts, stops, recovers and fails over
+	// nothing on this node, and places nothing on it (feature level 2).
+	Maintenance *Hold `json:"maintenance,omitempty"`
+	// Standby: the node is drained; what it runs is switched over to the
+	// next ready node and it takes nothing until unstandby (level 2).
+	Standby *Hold `json:"standby,omitempty"`
+}
+
+// Hold records an operator's maintenance or standby: since when, who
+// asked, and why.
+type Hold struct {
+	Since  time.Time `json:"since"`
+	By     string    `json:"by,omitempty"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // Readiness is a node's proof that it could (or could not) take over a
@@ -174,6 +191,8 @@ type State struct {
 	// Level is the cluster's feature level (0 and 1: legacy). It only
 	// rises.
 	Level int `json:"level,omitempty"`
+	// Maintenance: the whole cluster is in maintenance (feature level 2).
+	Maintenance *Hold `json:"maintenance,omitempty"`
 }
 
 // LevelLegacy is the feature level of a state that records none: the
@@ -227,4 +246,43 @@ func (s *State) Report(node, h string, epoch uint64) (HierarchyReport, bool) {
 		return HierarchyReport{}, false
 	}
 	return r, true
+}
+
+// StateUnmanaged is the state a node reports for a hierarchy under
+// maintenance: its resources are checked, not acted on.
+const StateUnmanaged = "unmanaged"
+
+// MaintenanceOf says why hierarchy h is unmanaged on node (the cluster,
+// the hierarchy or the node is in maintenance), or "" when it is managed
+// there. node "" asks about the hierarchy wherever it is: the cluster or
+// the hierarchy in maintenance, or its owner node.
+func (s *State) MaintenanceOf(h, node string) string {
+	if s.Maintenance != nil {
+		return "the cluster is in maintenance"
+	}
+	a := s.Assignments[h]
+	if a != nil && a.Maintenance != nil {
+		return "hierarchy " + h + " is in maintenance"
+	}
+	if node == "" && a != nil {
+		node = a.Node
+	}
+	if n := s.Nodes[node]; node != "" && n != nil && n.Maintenance != nil {
+		return "node " + node + " is in maintenance"
+	}
+	return ""
+}
+
+// Running reports whether a report made under maintenance found every
+// resource of the hierarchy up.
+func (r HierarchyReport) Running() bool {
+	if r.State != StateUnmanaged || len(r.Resources) == 0 {
+		return false
+	}
+	for _, st := range r.Resources {
+		if st != "online" {
+			return false
+		}
+	}
+	return true
 }

@@ -199,6 +199,8 @@ func (h *procHarness) post(path string, body any) error {
 	return fmt.Errorf("POST %s: no node is running", path)
 }
 
+func (h *procHarness) Post(path string, body any) error { return h.post(path, body) }
+
 func (h *procHarness) Switchover(hierarchy, to string) error {
 	return h.post("/v1/hierarchies/"+hierarchy+"/switchover", api.MoveRequest{To: to})
 }

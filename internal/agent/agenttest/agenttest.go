@@ -374,6 +374,9 @@ func (c *Cluster) StartHierarchy(hierarchy string) error {
 	return c.post("/v1/hierarchies/"+hierarchy+"/start", api.ActionRequest{})
 }
 
+// Post implements Harness.
+func (c *Cluster) Post(path string, body any) error { return c.post(path, body) }
+
 // DecideFailover implements Harness.
 func (c *Cluster) DecideFailover(hierarchy, decision string) error {
 	return c.post("/v1/hierarchies/"+hierarchy+"/failover/"+decision, api.ActionRequest{})

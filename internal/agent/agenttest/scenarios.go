@@ -72,6 +72,9 @@ type Harness interface {
 	StartHierarchy(hierarchy string) error
 	// DecideFailover is `lifeboat failover confirm|block NAME`.
 	DecideFailover(hierarchy, decision string) error
+	// Post sends an operator's request (an API path and its JSON body)
+	// through a running node and returns what the API refused, if it did.
+	Post(path string, body any) error
 	Heal() error
 	// Eventually polls cond (every few milliseconds of the harness's
 	// clock) until it holds, and fails the test with what cond last
@@ -125,6 +128,8 @@ var Scenarios = []Scenario{
 	{Name: "MarksExpire", Run: marksExpire},
 	{Name: "AntiFlap", Run: antiFlap},
 	{Name: "ConfirmFailover", Run: confirmFailover},
+	{Name: "MaintenanceRestart", Run: maintenanceRestart},
+	{Name: "StandbyDrains", Run: standbyDrains},
 	{Name: "RollingUpgrade", Setup: Setup{Old: true}, Run: rollingUpgrade},
 }
 
@@ -591,6 +596,157 @@ func confirmFailover(t testing.TB, h Harness) {
 	servedOn(t, h, "cnf", nodes[0], failoverTimeout)
 	h.Start(nodes[1])
 	agree(t, h, nodes, formTimeout)
+	noDoubleOwners(t, h)
+}
+
+// hierarchyIs waits until node's status shows hierarchy name in state
+// st (and, when owner is set, owned by owner).
+func hierarchyIs(t testing.TB, h Harness, node, name, st, owner string, timeout time.Duration) api.HierarchyStatus {
+	t.Helper()
+	var out api.HierarchyStatus
+	h.Eventually(timeout, fmt.Sprintf("%s %s on %s", name, st, owner), func() (bool, string) {
+		s, err := h.Status(node)
+		if err != nil {
+			return false, err.Error()
+		}
+		out, _ = hierarchyOf(s, name)
+		return out.State == st && (owner == "" || out.Owner == owner), fmt.Sprintf("state %s on %q, reason %q, resources %v", out.State, out.Owner, out.Reason, out.Resources)
+	})
+	return out
+}
+
+// resIs reports whether every resource of a node's report is in st.
+func resIs(res map[string]string, st string) bool {
+	for _, v := range res {
+		if v != st {
+			return false
+		}
+	}
+	return len(res) > 0
+}
+
+// maintenanceRestart: under cluster maintenance the owner's agent is
+// stopped and started again (an upgrade would be the same) and its
+// service runs on untouched; a failing service is reported, not
+// recovered or failed over; operator actions are refused; maintenance
+// off adopts the running service where it runs, without a restart.
+func maintenanceRestart(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("mnt", nodes)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "mnt", nodes[0], formTimeout)
+	restores := h.Restores("mnt")[nodes[0]]
+	if err := h.Post("/v1/maintenance", api.MaintenanceRequest{Scope: "cluster", On: true, Reason: "patching"}); err != nil {
+		t.Fatalf("maintenance on: %v", err)
+	}
+	hierarchyIs(t, h, nodes[1], "mnt", "unmanaged", nodes[0], failoverTimeout)
+	if err := h.StartHierarchy("mnt"); err == nil || !strings.Contains(err.Error(), "maintenance") {
+		t.Errorf("start under maintenance: %v, want a refusal naming the maintenance", err)
+	}
+	if err := h.Switchover("mnt", nodes[1]); err == nil || !strings.Contains(err.Error(), "maintenance") {
+		t.Errorf("switchover under maintenance: %v, want a refusal naming the maintenance", err)
+	}
+	// The agent restarts; the service does not.
+	h.Stop(nodes[0])
+	if run := h.Running("mnt"); !slices.Equal(run, []string{nodes[0]}) {
+		t.Fatalf("after the owner's agent stopped under maintenance, mnt runs on %v, want %s untouched", run, nodes[0])
+	}
+	h.Start(nodes[0])
+	agree(t, h, nodes, formTimeout)
+	hs := hierarchyIs(t, h, nodes[0], "mnt", "unmanaged", nodes[0], failoverTimeout)
+	h.Eventually(failoverTimeout, "the restarted agent's checks find mnt running", func() (bool, string) {
+		st, err := h.Status(nodes[1])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ = hierarchyOf(st, "mnt")
+		return resIs(hs.Resources[nodes[0]], "online"), fmt.Sprintf("resources %v", hs.Resources)
+	})
+	// A failure under maintenance is seen and left alone.
+	if err := h.Break(nodes[0], true); err != nil {
+		t.Fatal(err)
+	}
+	h.Eventually(failoverTimeout, "the failing check reported", func() (bool, string) {
+		st, err := h.Status(nodes[1])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ = hierarchyOf(st, "mnt")
+		return resIs(hs.Resources[nodes[0]], "offline"), fmt.Sprintf("resources %v", hs.Resources)
+	})
+	if run := h.Running("mnt"); !slices.Equal(run, []string{nodes[0]}) {
+		t.Fatalf("a failing check under maintenance moved or stopped mnt: it runs on %v", run)
+	}
+	if err := h.Break(nodes[0], false); err != nil {
+		t.Fatal(err)
+	}
+	h.Eventually(failoverTimeout, "the check passes again", func() (bool, string) {
+		st, err := h.Status(nodes[1])
+		if err != nil {
+			return false, err.Error()
+		}
+		hs, _ = hierarchyOf(st, "mnt")
+		return resIs(hs.Resources[nodes[0]], "online"), fmt.Sprintf("resources %v", hs.Resources)
+	})
+	if err := h.Post("/v1/maintenance", api.MaintenanceRequest{Scope: "cluster", On: false}); err != nil {
+		t.Fatalf("maintenance off: %v", err)
+	}
+	servedOn(t, h, "mnt", nodes[0], failoverTimeout)
+	if got := h.Restores("mnt")[nodes[0]]; got != restores {
+		t.Errorf("mnt restored %d more times on %s: maintenance off must adopt the running service, not restart it", got-restores, nodes[0])
+	}
+	agree(t, h, nodes, formTimeout)
+	noDoubleOwners(t, h)
+}
+
+// standbyDrains: standby moves what a node runs to the next node and the
+// drained node takes nothing, not even when the new owner dies; it is
+// refused for a service with nowhere else to go and for an unknown node;
+// unstandby makes it a candidate again.
+func standbyDrains(t testing.TB, h Harness) {
+	nodes := h.Nodes()
+	agree(t, h, nodes, formTimeout)
+	if err := h.Apply(h.Service("drn", nodes), h.Service("solo", nodes[:1])); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	servedOn(t, h, "drn", nodes[0], formTimeout)
+	servedOn(t, h, "solo", nodes[0], formTimeout)
+	err := h.Post("/v1/nodes/"+nodes[0]+"/standby", api.StandbyRequest{})
+	if err == nil || !strings.Contains(err.Error(), "solo") {
+		t.Fatalf("standby of %s with solo nowhere else to go: %v, want a refusal naming solo", nodes[0], err)
+	}
+	if err := h.Post("/v1/nodes/nosuchnode/unstandby", api.StandbyRequest{}); err == nil || !strings.Contains(err.Error(), "no node") {
+		t.Errorf("unstandby of an unknown node: %v, want a refusal", err)
+	}
+	if err := h.Post("/v1/nodes/"+nodes[0]+"/standby", api.StandbyRequest{Force: true, Reason: "patching"}); err != nil {
+		t.Fatalf("standby --force: %v", err)
+	}
+	servedOn(t, h, "drn", nodes[1], failoverTimeout)
+	servedOn(t, h, "solo", nodes[0], failoverTimeout) // forced: it stays
+	// The new owner dies: the drained node does not take it.
+	h.Kill(nodes[1])
+	servedOn(t, h, "drn", nodes[2], failoverTimeout)
+	h.Start(nodes[1])
+	agree(t, h, nodes, formTimeout)
+	if err := h.Post("/v1/nodes/"+nodes[0]+"/unstandby", api.StandbyRequest{}); err != nil {
+		t.Fatalf("unstandby: %v", err)
+	}
+	st, err := h.Status(nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		if n.Standby != nil {
+			t.Errorf("%s still in standby after unstandby", n.Name)
+		}
+	}
+	// A candidate again: the service goes back to it when asked.
+	if err := h.Switchover("drn", nodes[0]); err != nil {
+		t.Fatalf("switchover back to %s: %v", nodes[0], err)
+	}
+	servedOn(t, h, "drn", nodes[0], failoverTimeout)
 	noDoubleOwners(t, h)
 }
 
