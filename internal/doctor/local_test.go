@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func findings(t *testing.T, env *Env, id string) []Finding {
@@ -135,5 +136,30 @@ func TestRunSortsAndSurvivesPanics(t *testing.T) {
 	}
 	if ExitCode(fs) != 1 || ExitCode(fs[1:]) != 0 {
 		t.Fatal("ExitCode")
+	}
+}
+
+// A maintenance or standby is reported as information while young and
+// as a warning once left on for MaintenanceWarnAfter, with the command
+// that ends it.
+func TestMaintenanceLeftOn(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	env := &Env{Node: "n1", Now: func() time.Time { return now }, Holds: []Hold{
+		{What: "cluster maintenance", Off: "lifeboat maintenance off", Since: now.Add(-10 * time.Minute), By: "root on n1 (local socket)", Reason: "CHG-1"},
+		{What: "standby of node n2", Off: "lifeboat node unstandby n2", Node: "n2", Since: now.Add(-MaintenanceWarnAfter - time.Minute)},
+	}}
+	fs := findings(t, env, "maintenance")
+	if len(fs) != 2 {
+		t.Fatalf("findings %+v, want 2", fs)
+	}
+	// Worst first: the standby left on.
+	if fs[0].Severity != Warning || fs[0].Node != "n2" || fs[0].Command != "lifeboat node unstandby n2" || !strings.Contains(fs[0].Fix, "left on") {
+		t.Errorf("old standby: %+v", fs[0])
+	}
+	if fs[1].Severity != Info || !strings.Contains(fs[1].Seen, "root on n1") || !strings.Contains(fs[1].Seen, "CHG-1") || fs[1].Command != "lifeboat maintenance off" {
+		t.Errorf("young maintenance: %+v", fs[1])
+	}
+	if fs := findings(t, &Env{Node: "n1"}, "maintenance"); len(fs) != 0 {
+		t.Errorf("findings without any maintenance: %+v", fs)
 	}
 }
