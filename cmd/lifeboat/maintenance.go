@@ -86,7 +86,7 @@ maintenance left on for over an hour.`,
 
 func nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "node standby|unstandby NODE",
+		Use:   "node standby|unstandby|confirm-failover NODE",
 		Short: "Drain a node for patching, and take it back",
 		Long: `standby switches everything the node runs over to the next ready node (a
 planned switchover each), then the node takes nothing until unstandby. It is
@@ -129,5 +129,34 @@ everything is online elsewhere (--timeout, --no-wait).`,
 		}
 		cmd.AddCommand(sub)
 	}
+	var reason string
+	confirm := &cobra.Command{
+		Use:   "confirm-failover NODE on|off",
+		Short: "Make the failovers of what a node runs wait for an operator's confirmation",
+		Long: `With confirm-failover on for a node, when a hierarchy it runs fails there or the
+node is fenced, the hierarchy is taken off it as always and then waits, state
+awaiting-confirmation, for lifeboat failover confirm|block HIERARCHY, up to the
+hierarchy's confirm_timeout, then does its confirm_default (as a hierarchy's own
+confirm_failover: true does).`,
+		Example: `  lifeboat node confirm-failover node1 on --reason "DR site: a human decides"
+  lifeboat node confirm-failover node1 off`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[1] != "on" && args[1] != "off" {
+				return codeErr{exitUsage, fmt.Errorf("say on or off, not %q", args[1])}
+			}
+			var out api.NodeSettingOutcome
+			if err := call(context.Background(), "POST", "/v1/nodes/"+args[0]+"/confirm-failover", api.NodeSettingRequest{On: args[1] == "on", Reason: reason}, &out); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(out)
+			}
+			fmt.Println(out.Message)
+			return nil
+		},
+	}
+	confirm.Flags().StringVar(&reason, "reason", "", "why (kept in the history)")
+	cmd.AddCommand(confirm)
 	return cmd
 }

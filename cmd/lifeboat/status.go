@@ -86,6 +86,9 @@ func printStatus(st api.Status) {
 		if n.Standby != nil {
 			state += " (standby)"
 		}
+		if n.ConfirmFailover != nil {
+			state += " (confirm-failover)"
+		}
 		doc := "ok"
 		switch {
 		case n.Findings == nil:

@@ -170,6 +170,7 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/maintenance", a.handleMaintenance)
 	mux.HandleFunc("POST /v1/nodes/{name}/standby", a.handleStandby(true))
 	mux.HandleFunc("POST /v1/nodes/{name}/unstandby", a.handleStandby(false))
+	mux.HandleFunc("POST /v1/nodes/{name}/confirm-failover", a.handleNodeConfirm)
 	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("POST /v1/log-level", a.handleLogLevel)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics(), promhttp.HandlerOpts{}))

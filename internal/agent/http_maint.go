@@ -260,3 +260,41 @@ func (a *Agent) handleStandby(on bool) http.HandlerFunc {
 		writeJSON(w, out)
 	}
 }
+
+// handleNodeConfirm makes the failovers of what a node runs wait for an
+// operator's confirmation, or stops that: POST
+// /v1/nodes/{name}/confirm-failover.
+func (a *Agent) handleNodeConfirm(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req api.NodeSettingRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if !a.needLevel(w, "confirm-failover for a node") {
+		return
+	}
+	if code, err := a.resourceNode(name); err != nil {
+		writeErr(w, code, err)
+		return
+	}
+	by := a.who(r)
+	out := api.NodeSettingOutcome{Node: name, Setting: "confirm-failover", On: req.On}
+	onOff := map[bool]string{true: "on", false: "off"}[req.On]
+	_, err := a.submit(r.Context(), cluster.SetConfirmFailover{Node: name, On: req.On, By: by, Reason: req.Reason})
+	switch {
+	case err != nil && strings.Contains(err.Error(), cluster.ErrNoChange.Error()):
+		out.Message = fmt.Sprintf("confirm-failover of node %s was already %s", name, onOff)
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("confirm-failover %s for %s: %w", onOff, name, err))
+		return
+	default:
+		out.Changed = true
+		out.Message = fmt.Sprintf("confirm-failover of node %s is %s", name, onOff)
+		if req.On {
+			out.Message += fmt.Sprintf(": when what %s runs fails or %s is fenced, the failover waits for `lifeboat failover confirm|block HIERARCHY` (each hierarchy's confirm_timeout and confirm_default apply)", name, name)
+		}
+		a.events.Add(events.Event{Kind: "maintenance", Action: "confirm-failover-" + onOff, Message: out.Message, By: by})
+		a.log.Info("node confirm-failover "+onOff, "node", name, "by", by, "reason", req.Reason)
+	}
+	writeJSON(w, out)
+}

@@ -95,6 +95,9 @@ type NodeStatus struct {
 	Maintenance *state.Hold `json:"maintenance,omitempty"`
 	// Standby: the node is drained and takes nothing.
 	Standby *state.Hold `json:"standby,omitempty"`
+	// ConfirmFailover: failovers of what the node runs wait for an
+	// operator's confirmation.
+	ConfirmFailover *state.Hold `json:"confirm_failover,omitempty"`
 }
 
 // HierarchyStatus is one hierarchy in Status.
@@ -186,6 +189,21 @@ type StandbyRequest struct {
 	Force   bool          `json:"force,omitempty"`
 	Timeout spec.Duration `json:"timeout,omitempty"`
 	NoWait  bool          `json:"no_wait,omitempty"`
+}
+
+// NodeSettingRequest is the body of POST /v1/nodes/{name}/confirm-failover.
+type NodeSettingRequest struct {
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// NodeSettingOutcome is the answer to a node setting's change.
+type NodeSettingOutcome struct {
+	Node    string `json:"node"`
+	Setting string `json:"setting"`
+	On      bool   `json:"on"`
+	Changed bool   `json:"changed"`
+	Message string `json:"message"`
 }
 
 // StandbyOutcome is the answer to standby and unstandby.

@@ -82,10 +82,11 @@ var kinds = map[string]kindInfo{
 	// sets, so it is always typed.
 	SetLevel{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetLevel]},
 	// Failure marks expire from level 2 on.
-	ExpireMark{}.Kind():      {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
-	ConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[ConfirmFailover]},
-	SetMaintenance{}.Kind():  {v: 1, level: LevelTyped, decode: decodeAs[SetMaintenance]},
-	SetStandby{}.Kind():      {v: 1, level: LevelTyped, decode: decodeAs[SetStandby]},
+	ExpireMark{}.Kind():         {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
+	ConfirmFailover{}.Kind():    {v: 1, level: LevelTyped, decode: decodeAs[ConfirmFailover]},
+	SetMaintenance{}.Kind():     {v: 1, level: LevelTyped, decode: decodeAs[SetMaintenance]},
+	SetStandby{}.Kind():         {v: 1, level: LevelTyped, decode: decodeAs[SetStandby]},
+	SetConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetConfirmFailover]},
 }
 
 func init() {

@@ -188,6 +188,16 @@ type SetStandby struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// SetConfirmFailover makes the automatic failovers of what Node runs
+// wait for an operator's confirmation (On), as confirm_failover does for
+// a hierarchy, or stops that. Feature level 2.
+type SetConfirmFailover struct {
+	Node   string `json:"node"`
+	On     bool   `json:"on"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // Batch commits several commands in one log entry, applied in order; each
 // has its own result (one failing does not undo the others).
 type Batch struct {
@@ -213,7 +223,10 @@ func (ExpireMark) Kind() string      { return "expire-mark" }
 func (ConfirmFailover) Kind() string { return "confirm-failover" }
 func (SetMaintenance) Kind() string  { return "maintenance" }
 func (SetStandby) Kind() string      { return "standby" }
-func (Batch) Kind() string           { return "batch" }
+func (SetConfirmFailover) Kind() string {
+	return "node-confirm-failover"
+}
+func (Batch) Kind() string { return "batch" }
 
 func node(s *State, name string) *NodeState {
 	n := s.Nodes[name]
@@ -315,7 +328,7 @@ func (c Assign) apply(s *State, at time.Time) Result {
 	if a == nil || a.Epoch != c.Epoch {
 		return Result{}
 	}
-	if c.MarkFailed && c.Node == "" && s.FeatureLevel() >= LevelTyped && s.Hierarchies[c.Hierarchy].ConfirmFailover {
+	if c.MarkFailed && c.Node == "" && s.ConfirmsFailover(c.Hierarchy, a.Node) {
 		// Taken off the failed node; placement elsewhere waits for an
 		// operator's decision.
 		a.ConfirmSince = at.UTC()
@@ -403,7 +416,7 @@ func (c Release) apply(s *State, at time.Time) Result {
 				// have to wait for an operator's decision.
 				h := s.Hierarchies[a.Hierarchy]
 				recordFailover(a, h.EffectiveFailoverWindow(), at)
-				if h.ConfirmFailover {
+				if s.ConfirmsFailover(a.Hierarchy, a.Node) {
 					a.ConfirmSince = at.UTC()
 				}
 			}
@@ -680,6 +693,19 @@ func (c SetStandby) apply(s *State, at time.Time) Result {
 		n.Standby = &Hold{Since: at.UTC(), By: c.By, Reason: c.Reason}
 	} else {
 		n.Standby = nil
+	}
+	return Result{Changed: true}
+}
+
+func (c SetConfirmFailover) apply(s *State, at time.Time) Result {
+	n := node(s, c.Node)
+	if c.On == (n.ConfirmFailover != nil) {
+		return Result{Err: ErrNoChange}
+	}
+	if c.On {
+		n.ConfirmFailover = &Hold{Since: at.UTC(), By: c.By, Reason: c.Reason}
+	} else {
+		n.ConfirmFailover = nil
 	}
 	return Result{Changed: true}
 }

@@ -797,3 +797,34 @@ func TestMaintenanceScopes(t *testing.T) {
 		t.Fatalf("unstandby: %+v", r)
 	}
 }
+
+// A node's confirm-failover makes a failover away from it wait, as the
+// hierarchy's own setting does: a failed report's assign and a fenced
+// node's release both leave the hierarchy awaiting confirmation.
+func TestNodeConfirmFailover(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, put(testHier("db", "n1", "n2"), testHier("web", "n2", "n1")))
+	(SetLevel{Level: LevelTyped}).apply(s, t0)
+	(Join{Node: "n1", Level: LevelTyped}).apply(s, t0)
+	(Join{Node: "n2", Level: LevelTyped}).apply(s, t0)
+	db, web := s.Assignments["db"], s.Assignments["web"]
+	db.Online, web.Online = true, true
+	(Assign{Hierarchy: "db", Node: "n1", Gen: 1, Epoch: db.Epoch}).apply(s, t0)
+	(Assign{Hierarchy: "web", Node: "n2", Gen: 1, Epoch: web.Epoch}).apply(s, t0)
+	if r := (SetConfirmFailover{Node: "n1", On: true, By: "root"}).apply(s, t0); !r.Changed || !s.ConfirmsFailover("db", "n1") || s.ConfirmsFailover("web", "n2") {
+		t.Fatalf("on: %+v", r)
+	}
+	// db fails on n1: off it, awaiting confirmation.
+	(Assign{Hierarchy: "db", Epoch: db.Epoch, MarkFailed: true}).apply(s, t0.Add(time.Second))
+	if db.Node != "" || !db.ConfirmSince.Equal(t0.Add(time.Second)) {
+		t.Fatalf("db after its failure on n1: node %q, confirm since %v", db.Node, db.ConfirmSince)
+	}
+	// n2 (no confirm-failover) is fenced: web fails over at once.
+	(Release{Node: "n2", Gen: 1}).apply(s, t0)
+	if !web.ConfirmSince.IsZero() {
+		t.Fatal("web waits for a confirmation though neither it nor n2 asks for one")
+	}
+	if r := (SetConfirmFailover{Node: "n1", On: false}).apply(s, t0); !r.Changed || s.ConfirmsFailover("db", "n1") {
+		t.Fatalf("off: %+v", r)
+	}
+}

@@ -361,7 +361,7 @@ func Decide(s *state.State, nodes map[string]NodeView, now time.Time) []Action {
 		case reported && rep.State == "failed" && flapping(s, h, a, now, 1):
 			// This failover would be one too many.
 			out = append(out, stopFlapping(h, a, now))
-		case reported && rep.State == "failed" && h.ConfirmFailover && s.FeatureLevel() >= state.LevelTyped:
+		case reported && rep.State == "failed" && s.ConfirmsFailover(name, a.Node):
 			// Off the failed node; elsewhere only once confirmed.
 			out = append(out, Action{Kind: ActAssign, Hierarchy: name, Epoch: a.Epoch, MarkFailed: true,
 				Reason: fmt.Sprintf("failed on %s: %s; the failover waits for `lifeboat failover confirm|block %s` (%s after %s)",

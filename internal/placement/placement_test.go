@@ -801,3 +801,20 @@ func TestDecideMaintenanceAndStandby(t *testing.T) {
 		t.Fatalf("standby reason %q", why)
 	}
 }
+
+// A failure on a node with confirm-failover takes the hierarchy off it
+// and waits, as the hierarchy's own confirm_failover does.
+func TestDecideNodeConfirmFailover(t *testing.T) {
+	w := newWorld().hier(hier("web", intel, "n1", "n2"), state.Assignment{Node: "n1", Gen: 1, Epoch: 3, Online: true}).
+		report("n1", "web", 3, "failed", "boom")
+	w.s.Level = state.LevelTyped
+	got := Decide(w.s, views(ready("n1", 1), ready("n2", 1)), testNow)
+	if len(got) != 1 || got[0].Node != "n2" {
+		t.Fatalf("without confirm-failover: %v", got)
+	}
+	w.s.Nodes["n1"].ConfirmFailover = &state.Hold{Since: testNow}
+	got = Decide(w.s, views(ready("n1", 1), ready("n2", 1)), testNow)
+	if len(got) != 1 || got[0].Kind != ActAssign || got[0].Node != "" || !got[0].MarkFailed || !strings.Contains(got[0].Reason, "lifeboat failover confirm") {
+		t.Fatalf("with n1's confirm-failover: %v", got)
+	}
+}

@@ -161,6 +161,11 @@ type NodeState struct {
 	// Standby: the node is drained; what it runs is switched over to the
 	// next ready node and it takes nothing until unstandby (level 2).
 	Standby *Hold `json:"standby,omitempty"`
+	// ConfirmFailover: an automatic failover of what this node runs waits
+	// for an operator's confirmation, as a hierarchy's confirm_failover
+	// does, with that hierarchy's confirm_timeout and confirm_default
+	// (level 2).
+	ConfirmFailover *Hold `json:"confirm_failover,omitempty"`
 }
 
 // Hold records an operator's maintenance or standby: since when, who
@@ -271,6 +276,20 @@ func (s *State) MaintenanceOf(h, node string) string {
 		return "node " + node + " is in maintenance"
 	}
 	return ""
+}
+
+// ConfirmsFailover reports whether an automatic failover of hierarchy h
+// away from node from waits for an operator's confirmation: the
+// hierarchy's confirm_failover or the node's (feature level 2).
+func (s *State) ConfirmsFailover(h, from string) bool {
+	if s.FeatureLevel() < LevelTyped {
+		return false
+	}
+	if s.Hierarchies[h].ConfirmFailover {
+		return true
+	}
+	n := s.Nodes[from]
+	return from != "" && n != nil && n.ConfirmFailover != nil
 }
 
 // Running reports whether a report made under maintenance found every

@@ -96,4 +96,25 @@ func TestMaintenanceCLI(t *testing.T) {
 	if out, errOut, code := lifeboat(t, c, "node2", "node", "unstandby", "node1"); code != 0 || !strings.Contains(out, "out of standby") {
 		t.Fatalf("unstandby: exit %d\n%s%s", code, out, errOut)
 	}
+
+	// A node's failovers may wait for a human.
+	out, errOut, code = lifeboat(t, c, "node2", "node", "confirm-failover", "node2", "on", "--json")
+	var no api.NodeSettingOutcome
+	if err := json.Unmarshal([]byte(out), &no); err != nil || code != 0 || !no.Changed || !no.On {
+		t.Fatalf("node confirm-failover node2 on: exit %d %v\n%s%s", code, err, out, errOut)
+	}
+	st = waitFor(t, c, "node3", 5*time.Second, "node2 with confirm-failover", func(s api.Status) bool {
+		for _, n := range s.Nodes {
+			if n.Name == "node2" {
+				return n.ConfirmFailover != nil
+			}
+		}
+		return false
+	})
+	if _, errOut, code := lifeboat(t, c, "node2", "node", "confirm-failover", "node2", "maybe"); code != 2 || !strings.Contains(errOut, "on or off") {
+		t.Errorf("confirm-failover maybe: exit %d: %s", code, errOut)
+	}
+	if out, errOut, code := lifeboat(t, c, "node2", "node", "confirm-failover", "node2", "off"); code != 0 || !strings.Contains(out, "is off") {
+		t.Fatalf("confirm-failover off: exit %d\n%s%s", code, out, errOut)
+	}
 }

@@ -733,15 +733,20 @@ func standbyDrains(t testing.TB, h Harness) {
 	if err := h.Post("/v1/nodes/"+nodes[0]+"/unstandby", api.StandbyRequest{}); err != nil {
 		t.Fatalf("unstandby: %v", err)
 	}
-	st, err := h.Status(nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range st.Nodes {
-		if n.Standby != nil {
-			t.Errorf("%s still in standby after unstandby", n.Name)
+	h.Eventually(failoverTimeout, nodes[0]+" out of standby on every node", func() (bool, string) {
+		for _, node := range nodes {
+			st, err := h.Status(node)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, n := range st.Nodes {
+				if n.Standby != nil {
+					return false, fmt.Sprintf("%s sees %s in standby", node, n.Name)
+				}
+			}
 		}
-	}
+		return true, ""
+	})
 	// A candidate again: the service goes back to it when asked.
 	if err := h.Switchover("drn", nodes[0]); err != nil {
 		t.Fatalf("switchover back to %s: %v", nodes[0], err)
