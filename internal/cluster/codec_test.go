@@ -38,6 +38,7 @@ func everyKind() []Cmd {
 		SetMaintenance{Scope: ScopeNode, Name: "n2", On: true, By: "root on n1 (local socket)", Reason: "patching"},
 		SetStandby{Node: "n1", On: true, By: "API token", Reason: "drain"},
 		SetConfirmFailover{Node: "n1", On: true, By: "API token", Reason: "a human decides"},
+		Restore{Hierarchies: []spec.Hierarchy{testHier("web", "n1", "n2")}, Online: map[string]bool{"web": false}, Prune: true, Reason: "restored from backup"},
 		Batch{Cmds: []Cmd{Assign{Hierarchy: "a", Node: "n1", Gen: 1, Epoch: 1}, Report{Node: "n1", Hierarchy: "a", Report: HierarchyReport{Epoch: 2, State: "online", At: t0}}}},
 	}
 }
