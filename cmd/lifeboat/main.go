@@ -62,6 +62,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	root.AddCommand(maintenanceCmd(), nodeCmd())
+	root.AddCommand(backupCmd(), restoreCmd())
 	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)

@@ -25,34 +25,9 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, errors.New("nothing to apply: the request has no hierarchies"))
 		return
 	}
-	var problems []string
-	resNodes := map[string]bool{}
-	for _, n := range a.cfg.Cluster.Nodes {
-		if !n.Witness {
-			resNodes[n.Name] = true
-		}
-	}
+	problems := a.specProblems(req.Hierarchies)
 	for i := range req.Hierarchies {
-		h := &req.Hierarchies[i]
-		for _, p := range a.kits.ValidateHierarchy(h) {
-			problems = append(problems, fmt.Sprintf("hierarchy %q: %s", h.Name, p.Error()))
-		}
-		for j, n := range h.Nodes {
-			if !resNodes[n] {
-				problems = append(problems, fmt.Sprintf("hierarchy %q: nodes[%d]: %q is not a cluster node that runs resources (known: %s)", h.Name, j, n, strings.Join(spec.SortedKeys(resNodes), ", ")))
-			}
-		}
-		h.Normalize()
-	}
-	// Settings an older voter cannot read: 0.1 drops the failure policy
-	// from the spec (and its leader refuses the fields), so they wait for
-	// feature level 2.
-	if lvl := a.c.FSM.Level(); lvl < cluster.LevelTyped {
-		for _, h := range req.Hierarchies {
-			if h.UsesFailurePolicy() {
-				problems = append(problems, fmt.Sprintf("hierarchy %q: failure_timeout, migration_threshold, max_failovers and failover_window need cluster feature level %d (every node on lifeboat 0.2 or later); the cluster is at %d: finish the upgrade first (`lifeboat status` shows each node's version)", h.Name, cluster.LevelTyped, lvl))
-			}
-		}
+		req.Hierarchies[i].Normalize()
 	}
 	if len(problems) > 0 {
 		writeErr(w, http.StatusBadRequest, errors.New(strings.Join(problems, "\n")))
@@ -82,6 +57,41 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, resp)
+}
+
+// specProblems checks hierarchies as apply does (and restore): the kits'
+// validation, nodes that run resources in this cluster, and settings the
+// cluster's feature level does not carry yet.
+func (a *Agent) specProblems(hs []spec.Hierarchy) []string {
+	var problems []string
+	resNodes := map[string]bool{}
+	for _, n := range a.cfg.Cluster.Nodes {
+		if !n.Witness {
+			resNodes[n.Name] = true
+		}
+	}
+	for i := range hs {
+		h := &hs[i]
+		for _, p := range a.kits.ValidateHierarchy(h) {
+			problems = append(problems, fmt.Sprintf("hierarchy %q: %s", h.Name, p.Error()))
+		}
+		for j, n := range h.Nodes {
+			if !resNodes[n] {
+				problems = append(problems, fmt.Sprintf("hierarchy %q: nodes[%d]: %q is not a cluster node that runs resources (known: %s)", h.Name, j, n, strings.Join(spec.SortedKeys(resNodes), ", ")))
+			}
+		}
+	}
+	// Settings an older voter cannot read: 0.1 drops the failure policy
+	// from the spec (and its leader refuses the fields), so they wait for
+	// feature level 2.
+	if lvl := a.c.FSM.Level(); lvl < cluster.LevelTyped {
+		for _, h := range hs {
+			if h.UsesFailurePolicy() {
+				problems = append(problems, fmt.Sprintf("hierarchy %q: failure_timeout, migration_threshold, max_failovers and failover_window need cluster feature level %d (every node on lifeboat 0.2 or later); the cluster is at %d: finish the upgrade first (`lifeboat status` shows each node's version)", h.Name, cluster.LevelTyped, lvl))
+			}
+		}
+	}
+	return problems
 }
 
 func (a *Agent) assignment(name string) (cluster.Assignment, spec.Hierarchy, bool) {
