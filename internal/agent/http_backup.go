@@ -23,8 +23,10 @@ func (a *Agent) backupRoutes(mux *http.ServeMux) {
 }
 
 // leaderWait bounds how long backup and restore look for a raft leader
-// and wait for its barrier.
-const leaderWait = 10 * time.Second
+// and wait for its barrier: an election takes about a second with any
+// timing profile, and a client with a short timeout still gets the
+// reason rather than its own deadline.
+const leaderWait = 4 * time.Second
 
 // atLeader makes the request run on the raft leader with a state that
 // holds every committed change: on the leader, after a barrier (it
@@ -79,7 +81,7 @@ func (a *Agent) forwardToLeader(ctx context.Context, w http.ResponseWriter, r *h
 			writeErr(w, se.Code, errors.New(se.Msg))
 			return
 		}
-		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("forward %s %s to the leader %s: %w", r.Method, r.URL.Path, leader, err))
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("forward %s %s to the leader %s (is it up? without a quorum there is no leader): %w", r.Method, r.URL.Path, leader, err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -485,3 +485,15 @@ func (b *logBuffer) tail(n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Call sends an operator's request (the API token) to node and decodes
+// the answer into out (when non-nil).
+func (c *Cluster) Call(node, method, path string, body, out any) error {
+	cl, err := c.client(node)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return cl.Do(ctx, method, path, body, out)
+}
