@@ -43,11 +43,21 @@ func (a *Agent) atLeader(w http.ResponseWriter, r *http.Request, body any) bool 
 	for {
 		if a.c.IsLeader() {
 			f := a.c.Raft.Barrier(leaderWait)
-			if err := f.Error(); err != nil {
-				writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("%s leads but could not commit a barrier (no quorum? is a majority of voters up?): %w", a.cfg.Node, err))
-				return false
+			err := f.Error()
+			if err == nil {
+				return true
 			}
-			return true
+			if !a.c.IsLeader() && ctx.Err() == nil {
+				// Leadership moved (or was lost with the quorum): look
+				// for the next leader until the deadline.
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("%s leads but could not commit a barrier (no quorum? is a majority of voters up?): %w", a.cfg.Node, err))
+			return false
 		}
 		if r.URL.Query().Get("forwarded") == "1" {
 			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("%s is no longer the raft leader: try again", a.cfg.Node))
@@ -109,6 +119,10 @@ func (a *Agent) handleBackup(w http.ResponseWriter, r *http.Request) {
 	data, sum, err := backup.Encode(body)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	if len(data) > backup.MaxSize {
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("the backup of %d hierarchies would be %d bytes, more than restore accepts (%d): not written", len(body.Hierarchies), len(data), backup.MaxSize))
 		return
 	}
 	a.log.Info("backup taken", "index", s.Index, "hierarchies", len(body.Hierarchies), "checksum", sum)

@@ -44,8 +44,10 @@ const Format = "lifeboat-backup"
 // Version is the envelope and body version this binary writes and reads.
 const Version = 1
 
-// MaxSize bounds a backup file (and the restore request that carries it).
-const MaxSize = 8 << 20
+// MaxSize bounds a backup file: the restore request that carries it must
+// stay within what the agent reads of a request body (8 MiB). 4 MiB holds
+// thousands of hierarchies.
+const MaxSize = 4 << 20
 
 // Wishes: the operator's start/stop of a hierarchy.
 const (

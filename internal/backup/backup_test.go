@@ -156,6 +156,7 @@ func TestNotABackup(t *testing.T) {
 		"format":     `{"format":"something-else","version":1,"checksum":"sha256:00","body":{}}`,
 		"extra":      `{"format":"lifeboat-backup","version":1,"checksum":"sha256:00","body":{},"x":1}`,
 		"bad syntax": "{\n  \"format\": \"lifeboat-backup\",\n  \"version\": 1 x\n}",
+		"too large":  "{" + strings.Repeat(" ", MaxSize) + "}",
 	} {
 		_, err := Decode("b.json", []byte(in), nil)
 		if !errors.Is(err, ErrNotBackup) || !strings.HasPrefix(err.Error(), "b.json") {
