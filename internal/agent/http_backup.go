@@ -126,7 +126,7 @@ func (a *Agent) handleBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("backup taken", "index", s.Index, "hierarchies", len(body.Hierarchies), "checksum", sum)
-	a.events.Add(events.Event{Kind: "cluster", Action: "backup", Message: fmt.Sprintf("backup of %d hierarchies at raft index %d (%s)", len(body.Hierarchies), s.Index, sum)})
+	a.events.Add(events.Event{Kind: "cluster", Action: "backup", Message: fmt.Sprintf("backup of %d hierarchies at raft index %d (%s)", len(body.Hierarchies), s.Index, sum), By: a.who(r)})
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(data)
 }
@@ -189,6 +189,6 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 		msg += fmt.Sprintf(", %d deleted", len(d.Missing))
 	}
 	a.log.Info("restore committed", "index", idx, "created", len(d.Created), "updated", len(d.Updated), "wishes", len(d.Wishes), "pruned", req.Prune && len(d.Missing) > 0)
-	a.events.Add(events.Event{Kind: "cluster", Action: "restore", Message: msg})
+	a.events.Add(events.Event{Kind: "cluster", Action: "restore", Message: msg, By: a.who(r)})
 	writeJSON(w, resp)
 }

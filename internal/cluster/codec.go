@@ -87,8 +87,6 @@ var kinds = map[string]kindInfo{
 	SetMaintenance{}.Kind():     {v: 1, level: LevelTyped, decode: decodeAs[SetMaintenance]},
 	SetStandby{}.Kind():         {v: 1, level: LevelTyped, decode: decodeAs[SetStandby]},
 	SetConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetConfirmFailover]},
-	ExpireMark{}.Kind():         {v: 1, level: LevelTyped, decode: decodeAs[ExpireMark]},
-	ConfirmFailover{}.Kind():    {v: 1, level: LevelTyped, decode: decodeAs[ConfirmFailover]},
 	// A backup restored in one entry (lifeboat restore).
 	Restore{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[Restore]},
 }
