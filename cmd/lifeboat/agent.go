@@ -13,6 +13,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/logring"
 )
 
 func agentCmd() *cobra.Command {
@@ -47,8 +48,11 @@ out of service and leaves them stopped.`,
 			if logJSON {
 				h = slog.NewJSONHandler(os.Stderr, opts)
 			}
-			logger := slog.New(h)
-			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level})
+			// The ring keeps the recent records for support bundles,
+			// formatted with the same options: what the log prints.
+			ring := logring.New(logring.DefaultRecords, logring.DefaultBytes)
+			logger := slog.New(ring.Handler(h, opts))
+			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level, Logs: ring})
 			if err != nil {
 				return codeErr{exitFailure, err}
 			}

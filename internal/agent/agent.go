@@ -31,6 +31,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
+	"github.com/lifeboat-ha/lifeboat/internal/logring"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
@@ -101,6 +102,11 @@ type Agent struct {
 	failovers *prometheus.CounterVec
 	lostMu    sync.Mutex
 	lostFrom  map[string]string
+
+	// logs: the recent log records, for support bundles; started: when
+	// this agent started.
+	logs    *logring.Ring
+	started time.Time
 }
 
 // Options are run-time settings outside the config file.
@@ -118,6 +124,10 @@ type Options struct {
 	// no periodic doctor run. The data directory still holds the event
 	// history and the engine's files.
 	Net *cluster.InmemNet
+	// Logs is the ring of recent log records that Logger's handler
+	// already feeds (the caller wraps its handler with the same options,
+	// see logring.Ring.Handler); nil: New wraps Logger's handler itself.
+	Logs *logring.Ring
 }
 
 // New starts a node from its config. Call Shutdown to stop it.
@@ -130,6 +140,11 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	}
 	if a.kits == nil {
 		a.kits = kits.Builtin()
+	}
+	a.started = time.Now()
+	if a.logs = opts.Logs; a.logs == nil {
+		a.logs = logring.New(logring.DefaultRecords, logring.DefaultBytes)
+		a.log = slog.New(a.logs.Handler(a.log.Handler(), nil))
 	}
 	a.log = a.log.With("node", cfg.Node)
 	key := cfg.KeyBytes()

@@ -151,6 +151,7 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/doctor", a.handleDoctor)
 	a.upgradeRoutes(mux)
 	a.backupRoutes(mux)
+	a.reportRoutes(mux)
 	mux.HandleFunc("GET /v1/internal/doctor", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.runDoctor(r.Context(), r.URL.Query().Get("hierarchy")))
 	}))

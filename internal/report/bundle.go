@@ -120,7 +120,7 @@ func Tail(name string, data []byte, max int) File {
 	return File{Name: name, Data: cut, Truncated: true}
 }
 
-var partName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+var partName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // CheckPart validates a node's contribution before it goes into a bundle:
 // the node named, at most MaxNodeFiles files with plain names, each
@@ -135,7 +135,7 @@ func CheckPart(p NodePart, node string) error {
 	seen := map[string]bool{}
 	for _, f := range p.Files {
 		if !partName.MatchString(f.Name) || seen[f.Name] {
-			return fmt.Errorf("sent a file named %q (a plain lower-case name, once)", f.Name)
+			return fmt.Errorf("sent a file named %q (a plain name, once)", f.Name)
 		}
 		seen[f.Name] = true
 		if len(f.Data) > MaxPart {
@@ -194,7 +194,18 @@ func Write(w io.Writer, m Manifest, files []File) (Manifest, error) {
 	if err := put(ManifestName, append(man, '\n')); err != nil {
 		return m, err
 	}
+	dirs := map[string]bool{}
 	for _, f := range files {
+		if d := path.Dir(f.Name); d != "." && !dirs[d] {
+			for _, sub := range parents(d) {
+				if !dirs[sub] {
+					dirs[sub] = true
+					if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: m.Dir + "/" + sub + "/", Mode: 0o700, ModTime: mod}); err != nil {
+						return m, fmt.Errorf("write bundle: %w", err)
+					}
+				}
+			}
+		}
 		if err := put(f.Name, f.Data); err != nil {
 			return m, err
 		}
@@ -206,6 +217,16 @@ func Write(w io.Writer, m Manifest, files []File) (Manifest, error) {
 		return m, fmt.Errorf("write bundle: %w", err)
 	}
 	return m, nil
+}
+
+// parents lists d and the directories above it, outermost first:
+// nodes/n1 -> nodes, nodes/n1.
+func parents(d string) []string {
+	var out []string
+	for ; d != "." && d != "/"; d = path.Dir(d) {
+		out = append([]string{d}, out...)
+	}
+	return out
 }
 
 // checkName accepts a relative path of plain names (nodes/node1/logs.txt).

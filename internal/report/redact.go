@@ -145,11 +145,14 @@ func (r *Redactor) JSON(v any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.MarshalIndent(g, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // commands with && stay readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(g); err != nil {
 		return nil, fmt.Errorf("redact: encode: %w", err)
 	}
-	return append(b, '\n'), nil
+	return buf.Bytes(), nil
 }
 
 func (r *Redactor) walk(name string, v any) any {

@@ -166,11 +166,11 @@ func TestBundleLayoutAndChecksums(t *testing.T) {
 			break
 		}
 		names = append(names, h.Name)
-		if h.Typeflag == tar.TypeReg && h.Mode != 0o600 {
+		if h.Typeflag == tar.TypeReg && h.Mode != 0o600 || h.Typeflag == tar.TypeDir && h.Mode != 0o700 {
 			t.Errorf("%s has mode %o", h.Name, h.Mode)
 		}
 	}
-	want := "lifeboat-report-x/ lifeboat-report-x/manifest.json lifeboat-report-x/status.json lifeboat-report-x/nodes/n1/logs.txt lifeboat-report-x/nodes/n1/events.jsonl"
+	want := "lifeboat-report-x/ lifeboat-report-x/manifest.json lifeboat-report-x/status.json lifeboat-report-x/nodes/ lifeboat-report-x/nodes/n1/ lifeboat-report-x/nodes/n1/logs.txt lifeboat-report-x/nodes/n1/events.jsonl"
 	if strings.Join(names, " ") != want {
 		t.Fatalf("entries %v, want %s", names, want)
 	}
