@@ -168,6 +168,33 @@ func (a *Agent) configView() (map[string]any, error) {
 	return m, nil
 }
 
+// peerContext bounds the wait for node's part: reportPeerTimeout, and no
+// more than reportDeadPeerTimeout once the failure detector reports the
+// node failed or gone (a dead machine answers nothing: the wait must
+// follow the detector, not a TCP or HTTP default).
+func (a *Agent) peerContext(ctx context.Context, node string) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, reportPeerTimeout)
+	go func() {
+		for {
+			changed := a.c.MemberChanged()
+			if st := a.c.Members()[node].State; st == "failed" || st == "left" {
+				select {
+				case <-time.After(reportDeadPeerTimeout):
+					cancel()
+				case <-ctx.Done():
+				}
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+		}
+	}()
+	return ctx, cancel
+}
+
 // handleReport gathers the support bundle from every node at once and
 // answers with it as a gzipped tar. A node that does not answer is listed
 // in the manifest with the error; it never fails the report.
@@ -179,7 +206,6 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	by := reportRequester(a, r)
 	red := report.NewRedactor(a.knownSecrets()...)
-	members := a.c.Members()
 	type answer struct {
 		entry report.NodeEntry
 		part  report.NodePart
@@ -187,16 +213,14 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 	answers := eachMember(a, "", func(m cluster.Member) answer {
 		ans := answer{entry: report.NodeEntry{Name: m.Name}}
 		var err error
+		var members map[string]cluster.MemberStatus
 		if m.Name == a.cfg.Node {
 			ans.part = a.nodeReport(r.Context())
 		} else {
-			limit := reportPeerTimeout
-			if st := members[m.Name].State; st == "failed" || st == "left" {
-				limit = reportDeadPeerTimeout
-			}
-			ctx, cancel := context.WithTimeout(r.Context(), limit)
+			ctx, cancel := a.peerContext(r.Context(), m.Name)
 			err = a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/report", nil, &ans.part)
 			cancel()
+			members = a.c.Members()
 			if err == nil {
 				err = report.CheckPart(ans.part, m.Name)
 			}
