@@ -104,9 +104,13 @@ type Agent struct {
 	lostFrom  map[string]string
 
 	// logs: the recent log records, for support bundles; started: when
-	// this agent started.
-	logs    *logring.Ring
-	started time.Time
+	// this agent started. reportMu admits one bundle at a time (a second
+	// request is refused), nodeReportMu one share of a bundle at a time
+	// (each runs the doctor): repeated requests cannot pile up work.
+	logs         *logring.Ring
+	started      time.Time
+	reportMu     sync.Mutex
+	nodeReportMu sync.Mutex
 }
 
 // Options are run-time settings outside the config file.

@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/report"
@@ -41,6 +42,8 @@ const (
 func (a *Agent) reportRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/report", a.handleReport)
 	mux.HandleFunc("GET /v1/internal/report", internalOnly(func(w http.ResponseWriter, r *http.Request) {
+		a.nodeReportMu.Lock()
+		defer a.nodeReportMu.Unlock()
 		writeJSON(w, a.nodeReport(r.Context()))
 	}))
 }
@@ -203,6 +206,11 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusForbidden, errors.New("not for internal callers"))
 		return
 	}
+	if !a.reportMu.TryLock() {
+		writeErr(w, http.StatusConflict, errors.New("a support bundle is already being gathered on this node: wait for it, then try again"))
+		return
+	}
+	defer a.reportMu.Unlock()
 	now := time.Now().UTC()
 	by := reportRequester(a, r)
 	red := report.NewRedactor(a.knownSecrets()...)
@@ -215,12 +223,18 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 		var err error
 		var members map[string]cluster.MemberStatus
 		if m.Name == a.cfg.Node {
+			a.nodeReportMu.Lock()
 			ans.part = a.nodeReport(r.Context())
+			a.nodeReportMu.Unlock()
 		} else {
 			ctx, cancel := a.peerContext(r.Context(), m.Name)
 			err = a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/report", nil, &ans.part)
 			cancel()
 			members = a.c.Members()
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusNotFound {
+				err = fmt.Errorf("its agent (lifeboat %s) does not serve support bundles: upgrade it, or collect its logs by hand (journalctl -u lifeboat)", orUnknown(members[m.Name].Version))
+			}
 			if err == nil {
 				err = report.CheckPart(ans.part, m.Name)
 			}
