@@ -63,10 +63,13 @@ var secretWords = map[string]bool{
 	"psk": true, "otp": true, "salt": true,
 }
 
-// pathWords: a field whose last word is one of these names a file, not a
-// secret (key_file, token_file, headers_file): the path stays, the
-// content never enters a bundle.
-var pathWords = map[string]bool{"file": true, "path": true, "dir": true, "socket": true}
+// plainWords: a field whose last word is one of these is about a secret,
+// not the secret itself: a file (key_file, token_file, headers_file: the
+// path stays, the content never enters a bundle), a lifetime
+// (X-aws-ec2-metadata-token-ttl-seconds), a name or a type.
+var plainWords = map[string]bool{"file": true, "path": true, "dir": true, "socket": true,
+	"ttl": true, "seconds": true, "timeout": true, "expiry": true, "expires": true, "expiration": true,
+	"name": true, "type": true, "length": true, "count": true}
 
 // words splits a field name into lower-case words at non-letters and
 // camelCase boundaries: "aws.SecretAccessKey" -> aws, secret, access, key.
@@ -100,7 +103,7 @@ func words(name string) []string {
 // and it does not name a file.
 func SecretName(name string) bool {
 	ws := words(name)
-	if len(ws) == 0 || pathWords[ws[len(ws)-1]] {
+	if len(ws) == 0 || plainWords[ws[len(ws)-1]] {
 		return false
 	}
 	for _, w := range append(ws, strings.Join(ws, "")) {
@@ -230,6 +233,10 @@ func (r *Redactor) String(s string) string {
 		name, sep, val := sub[1], sub[2], strings.Trim(sub[3], `"'`)
 		switch {
 		case !SecretName(name), val == "", val == Redacted, val == urlRedacted:
+			return m
+		case strings.HasPrefix(val, "$"):
+			// a shell variable or command substitution ($TOKEN,
+			// $(curl ...)), not the value itself
 			return m
 		case strings.TrimSpace(sep) == "" && !strings.HasPrefix(name, "-"):
 			// "NAME value" counts only as a flag: --password value

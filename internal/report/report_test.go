@@ -105,6 +105,18 @@ func TestRedactSpecsAndNestedStructures(t *testing.T) {
 	}
 }
 
+// The commands doctor prints to reproduce a check stay runnable: shell
+// variables and command substitutions are not secrets, a TTL is not.
+func TestRedactKeepsReproductionCommands(t *testing.T) {
+	cmd := `TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600') && curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id`
+	if got := NewRedactor().String(cmd); got != cmd {
+		t.Fatalf("changed:\n%s\n%s", cmd, got)
+	}
+	if got := NewRedactor().String(`curl -H "X-aws-ec2-metadata-token: AQAEAKx1c2VjcmV0dG9rZW4="`); strings.Contains(got, "AQAEAKx1c2VjcmV0dG9rZW4=") {
+		t.Fatalf("a literal token kept: %s", got)
+	}
+}
+
 // Known values go wherever they appear, in any file, and Leaks finds them.
 func TestRedactKnownValues(t *testing.T) {
 	r := NewRedactor(clusterKey, apiToken, "short", "")
@@ -124,7 +136,7 @@ func TestSecretName(t *testing.T) {
 		"key": true, "cluster.key": true, "token": true, "SecretAccessKey": true, "env.DB_PASSWORD": true, "apiKey": true,
 		"Authorization": true, "headers": true, "credentials": true,
 		"key_file": false, "token_file": false, "headers_file": false, "name": false, "monkey": false, "tokenizer": false,
-		"nodes": false, "raft": false, "keyboard": false,
+		"nodes": false, "raft": false, "keyboard": false, "X-aws-ec2-metadata-token-ttl-seconds": false, "secret_name": false,
 	} {
 		if got := SecretName(name); got != want {
 			t.Errorf("SecretName(%q) = %v, want %v", name, got, want)
