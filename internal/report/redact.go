@@ -244,7 +244,13 @@ func (r *Redactor) String(s string) string {
 		}
 		return name + sep + Redacted
 	})
-	return akidRe.ReplaceAllString(s, Redacted)
+	s = akidRe.ReplaceAllString(s, Redacted)
+	// again: a URL re-encoded above may have decoded a secret's
+	// characters (%41 -> A)
+	for _, sec := range r.secrets {
+		s = strings.ReplaceAll(s, sec, Redacted)
+	}
+	return s
 }
 
 // redactURL removes the password and secret query values of one URL.
