@@ -22,7 +22,7 @@ func (a *Agent) who(r *http.Request) string {
 	case accessLocal:
 		return "root on " + a.cfg.Node + " (local socket)"
 	case accessAPI:
-		return "API token (through " + a.cfg.Node + ")"
+		return "API token from " + r.RemoteAddr + " (through " + a.cfg.Node + ")"
 	}
 	return "cluster member (through " + a.cfg.Node + ")"
 }

@@ -62,14 +62,6 @@ func (a *Agent) knownSecrets() []string {
 	return out
 }
 
-// requester names who asked, for the manifest and the event.
-func reportRequester(a *Agent, r *http.Request) string {
-	if r.Context().Value(authKey) == accessLocal {
-		return "root on " + a.cfg.Node + " (local socket)"
-	}
-	return "API token from " + r.RemoteAddr
-}
-
 // nodeReport is this node's share of a bundle: version, runtime, event
 // history, doctor report, config and recent logs, each redacted and
 // bounded.
@@ -212,7 +204,7 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 	}
 	defer a.reportMu.Unlock()
 	now := time.Now().UTC()
-	by := reportRequester(a, r)
+	by := a.who(r)
 	red := report.NewRedactor(a.knownSecrets()...)
 	type answer struct {
 		entry report.NodeEntry
