@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 )
 
@@ -41,4 +46,74 @@ func formatEvent(e events.Event) string {
 		b.WriteString(" ERROR: " + e.Error)
 	}
 	return b.String()
+}
+
+func printEvent(e events.Event) {
+	if g.json {
+		fmt.Println(encodeLine(e))
+		return
+	}
+	fmt.Println(formatEvent(e))
+}
+
+// followEvents prints the agent's event stream from cursor on until ctx
+// ends, reconnecting with the last cursor when the agent goes away (a
+// restart): events are neither lost nor repeated. Notes about nodes go to
+// stderr.
+func followEvents(ctx context.Context, cursor string) error {
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	retry := 200 * time.Millisecond
+	for {
+		body, err := c.Stream(ctx, "/v1/events?follow=1", cursor)
+		if err == nil {
+			retry = 200 * time.Millisecond
+			err = api.ReadStream(body, func(m api.StreamMessage) error {
+				if m.ID != "" {
+					cursor = m.ID
+				}
+				switch m.Type {
+				case api.StreamEvent:
+					var e events.Event
+					if err := json.Unmarshal(m.Data, &e); err != nil {
+						return fmt.Errorf("decode a streamed event: %w", err)
+					}
+					printEvent(e)
+				case api.StreamUnreachable, api.StreamReachable, api.StreamDropped:
+					var n api.StreamNotice
+					if json.Unmarshal(m.Data, &n) == nil {
+						fmt.Fprintln(os.Stderr, "note:", noticeText(m.Type, n))
+					}
+				}
+				return nil
+			})
+			body.Close()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var se *api.StatusError
+		if errors.As(err, &se) && se.Code/100 == 4 {
+			return codeErr{exitFailure, err}
+		}
+		fmt.Fprintf(os.Stderr, "note: event stream interrupted (%v); reconnecting\n", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 5*time.Second)
+	}
+}
+
+func noticeText(typ string, n api.StreamNotice) string {
+	switch typ {
+	case api.StreamUnreachable:
+		return fmt.Sprintf("events of %s not available (retrying): %s", n.Node, n.Error)
+	case api.StreamReachable:
+		return fmt.Sprintf("events of %s available again", n.Node)
+	}
+	return fmt.Sprintf("%d events of %s dropped: this reader fell behind", n.Dropped, n.Node)
 }

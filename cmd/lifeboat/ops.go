@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
-	"time"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -232,49 +233,43 @@ func eventsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events [-f]",
 		Short: "Show the action and failover history of every node",
+		Long: `Show the history of every node, oldest first. With -f, keep printing new events
+as they happen: the agent streams them (server-sent events) from every node it
+can reach, says which node it cannot reach, and the stream resumes where it
+stopped when the agent restarts.`,
 		Example: `  lifeboat events
   lifeboat events -f
+  lifeboat events -f --json | jq 'select(.severity == "critical")'
   lifeboat events --json | jq 'select(.error != null)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cursor := ""
-			first := true
-			for {
-				var resp api.EventsResponse
-				if err := call(context.Background(), "GET", "/v1/events?cursor="+cursor, nil, &resp); err != nil {
-					return err
-				}
-				evs := resp.Events
-				if first && limit > 0 && len(evs) > limit {
-					evs = evs[len(evs)-limit:]
-				}
-				for _, e := range evs {
-					if g.json {
-						b := encodeLine(e)
-						fmt.Println(b)
-						continue
-					}
-					fmt.Println(formatEvent(e))
-				}
-				if first && !g.json {
-					for n, why := range resp.Unreachable {
-						fmt.Fprintf(os.Stderr, "note: history of %s not available: %s\n", n, why)
-					}
-				}
-				first = false
-				if !follow {
-					return nil
-				}
-				var parts []string
-				for n, s := range resp.Cursors {
-					parts = append(parts, fmt.Sprintf("%s:%d", n, s))
-				}
-				cursor = strings.Join(parts, ",")
-				time.Sleep(300 * time.Millisecond)
+			var resp api.EventsResponse
+			if err := call(context.Background(), "GET", "/v1/events", nil, &resp); err != nil {
+				return err
 			}
+			evs := resp.Events
+			if limit > 0 && len(evs) > limit {
+				evs = evs[len(evs)-limit:]
+			}
+			for _, e := range evs {
+				printEvent(e)
+			}
+			for n, why := range resp.Unreachable {
+				fmt.Fprintf(os.Stderr, "note: history of %s not available: %s\n", n, why)
+			}
+			if !follow {
+				return nil
+			}
+			var parts []string
+			for n, s := range resp.Cursors {
+				parts = append(parts, fmt.Sprintf("%s:%d", n, s))
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return followEvents(ctx, strings.Join(parts, ","))
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
 	cmd.Flags().IntVar(&limit, "limit", 200, "show at most this many past events (0: all)")
 	return cmd
 }

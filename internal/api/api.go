@@ -236,6 +236,9 @@ type EventsResponse struct {
 	Cursors map[string]uint64 `json:"cursors"`
 	// Unreachable lists nodes whose history could not be read.
 	Unreachable map[string]string `json:"unreachable,omitempty"`
+	// Lost counts, per node, the events after the cursor that its ring no
+	// longer holds (the reader fell behind).
+	Lost map[string]uint64 `json:"lost,omitempty"`
 }
 
 // Version is the answer to GET /v1/version.

@@ -30,6 +30,40 @@ type Event struct {
 	// By names who asked for an operator's action: "root on NODE (local
 	// socket)" or "API token" (issue 10 brings named tokens).
 	By string `json:"by,omitempty"`
+	// Severity is Info, Warning or Critical: set by whoever records the
+	// event, or by Add from the error (Warning) or its absence (Info).
+	Severity string `json:"severity,omitempty"`
+}
+
+// Severities of an event, from least to most urgent.
+const (
+	Info     = "info"
+	Warning  = "warning"
+	Critical = "critical"
+)
+
+// SeverityRank orders severities: Info 0, Warning 1, Critical 2; an
+// unknown one ranks as Info.
+func SeverityRank(s string) int {
+	switch s {
+	case Warning:
+		return 1
+	case Critical:
+		return 2
+	}
+	return 0
+}
+
+// ValidSeverity reports whether s is one of Info, Warning, Critical.
+func ValidSeverity(s string) bool { return s == Info || s == Warning || s == Critical }
+
+// DefaultSeverity is the severity of an event recorded without one: any
+// kind, known or not, is a Warning when it carries an error, else Info.
+func DefaultSeverity(e Event) string {
+	if e.Error != "" {
+		return Warning
+	}
+	return Info
 }
 
 // Log is a node's event history. It is safe for concurrent use.
@@ -92,6 +126,9 @@ func (l *Log) Add(e Event) Event {
 	if e.Node == "" {
 		e.Node = l.node
 	}
+	if !ValidSeverity(e.Severity) {
+		e.Severity = DefaultSeverity(e)
+	}
 	l.push(e)
 	if l.file != nil {
 		if b, err := json.Marshal(e); err == nil {
@@ -116,6 +153,39 @@ func (l *Log) Since(seq uint64) []Event {
 		}
 	}
 	return out
+}
+
+// Last returns the sequence number of the newest event (0: none yet).
+func (l *Log) Last() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
+// Read returns at most limit events with a sequence number above seq
+// (limit <= 0: all), and how many events after seq the ring no longer
+// holds (a reader that fell behind by more than the ring). A cursor above
+// the newest sequence number (the history was wiped) reads from the start;
+// a cursor of 0 reads what the ring holds and reports nothing lost.
+// It never blocks on anything but the log's lock.
+func (l *Log) Read(seq uint64, limit int) (evs []Event, lost uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq > l.seq {
+		seq = 0
+	}
+	if seq > 0 && len(l.ring) > 0 && l.ring[0].Seq > seq+1 {
+		lost = l.ring[0].Seq - seq - 1
+	}
+	for _, e := range l.ring {
+		if e.Seq > seq {
+			evs = append(evs, e)
+			if limit > 0 && len(evs) == limit {
+				break
+			}
+		}
+	}
+	return evs, lost
 }
 
 // Wait returns a channel closed at the next Add.

@@ -281,3 +281,51 @@ func TestConcurrentAdd(t *testing.T) {
 		t.Fatalf("reloaded %d events, want 400", n)
 	}
 }
+
+func TestSeverityDefault(t *testing.T) {
+	l, _ := Open("n1", "", 10)
+	for _, tt := range []struct {
+		in   Event
+		want string
+	}{
+		{Event{Kind: "failover"}, Info},
+		{Event{Kind: "maintenance", Error: "boom"}, Warning}, // an unknown kind too
+		{Event{Kind: "quorum", Severity: Critical}, Critical},
+		{Event{Kind: "x", Severity: "bogus", Error: "e"}, Warning},
+	} {
+		if got := l.Add(tt.in).Severity; got != tt.want {
+			t.Errorf("Add(%+v).Severity = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if SeverityRank(Critical) <= SeverityRank(Warning) || SeverityRank(Warning) <= SeverityRank(Info) || SeverityRank("nope") != 0 {
+		t.Fatal("severity ranks out of order")
+	}
+}
+
+func TestReadLimitAndLost(t *testing.T) {
+	l, _ := Open("n1", "", 3)
+	for i := 0; i < 10; i++ {
+		l.Add(Event{Kind: "cluster"})
+	}
+	if l.Last() != 10 {
+		t.Fatalf("Last = %d, want 10", l.Last())
+	}
+	for _, tt := range []struct {
+		seq      uint64
+		limit    int
+		want     string
+		wantLost uint64
+	}{
+		{0, 0, "[8 9 10]", 0},  // from what the ring holds
+		{2, 0, "[8 9 10]", 5},  // 3..7 fell out of the ring
+		{7, 0, "[8 9 10]", 0},  // exactly caught up with the ring
+		{8, 1, "[9]", 0},       // limited
+		{10, 0, "[]", 0},       // nothing new
+		{99, 0, "[8 9 10]", 0}, // a cursor from a wiped history restarts
+	} {
+		evs, lost := l.Read(tt.seq, tt.limit)
+		if got := fmt.Sprint(seqs(evs)); got != tt.want || lost != tt.wantLost {
+			t.Errorf("Read(%d, %d) = %s lost %d, want %s lost %d", tt.seq, tt.limit, got, lost, tt.want, tt.wantLost)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -496,4 +497,14 @@ func (c *Cluster) Call(node, method, path string, body, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return cl.Do(ctx, method, path, body, out)
+}
+
+// Stream opens node's event stream (GET /v1/events?follow=1) as an
+// operator would, resuming after lastID when set; it ends with ctx.
+func (c *Cluster) Stream(ctx context.Context, node, lastID string) (io.ReadCloser, error) {
+	cl, err := c.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Stream(ctx, "/v1/events?follow=1", lastID)
 }
