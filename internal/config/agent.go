@@ -64,6 +64,9 @@ type Agent struct {
 	// hierarchy in service, 503 elsewhere, for load balancer and DNS
 	// health checks. It carries no token and serves nothing else.
 	HealthListen string `yaml:"health_listen"`
+	// Notify sends the events this node records to webhooks and commands
+	// (see Notifier).
+	Notify []Notifier `yaml:"notify"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -86,6 +89,8 @@ type Cluster struct {
 	KeyFile string `yaml:"key_file"`
 	// Nodes lists every member, this node included.
 	Nodes []Node `yaml:"nodes"`
+	// Name names the cluster in notifications (default "lifeboat").
+	Name string `yaml:"name"`
 }
 
 // Node is one cluster member: an entry of the static membership, as the
@@ -252,6 +257,15 @@ func LoadAgent(path string) (*Agent, error) {
 			w.problem("cluster.key_file", err.Error())
 		}
 	}
+	if a != nil {
+		for i, n := range a.Notify {
+			if n.Webhook != nil && n.Webhook.HeadersFile != "" && !w.bad[fmt.Sprintf("notify[%d].webhook.headers_file", i)] {
+				if _, err := ReadHeadersFile(n.Webhook.HeadersFile); err != nil {
+					w.problem(fmt.Sprintf("notify[%d].webhook.headers_file", i), err.Error())
+				}
+			}
+		}
+	}
 	if err := w.result(); err != nil {
 		return nil, err
 	}
@@ -289,7 +303,7 @@ func parseAgent(w *walker, data []byte) *Agent {
 		w.problem("timing.suspicion_mult", "must be 1 or more")
 	}
 	dir := filepath.Dir(w.file)
-	for _, p := range []*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile} {
+	for _, p := range append([]*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile}, a.notifyPaths()...) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -340,6 +354,10 @@ func (a *Agent) applyDefaults() {
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
 	}
+	if a.Cluster.Name == "" {
+		a.Cluster.Name = "lifeboat"
+	}
+	a.notifyDefaults()
 }
 
 // Self returns this node's entry in Cluster.Nodes (the zero Node if absent).
@@ -428,6 +446,10 @@ func (a *Agent) Validate() []spec.Problem {
 		}
 	}
 	a.validateNodes(add)
+	if !spec.ValidName(a.Cluster.Name) {
+		add("cluster.name", "%q is not a valid name (letters, digits, '-', '_', '.', 1-63 characters)", a.Cluster.Name)
+	}
+	a.validateNotify(add)
 	a.validateTiming(add)
 	a.validateAWS(add)
 	if a.ReadinessInterval.D() < time.Second {
