@@ -39,7 +39,7 @@ func NewWebhook(cfg config.Webhook, version string) (*Webhook, error) {
 		w.headers = h
 	}
 	w.hc = &http.Client{
-		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: cfg.Timeout.D()},
+		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: cfg.Timeout.D()},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return w, nil
