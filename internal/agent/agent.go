@@ -27,11 +27,13 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/kit/kits"
 	"github.com/lifeboat-ha/lifeboat/internal/logring"
+	"github.com/lifeboat-ha/lifeboat/internal/notify"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
@@ -87,14 +89,20 @@ type Agent struct {
 	aws       *awsProvider
 	ready     *readiness
 
-	doctorMu     sync.Mutex
-	doctorCounts map[string]int
+	doctorMu       sync.Mutex
+	doctorCounts   map[string]int
+	doctorCritical map[string]doctor.Finding
 
 	wd *watchdogFeeder // nil: no watchdog configured
 
 	net *cluster.InmemNet // nil: real sockets
 
 	health *http.Server // nil: no health_listen
+
+	notify *notify.Dispatcher
+	// members is the failure detector's view the leader last recorded
+	// events for (leader loop only).
+	members map[string]string
 
 	// failovers counts the failovers this node carried out as leader;
 	// lostFrom remembers, per hierarchy released by a fence, the node it
@@ -174,6 +182,13 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Notifications cover what this process records, from its start on.
+	notifyFrom := a.events.Last()
+	a.notify, err = notify.New(notify.Config{Cluster: cfg.Cluster.Name, Node: cfg.Node, Version: Version, Notifiers: cfg.Notify, Logger: a.log})
+	if err != nil {
+		a.events.Close()
+		return nil, err
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.rpc = newRPC(a)
 
@@ -214,8 +229,10 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		a.events.Close()
 		return nil, err
 	}
+	a.goFn(func(ctx context.Context) { a.notify.Run(ctx, a.events, notifyFrom) })
 	a.events.Add(events.Event{Kind: "cluster", Action: "start", Message: "agent started, version " + Version})
 	a.c.StartLeases()
+	a.goFn(a.quorumLoop)
 	a.goFn(a.desiredLoop)
 	a.goFn(a.reportLoop)
 	a.goFn(a.leaderLoop)
@@ -532,6 +549,7 @@ func (a *Agent) leaderLoop(ctx context.Context) {
 // lead is one term: it returns when the term's context ends.
 func (a *Agent) lead(ctx context.Context) {
 	defer a.fenceWG.Wait()
+	a.members = nil // a new term's first look is its baseline
 	if err := a.c.Raft.Barrier(5 * time.Second).Error(); err != nil {
 		a.log.Warn("leader barrier", "error", err)
 		return
@@ -568,6 +586,7 @@ func (a *Agent) lead(ctx context.Context) {
 		})
 		a.carryOut(ctx, acts)
 		a.reportStranded(nowhere)
+		a.reportMembers()
 		select {
 		case <-ctx.Done():
 			return
@@ -612,7 +631,7 @@ func (a *Agent) reportStranded(now map[string]string) {
 	for name, why := range now {
 		if a.stranded[name] != why {
 			a.log.Warn("hierarchy runs nowhere", "hierarchy", name, "why", why)
-			a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "stranded", Error: why, Message: "runs nowhere"})
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "stranded", Error: why, Message: "runs nowhere", Severity: events.Critical})
 		}
 	}
 	for name := range a.stranded {
@@ -709,15 +728,17 @@ func (a *Agent) carryOut(ctx context.Context, acts []placement.Action) {
 			a.log.Warn("placement", "action", act.String(), "error", res.Err)
 			continue
 		}
+		failover := false
 		if res.Changed && act.Kind == placement.ActAssign && act.Node != "" {
-			a.countFailover(act)
+			failover = a.countFailover(act)
 		}
 		if res.Changed && act.Kind == placement.ActExpire {
 			a.log.Info("failure mark expired", "hierarchy", act.Hierarchy, "node", act.Node, "reason", act.Reason)
-			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Message: act.String()})
+			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Message: act.String(), Severity: events.Info})
 		} else if res.Changed {
 			a.log.Info("placement", "action", act.Kind, "hierarchy", act.Hierarchy, "target", act.Node+act.To, "reason", act.Reason, "epoch", act.Epoch+1)
-			a.events.Add(events.Event{Kind: "failover", Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String()})
+			kind, sev := placementEvent(act, failover)
+			a.events.Add(events.Event{Kind: kind, Hierarchy: act.Hierarchy, Action: act.Kind, Epoch: act.Epoch + 1, Message: act.String(), Severity: sev})
 		}
 	}
 }
@@ -794,7 +815,7 @@ func (a *Agent) fence(ctx context.Context, act placement.Action) error {
 	}
 	msg := fmt.Sprintf("fenced %s (lease generation %d): %s; lease expiry attested by a majority in %s", act.Node, act.Gen, act.Reason, time.Since(start).Round(time.Millisecond))
 	a.log.Warn("fenced node", "peer", act.Node, "gen", act.Gen, "reason", act.Reason, "released", res.Changed)
-	a.events.Add(events.Event{Kind: "failover", Action: "fence", Message: msg})
+	a.events.Add(events.Event{Kind: "failover", Action: "fence", Message: msg, Severity: events.Warning})
 	return nil
 }
 

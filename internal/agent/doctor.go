@@ -100,6 +100,7 @@ func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor 
 		a.doctorMu.Lock()
 		changed := a.doctorCounts == nil || fmt.Sprint(counts) != fmt.Sprint(a.doctorCounts)
 		a.doctorCounts = counts
+		a.noteCriticalFindings(fs)
 		a.doctorMu.Unlock()
 		if changed {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -177,7 +177,7 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	a.events.Add(events.Event{Kind: "failover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested", By: a.who(r)})
+	a.events.Add(events.Event{Kind: "switchover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested", By: a.who(r)})
 	a.finishWait(w, r, name, start, before, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
 		if as.Node != req.To {
 			if as.MoveTo == "" && as.Node != "" {

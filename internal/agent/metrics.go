@@ -31,7 +31,8 @@ func (a *Agent) noteFailovers(node string, hierarchies []string) {
 
 // countFailover counts a committed assignment that is a failover: one
 // that leaves a failed owner, or places a hierarchy its fenced owner lost.
-func (a *Agent) countFailover(act placement.Action) {
+// It reports whether it was one.
+func (a *Agent) countFailover(act placement.Action) bool {
 	from, reason := act.From, failoverFailed
 	if !act.MarkFailed {
 		a.lostMu.Lock()
@@ -41,9 +42,10 @@ func (a *Agent) countFailover(act placement.Action) {
 		reason = failoverOwnerLost
 	}
 	if from == "" {
-		return // a first placement, a start or a switchover
+		return false // a first placement, a start or a switchover
 	}
 	a.failovers.WithLabelValues(act.Hierarchy, from, act.Node, reason).Inc()
+	return true
 }
 
 // stateCollector exports what the replicated state says of every
@@ -103,6 +105,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 // metrics registers this agent's gauges on a registry of its own.
 func (a *Agent) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.notify.Collectors()...)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_raft_leader", Help: "1 when this node is the raft leader."}, func() float64 {
 		if a.c.IsLeader() {
 			return 1
