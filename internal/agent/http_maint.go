@@ -116,8 +116,10 @@ func (a *Agent) handleMaintenance(w http.ResponseWriter, r *http.Request) {
 		if req.Reason != "" {
 			msg += " (reason: " + req.Reason + ")"
 		}
+		// On is a warning (no failover there while it lasts): notified
+		// by default.
 		a.events.Add(events.Event{Kind: "maintenance", Hierarchy: map[bool]string{true: req.Name}[req.Scope == cluster.ScopeHierarchy],
-			Action: "maintenance-" + onOff, Message: msg, By: by})
+			Action: "maintenance-" + onOff, Message: msg, By: by, Severity: map[bool]string{true: events.Warning, false: events.Info}[req.On]})
 		a.log.Info("maintenance "+onOff, "scope", req.Scope, "name", req.Name, "by", by, "reason", req.Reason)
 	}
 	a.c.FSM.View(func(s *cluster.State) {
@@ -207,7 +209,7 @@ func (a *Agent) handleStandby(on bool) http.HandlerFunc {
 			if req.Reason != "" {
 				msg += " (reason: " + req.Reason + ")"
 			}
-			a.events.Add(events.Event{Kind: "maintenance", Action: verb, Message: msg, By: by})
+			a.events.Add(events.Event{Kind: "maintenance", Action: verb, Message: msg, By: by, Severity: map[bool]string{true: events.Warning, false: events.Info}[on]})
 			a.log.Info("node "+verb, "node", name, "by", by, "reason", req.Reason)
 		}
 		if !on || req.NoWait || len(owned) == 0 {
@@ -293,7 +295,7 @@ func (a *Agent) handleNodeConfirm(w http.ResponseWriter, r *http.Request) {
 		if req.On {
 			out.Message += fmt.Sprintf(": when what %s runs fails or %s is fenced, the failover waits for `lifeboat failover confirm|block HIERARCHY` (each hierarchy's confirm_timeout and confirm_default apply)", name, name)
 		}
-		a.events.Add(events.Event{Kind: "maintenance", Action: "confirm-failover-" + onOff, Message: out.Message, By: by})
+		a.events.Add(events.Event{Kind: "maintenance", Action: "confirm-failover-" + onOff, Message: out.Message, By: by, Severity: events.Warning})
 		a.log.Info("node confirm-failover "+onOff, "node", name, "by", by, "reason", req.Reason)
 	}
 	writeJSON(w, out)
