@@ -367,27 +367,19 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 	for {
 		fsmC := a.c.FSM.Changed()
 		leaseC := a.c.Leases.Changed()
-		if waiting && !a.caughtUp() && time.Now().Before(grace) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-fsmC:
-			case <-leaseC:
-			case <-tick.C:
-			}
-			continue
-		}
-		if waiting {
+		if waiting && (a.caughtUp() || !time.Now().Before(grace)) {
 			waiting = false
 			if !a.caughtUp() {
 				a.log.Warn("acting on the last state this node knows: it has not caught up with the cluster within a lease period", "period", a.c.Leases.Threshold())
 			}
 		}
-		d := a.desired()
-		if a.wd != nil {
-			a.wd.want(d) // armed before anything it fences is restored
+		if !waiting {
+			d := a.desired()
+			if a.wd != nil {
+				a.wd.want(d) // armed before anything it fences is restored
+			}
+			a.eng.Update(d)
 		}
-		a.eng.Update(d)
 		select {
 		case <-ctx.Done():
 			return
