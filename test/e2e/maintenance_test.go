@@ -103,7 +103,7 @@ func TestMaintenanceCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &no); err != nil || code != 0 || !no.Changed || !no.On {
 		t.Fatalf("node confirm-failover node2 on: exit %d %v\n%s%s", code, err, out, errOut)
 	}
-	st = waitFor(t, c, "node3", 5*time.Second, "node2 with confirm-failover", func(s api.Status) bool {
+	waitFor(t, c, "node3", 5*time.Second, "node2 with confirm-failover", func(s api.Status) bool {
 		for _, n := range s.Nodes {
 			if n.Name == "node2" {
 				return n.ConfirmFailover != nil
