@@ -42,9 +42,10 @@ func placementEvent(act placement.Action, failover bool) (kind, severity string)
 }
 
 // reportMembers records, on the leader, a node the failure detector sees
-// fail or leave, and one that joins again (leader loop only). The first
-// look of a term is a baseline: a node that fails while leadership moves
-// is reported by the failover of its hierarchies, not here.
+// fail or leave, and one that joins again (leader loop only). At the
+// first look of a term, a node already seen failed is recorded too (the
+// old leader, killed, is the usual one): the history and notifications
+// would otherwise never say so.
 func (a *Agent) reportMembers() {
 	now := map[string]string{}
 	for name, m := range a.c.Members() {
@@ -52,18 +53,18 @@ func (a *Agent) reportMembers() {
 	}
 	prev := a.members
 	a.members = now
-	if prev == nil {
-		return
-	}
 	for name, st := range now {
-		was := prev[name]
+		was, known := prev[name]
 		switch {
-		case st == "alive" && was != "alive" && was != "":
+		case prev == nil && st == "failed":
+			a.events.Add(events.Event{Kind: "node", Action: "failed", Error: fmt.Sprintf("the failure detector reports node %s failed (seen as this node became leader)", name), Message: "node " + name + " failed", Severity: events.Warning})
+		case prev == nil || !known:
+		case st == "alive" && (was == "failed" || was == "left" || was == "unknown"):
 			a.events.Add(events.Event{Kind: "node", Action: "joined", Message: fmt.Sprintf("node %s joined (the failure detector sees it alive, was %s)", name, was), Severity: events.Info})
-		case was == "alive" && st == "left":
+		case st == "left" && was != "left":
 			a.events.Add(events.Event{Kind: "node", Action: "left", Message: fmt.Sprintf("node %s left the cluster", name), Severity: events.Info})
-		case was == "alive" && st != "alive":
-			a.events.Add(events.Event{Kind: "node", Action: "failed", Error: fmt.Sprintf("the failure detector reports node %s %s", name, st), Message: "node " + name + " failed", Severity: events.Warning})
+		case st == "failed" && was != "failed":
+			a.events.Add(events.Event{Kind: "node", Action: "failed", Error: fmt.Sprintf("the failure detector reports node %s failed", name), Message: "node " + name + " failed", Severity: events.Warning})
 		}
 	}
 }
