@@ -86,17 +86,24 @@ maintenance left on for over an hour.`,
 
 func nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "node standby|unstandby|confirm-failover NODE",
-		Short: "Drain a node for patching, and take it back",
-		Long: `standby switches everything the node runs over to the next ready node (a
+		Use:   "node add|remove|standby|unstandby|confirm-failover NODE",
+		Short: "Add and remove nodes; drain a node for patching, and take it back",
+		Long: `add and remove change the cluster's membership at run time, one node at a
+time (see lifeboat node add --help).
+
+standby switches everything the node runs over to the next ready node (a
 planned switchover each), then the node takes nothing until unstandby. It is
 refused when something it runs has no other node to go to (--force puts the
 node in standby anyway; that hierarchy stays where it is). It waits until
 everything is online elsewhere (--timeout, --no-wait).`,
 		Example: `  lifeboat node standby node1 --reason "patching"
   # ... patch and reboot node1 ...
-  lifeboat node unstandby node1`,
+  lifeboat node unstandby node1
+
+  lifeboat node add node4 --raft 10.0.0.14:7101 --gossip 10.0.0.14:7102 --api 10.0.0.14:7103
+  lifeboat node remove node4`,
 	}
+	cmd.AddCommand(nodeAddCmd(), nodeRemoveCmd())
 	for _, on := range []bool{true, false} {
 		var reason string
 		var force, noWait bool

@@ -59,6 +59,12 @@ func printStatus(st api.Status) {
 	if st.Halted != "" {
 		fmt.Printf("HALTED: %s: %s\n", st.Node, st.Halted)
 	}
+	if st.Removed {
+		fmt.Printf("REMOVED: %s was removed from the cluster (lifeboat node remove): it holds and grants nothing; stop its agent\n", st.Node)
+	}
+	if st.Joining {
+		fmt.Printf("JOINING: %s waits to be added to the cluster: run lifeboat node add %s ... on a member\n", st.Node, st.Node)
+	}
 	if m := st.Maintenance; m != nil {
 		fmt.Printf("MAINTENANCE: the whole cluster, %s: nothing is started, stopped or failed over (lifeboat maintenance off)\n", holdText(m))
 	}
@@ -72,6 +78,9 @@ func printStatus(st api.Status) {
 			role = "leader"
 		case n.Witness:
 			role = "witness"
+		}
+		if n.Suffrage == "nonvoter" {
+			role += " (non-voter, catching up)"
 		}
 		state := n.State
 		if n.Fenced {

@@ -193,7 +193,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a.rpc = newRPC(a)
 
 	a.c, err = cluster.Start(cluster.Config{
-		Node: cfg.Node, DataDir: cfg.DataDir, Members: slices.Clone(cfg.Cluster.Nodes), Key: key, Version: Version, Logger: a.log, Level: opts.FeatureLevel,
+		Node: cfg.Node, DataDir: cfg.DataDir, Members: slices.Clone(cfg.Cluster.Nodes), Join: cfg.Cluster.Join, Key: key, Version: Version, Logger: a.log, Level: opts.FeatureLevel,
 		Transport: a.rpc,
 		Timing:    cfg.Timing.Timers(),
 		Rejoin:    a.join,

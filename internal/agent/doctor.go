@@ -46,13 +46,21 @@ func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 	})
 	a.c.FSM.View(func(s *cluster.State) { env.Holds = holds(s) })
 	members := a.c.Members()
+	suffrage := a.c.Suffrage()
 	for _, m := range a.c.MemberList() {
 		ms := members[m.Name]
 		st, v := ms.State, ms.Version
 		if m.Name == a.cfg.Node {
 			st, v = "alive", Version
 		}
-		env.Members = append(env.Members, doctor.Member{Name: m.Name, State: st, Witness: m.Witness, Version: v})
+		env.Members = append(env.Members, doctor.Member{Name: m.Name, State: st, Witness: m.Witness, Version: v, Suffrage: suffrage[m.Name]})
+	}
+	env.Removed = a.c.Removed()
+	a.c.FSM.View(func(s *cluster.State) { env.MembershipChanged = s.MembersChanged != nil })
+	if !a.cfg.Cluster.Join {
+		for _, n := range a.cfg.Cluster.Nodes {
+			env.Configured = append(env.Configured, n.Name)
+		}
 	}
 	return env
 }
@@ -139,7 +147,7 @@ func (a *Agent) handleDoctor(w http.ResponseWriter, r *http.Request) {
 				Fix:  "check the machine and the agent there (systemctl status lifeboat), and the network between the nodes", Command: "lifeboat status"}}}
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-			err := a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
+			err := a.rpc.call(ctx, m.Name, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
 			cancel()
 			if err != nil {
 				rep = api.NodeDoctor{Node: m.Name, Error: err.Error(), Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,

@@ -152,6 +152,7 @@ func (a *Agent) routes() *http.ServeMux {
 	a.upgradeRoutes(mux)
 	a.backupRoutes(mux)
 	a.reportRoutes(mux)
+	a.memberRoutes(mux)
 	mux.HandleFunc("GET /v1/internal/doctor", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.runDoctor(r.Context(), r.URL.Query().Get("hierarchy")))
 	}))

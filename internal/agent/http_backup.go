@@ -78,7 +78,7 @@ func (a *Agent) atLeader(w http.ResponseWriter, r *http.Request, body any) bool 
 
 // forwardToLeader sends the request on to the leader and relays its answer.
 func (a *Agent) forwardToLeader(ctx context.Context, w http.ResponseWriter, r *http.Request, leader string, body any) {
-	c, ok := a.rpc.slow[leader]
+	c, ok := a.rpc.slow(leader)
 	if !ok {
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("leader %q is not in the configured membership", leader))
 		return

@@ -74,7 +74,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		err  error
 	}
 	ch := make(chan part)
-	nodes := a.cfg.Cluster.Nodes
+	nodes := a.c.MemberList()
 	for _, n := range nodes {
 		go func() {
 			p := part{node: n.Name}
@@ -84,7 +84,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 				p.resp.Events = evs
 			} else {
 				ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-				p.err = a.rpc.slow[n.Name].Do(ctx, "GET", path, nil, &p.resp)
+				p.err = a.rpc.call(ctx, n.Name, "GET", path, nil, &p.resp)
 				cancel()
 			}
 			ch <- p
@@ -158,7 +158,7 @@ func (a *Agent) streamEvents(w http.ResponseWriter, r *http.Request, cursors map
 	}()
 	cur := map[string]uint64{}
 	parts := make(chan streamPart) // unbuffered: a follower reads on once its batch is written
-	for _, n := range a.cfg.Cluster.Nodes {
+	for _, n := range a.c.MemberList() {
 		cur[n.Name] = cursors[n.Name]
 		wg.Go(func() { a.followNode(ctx, n.Name, cursors[n.Name], parts) })
 	}
@@ -279,7 +279,7 @@ func (a *Agent) fetchEvents(ctx context.Context, node string, cursor uint64) ([]
 	}
 	var resp api.EventsResponse
 	path := fmt.Sprintf("/v1/events?local=1&cursor=%s:%d&limit=%d&wait=%d", node, cursor, streamBatch, streamPollWait.Milliseconds())
-	c, ok := a.rpc.slow[node]
+	c, ok := a.rpc.slow(node)
 	if !ok {
 		return nil, 0, fmt.Errorf("node %s is not in the configured membership", node)
 	}

@@ -65,7 +65,7 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) specProblems(hs []spec.Hierarchy) []string {
 	var problems []string
 	resNodes := map[string]bool{}
-	for _, n := range a.cfg.Cluster.Nodes {
+	for _, n := range a.c.MemberList() {
 		if !n.Witness {
 			resNodes[n.Name] = true
 		}

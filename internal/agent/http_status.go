@@ -19,7 +19,7 @@ import (
 // next message, so its own commit index may not cover them yet.
 func (a *Agent) catchUpWithLeader(ctx context.Context) {
 	leader := a.c.Leader()
-	c, ok := a.rpc.slow[leader]
+	c, ok := a.rpc.slow(leader)
 	if leader == "" || leader == a.cfg.Node || !ok {
 		return
 	}
@@ -46,6 +46,10 @@ func (a *Agent) status() api.Status {
 		st.Halted = h.String()
 	}
 	st.Maintenance = s.Maintenance
+	st.MembersChanged = s.MembersChanged
+	st.Removed = a.c.Removed()
+	suffrage := a.c.Suffrage()
+	st.Joining = a.cfg.Cluster.Join && suffrage[a.cfg.Node] == ""
 	gen, until := a.c.Leases.Current()
 	st.Local = api.LocalStatus{LeaseHeld: a.c.Leases.Valid(gen), LeaseGen: gen, Hierarchies: map[string]api.LocalHierarchy{}}
 	want := a.desired()
@@ -54,7 +58,7 @@ func (a *Agent) status() api.Status {
 	}
 	for _, m := range a.c.MemberList() {
 		ms := members[m.Name]
-		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version, Level: ms.Level}
+		ns := api.NodeStatus{Name: m.Name, State: ms.State, Leader: m.Name == leader, Witness: m.Witness, Version: ms.Version, Level: ms.Level, Suffrage: suffrage[m.Name]}
 		if n := s.Nodes[m.Name]; n != nil {
 			ns.Gen, ns.Fenced, ns.Leaving = n.Gen, n.Revoked, n.Leaving
 			ns.Findings = n.Findings

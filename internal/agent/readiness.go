@@ -373,7 +373,7 @@ func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluste
 	if node == a.cfg.Node {
 		return a.ready.Refresh(ctx)
 	}
-	c, ok := a.rpc.slow[node]
+	c, ok := a.rpc.slow(node)
 	if !ok {
 		return nil, fmt.Errorf("unknown node %q", node)
 	}
@@ -390,7 +390,7 @@ func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluste
 // (lifeboat status --refresh) and waits until the results are committed.
 func (a *Agent) refreshAll(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, n := range a.cfg.Cluster.Nodes {
+	for _, n := range a.c.MemberList() {
 		if n.Witness {
 			continue
 		}

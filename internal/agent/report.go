@@ -220,7 +220,7 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 			a.nodeReportMu.Unlock()
 		} else {
 			ctx, cancel := a.peerContext(r.Context(), m.Name)
-			err = a.rpc.slow[m.Name].Do(ctx, "GET", "/v1/internal/report", nil, &ans.part)
+			err = a.rpc.call(ctx, m.Name, "GET", "/v1/internal/report", nil, &ans.part)
 			cancel()
 			members = a.c.Members()
 			var se *api.StatusError

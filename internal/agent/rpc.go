@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
@@ -14,34 +15,98 @@ import (
 )
 
 // rpc carries agent-to-agent calls over the peers' TCP API, authenticated
-// with a token derived from the cluster key.
+// with a token derived from the cluster key. The peers are the cluster's
+// membership, which may change at run time: a client is made on first use
+// and remade when the peer's address changes; a peer that left the
+// membership keeps its last client (a removed voter is still asked until
+// raft's configuration drops it).
 type rpc struct {
 	a     *Agent
-	fast  map[string]*api.Client // lease traffic: short timeouts
-	slow  map[string]*api.Client // forwarding and fan-out
 	renew time.Duration
+
+	mu      sync.Mutex
+	clients map[string]*peerClients
+}
+
+type peerClients struct {
+	addr       string
+	fast, slow *api.Client // fast: lease traffic, short timeouts
 }
 
 var _ cluster.LeaseTransport = (*rpc)(nil)
 
 func newRPC(a *Agent) *rpc {
-	r := &rpc{a: a, fast: map[string]*api.Client{}, slow: map[string]*api.Client{}, renew: a.cfg.Timing.RenewInterval.D()}
-	for _, n := range a.cfg.Cluster.Nodes {
-		// Addresses were validated with the config; errors cannot happen.
-		r.fast[n.Name], _ = api.NewClient(n.API, a.internalToken, a.cfg.Timing.Lease.D(), a.tls.ClientConfig())
-		r.slow[n.Name], _ = api.NewClient(n.API, a.internalToken, 30*time.Second, a.tls.ClientConfig())
-		if a.net != nil {
-			dial := func(ctx context.Context, addr string) (net.Conn, error) { return a.net.DialAPI(ctx, a.cfg.Node, addr) }
-			r.fast[n.Name].WithDialer(dial)
-			r.slow[n.Name].WithDialer(dial)
+	return &rpc{a: a, clients: map[string]*peerClients{}, renew: a.cfg.Timing.RenewInterval.D()}
+}
+
+// peer returns the clients for a node of the membership.
+func (r *rpc) peer(name string) (*peerClients, error) {
+	addr := ""
+	if r.a.c != nil {
+		if m, ok := r.a.c.Member(name); ok {
+			addr = m.API
 		}
 	}
-	return r
+	if addr == "" {
+		for _, n := range r.a.cfg.Cluster.Nodes {
+			if n.Name == name {
+				addr = n.API
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pc := r.clients[name]
+	if pc != nil && (addr == "" || pc.addr == addr) {
+		return pc, nil
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("node %q is not in the cluster's membership", name)
+	}
+	a := r.a
+	fast, err := api.NewClient(addr, a.internalToken, a.cfg.Timing.Lease.D(), a.tls.ClientConfig())
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
+	slow, err := api.NewClient(addr, a.internalToken, 30*time.Second, a.tls.ClientConfig())
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
+	if a.net != nil {
+		dial := func(ctx context.Context, addr string) (net.Conn, error) { return a.net.DialAPI(ctx, a.cfg.Node, addr) }
+		fast.WithDialer(dial)
+		slow.WithDialer(dial)
+	}
+	pc = &peerClients{addr: addr, fast: fast, slow: slow}
+	r.clients[name] = pc
+	return pc, nil
+}
+
+// slow returns the client for forwarding and fan-out calls to a node.
+func (r *rpc) slow(name string) (*api.Client, bool) {
+	pc, err := r.peer(name)
+	if err != nil {
+		return nil, false
+	}
+	return pc.slow, true
+}
+
+// call makes a forwarding or fan-out call to a node.
+func (r *rpc) call(ctx context.Context, name, method, path string, body, out any) error {
+	c, ok := r.slow(name)
+	if !ok {
+		return fmt.Errorf("node %q is not in the cluster's membership", name)
+	}
+	return c.Do(ctx, method, path, body, out)
 }
 
 func (r *rpc) Renew(ctx context.Context, peer string, req cluster.RenewRequest) (cluster.RenewResponse, error) {
 	var out cluster.RenewResponse
-	err := r.fast[peer].Do(ctx, "POST", "/v1/internal/lease/renew", req, &out)
+	pc, err := r.peer(peer)
+	if err != nil {
+		return out, err
+	}
+	err = pc.fast.Do(ctx, "POST", "/v1/internal/lease/renew", req, &out)
 	return out, err
 }
 
@@ -51,7 +116,7 @@ func (r *rpc) Attest(ctx context.Context, peer string, req cluster.AttestRequest
 	// that plus one lease instead of the lease alone.
 	actx, cancel := context.WithTimeout(ctx, time.Duration(req.WaitMS)*time.Millisecond+r.a.cfg.Timing.Lease.D())
 	defer cancel()
-	err := r.slow[peer].Do(actx, "POST", "/v1/internal/lease/attest", req, &out)
+	err := r.call(actx, peer, "POST", "/v1/internal/lease/attest", req, &out)
 	return out, err
 }
 
@@ -64,6 +129,9 @@ type applyAnswer struct {
 	NotLeader bool `json:"not_leader,omitempty"`
 	// Results: one answer per command of a batch.
 	Results []applyAnswer `json:"results,omitempty"`
+	// Index is the raft index the command was committed at (absent from
+	// older leaders).
+	Index uint64 `json:"index,omitempty"`
 }
 
 func answerOf(res cluster.Result) applyAnswer {
@@ -91,7 +159,7 @@ func resultOf(ans applyAnswer) cluster.Result {
 // forward sends a command to the leader, in the form every voter reads at
 // the cluster's feature level (an older leader reads only the legacy form).
 func (r *rpc) forward(ctx context.Context, leader string, cmd cluster.Cmd, at time.Time) (cluster.Result, error) {
-	c, ok := r.slow[leader]
+	c, ok := r.slow(leader)
 	if !ok {
 		return cluster.Result{}, fmt.Errorf("leader %q is not in the configured membership", leader)
 	}
@@ -109,6 +177,12 @@ func (r *rpc) forward(ctx context.Context, leader string, cmd cluster.Cmd, at ti
 		return cluster.Result{}, cluster.ErrNotLeader
 	}
 	res := resultOf(ans)
+	// Read your writes: what the caller does next reads this node's
+	// state (apply, then switchover to a node the apply added), so wait,
+	// briefly, for it to have applied the command too.
+	if ans.Index > 0 {
+		_ = r.a.waitFor(ctx, 2*time.Second, func(s *cluster.State) (bool, error) { return s.Index >= ans.Index, nil })
+	}
 	return res, res.Err
 }
 
@@ -128,11 +202,12 @@ func (a *Agent) handleInternalApply(raw []byte) applyAnswer {
 		at = time.Now().UTC()
 	}
 	cmd = a.statedLevel(cmd)
-	res, _, err := a.c.ApplyAt(cmd, at, 5*time.Second)
+	res, idx, err := a.c.ApplyAt(cmd, at, 5*time.Second)
 	if err == cluster.ErrNotLeader {
 		return applyAnswer{NotLeader: true}
 	}
 	ans := answerOf(res)
+	ans.Index = idx
 	if err != nil {
 		ans.Error = err.Error()
 	}

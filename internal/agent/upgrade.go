@@ -57,7 +57,7 @@ func (a *Agent) handleUpgradeCheck(w http.ResponseWriter, r *http.Request) {
 		default:
 			ctx, cancel := context.WithTimeout(r.Context(), 90*time.Second)
 			var cr upgrade.ClusterReport
-			err := a.rpc.slow[m.Name].Do(ctx, "POST", upgrade.CheckPath, upgrade.Request{}, &cr)
+			err := a.rpc.call(ctx, m.Name, "POST", upgrade.CheckPath, upgrade.Request{}, &cr)
 			cancel()
 			switch {
 			case err != nil:

@@ -50,6 +50,14 @@ type Status struct {
 	Halted string `json:"halted,omitempty"`
 	// Maintenance: the whole cluster is in maintenance.
 	Maintenance *state.Hold `json:"maintenance,omitempty"`
+	// Removed: the answering node was removed from the cluster (lifeboat
+	// node remove); it holds and grants nothing.
+	Removed bool `json:"removed,omitempty"`
+	// Joining: the answering node was started to join a running cluster
+	// (cluster.join) and has not been added yet (lifeboat node add).
+	Joining bool `json:"joining,omitempty"`
+	// MembersChanged: the last run-time membership change.
+	MembersChanged *state.Hold `json:"members_changed,omitempty"`
 }
 
 // LocalStatus is one node's own view.
@@ -98,6 +106,9 @@ type NodeStatus struct {
 	// ConfirmFailover: failovers of what the node runs wait for an
 	// operator's confirmation.
 	ConfirmFailover *state.Hold `json:"confirm_failover,omitempty"`
+	// Suffrage is the node's place in raft: voter, or nonvoter while it
+	// catches up after lifeboat node add ("" when not known here).
+	Suffrage string `json:"suffrage,omitempty"`
 }
 
 // HierarchyStatus is one hierarchy in Status.
@@ -204,6 +215,42 @@ type NodeSettingOutcome struct {
 	On      bool   `json:"on"`
 	Changed bool   `json:"changed"`
 	Message string `json:"message"`
+}
+
+// MemberRequest is the body of POST /v1/nodes (lifeboat node add) and of
+// POST /v1/nodes/{name}/remove (only Reason).
+type MemberRequest struct {
+	Name    string `json:"name,omitempty"`
+	Raft    string `json:"raft,omitempty"`
+	Gossip  string `json:"gossip,omitempty"`
+	API     string `json:"api,omitempty"`
+	Witness bool   `json:"witness,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// MemberOutcome is the answer to node add and node remove.
+type MemberOutcome struct {
+	Node    string `json:"node"`
+	Added   bool   `json:"added,omitempty"`
+	Removed bool   `json:"removed,omitempty"`
+	Changed bool   `json:"changed"`
+	Message string `json:"message"`
+	// Steps: what was done, in order.
+	Steps []string `json:"steps,omitempty"`
+	// Members: the membership after the change, with each node's raft
+	// suffrage (voter or nonvoter).
+	Members  []MemberInfo `json:"members"`
+	Duration string       `json:"duration"`
+}
+
+// MemberInfo is one node of the membership.
+type MemberInfo struct {
+	Name     string `json:"name"`
+	Witness  bool   `json:"witness,omitempty"`
+	Raft     string `json:"raft"`
+	Gossip   string `json:"gossip"`
+	API      string `json:"api"`
+	Suffrage string `json:"suffrage,omitempty"`
 }
 
 // StandbyOutcome is the answer to standby and unstandby.

@@ -87,6 +87,8 @@ var kinds = map[string]kindInfo{
 	SetMaintenance{}.Kind():     {v: 1, level: LevelTyped, decode: decodeAs[SetMaintenance]},
 	SetStandby{}.Kind():         {v: 1, level: LevelTyped, decode: decodeAs[SetStandby]},
 	SetConfirmFailover{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetConfirmFailover]},
+	// The membership after a run-time change (lifeboat node add|remove).
+	SetMembers{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[SetMembers]},
 	// A backup restored in one entry (lifeboat restore).
 	Restore{}.Kind(): {v: 1, level: LevelTyped, decode: decodeAs[Restore]},
 }

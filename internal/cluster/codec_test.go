@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // everyKind has one command of each registered kind, with fields set.
@@ -39,6 +40,7 @@ func everyKind() []Cmd {
 		SetStandby{Node: "n1", On: true, By: "API token", Reason: "drain"},
 		SetConfirmFailover{Node: "n1", On: true, By: "API token", Reason: "a human decides"},
 		Restore{Hierarchies: []spec.Hierarchy{testHier("web", "n1", "n2")}, Online: map[string]bool{"web": false}, Prune: true, Reason: "restored from backup"},
+		SetMembers{Members: []state.Member{{Name: "n1", Raft: "10.0.0.1:7101", Gossip: "10.0.0.1:7102", API: "10.0.0.1:7103"}}, Added: "n1", By: "root on n1 (local socket)"},
 		Batch{Cmds: []Cmd{Assign{Hierarchy: "a", Node: "n1", Gen: 1, Epoch: 1}, Report{Node: "n1", Hierarchy: "a", Report: HierarchyReport{Epoch: 2, State: "online", At: t0}}}},
 	}
 }

@@ -3,9 +3,11 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // Cmd is one typed replicated change. Each kind is its own struct with a
@@ -451,6 +453,9 @@ func (c Join) apply(s *State, _ time.Time) Result {
 	lvl := max(c.Level, LevelLegacy)
 	if lvl < s.FeatureLevel() {
 		return Result{Err: ErrTooOld{Node: c.Node, Version: c.Version, Level: lvl, Cluster: s.FeatureLevel()}}
+	}
+	if len(s.Members) > 0 && !slices.ContainsFunc(s.Members, func(m state.Member) bool { return m.Name == c.Node }) {
+		return Result{Err: fmt.Errorf("node %s is not a member of the cluster (it was removed, or not yet added: lifeboat node add)", c.Node)}
 	}
 	n := node(s, c.Node)
 	n.Gen++

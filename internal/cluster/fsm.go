@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 )
 
 // FSM is the raft state machine. Readers take snapshots of the state
@@ -30,6 +33,28 @@ type FSM struct {
 	// ReadLevel, when below LevelTyped, makes the FSM read only what a
 	// version before feature levels reads (tests stand in for one).
 	ReadLevel int
+	// members is a copy of State.Members, read without the lock: the
+	// membership is asked for from inside View callbacks (through the
+	// failure detector's view), where taking the read lock again would
+	// deadlock against a waiting Apply.
+	members atomic.Pointer[[]state.Member]
+}
+
+// Members returns the replicated membership (empty until a run-time
+// change set it). It takes no lock.
+func (f *FSM) Members() []state.Member {
+	if p := f.members.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// syncMembers refreshes the lock-free copy of the membership; f.mu held.
+func (f *FSM) syncMembers() {
+	if cur := f.members.Load(); cur == nil || !slices.Equal(*cur, f.state.Members) {
+		m := slices.Clone(f.state.Members)
+		f.members.Store(&m)
+	}
 }
 
 // Halt says why and where the state machine stopped applying.
@@ -133,6 +158,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	default:
 		res = c.apply(f.state, at)
 		f.state.Index = l.Index
+		f.syncMembers()
 	}
 	ws := f.waiters
 	f.waiters = nil
@@ -192,6 +218,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.syncMembers()
 	ws := f.waiters
 	f.waiters = nil
 	f.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,12 @@ import (
 type RenewRequest struct {
 	Node string `json:"node"`
 	Gen  uint64 `json:"gen"`
+	// Voters is the voter set the asker counts a majority of (sorted).
+	// A voter grants only when its own latest set is the same, so that
+	// during a membership change no lease is counted against a set that
+	// is no longer the cluster's (see members.go). Absent from versions
+	// before run-time membership: not checked.
+	Voters []string `json:"voters,omitempty"`
 }
 
 // RenewResponse is a voter's answer.
@@ -74,14 +82,17 @@ type LeaseTransport interface {
 
 // LeaseConfig configures a Leases.
 type LeaseConfig struct {
-	Node      string
-	Voters    []string
-	Lease     time.Duration
-	Renew     time.Duration
-	Holder    bool // false on a witness: it grants but holds nothing
-	FSM       *FSM
-	Transport LeaseTransport
-	Logger    *slog.Logger
+	Node string
+	// Voters is a fixed voter set (tests); VotersFunc, when set, gives
+	// the current one (raft's latest configuration).
+	Voters     []string
+	VotersFunc func() []string
+	Lease      time.Duration
+	Renew      time.Duration
+	Holder     bool // false on a witness: it grants but holds nothing
+	FSM        *FSM
+	Transport  LeaseTransport
+	Logger     *slog.Logger
 	// Rejoin is called (from the renew loop) when this node has not joined
 	// since it started, or was fenced; it commits a join command and
 	// returns the node's new generation.
@@ -107,6 +118,7 @@ type Leases struct {
 	gen     uint64
 	until   time.Time
 	lastOK  time.Time
+	lastWhy string // why the last round that failed did
 	waiters []chan struct{}
 }
 
@@ -141,13 +153,26 @@ func (l *Leases) Threshold() time.Duration {
 func (l *Leases) slack() time.Duration { return min(50*time.Millisecond, l.cfg.Lease/5) }
 
 // Majority is the number of voters that make a quorum.
-func (l *Leases) Majority() int { return len(l.cfg.Voters)/2 + 1 }
+func (l *Leases) Majority() int { return len(l.voters())/2 + 1 }
+
+// voters is the voter set now.
+func (l *Leases) voters() []string {
+	if l.cfg.VotersFunc != nil {
+		return l.cfg.VotersFunc()
+	}
+	return l.cfg.Voters
+}
 
 // HandleRenew is the voter side of a renewal.
 func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
 	if h := l.cfg.FSM.Halted(); h != nil {
 		// Its state is frozen: it cannot tell which generation is current.
 		return RenewResponse{Reason: "this voter " + h.String()}
+	}
+	if req.Voters != nil {
+		if mine := l.voters(); !slices.Equal(slices.Sorted(slices.Values(mine)), slices.Sorted(slices.Values(req.Voters))) {
+			return RenewResponse{Reason: fmt.Sprintf("voter set differs: %s counts %v, this voter %v (a membership change is under way)", req.Node, req.Voters, mine)}
+		}
 	}
 	var cur uint64
 	var revoked, known bool
@@ -261,8 +286,10 @@ func (l *Leases) Attest(ctx context.Context, req AttestRequest) (bool, []string)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the calls still waiting are not needed
-	ch := make(chan ans, len(l.cfg.Voters))
-	for _, v := range l.cfg.Voters {
+	voters := l.voters()
+	majority := len(voters)/2 + 1
+	ch := make(chan ans, len(voters))
+	for _, v := range voters {
 		go func() {
 			if v == l.cfg.Node {
 				ch <- ans{peer: v, r: l.AwaitAttest(ctx, req)}
@@ -274,12 +301,12 @@ func (l *Leases) Attest(ctx context.Context, req AttestRequest) (bool, []string)
 	}
 	yes, no := 0, 0
 	var why []string
-	for yes < l.Majority() && len(l.cfg.Voters)-no >= l.Majority() {
+	for yes < majority && len(voters)-no >= majority {
 		var a ans
 		select {
 		case a = <-ch:
 		case <-ctx.Done():
-			return false, append(why, fmt.Sprintf("%d of %d voters answered before %v", yes+no, len(l.cfg.Voters), ctx.Err()))
+			return false, append(why, fmt.Sprintf("%d of %d voters answered before %v", yes+no, len(voters), ctx.Err()))
 		}
 		switch {
 		case a.err != nil:
@@ -292,7 +319,7 @@ func (l *Leases) Attest(ctx context.Context, req AttestRequest) (bool, []string)
 			why = append(why, a.peer+": "+a.r.Reason)
 		}
 	}
-	return yes >= l.Majority(), why
+	return yes >= majority, why
 }
 
 // Valid reports whether this node holds a lease of generation gen now.
@@ -466,7 +493,7 @@ func (l *Leases) Run(ctx context.Context) {
 				expiry = time.AfterFunc(time.Until(until)+time.Millisecond, func() {
 					l.hmu.Lock()
 					if !time.Now().Before(l.until) {
-						l.cfg.Logger.Warn("lease expired: no majority of voters reachable", "node", l.cfg.Node, "gen", l.gen)
+						l.cfg.Logger.Warn("lease expired: no majority of voters granted it", "node", l.cfg.Node, "gen", l.gen, "why", l.lastWhy)
 						l.notify()
 					}
 					l.hmu.Unlock()
@@ -485,36 +512,55 @@ func (l *Leases) Run(ctx context.Context) {
 // It reports whether the lease was extended.
 func (l *Leases) round(ctx context.Context, gen uint64) bool {
 	start := time.Now()
-	req := RenewRequest{Node: l.cfg.Node, Gen: gen}
+	voters := l.voters()
+	majority := len(voters)/2 + 1
+	req := RenewRequest{Node: l.cfg.Node, Gen: gen, Voters: voters}
+	if voters == nil {
+		req.Voters = []string{} // not yet in any configuration: no grant
+	}
 	rctx, cancel := context.WithTimeout(ctx, l.cfg.Lease/2)
 	defer cancel()
-	ch := make(chan RenewResponse, len(l.cfg.Voters))
-	for _, v := range l.cfg.Voters {
+	type answer struct {
+		voter string
+		r     RenewResponse
+	}
+	ch := make(chan answer, len(voters))
+	for _, v := range voters {
 		go func() {
 			if v == l.cfg.Node {
-				ch <- l.HandleRenew(req)
+				ch <- answer{v, l.HandleRenew(req)}
 				return
 			}
 			r, err := l.cfg.Transport.Renew(rctx, v, req)
 			if err != nil {
 				r = RenewResponse{Reason: err.Error()}
 			}
-			ch <- r
+			ch <- answer{v, r}
 		}()
 	}
 	granted, answered := 0, 0
-	for granted < l.Majority() && answered < len(l.cfg.Voters) {
+	var why []string
+	for granted < majority && answered < len(voters) {
 		select {
-		case r := <-ch:
+		case a := <-ch:
 			answered++
-			if r.Granted {
+			if a.r.Granted {
 				granted++
+			} else {
+				why = append(why, a.voter+": "+a.r.Reason)
 			}
 		case <-rctx.Done():
-			answered = len(l.cfg.Voters)
+			why = append(why, fmt.Sprintf("%d of %d voters answered within %v", answered, len(voters), l.cfg.Lease/2))
+			answered = len(voters)
 		}
 	}
-	if granted < l.Majority() {
+	if len(voters) == 0 || granted < majority {
+		if len(voters) == 0 {
+			why = append(why, "this node is not a voter in any raft configuration it knows (not yet added?)")
+		}
+		l.hmu.Lock()
+		l.lastWhy = strings.Join(why, "; ")
+		l.hmu.Unlock()
 		return false
 	}
 	l.hmu.Lock()

@@ -38,9 +38,13 @@ type Timing = config.Timers
 
 // Config wires a cluster node.
 type Config struct {
-	Node      string
-	DataDir   string
-	Members   []Member
+	Node    string
+	DataDir string
+	Members []Member
+	// Join: this node joins a running cluster (it is added with lifeboat
+	// node add) and never bootstraps raft: Members lists itself and the
+	// nodes to find the cluster through.
+	Join      bool
 	Key       []byte
 	Version   string
 	Timing    Timing
@@ -91,6 +95,9 @@ type Cluster struct {
 	store  *raftboltdb.BoltStore // nil in memory
 	trans  raft.Transport
 	snaps  raft.SnapshotStore
+
+	// changeMu orders run-time membership changes on the leader.
+	changeMu sync.Mutex
 
 	mu      sync.Mutex
 	waiters []chan struct{}
@@ -159,7 +166,10 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
-	if !has {
+	if !has && cfg.Join {
+		cfg.Logger.Info("waiting to be added to the cluster (cluster.join): run lifeboat node add on a member", "node", cfg.Node)
+	}
+	if !has && !cfg.Join {
 		var servers []raft.Server
 		for _, m := range cfg.Members {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Raft)})
@@ -173,12 +183,8 @@ func Start(cfg Config) (c *Cluster, err error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 
-	var voters []string
-	for _, m := range cfg.Members {
-		voters = append(voters, m.Name)
-	}
 	c.Leases = NewLeases(LeaseConfig{
-		Node: cfg.Node, Voters: voters, Lease: cfg.Timing.Lease, Renew: cfg.Timing.Renew,
+		Node: cfg.Node, VotersFunc: c.voters, Lease: cfg.Timing.Lease, Renew: cfg.Timing.Renew,
 		Holder: !self.Witness, FSM: c.FSM, Transport: cfg.Transport, Logger: cfg.Logger, Rejoin: cfg.Rejoin,
 	})
 
@@ -385,17 +391,17 @@ const reconnectInterval = time.Second
 // happened to cross, 15 s or more (measured: 22-28 s before the three
 // nodes of TestScenariosInMemory/IsolateOwner agreed again).
 func (c *Cluster) joinLoop(ctx context.Context) {
-	addr := map[string]string{}
-	for _, m := range c.cfg.Members {
-		if m.Name != c.cfg.Node {
-			addr[m.Name] = m.Gossip
-		}
-	}
-	if len(addr) == 0 {
-		return
-	}
 	joined := false
 	for {
+		// The membership may change at run time (lifeboat node add);
+		// the nodes this one was configured with stay to find the
+		// cluster through.
+		addr := map[string]string{}
+		for _, m := range append(c.MemberList(), c.cfg.Members...) {
+			if _, ok := addr[m.Name]; !ok && m.Name != c.cfg.Node {
+				addr[m.Name] = m.Gossip
+			}
+		}
 		var gone []string
 		ms := c.Members()
 		for name, a := range addr {
@@ -421,10 +427,10 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 	}
 }
 
-// Members returns the failure detector's view of every configured node.
+// Members returns the failure detector's view of every member.
 func (c *Cluster) Members() map[string]MemberStatus {
 	out := map[string]MemberStatus{}
-	for _, m := range c.cfg.Members {
+	for _, m := range c.MemberList() {
 		out[m.Name] = MemberStatus{Name: m.Name, State: "unknown", Witness: m.Witness}
 	}
 	if c.ml == nil {
@@ -477,19 +483,6 @@ func (c *Cluster) memberNotify() {
 		close(w)
 	}
 }
-
-// Member returns the configured member by name.
-func (c *Cluster) Member(name string) (Member, bool) {
-	for _, m := range c.cfg.Members {
-		if m.Name == name {
-			return m, true
-		}
-	}
-	return Member{}, false
-}
-
-// MemberList returns the configured membership.
-func (c *Cluster) MemberList() []Member { return c.cfg.Members }
 
 // IsLeader reports whether this node is the raft leader.
 func (c *Cluster) IsLeader() bool { return c.Raft.State() == raft.Leader }

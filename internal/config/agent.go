@@ -91,6 +91,10 @@ type Cluster struct {
 	Nodes []Node `yaml:"nodes"`
 	// Name names the cluster in notifications (default "lifeboat").
 	Name string `yaml:"name"`
+	// Join: this node joins a running cluster (lifeboat node add) instead
+	// of forming one: it never bootstraps raft, and Nodes lists itself and
+	// at least one running node to find the cluster through.
+	Join bool `yaml:"join"`
 }
 
 // Node is one cluster member: an entry of the static membership, as the
@@ -495,6 +499,19 @@ func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 	}
 }
 
+// ValidateMembers checks a membership as cluster.nodes is checked (unique
+// names, reachable unique addresses, a third voter beside two resource
+// nodes): the membership a run-time change would leave. It returns the
+// problems, one sentence each.
+func ValidateMembers(nodes []Node) []string {
+	var out []string
+	a := &Agent{Cluster: Cluster{Nodes: nodes}}
+	a.validateNodes(func(field, format string, args ...any) {
+		out = append(out, field+": "+fmt.Sprintf(format, args...))
+	})
+	return out
+}
+
 func (a *Agent) validateNodes(add func(field, format string, args ...any)) {
 	nodes := a.Cluster.Nodes
 	if len(nodes) == 0 {
@@ -534,6 +551,12 @@ func (a *Agent) validateNodes(add func(field, format string, args ...any)) {
 		}
 	}
 	switch {
+	case a.Cluster.Join:
+		// A joining node lists itself and the nodes it finds the cluster
+		// through; the cluster's membership is the replicated one.
+		if len(nodes) < 2 {
+			add("cluster.nodes", "cluster.join is set: list this node and at least one node of the running cluster, so that it can find the cluster")
+		}
 	case voters == 0:
 		add("cluster.nodes", "every node is a witness: at least one node must run resources (witness: false)")
 	case voters == 2 && witnesses == 0:

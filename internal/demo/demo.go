@@ -80,6 +80,51 @@ type Cluster struct {
 	Service     string   `json:"service,omitempty"`
 	Dir         string   `json:"dir"`
 	opts        Options
+	members     string // the cluster.nodes entries of the configs
+	keyFile     string
+}
+
+// Joiner is a node made to join the running cluster: its addresses, as
+// lifeboat node add takes them.
+type Joiner struct {
+	Node                *Node
+	Raft, Gossip, APIAt string
+}
+
+// AddJoiner writes the config of a new node that joins the running cluster
+// (cluster.join: true; cluster.nodes lists it and the nodes the cluster
+// started with) on ip ("" = 127.0.0.1), and adds it to the cluster's nodes
+// without starting it (StartNode does).
+func (c *Cluster) AddJoiner(name, ip string, witness bool) (*Joiner, error) {
+	if c.Node(name) != nil {
+		return nil, fmt.Errorf("node %q exists", name)
+	}
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	j := &Joiner{Node: &Node{Name: name, Witness: witness}}
+	j.Raft, j.Gossip, j.APIAt = fmt.Sprintf("%s:%d", ip, ports[0]), fmt.Sprintf("%s:%d", ip, ports[1]), fmt.Sprintf("%s:%d", ip, ports[2])
+	n := j.Node
+	n.API = j.APIAt
+	n.Config = filepath.Join(c.Dir, n.Name+".yaml")
+	n.Socket = filepath.Join(c.Dir, n.Name, "lifeboat.sock")
+	n.Log = filepath.Join(c.Dir, n.Name+".log")
+	cfg := fmt.Sprintf("node: %s\ndata_dir: %s\n", n.Name, filepath.Join(c.Dir, n.Name))
+	cfg += fmt.Sprintf("api:\n  socket: %s\ncluster:\n  join: true\n  key_file: %s\n  nodes:\n%s", n.Socket, c.keyFile, c.members)
+	cfg += fmt.Sprintf("    - name: %s\n      witness: %v\n      raft: %s\n      gossip: %s\n      api: %s\n", n.Name, witness, j.Raft, j.Gossip, j.APIAt)
+	cfg += c.opts.ExtraConfig
+	if c.opts.NodeConfig != nil && !witness {
+		cfg += c.opts.NodeConfig(n.Name)
+	}
+	if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", n.Config, err)
+	}
+	c.Nodes = append(c.Nodes, n)
+	return j, nil
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1 that are also
@@ -180,6 +225,7 @@ func Start(opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("write %s: %w", n.Config, err)
 		}
 	}
+	c.members, c.keyFile = members.String(), keyFile
 	c.Token = agent.DeriveToken(key, "lifeboat-api")
 	id, err := tlsid.Derive(key)
 	if err != nil {

@@ -100,6 +100,15 @@ type Env struct {
 	// (nil: none, or the caller does not know).
 	Holds []Hold
 
+	// Removed: this node was removed from the cluster (lifeboat node
+	// remove) and still runs.
+	Removed bool
+	// Configured lists the nodes of this node's own cluster.nodes; with
+	// MembershipChanged (the membership was changed at run time), the
+	// membership check compares it with Members.
+	Configured        []string
+	MembershipChanged bool
+
 	// imdsErr remembers, for one Run, that the metadata service failed,
 	// so that later checks do not each wait out its timeout again.
 	imdsErr error

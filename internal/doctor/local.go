@@ -21,7 +21,50 @@ func LocalChecks() []Check {
 		{ID: "debug-logging", Run: checkLogging},
 		{ID: "security-software", Run: checkSecuritySoftware},
 		{ID: "maintenance", Run: checkMaintenance},
+		{ID: "membership", Run: checkMembership},
 	}
+}
+
+// checkMembership reports a node removed from the cluster that still
+// runs, a member that raft holds as a non-voter (added, but it did not
+// catch up) or not at all, and, once the membership was changed at run
+// time, a cluster.nodes in this node's config that no longer matches it.
+func checkMembership(_ context.Context, env *Env) []Finding {
+	var out []Finding
+	if env.Removed {
+		out = append(out, Finding{ID: "membership", Severity: Warning, Node: env.Node,
+			Seen: env.Node + " was removed from the cluster (lifeboat node remove) and its agent still runs; it holds and grants nothing",
+			Fix:  "stop its agent and clear its data directory; to bring it back, start it with cluster.join: true and run lifeboat node add"})
+		return out
+	}
+	var names []string
+	for _, m := range env.Members {
+		names = append(names, m.Name)
+		switch m.Suffrage {
+		case "nonvoter":
+			out = append(out, Finding{ID: "membership", Severity: Warning, Node: m.Name,
+				Seen:    m.Name + " is a raft non-voter: it was added but did not catch up, so it votes on nothing and the cluster's quorum does not count it",
+				Fix:     "make sure its agent runs (cluster.join: true, the cluster key) and run lifeboat node add again with its addresses, or remove it",
+				Command: "lifeboat node remove " + m.Name})
+		case "":
+			if env.MembershipChanged {
+				out = append(out, Finding{ID: "membership", Severity: Warning, Node: m.Name,
+					Seen: m.Name + " is in the cluster's membership but not in raft's configuration (a node add or remove that stopped half way)",
+					Fix:  "run the same lifeboat node add or lifeboat node remove again"})
+			}
+		}
+	}
+	if env.MembershipChanged && env.Configured != nil {
+		cfg := append([]string(nil), env.Configured...)
+		sort.Strings(cfg)
+		sort.Strings(names)
+		if strings.Join(cfg, ",") != strings.Join(names, ",") {
+			out = append(out, Finding{ID: "membership", Severity: Info, Node: env.Node,
+				Seen: fmt.Sprintf("cluster.nodes in %s's config lists %s; the cluster's membership, changed at run time, is %s", env.Node, strings.Join(cfg, ", "), strings.Join(names, ", ")),
+				Fix:  "the running cluster uses its replicated membership; update cluster.nodes in the configs so that a node rebuilt from scratch finds the cluster (a new node: cluster.join: true)"})
+		}
+	}
+	return out
 }
 
 // MaintenanceWarnAfter is how long a maintenance mode or standby may be

@@ -163,3 +163,31 @@ func TestMaintenanceLeftOn(t *testing.T) {
 		t.Errorf("findings without any maintenance: %+v", fs)
 	}
 }
+
+// Membership: a removed node still running, a non-voter left half-added,
+// and a config whose cluster.nodes no longer matches a membership that
+// changed at run time.
+func TestMembershipFindings(t *testing.T) {
+	members := []Member{{Name: "n1", Suffrage: "voter"}, {Name: "n2", Suffrage: "voter"}, {Name: "n3", Suffrage: "voter"}, {Name: "n4", Suffrage: "nonvoter"}}
+	fs := findings(t, &Env{Node: "n1", Members: members, Configured: []string{"n3", "n2", "n1"}, MembershipChanged: true}, "membership")
+	if len(fs) != 2 {
+		t.Fatalf("findings %+v, want 2", fs)
+	}
+	if fs[0].Severity != Warning || fs[0].Node != "n4" || fs[0].Command != "lifeboat node remove n4" {
+		t.Errorf("non-voter: %+v", fs[0])
+	}
+	if fs[1].Severity != Info || !strings.Contains(fs[1].Seen, "n1, n2, n3, n4") || !strings.Contains(fs[1].Fix, "cluster.join") {
+		t.Errorf("config drift: %+v", fs[1])
+	}
+	// The same lists, or a membership never changed: nothing.
+	members[3].Suffrage = "voter"
+	if fs := findings(t, &Env{Node: "n1", Members: members, Configured: []string{"n1", "n2", "n3", "n4"}, MembershipChanged: true}, "membership"); len(fs) != 0 {
+		t.Errorf("matching config: %+v", fs)
+	}
+	if fs := findings(t, &Env{Node: "n1", Members: members, Configured: []string{"n1", "n2", "n3"}}, "membership"); len(fs) != 0 {
+		t.Errorf("membership never changed: %+v", fs)
+	}
+	if fs := findings(t, &Env{Node: "n4", Removed: true, Members: members}, "membership"); len(fs) != 1 || fs[0].Severity != Warning || !strings.Contains(fs[0].Seen, "removed") {
+		t.Errorf("removed node: %+v", fs)
+	}
+}

@@ -198,6 +198,22 @@ type State struct {
 	Level int `json:"level,omitempty"`
 	// Maintenance: the whole cluster is in maintenance (feature level 2).
 	Maintenance *Hold `json:"maintenance,omitempty"`
+	// Members is the cluster's membership once an operator changed it at
+	// run time (lifeboat node add|remove, feature level 2); empty until
+	// then, when the agents' static cluster.nodes is the membership.
+	Members []Member `json:"members,omitempty"`
+	// MembersChanged records the last membership change.
+	MembersChanged *Hold `json:"members_changed,omitempty"`
+}
+
+// Member is one node of the replicated membership: its addresses as the
+// other nodes reach them.
+type Member struct {
+	Name    string `json:"name"`
+	Witness bool   `json:"witness,omitempty"`
+	Raft    string `json:"raft"`
+	Gossip  string `json:"gossip"`
+	API     string `json:"api"`
 }
 
 // LevelLegacy is the feature level of a state that records none: the

@@ -98,6 +98,7 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	nodes   map[string]*node
+	joiners map[string]bool // started with cluster.join
 	cut     map[[2]string]bool
 	raftCut map[[2]string]bool
 	delay   map[[2]string]time.Duration
@@ -131,7 +132,7 @@ func MakeCluster(t testing.TB, n int, opts Options) *Cluster {
 	if opts.Sample == 0 {
 		opts.Sample = 5 * time.Millisecond
 	}
-	c := &Cluster{t: t, opts: opts, Net: cluster.NewInmemNet(), nodes: map[string]*node{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}, delay: map[[2]string]time.Duration{}, bubble: InBubble()}
+	c := &Cluster{t: t, opts: opts, Net: cluster.NewInmemNet(), nodes: map[string]*node{}, joiners: map[string]bool{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}, delay: map[[2]string]time.Duration{}, bubble: InBubble()}
 	c.log = opts.Logger
 	if c.log == nil {
 		var w io.Writer = os.Stderr
@@ -145,7 +146,7 @@ func MakeCluster(t testing.TB, n int, opts Options) *Cluster {
 		name := fmt.Sprintf("node%d", i)
 		c.names = append(c.names, name)
 		c.members = append(c.members, cluster.Member{
-			Name: name, Raft: name,
+			Name: name, Raft: fmt.Sprintf("10.0.0.%d:7945", i),
 			Gossip: fmt.Sprintf("10.0.0.%d:7946", i),
 			API:    fmt.Sprintf("10.0.0.%d:7947", i),
 		})
@@ -162,6 +163,34 @@ func MakeCluster(t testing.TB, n int, opts Options) *Cluster {
 	return c
 }
 
+// StartJoiner starts a new node, name, that joins the running cluster
+// (cluster.join: it does not bootstrap raft and waits to be added with
+// AddMember on the leader), and returns its member entry.
+func (c *Cluster) StartJoiner(name string) cluster.Member {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.members) + 1
+	m := cluster.Member{Name: name, Raft: fmt.Sprintf("10.0.0.%d:7945", i), Gossip: fmt.Sprintf("10.0.0.%d:7946", i), API: fmt.Sprintf("10.0.0.%d:7947", i)}
+	c.members = append(c.members, m)
+	c.names = append(c.names, name)
+	c.nodes[name] = &node{name: name}
+	c.joiners[name] = true
+	c.mu.Unlock()
+	if err := c.start(name); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	return m
+}
+
+// Applied is a cluster.AppliedFunc that reads a node's state directly.
+func (c *Cluster) Applied(ctx context.Context, m cluster.Member) (uint64, error) {
+	n := c.Node(m.Name)
+	if n == nil {
+		return 0, fmt.Errorf("%s is not running", m.Name)
+	}
+	return n.FSM.Index(), nil
+}
+
 // Names returns the nodes' names, node1..nodeN.
 func (c *Cluster) Names() []string { return slices.Clone(c.names) }
 
@@ -175,8 +204,11 @@ func (c *Cluster) start(name string) error {
 	nd := c.nodes[name]
 	var self *cluster.Cluster
 	var smu sync.Mutex
+	c.mu.Lock()
+	members, join := slices.Clone(c.members), c.joiners[name]
+	c.mu.Unlock()
 	cfg := cluster.Config{
-		Node: name, Members: c.members, Key: c.opts.Key, Version: c.opts.Version,
+		Node: name, Members: members, Join: join, Key: c.opts.Key, Version: c.opts.Version,
 		Timing: c.opts.Timing, Logger: c.log.With("node", name),
 		Transport: leaseTransport{c: c, from: name},
 		Net:       c.Net,
