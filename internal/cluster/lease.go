@@ -514,9 +514,12 @@ func (l *Leases) round(ctx context.Context, gen uint64) bool {
 	start := time.Now()
 	voters := l.voters()
 	majority := len(voters)/2 + 1
-	req := RenewRequest{Node: l.cfg.Node, Gen: gen, Voters: voters}
-	if voters == nil {
-		req.Voters = []string{} // not yet in any configuration: no grant
+	req := RenewRequest{Node: l.cfg.Node, Gen: gen}
+	if l.cfg.FSM.Level() >= LevelTyped {
+		// Only then is every voter a version that reads the field (an
+		// older one refuses a request with a field it does not know), and
+		// only then can the membership change.
+		req.Voters = voters
 	}
 	rctx, cancel := context.WithTimeout(ctx, l.cfg.Lease/2)
 	defer cancel()
