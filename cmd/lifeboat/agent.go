@@ -25,6 +25,7 @@ func agentCmd() *cobra.Command {
 		Long: `Run the node agent: it joins the cluster, keeps the replicated state, detects
 failures, and brings into service the hierarchies the cluster assigns to this node.
 
+On SIGHUP it reloads the API tokens (api.token_file).
 On SIGTERM or SIGINT it follows shutdown_strategy: "switchover" (the default)
 hands every hierarchy to the next ready node before exiting, "stop" takes them
 out of service and leaves them stopped.`,
@@ -58,7 +59,19 @@ out of service and leaves them stopped.`,
 			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-			s := <-sig
+			// SIGHUP reloads the API tokens (api.token_file).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			var s os.Signal
+			for s == nil {
+				select {
+				case s = <-sig:
+				case <-hup:
+					if err := a.ReloadTokens(); err != nil {
+						logger.Error("SIGHUP: reload API tokens (the tokens in force are unchanged)", "error", err)
+					}
+				}
+			}
 			logger.Info("signal received", "signal", s.String())
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/auth"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
@@ -66,7 +67,10 @@ type Agent struct {
 	rpc       *rpc
 	self      config.Node
 
-	apiToken      string
+	apiToken string // derived from the cluster key: the demo's
+	// tokens are the API's credentials (api.token_file, or the derived
+	// token when there is none); ReloadTokens replaces them.
+	tokens        atomic.Pointer[auth.Set]
 	internalToken string
 	tls           *tlsid.Identity
 
@@ -165,15 +169,8 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	}
 	a.internalToken = DeriveToken(key, "lifeboat-internal")
 	a.apiToken = DeriveToken(key, "lifeboat-api")
-	if cfg.API.TokenFile != "" {
-		b, err := os.ReadFile(cfg.API.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("read API token file %s: %w", cfg.API.TokenFile, err)
-		}
-		a.apiToken = strings.TrimSpace(string(b))
-		if len(a.apiToken) < 16 {
-			return nil, fmt.Errorf("API token in %s is too short: use at least 16 characters", cfg.API.TokenFile)
-		}
+	if err := a.ReloadTokens(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)

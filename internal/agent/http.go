@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/auth"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 )
 
@@ -35,7 +36,11 @@ func (h *httpServers) close() {
 
 type ctxKey int
 
-const authKey ctxKey = 0
+const (
+	authKey ctxKey = iota
+	// tokenKey holds the auth.Token of an API caller.
+	tokenKey
+)
 
 // access levels of a request
 const (
@@ -61,12 +66,10 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		}
 	}
 	tl := tls.NewListener(tcp, a.tls.ServerConfig(false))
-	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey, accessLocal)))
-	})
+	var local http.HandlerFunc
 	remote := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		level := ""
+		ctx := r.Context()
 		switch {
 		case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.internalToken)) == 1:
 			// Members also present the cluster certificate (pinned by
@@ -75,16 +78,25 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 				writeErr(w, http.StatusUnauthorized, errors.New("internal calls need the cluster certificate"))
 				return
 			}
-			level = accessInternal
-		case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.apiToken)) == 1:
-			level = accessAPI
-		case r.URL.Path == "/metrics":
-			level = accessAPI // metrics carry no secrets
+			ctx = context.WithValue(ctx, authKey, accessInternal)
 		default:
-			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
-			return
+			t, ok := a.tokens.Load().Match(tok)
+			if !ok {
+				writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (lifeboat --token-file, or LIFEBOAT_TOKEN)"))
+				return
+			}
+			_, pattern := mux.Handler(r)
+			if need := auth.Need(pattern); pattern != "" && t.Role < need {
+				a.log.Warn("api request refused: role too weak", "method", r.Method, "path", r.URL.Path, "token", t.Name, "role", t.Role.String(), "needs", need.String(), "from", r.RemoteAddr)
+				writeErr(w, http.StatusForbidden, fmt.Errorf("token %s has role %s; %s %s needs %s", t.Name, t.Role, r.Method, r.URL.Path, need))
+				return
+			}
+			ctx = context.WithValue(context.WithValue(ctx, authKey, accessAPI), tokenKey, t)
 		}
-		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey, level)))
+		a.serveLogged(mux, w, r.WithContext(ctx))
+	})
+	local = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.serveLogged(mux, w, r.WithContext(context.WithValue(r.Context(), authKey, accessLocal)))
 	})
 	// Requests end with the agent: a long wait (switchover) does not
 	// outlive Shutdown.
@@ -124,6 +136,33 @@ func (a *Agent) listen() (ul, tcp net.Listener, err error) {
 	}
 	return ul, tcp, nil
 }
+
+// serveLogged serves a request and, when it may change something (not a
+// GET), logs who asked, what, and the answer's status.
+func (a *Agent) serveLogged(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet || r.Context().Value(authKey) == accessInternal {
+		mux.ServeHTTP(w, r)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	start := time.Now()
+	mux.ServeHTTP(sw, r)
+	a.log.Info("api request", "method", r.Method, "path", r.URL.Path, "by", a.who(r), "status", sw.code, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func internalOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -176,6 +215,8 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/nodes/{name}/confirm-failover", a.handleNodeConfirm)
 	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("POST /v1/log-level", a.handleLogLevel)
+	mux.HandleFunc("GET /v1/tokens", a.handleTokens)
+	mux.HandleFunc("POST /v1/tokens/reload", a.handleTokensReload)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /v1/internal/lease/renew", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		var req cluster.RenewRequest

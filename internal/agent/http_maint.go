@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/auth"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
@@ -15,14 +16,14 @@ import (
 )
 
 // who names the caller of an operator's request for the history: the
-// local socket is root on this node; a TCP caller presented the API token
-// (issue 10 brings named tokens).
+// local socket is root on this node; a TCP caller is named by its token.
 func (a *Agent) who(r *http.Request) string {
 	switch r.Context().Value(authKey) {
 	case accessLocal:
 		return "root on " + a.cfg.Node + " (local socket)"
 	case accessAPI:
-		return "API token from " + r.RemoteAddr + " (through " + a.cfg.Node + ")"
+		t, _ := r.Context().Value(tokenKey).(auth.Token)
+		return fmt.Sprintf("token %s (%s) from %s (through %s)", t.Name, t.Role, r.RemoteAddr, a.cfg.Node)
 	}
 	return "cluster member (through " + a.cfg.Node + ")"
 }

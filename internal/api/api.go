@@ -217,6 +217,20 @@ type NodeSettingOutcome struct {
 	Message string `json:"message"`
 }
 
+// TokenList is the API tokens one agent accepts: GET /v1/tokens and
+// POST /v1/tokens/reload. No secrets.
+type TokenList struct {
+	Node   string      `json:"node"`
+	Source string      `json:"source"`
+	Tokens []TokenInfo `json:"tokens"`
+}
+
+// TokenInfo is one token's name and role.
+type TokenInfo struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
 // MemberRequest is the body of POST /v1/nodes (lifeboat node add) and of
 // POST /v1/nodes/{name}/remove (only Reason).
 type MemberRequest struct {

@@ -66,7 +66,7 @@ func TestReportWithASilentNode(t *testing.T) {
 		if took > 6*time.Second {
 			t.Fatalf("the report waited %s for a silent node", took)
 		}
-		if !strings.HasPrefix(m.RequestedBy, "API token from ") {
+		if !strings.HasPrefix(m.RequestedBy, "token derived (admin) from ") {
 			t.Fatalf("requested_by %q", m.RequestedBy)
 		}
 		for _, n := range []string{"node1", "node2"} {
