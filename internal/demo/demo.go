@@ -51,6 +51,9 @@ type Options struct {
 	// NodeConfig, when set, returns config appended to one node's file
 	// (for example its aws section).
 	NodeConfig func(node string) string
+	// TokenFile, when set, is every node's api.token_file (named tokens
+	// with roles) instead of the token derived from the cluster key.
+	TokenFile string
 }
 
 // Node is one agent process.
@@ -114,7 +117,11 @@ func (c *Cluster) AddJoiner(name, ip string, witness bool) (*Joiner, error) {
 	n.Socket = filepath.Join(c.Dir, n.Name, "lifeboat.sock")
 	n.Log = filepath.Join(c.Dir, n.Name+".log")
 	cfg := fmt.Sprintf("node: %s\ndata_dir: %s\n", n.Name, filepath.Join(c.Dir, n.Name))
-	cfg += fmt.Sprintf("api:\n  socket: %s\ncluster:\n  join: true\n  key_file: %s\n  nodes:\n%s", n.Socket, c.keyFile, c.members)
+	cfg += fmt.Sprintf("api:\n  socket: %s\n", n.Socket)
+	if c.opts.TokenFile != "" {
+		cfg += fmt.Sprintf("  token_file: %s\n", c.opts.TokenFile)
+	}
+	cfg += fmt.Sprintf("cluster:\n  join: true\n  key_file: %s\n  nodes:\n%s", c.keyFile, c.members)
 	cfg += fmt.Sprintf("    - name: %s\n      witness: %v\n      raft: %s\n      gossip: %s\n      api: %s\n", n.Name, witness, j.Raft, j.Gossip, j.APIAt)
 	cfg += c.opts.ExtraConfig
 	if c.opts.NodeConfig != nil && !witness {
@@ -216,7 +223,11 @@ func Start(opts Options) (*Cluster, error) {
 		if opts.ShutdownStrategy != "" {
 			cfg += "shutdown_strategy: " + opts.ShutdownStrategy + "\n"
 		}
-		cfg += fmt.Sprintf("api:\n  socket: %s\ncluster:\n  key_file: %s\n  nodes:\n%s", n.Socket, keyFile, members.String())
+		cfg += fmt.Sprintf("api:\n  socket: %s\n", n.Socket)
+		if opts.TokenFile != "" {
+			cfg += fmt.Sprintf("  token_file: %s\n", opts.TokenFile)
+		}
+		cfg += fmt.Sprintf("cluster:\n  key_file: %s\n  nodes:\n%s", keyFile, members.String())
 		cfg += opts.ExtraConfig
 		if opts.NodeConfig != nil && !n.Witness {
 			cfg += opts.NodeConfig(n.Name)
