@@ -23,7 +23,7 @@ import (
 
 // soloAgent starts a one-node cluster whose API accepts the tokens of
 // tokenFile, and returns it with its TCP API address and cluster key.
-func soloAgent(t *testing.T, tokens string) (*Agent, string, []byte, string) {
+func soloAgent(t testing.TB, tokens string) (*Agent, string, []byte, string) {
 	t.Helper()
 	root := shortTempDir(t)
 	ports := testFreePorts(t, 3)
