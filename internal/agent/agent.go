@@ -98,6 +98,8 @@ type Agent struct {
 	net *cluster.InmemNet // nil: real sockets
 
 	health *http.Server // nil: no health_listen
+	// listeners are the bounded listeners of the HTTP servers, for metrics.
+	listeners boundedListeners
 
 	notify *notify.Dispatcher
 	// members is the failure detector's view the leader last recorded
