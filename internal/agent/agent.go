@@ -180,7 +180,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
 	}
-	a.events, err = events.Open(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), 5000)
+	a.events, err = events.OpenWith(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), events.AgentOptions())
 	if err != nil {
 		return nil, err
 	}
