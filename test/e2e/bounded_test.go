@@ -28,7 +28,9 @@ type usage struct {
 	rssKB int
 }
 
-func (u usage) String() string { return fmt.Sprintf("%d fds, %.1f MB RSS", u.fds, float64(u.rssKB)/1024) }
+func (u usage) String() string {
+	return fmt.Sprintf("%d fds, %.1f MB RSS", u.fds, float64(u.rssKB)/1024)
+}
 
 func procUsage(t *testing.T, pid int) usage {
 	t.Helper()
