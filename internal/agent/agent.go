@@ -100,6 +100,9 @@ type Agent struct {
 	health *http.Server // nil: no health_listen
 	// listeners are the bounded listeners of the HTTP servers, for metrics.
 	listeners boundedListeners
+	// fanouts and localRuns share the runs that cost cloud calls
+	// (fanout.go): those that ask every node, and this node's part.
+	fanouts, localRuns *sharedRuns
 
 	notify *notify.Dispatcher
 	// members is the failure detector's view the leader last recorded
@@ -192,6 +195,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		return nil, err
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.fanouts, a.localRuns = newSharedRuns(), newSharedRuns()
 	a.rpc = newRPC(a)
 
 	a.c, err = cluster.Start(cluster.Config{
