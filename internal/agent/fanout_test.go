@@ -100,7 +100,9 @@ func TestSharedRunsTimeOutWaitingForASlot(t *testing.T) {
 		release := make(chan struct{})
 		block := func(ctx context.Context) (any, error) { <-release; return nil, nil }
 		for i := range maxSharedRuns {
-			go func() { _, _ = s.do(context.Background(), context.Background(), "busy"+string(rune('a'+i)), time.Hour, block) }()
+			go func() {
+				_, _ = s.do(context.Background(), context.Background(), "busy"+string(rune('a'+i)), time.Hour, block)
+			}()
 		}
 		synctest.Wait()
 		_, err := s.do(context.Background(), context.Background(), "late", time.Second, block)
