@@ -45,6 +45,9 @@ func formatEvent(e events.Event) string {
 	if e.Error != "" {
 		b.WriteString(" ERROR: " + e.Error)
 	}
+	if e.Count > 1 {
+		fmt.Fprintf(&b, " (%d times since %s)", e.Count, e.First.Format("15:04:05.000"))
+	}
 	return b.String()
 }
 
