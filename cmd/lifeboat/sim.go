@@ -139,13 +139,13 @@ refused, so a page open in a browser on this machine cannot drive them.`,
 			if g.json {
 				_ = printJSON(info)
 			} else {
-				fmt.Printf("AWS simulator on %s (region %s), admin access key %s", info.Endpoint, info.Region, info.AccessKeyID)
+				fmt.Fprintf(stdout, "AWS simulator on %s (region %s), admin access key %s", info.Endpoint, info.Region, info.AccessKeyID)
 				if infoFile != "" {
-					fmt.Printf(", credentials in %s", infoFile)
+					fmt.Fprintf(stdout, ", credentials in %s", infoFile)
 				}
-				fmt.Println()
+				fmt.Fprintln(stdout)
 				for _, k := range slices.Sorted(maps.Keys(info.IMDS)) {
-					fmt.Printf("  IMDS of %s on %s\n", k, info.IMDS[k])
+					fmt.Fprintf(stdout, "  IMDS of %s on %s\n", k, info.IMDS[k])
 				}
 			}
 			for i, hs := range servers {
