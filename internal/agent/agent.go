@@ -175,8 +175,8 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 			return nil, fmt.Errorf("API token in %s is too short: use at least 16 characters", cfg.API.TokenFile)
 		}
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	if err := privateDirs(cfg.DataDir, cfg.API.Socket, a.log); err != nil {
+		return nil, err
 	}
 	a.events, err = events.Open(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), 5000)
 	if err != nil {
