@@ -8,13 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/termsafe"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -32,6 +35,7 @@ const (
 type globals struct {
 	addr        string
 	token       string
+	tokenFile   string
 	fingerprint string
 	json        bool
 	timeout     time.Duration
@@ -39,8 +43,32 @@ type globals struct {
 
 var g globals
 
+// stdout and stderr carry everything the CLI prints, JSON included:
+// command output, errors and other strings from the agents reach the
+// terminal with their control characters escaped (termsafe), so an app's
+// output cannot drive the operator's terminal. Only raw bytes meant for a
+// file (report -o -) go to os.Stdout directly.
+var (
+	stdout io.Writer = termsafe.NewWriter(os.Stdout)
+	stderr io.Writer = termsafe.NewWriter(os.Stderr)
+)
+
 func main() {
 	agent.Version = version
+	err := rootCmd().Execute()
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	fmt.Fprintln(stderr, "lifeboat:", err)
+	var ce codeErr
+	if errors.As(err, &ce) {
+		os.Exit(ce.code)
+	}
+	os.Exit(exitUsage)
+}
+
+// rootCmd builds the command tree.
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "lifeboat",
 		Short: "High-availability cluster manager for Linux servers, cloud-aware",
@@ -49,13 +77,18 @@ node notices and brings the service's whole resource hierarchy into service on i
 
 The operator commands talk to a local agent through its root-only Unix socket
 (default ` + api.DefaultSocket + `) or to any agent over TCP (TLS) with a token and the agent's certificate fingerprint:
-  export LIFEBOAT_ADDR=10.0.0.1:7100 LIFEBOAT_TOKEN=... LIFEBOAT_FINGERPRINT=...`,
+  export LIFEBOAT_ADDR=10.0.0.1:7100 LIFEBOAT_TOKEN=... LIFEBOAT_FINGERPRINT=...
+or, keeping the token out of the environment and of ps (--token is visible there):
+  lifeboat --token-file ~/.lifeboat/token status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.addr, "addr", envOr("LIFEBOAT_ADDR", api.DefaultSocket), "agent address: Unix socket path or host:port (env LIFEBOAT_ADDR)")
-	pf.StringVar(&g.token, "token", os.Getenv("LIFEBOAT_TOKEN"), "bearer token for TCP access (env LIFEBOAT_TOKEN)")
+	// No secret as a flag default: cobra prints defaults in --help. The
+	// token's environment variable is read when a command runs (token).
+	pf.StringVar(&g.token, "token", "", "bearer token for TCP access; visible to every user in ps: prefer --token-file or env "+tokenEnv+" (read when unset)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "read the bearer token for TCP access from this file (keep it mode 0600)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
@@ -64,16 +97,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	root.AddCommand(maintenanceCmd(), nodeCmd())
 	root.AddCommand(backupCmd(), restoreCmd())
 	root.AddCommand(reportCmd(), tokensCmd())
-	err := root.Execute()
-	if err == nil {
-		os.Exit(exitOK)
-	}
-	fmt.Fprintln(os.Stderr, "lifeboat:", err)
-	var ce codeErr
-	if errors.As(err, &ce) {
-		os.Exit(ce.code)
-	}
-	os.Exit(exitUsage)
+	return root
 }
 
 // codeErr carries an exit code.
@@ -92,7 +116,37 @@ func envOr(k, def string) string {
 	return def
 }
 
+// tokenEnv is the environment variable the CLI reads the token from when
+// neither --token nor --token-file is given.
+const tokenEnv = "LIFEBOAT_TOKEN"
+
+// token returns the bearer token: --token, the content of --token-file,
+// or $LIFEBOAT_TOKEN, read at run time so that --help never shows it.
+func token() (string, error) {
+	switch {
+	case g.token != "" && g.tokenFile != "":
+		return "", errors.New("--token and --token-file are both set: use one (--token-file keeps the token out of ps)")
+	case g.token != "":
+		return g.token, nil
+	case g.tokenFile != "":
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read the token: %w (check --token-file)", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("the token file %s is empty: write the agent's token into it (api.token_file on the agent)", g.tokenFile)
+		}
+		return t, nil
+	}
+	return os.Getenv(tokenEnv), nil
+}
+
 func client() (*api.Client, error) {
+	tok, err := token()
+	if err != nil {
+		return nil, codeErr{exitUsage, err}
+	}
 	var tlsCfg *tls.Config
 	if g.fingerprint != "" {
 		cfg, err := tlsid.PinnedClientConfig(g.fingerprint)
@@ -101,7 +155,7 @@ func client() (*api.Client, error) {
 		}
 		tlsCfg = cfg
 	}
-	c, err := api.NewClient(g.addr, g.token, g.timeout+5*time.Second, tlsCfg)
+	c, err := api.NewClient(g.addr, tok, g.timeout+5*time.Second, tlsCfg)
 	if err != nil {
 		return nil, codeErr{exitUsage, err}
 	}
@@ -128,7 +182,7 @@ func call(ctx context.Context, method, path string, body, out any) error {
 }
 
 func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -16,7 +16,6 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -177,8 +176,8 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if err := a.ReloadTokens(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	if err := privateDirs(cfg.DataDir, cfg.API.Socket, a.log); err != nil {
+		return nil, err
 	}
 	a.events, err = events.OpenWith(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), events.AgentOptions())
 	if err != nil {
