@@ -48,7 +48,13 @@ func boundedServer(h http.Handler) *http.Server {
 // boundedListener caps the connections open at once on ln, and makes the
 // agent's metrics count them under name.
 func (a *Agent) boundedListener(name string, ln net.Listener) net.Listener {
-	l := connlimit.Wrap(ln, connlimit.Config{Name: name, Max: apiMaxConns, Logger: a.log})
+	// The members (lease renewals, forwarded commands) have a budget of
+	// their own, and no other address may hold more than a quarter.
+	cfg := connlimit.Config{Name: name, Max: apiMaxConns, Logger: a.log, PerHost: apiMaxConns / 4}
+	if a.c != nil {
+		cfg.Reserved = a.c.MemberAddr
+	}
+	l := connlimit.Wrap(ln, cfg)
 	a.listeners.add(name, l)
 	return l
 }

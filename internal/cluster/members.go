@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -119,6 +120,20 @@ func (c *Cluster) Member(name string) (Member, bool) {
 		}
 	}
 	return Member{}, false
+}
+
+// MemberAddr reports whether ip is the address of a member (the host of
+// its raft, gossip or API address, when given as an IP): the connection
+// caps keep a budget for the members (connlimit.Config.Reserved).
+func (c *Cluster) MemberAddr(ip netip.Addr) bool {
+	for _, m := range append(c.MemberList(), c.cfg.Members...) {
+		for _, a := range []string{m.Raft, m.Gossip, m.API} {
+			if ap, err := netip.ParseAddrPort(a); err == nil && ap.Addr().Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Removed reports whether this node was removed from the cluster (lifeboat

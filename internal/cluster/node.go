@@ -229,8 +229,10 @@ func (c *Cluster) openDurable(self *Member, hl hclog.Logger) (raft.LogStore, raf
 	}
 	// Bounded: a TLS handshake has RaftHandshakeTimeout, and at most
 	// RaftMaxConns connections are open at once (see docs/security.md).
+	// The members' addresses have a budget of their own, and no other
+	// address may hold more than a quarter of the slots.
 	bounded := connlimit.Wrap(ln, connlimit.Config{Name: "raft", Max: RaftMaxConns, TLS: cfg.TLS.ServerConfig(true),
-		HandshakeTimeout: RaftHandshakeTimeout, Logger: cfg.Logger})
+		HandshakeTimeout: RaftHandshakeTimeout, Logger: cfg.Logger, PerHost: RaftMaxConns / 4, Reserved: c.MemberAddr})
 	c.raftListener = bounded
 	stream := &tlsStream{Listener: bounded, addr: addr, client: cfg.TLS.ClientConfig()}
 	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)

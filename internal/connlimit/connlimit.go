@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,15 @@ type Config struct {
 	// LogEvery is the least time between two log lines about refused
 	// connections (0: DefaultLogEvery).
 	LogEvery time.Duration
+	// PerHost caps the connections one address (other than a reserved
+	// one) may hold open at once (0: only Max applies), so that one
+	// flooding host cannot take every slot.
+	PerHost int
+	// Reserved, when set, says which addresses are the cluster's members:
+	// their connections have a budget of Max of their own, which nobody
+	// else's connections can use up (a flood on the port must not cut
+	// the members' raft traffic or lease renewals).
+	Reserved func(netip.Addr) bool
 }
 
 // Stats counts what a listener let in and kept out.
@@ -65,7 +75,8 @@ type Listener struct {
 	inner net.Listener
 	cfg   Config
 
-	open      atomic.Int64
+	open      atomic.Int64 // connections of addresses not reserved
+	reserved  atomic.Int64 // connections of reserved addresses
 	refused   atomic.Uint64
 	hsFailed  atomic.Uint64
 	ready     chan net.Conn // handshaken connections (TLS only)
@@ -80,6 +91,9 @@ type Listener struct {
 	logMu      sync.Mutex
 	lastLog    time.Time
 	unreported uint64
+
+	hostMu sync.Mutex
+	hosts  map[netip.Addr]int // open connections per address not reserved (PerHost)
 }
 
 // Wrap bounds ln as cfg says. With cfg.TLS set it starts the accept loop;
@@ -94,7 +108,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	if cfg.LogEvery <= 0 {
 		cfg.LogEvery = DefaultLogEvery
 	}
-	l := &Listener{inner: ln, cfg: cfg, closed: make(chan struct{}), done: make(chan struct{})}
+	l := &Listener{inner: ln, cfg: cfg, closed: make(chan struct{}), done: make(chan struct{}), hosts: map[netip.Addr]int{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if cfg.TLS != nil {
 		l.ready = make(chan net.Conn)
@@ -105,7 +119,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 
 // Stats returns the listener's counts.
 func (l *Listener) Stats() Stats {
-	return Stats{Open: l.open.Load(), Refused: l.refused.Load(), HandshakeFailed: l.hsFailed.Load()}
+	return Stats{Open: l.open.Load() + l.reserved.Load(), Refused: l.refused.Load(), HandshakeFailed: l.hsFailed.Load()}
 }
 
 // Addr is the address listened on.
@@ -148,15 +162,48 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit counts c in, or closes it when Max connections are open.
+// admit counts c in, or closes it when its budget is full: Max for the
+// reserved addresses, Max and PerHost for the others.
 func (l *Listener) admit(c net.Conn) (net.Conn, bool) {
+	ip := remoteIP(c.RemoteAddr())
+	if ip.IsValid() && l.cfg.Reserved != nil && l.cfg.Reserved(ip) {
+		if l.reserved.Add(1) > int64(l.cfg.Max) {
+			l.reserved.Add(-1)
+			_ = c.Close()
+			l.refuse(c.RemoteAddr())
+			return nil, false
+		}
+		return &conn{Conn: c, l: l, reserved: true}, true
+	}
 	if l.open.Add(1) > int64(l.cfg.Max) {
 		l.open.Add(-1)
 		_ = c.Close()
 		l.refuse(c.RemoteAddr())
 		return nil, false
 	}
+	if l.cfg.PerHost > 0 && ip.IsValid() {
+		l.hostMu.Lock()
+		if l.hosts[ip] >= l.cfg.PerHost {
+			l.hostMu.Unlock()
+			l.open.Add(-1)
+			_ = c.Close()
+			l.refuse(c.RemoteAddr())
+			return nil, false
+		}
+		l.hosts[ip]++
+		l.hostMu.Unlock()
+		return &conn{Conn: c, l: l, host: ip}, true
+	}
 	return &conn{Conn: c, l: l}, true
+}
+
+// remoteIP is the IP of a TCP peer (the zero Addr for anything else).
+func remoteIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
 }
 
 // refuse counts a refused connection and logs, at most every LogEvery,
@@ -257,12 +304,27 @@ func (l *Listener) handshake(c net.Conn) {
 // conn is a connection counted by its listener until it is closed.
 type conn struct {
 	net.Conn
-	l    *Listener
-	once sync.Once
+	l        *Listener
+	reserved bool       // counted in the reserved budget
+	host     netip.Addr // counted against PerHost (when valid)
+	once     sync.Once
 }
 
 func (c *conn) Close() error {
-	c.once.Do(func() { c.l.open.Add(-1) })
+	c.once.Do(func() {
+		if c.reserved {
+			c.l.reserved.Add(-1)
+			return
+		}
+		c.l.open.Add(-1)
+		if c.host.IsValid() {
+			c.l.hostMu.Lock()
+			if c.l.hosts[c.host]--; c.l.hosts[c.host] <= 0 {
+				delete(c.l.hosts, c.host)
+			}
+			c.l.hostMu.Unlock()
+		}
+	})
 	return c.Conn.Close()
 }
 

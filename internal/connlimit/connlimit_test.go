@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -209,4 +210,68 @@ func TestCloseEndsHandshakes(t *testing.T) {
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
 	}
+}
+
+// The members' addresses have a budget of their own: a flood from
+// another address fills its share (PerHost) and no more, and a member
+// still gets in.
+func TestReservedAndPerHost(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := netip.MustParseAddr("127.0.0.1")
+	l := Wrap(inner, Config{Name: "test", Max: 8, PerHost: 3, Reserved: func(ip netip.Addr) bool { return ip == member }})
+	defer l.Close()
+	accepted := make(chan net.Conn, 100)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(from string) net.Conn {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The attacker opens 10: 3 are let in, 7 closed at once.
+	var flood []net.Conn
+	for range 10 {
+		flood = append(flood, dial("127.0.0.2"))
+	}
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 3 {
+		<-accepted
+	}
+	waitFor(t, "7 refused", func() bool { return l.Stats().Refused == 7 })
+	// Another host still has its share, and the member its own budget:
+	// 8 member connections although 3+2 others are open.
+	for range 2 {
+		c := dial("127.0.0.3")
+		defer c.Close()
+		<-accepted
+	}
+	for range 8 {
+		c := dial("127.0.0.1")
+		defer c.Close()
+		<-accepted
+	}
+	if st := l.Stats(); st.Open != 13 || st.Refused != 7 {
+		t.Fatalf("stats %+v, want 13 open, 7 refused", st)
+	}
+	// A ninth member connection is over the members' budget.
+	c := dial("127.0.0.1")
+	defer c.Close()
+	waitFor(t, "8 refused", func() bool { return l.Stats().Refused == 8 })
 }
