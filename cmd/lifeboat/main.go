@@ -63,7 +63,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	root.AddCommand(maintenanceCmd(), nodeCmd())
 	root.AddCommand(backupCmd(), restoreCmd())
-	root.AddCommand(reportCmd(), tokensCmd())
+	root.AddCommand(reportCmd(), tokensCmd(), caCmd())
 	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)
