@@ -171,3 +171,25 @@ func (n *Node) PeerNode(cs *tls.ConnectionState) (string, error) {
 	// answer never depends on how the listener was configured.
 	return n.verify(raw, x509.ExtKeyUsageClientAuth)
 }
+
+// CLIClientConfig trusts any node certificate the CA in caFile issued (for
+// the CLI, which has no certificate of its own and may talk to any node):
+// the alternative to pinning one node's certificate by its fingerprint.
+func CLIClientConfig(caFile string) (*tls.Config, error) {
+	ca, err := ReadCert(caFile)
+	if err != nil {
+		return nil, err
+	}
+	if !ca.IsCA {
+		return nil, fmt.Errorf("%s is not a CA certificate (use the cluster's ca.crt)", caFile)
+	}
+	n := NewNode(ca, tls.Certificate{}, "")
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // replaced by the CA check below: nodes are reached by address
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := n.verify(raw, x509.ExtKeyUsageServerAuth)
+			return err
+		},
+	}, nil
+}
