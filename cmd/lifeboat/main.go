@@ -15,6 +15,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/pki"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -33,6 +34,7 @@ type globals struct {
 	addr        string
 	token       string
 	fingerprint string
+	caCert      string
 	json        bool
 	timeout     time.Duration
 }
@@ -57,6 +59,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	pf.StringVar(&g.addr, "addr", envOr("LIFEBOAT_ADDR", api.DefaultSocket), "agent address: Unix socket path or host:port (env LIFEBOAT_ADDR)")
 	pf.StringVar(&g.token, "token", os.Getenv("LIFEBOAT_TOKEN"), "bearer token for TCP access (env LIFEBOAT_TOKEN)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
+	pf.StringVar(&g.caCert, "ca-cert", os.Getenv("LIFEBOAT_CA_CERT"), "the cluster CA's certificate: trust any node certificate it issued, instead of --fingerprint (env LIFEBOAT_CA_CERT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
@@ -94,7 +97,13 @@ func envOr(k, def string) string {
 
 func client() (*api.Client, error) {
 	var tlsCfg *tls.Config
-	if g.fingerprint != "" {
+	if g.caCert != "" {
+		cfg, err := pki.CLIClientConfig(g.caCert)
+		if err != nil {
+			return nil, codeErr{exitUsage, fmt.Errorf("--ca-cert: %w", err)}
+		}
+		tlsCfg = cfg
+	} else if g.fingerprint != "" {
 		cfg, err := tlsid.PinnedClientConfig(g.fingerprint)
 		if err != nil {
 			return nil, codeErr{exitUsage, err}
