@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,6 +43,15 @@ func loadIdentity(cfg *config.Agent, key []byte) (tlsid.Member, error) {
 		return nil, fmt.Errorf("load this node's certificate (tls section): %w", err)
 	}
 	return id, nil
+}
+
+// peerTLS is the TLS config for calls to node: with node certificates the
+// server must prove to be that node; with the derived identity, any member.
+func (a *Agent) peerTLS(node string) *tls.Config {
+	if f, ok := a.tls.(interface{ ClientConfigFor(string) *tls.Config }); ok {
+		return f.ClientConfigFor(node)
+	}
+	return a.tls.ClientConfig()
 }
 
 // peerNode returns the node the caller of a request proved to be with its

@@ -147,6 +147,21 @@ func (n *Node) ClientConfig() *tls.Config {
 	}
 }
 
+// ClientConfigFor dials node: like ClientConfig, but the server must
+// also prove to be that node (another node's certificate is refused), so
+// that no member can answer in another's place.
+func (n *Node) ClientConfigFor(node string) *tls.Config {
+	c := n.ClientConfig()
+	c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		name, err := n.verify(raw, x509.ExtKeyUsageServerAuth)
+		if err == nil && name != node {
+			err = fmt.Errorf("dialled node %s but the server's certificate is node %s's (check the node's api address in the membership)", node, name)
+		}
+		return err
+	}
+	return c
+}
+
 // Fingerprint is the SHA-256 of this node's certificate, hex encoded (what
 // a CLI pins to reach this node's API).
 func (n *Node) Fingerprint() string {

@@ -250,6 +250,13 @@ func TestNodeHandshakes(t *testing.T) {
 	if _, c, _ := handshake(t, outsider.ServerConfig(false), n1.ClientConfig()); c == nil || !strings.Contains(c.Error(), "not a node certificate") {
 		t.Fatalf("client accepted a server of another CA: %v", c)
 	}
+	// Dialling a named node: the server must be that node.
+	if s, c, _ := handshake(t, n1.ServerConfig(true), n2.ClientConfigFor("node1")); s != nil || c != nil {
+		t.Fatalf("dialling node1 by name: server %v, client %v", s, c)
+	}
+	if _, c, _ := handshake(t, n1.ServerConfig(true), n2.ClientConfigFor("node3")); c == nil || !strings.Contains(c.Error(), "is node node1's") {
+		t.Fatalf("node1 answered in node3's place: %v", c)
+	}
 	noCert := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
 	if s, _, _ := handshake(t, n1.ServerConfig(true), noCert); s == nil {
 		t.Fatal("raft server accepted a client without a certificate")
