@@ -204,6 +204,14 @@ func TestNodeIdentityChecks(t *testing.T) {
 	if a.tls.ClusterID() != pki.KeyID(ca.Cert) {
 		t.Errorf("cluster id %s, want the CA's key id", a.tls.ClusterID())
 	}
+	// The certificate was issued for an hour: the doctor says so.
+	found := false
+	for _, f := range a.runDoctor(ctx, "").Findings {
+		found = found || f.ID == "node-certificate" && f.Severity == "critical"
+	}
+	if !found {
+		t.Error("the doctor does not report the certificate that expires within the hour")
+	}
 }
 
 // With the derived identity (no tls section) every node presents the
