@@ -16,7 +16,8 @@ import (
 
 // TestNodeCertificates: a cluster whose nodes each have their own
 // certificate from a cluster CA (the tls section) forms, renews leases,
-// forwards commands and fails over as one with the shared identity does;
+// forwards commands, fails over and grows as one with the shared identity
+// does;
 // no internal call is refused for its identity; the CLI reaches every
 // node trusting the CA (--ca-cert), and each node serves its own
 // certificate.
@@ -74,6 +75,17 @@ func TestNodeCertificates(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.Dir, "node1", "web.up")); err != nil {
 		t.Fatalf("resource not restored on node1: %v", err)
 	}
+	// A node added at run time, with its own certificate, joins and
+	// holds a lease (its join is forwarded to the leader under its name).
+	addNode(t, c, "node3", "node4", false)
+	waitFor(t, c, "node1", 15*time.Second, "node4 alive with a lease", func(s api.Status) bool {
+		for _, n := range s.Nodes {
+			if n.Name == "node4" {
+				return n.State == "alive" && n.LeaseFresh
+			}
+		}
+		return false
+	})
 	for _, n := range c.Nodes {
 		b, _ := os.ReadFile(n.Log)
 		if strings.Contains(string(b), "internal request refused") || strings.Contains(string(b), "not a node certificate") {
