@@ -4,7 +4,10 @@
 // that certificate (mutual TLS for raft and agent-to-agent calls), and the
 // operator CLI pins the API server's certificate by its SHA-256
 // fingerprint. Whoever has the cluster key is a member; nobody else can
-// speak raft, grant leases or read the internal API.
+// speak raft, grant leases or read the internal API. Since every member has
+// the same certificate, it cannot tell members apart: for the demo and tests.
+// Per-node certificates from a cluster CA (package pki) implement the same
+// Member interface and can.
 package tlsid
 
 import (
