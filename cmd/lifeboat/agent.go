@@ -28,7 +28,12 @@ failures, and brings into service the hierarchies the cluster assigns to this no
 On SIGHUP it reloads the API tokens (api.token_file).
 On SIGTERM or SIGINT it follows shutdown_strategy: "switchover" (the default)
 hands every hierarchy to the next ready node before exiting, "stop" takes them
-out of service and leaves them stopped.`,
+out of service and leaves them stopped.
+
+The agent runs with umask 077: everything it creates is its owner's only. It
+refuses to start when the config file, cluster.key_file or api.token_file can
+be read or written by group or other users (chmod 600 FILE), and makes the data
+directory and the socket's own directory mode 0700.`,
 		Example: `  lifeboat agent --config /etc/lifeboat/agent.yaml
   lifeboat agent --config ./node1.yaml --log-json`,
 		Args: cobra.NoArgs,
@@ -36,9 +41,15 @@ out of service and leaves them stopped.`,
 			if path == "" {
 				return codeErr{exitUsage, fmt.Errorf("--config FILE is required")}
 			}
+			// Everything the agent creates (state, snapshots, sockets,
+			// reports) is its owner's only.
+			syscall.Umask(0o077)
 			cfg, err := config.LoadAgent(path)
 			if err != nil {
 				return codeErr{exitUsage, err}
+			}
+			if err := cfg.CheckFileModes(path); err != nil {
+				return codeErr{exitUsage, fmt.Errorf("refusing to start: %w", err)}
 			}
 			level := new(slog.LevelVar)
 			if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {

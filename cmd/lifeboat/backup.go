@@ -69,9 +69,9 @@ file unless --force.`,
 					online++
 				}
 			}
-			fmt.Printf("backup of %d hierarchies (%d started, %d stopped) and %d members at raft index %d (read on the leader %s), feature level %d\n",
+			fmt.Fprintf(stdout, "backup of %d hierarchies (%d started, %d stopped) and %d members at raft index %d (read on the leader %s), feature level %d\n",
 				len(b.Hierarchies), online, len(b.Hierarchies)-online, len(b.Members), b.RaftIndex, b.Node, b.FeatureLevel)
-			fmt.Printf("written to %s (%s)\n", out, b.Checksum)
+			fmt.Fprintf(stdout, "written to %s (%s)\n", out, b.Checksum)
 			return nil
 		},
 	}
@@ -166,7 +166,7 @@ Exit status: 0 restored (or nothing to do); 1 the cluster could not commit it
 			if g.json {
 				return printJSON(resp)
 			}
-			printRestore(os.Stdout, name, b, resp)
+			printRestore(stdout, name, b, resp)
 			return nil
 		},
 	}

@@ -72,7 +72,7 @@ another lifeboat binary (e.g. the previous release).`,
 				mass.Runs, mass.Dir, mass.Profile = runs, dir, profile
 				progress := func(format string, args ...any) {
 					if !g.json {
-						fmt.Printf(format+"\n", args...)
+						fmt.Fprintf(stdout, format+"\n", args...)
 					}
 				}
 				res, err := runMassBench(mass, progress)
@@ -100,13 +100,13 @@ another lifeboat binary (e.g. the previous release).`,
 				return printJSON(res)
 			}
 			for i, d := range res.FailoverMS {
-				fmt.Printf("run %2d: failover %.0f ms, declared failed after %.0f ms (owner was leader: %v)\n", i+1, d, res.DetectMS[i], res.OwnerWasLeader[i])
+				fmt.Fprintf(stdout, "run %2d: failover %.0f ms, declared failed after %.0f ms (owner was leader: %v)\n", i+1, d, res.DetectMS[i], res.OwnerWasLeader[i])
 			}
-			fmt.Printf("\nfailover median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", res.MedianMS, res.MinMS, res.MaxMS, len(res.FailoverMS))
-			fmt.Printf("owner was a follower: median %.0f ms; owner was the raft leader: median %.0f ms\n", res.FollowerMedianMS, res.LeaderMedianMS)
-			fmt.Printf("failure detection (kill -> declared failed): median %.0f ms\n", res.DetectMedianMS)
+			fmt.Fprintf(stdout, "\nfailover median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", res.MedianMS, res.MinMS, res.MaxMS, len(res.FailoverMS))
+			fmt.Fprintf(stdout, "owner was a follower: median %.0f ms; owner was the raft leader: median %.0f ms\n", res.FollowerMedianMS, res.LeaderMedianMS)
+			fmt.Fprintf(stdout, "failure detection (kill -> declared failed): median %.0f ms\n", res.DetectMedianMS)
 			for _, n := range res.Idle {
-				fmt.Printf("idle %s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, n.CPUPercent, idle, n.RSSMiB)
+				fmt.Fprintf(stdout, "idle %s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, n.CPUPercent, idle, n.RSSMiB)
 			}
 			return nil
 		},
@@ -458,7 +458,7 @@ func runAWSBench(runs int, dir string, latency time.Duration) error {
 		d := time.Since(killed)
 		res.FailoverMS = append(res.FailoverMS, float64(d.Microseconds())/1000)
 		if !g.json {
-			fmt.Printf("run %2d: route moved from %s in %.0f ms\n", i+1, owner, res.FailoverMS[i])
+			fmt.Fprintf(stdout, "run %2d: route moved from %s in %.0f ms\n", i+1, owner, res.FailoverMS[i])
 		}
 		_ = c.WaitExit(ctx, owner)
 		if err := c.StartNode(owner); err != nil {
@@ -472,6 +472,6 @@ func runAWSBench(runs int, dir string, latency time.Duration) error {
 	if g.json {
 		return printJSON(res)
 	}
-	fmt.Printf("\nroute-table failover with %s per EC2 call: median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", latency, res.MedianMS, res.MinMS, res.MaxMS, runs)
+	fmt.Fprintf(stdout, "\nroute-table failover with %s per EC2 call: median %.0f ms, min %.0f ms, max %.0f ms over %d runs\n", latency, res.MedianMS, res.MinMS, res.MaxMS, runs)
 	return nil
 }

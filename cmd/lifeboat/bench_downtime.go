@@ -49,7 +49,7 @@ removed at the end.`,
 				return codeErr{exitFailure, err}
 			}
 			o.Binary = exe
-			o.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) } // stderr: --json output stays clean
+			o.Progress = func(s string) { fmt.Fprintln(stderr, s) } // stderr: --json output stays clean
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			rows, err := downtime.Run(ctx, o)
@@ -62,11 +62,11 @@ removed at the end.`,
 			if g.json {
 				return printJSON(rows)
 			}
-			fmt.Printf("%-10s %-8s %-4s %-5s %4s %10s %10s %12s %8s\n", "TOOL", "PROFILE", "KIT", "FAULT", "RUNS", "MEDIAN", "P95", "DOUBLE-OWNER", "RESETS")
+			fmt.Fprintf(stdout, "%-10s %-8s %-4s %-5s %4s %10s %10s %12s %8s\n", "TOOL", "PROFILE", "KIT", "FAULT", "RUNS", "MEDIAN", "P95", "DOUBLE-OWNER", "RESETS")
 			for _, r := range rows {
-				fmt.Printf("%-10s %-8s %-4s %-5s %4d %8.0fms %8.0fms %12d %8d\n", r.Tool, r.Profile, r.Kit, r.Fault, r.Runs, r.MedianMS, r.P95MS, r.DoubleOwner, r.WatchdogFired)
+				fmt.Fprintf(stdout, "%-10s %-8s %-4s %-5s %4d %8.0fms %8.0fms %12d %8d\n", r.Tool, r.Profile, r.Kit, r.Fault, r.Runs, r.MedianMS, r.P95MS, r.DoubleOwner, r.WatchdogFired)
 				for _, e := range r.Errors {
-					fmt.Printf("    not measured: %s\n", e)
+					fmt.Fprintf(stdout, "    not measured: %s\n", e)
 				}
 			}
 			return err

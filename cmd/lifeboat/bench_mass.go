@@ -609,9 +609,9 @@ func printMass(res *massResult) {
 	if res.Switchback {
 		mode = "one cluster, automatic switchback between runs"
 	}
-	fmt.Printf("\n%d one-resource app hierarchies, agents %s (%s), %s, monitor interval %s, status read %s after each answer\n",
+	fmt.Fprintf(stdout, "\n%d one-resource app hierarchies, agents %s (%s), %s, monitor interval %s, status read %s after each answer\n",
 		res.Hierarchies, res.AgentBinary, res.AgentVersion, mode, time.Duration(res.MonitorIntervalMS*float64(time.Millisecond)), time.Duration(res.PollMS*float64(time.Millisecond)))
-	fmt.Printf("%-4s %-6s %-6s %-5s %9s %9s %9s %8s %8s %7s  %-11s %s\n", "run", "owner", "leader", "level", "first", "p50", "last", "commits", "settled", "poll", "back on", "CPU meanwhile")
+	fmt.Fprintf(stdout, "%-4s %-6s %-6s %-5s %9s %9s %9s %8s %8s %7s  %-11s %s\n", "run", "owner", "leader", "level", "first", "p50", "last", "commits", "settled", "poll", "back on", "CPU meanwhile")
 	for i, r := range res.Runs {
 		var on, cpu []string
 		for _, n := range spec.SortedKeys(r.Back) {
@@ -628,7 +628,7 @@ func printMass(res *massResult) {
 			cpu = append(cpu, fmt.Sprintf("%s %s", n, fmtMS(r.CPUMS[n])))
 		}
 		cpu = append(cpu, "commands "+fmtMS(r.CommandsCPUMS), "other processes "+fmtMS(r.OtherCPUMS))
-		fmt.Printf("%-4d %-6s %-6s %-5d %9s %9s %9s %8d %8d %7s  %-11s %s (machine %.0f%% busy)\n", i+1, r.Owner, r.Leader, r.FeatureLevel,
+		fmt.Fprintf(stdout, "%-4d %-6s %-6s %-5d %9s %9s %9s %8d %8d %7s  %-11s %s (machine %.0f%% busy)\n", i+1, r.Owner, r.Leader, r.FeatureLevel,
 			fmtMS(r.FirstMS), fmtMS(r.P50MS), fmtMS(r.LastMS), r.Commits, r.CommitsSettled, fmtMS(r.PollMedianMS),
 			strings.Join(on, ", "), strings.Join(cpu, ", "), r.MachineBusy*100)
 	}
@@ -638,9 +638,9 @@ func printMass(res *massResult) {
 			complete++
 		}
 	}
-	fmt.Printf("\nmedians over %d complete runs: first %s, p50 %s, last %s back in service; %.0f raft commits per failover\n",
+	fmt.Fprintf(stdout, "\nmedians over %d complete runs: first %s, p50 %s, last %s back in service; %.0f raft commits per failover\n",
 		complete, fmtMS(res.MedianFirstMS), fmtMS(res.MedianP50MS), fmtMS(res.MedianLastMS), res.MedianCommits)
 	if res.Error != "" {
-		fmt.Printf("failed: %s\n", res.Error)
+		fmt.Fprintf(stdout, "failed: %s\n", res.Error)
 	}
 }

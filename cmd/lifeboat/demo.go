@@ -74,9 +74,9 @@ config, log), hierarchies, the TCP API token and the service address.`,
 			// agents share 127.0.0.1 and the hierarchy has no local address.
 			var network *demoNetwork
 			if loopback || nodes < 3 {
-				fmt.Println("note: --loopback or fewer than 3 nodes: the demo runs on 127.0.0.1 without the local address (the ip kit)")
+				fmt.Fprintln(stdout, "note: --loopback or fewer than 3 nodes: the demo runs on 127.0.0.1 without the local address (the ip kit)")
 			} else if network, err = startDemoNetwork(dir, names); err != nil {
-				fmt.Println("note: " + demoNetworkNote(err))
+				fmt.Fprintln(stdout, "note: "+demoNetworkNote(err))
 				network = nil
 			}
 			env := (*demo.SimEnv)(nil)
@@ -102,7 +102,7 @@ config, log), hierarchies, the TCP API token and the service address.`,
 			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-			fmt.Printf("Starting %d lifeboat agents in %s ...\n", len(c.Nodes), c.Dir)
+			fmt.Fprintf(stdout, "Starting %d lifeboat agents in %s ...\n", len(c.Nodes), c.Dir)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			if err := c.WaitReady(ctx); err != nil {
@@ -148,7 +148,7 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				return codeErr{exitFailure, err}
 			}
 			n1 := c.Nodes[0]
-			fmt.Printf(`
+			fmt.Fprintf(stdout, `
 lifeboat demo is running: %d nodes on the AWS simulator, hierarchy "web" in
 service: %s.
 The service answers on %s (it moves with the hierarchy).
@@ -171,7 +171,7 @@ NOT READY (see sim_endpoint and sim_credentials in demo.json):
 Logs: %s/<node>.log    Ctrl-C stops the demo.
 `, len(c.Nodes), what, service, n1.Socket, n1.API, c.Token, c.Fingerprint, curl, "demo.json", restartPrefix, c.Dir, c.Dir)
 			<-sig
-			fmt.Println("\nstopping the demo ...")
+			fmt.Fprintln(stdout, "\nstopping the demo ...")
 			c.Stop(30 * time.Second)
 			return nil
 		},

@@ -115,9 +115,9 @@ func printDoctor(rep api.Doctor, all []doctor.Finding) {
 		if v == "" {
 			v = "?"
 		}
-		fmt.Printf("%s (lifeboat %s)\n", n.Node, v)
+		fmt.Fprintf(stdout, "%s (lifeboat %s)\n", n.Node, v)
 		if len(n.Findings) == 0 {
-			fmt.Println("  nothing found")
+			fmt.Fprintln(stdout, "  nothing found")
 		}
 		for _, f := range n.Findings {
 			where := ""
@@ -127,17 +127,17 @@ func printDoctor(rep api.Doctor, all []doctor.Finding) {
 					where += "/" + f.Resource
 				}
 			}
-			fmt.Printf("  %-8s %s%s: %s\n", strings.ToUpper(f.Severity), f.ID, where, f.Seen)
+			fmt.Fprintf(stdout, "  %-8s %s%s: %s\n", strings.ToUpper(f.Severity), f.ID, where, f.Seen)
 			if f.Fix != "" {
-				fmt.Printf("           fix: %s\n", f.Fix)
+				fmt.Fprintf(stdout, "           fix: %s\n", f.Fix)
 			}
 			if f.Command != "" {
-				fmt.Printf("           try: %s\n", strings.ReplaceAll(f.Command, "\n", "\n                "))
+				fmt.Fprintf(stdout, "           try: %s\n", strings.ReplaceAll(f.Command, "\n", "\n                "))
 			}
 		}
-		fmt.Println()
+		fmt.Fprintln(stdout)
 	}
-	fmt.Printf("%d critical, %d warning(s), %d note(s) on %d node(s)\n", countSev(all, doctor.Critical), countSev(all, doctor.Warning), countSev(all, doctor.Info), len(rep.Nodes))
+	fmt.Fprintf(stdout, "%d critical, %d warning(s), %d note(s) on %d node(s)\n", countSev(all, doctor.Critical), countSev(all, doctor.Warning), countSev(all, doctor.Info), len(rep.Nodes))
 }
 
 // redactProxy hides a password in a proxy URL.

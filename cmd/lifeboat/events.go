@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -45,15 +44,18 @@ func formatEvent(e events.Event) string {
 	if e.Error != "" {
 		b.WriteString(" ERROR: " + e.Error)
 	}
+	if e.Count > 1 {
+		fmt.Fprintf(&b, " (%d times since %s)", e.Count, e.First.Format("15:04:05.000"))
+	}
 	return b.String()
 }
 
 func printEvent(e events.Event) {
 	if g.json {
-		fmt.Println(encodeLine(e))
+		fmt.Fprintln(stdout, encodeLine(e))
 		return
 	}
-	fmt.Println(formatEvent(e))
+	fmt.Fprintln(stdout, formatEvent(e))
 }
 
 // followEvents prints the agent's event stream from cursor on until ctx
@@ -84,7 +86,7 @@ func followEvents(ctx context.Context, cursor string) error {
 				case api.StreamUnreachable, api.StreamReachable, api.StreamDropped:
 					var n api.StreamNotice
 					if json.Unmarshal(m.Data, &n) == nil {
-						fmt.Fprintln(os.Stderr, "note:", noticeText(m.Type, n))
+						fmt.Fprintln(stderr, "note:", noticeText(m.Type, n))
 					}
 				}
 				return nil
@@ -98,7 +100,7 @@ func followEvents(ctx context.Context, cursor string) error {
 		if errors.As(err, &se) && se.Code/100 == 4 {
 			return codeErr{exitFailure, err}
 		}
-		fmt.Fprintf(os.Stderr, "note: event stream interrupted (%v); reconnecting\n", err)
+		fmt.Fprintf(stderr, "note: event stream interrupted (%v); reconnecting\n", err)
 		select {
 		case <-ctx.Done():
 			return nil

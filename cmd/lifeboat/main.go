@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +18,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/pki"
+	"github.com/lifeboat-ha/lifeboat/internal/termsafe"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -33,6 +36,7 @@ const (
 type globals struct {
 	addr        string
 	token       string
+	tokenFile   string
 	fingerprint string
 	caCert      string
 	json        bool
@@ -41,8 +45,32 @@ type globals struct {
 
 var g globals
 
+// stdout and stderr carry everything the CLI prints, JSON included:
+// command output, errors and other strings from the agents reach the
+// terminal with their control characters escaped (termsafe), so an app's
+// output cannot drive the operator's terminal. Only raw bytes meant for a
+// file (report -o -) go to os.Stdout directly.
+var (
+	stdout io.Writer = termsafe.NewWriter(os.Stdout)
+	stderr io.Writer = termsafe.NewWriter(os.Stderr)
+)
+
 func main() {
 	agent.Version = version
+	err := rootCmd().Execute()
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	fmt.Fprintln(stderr, "lifeboat:", err)
+	var ce codeErr
+	if errors.As(err, &ce) {
+		os.Exit(ce.code)
+	}
+	os.Exit(exitUsage)
+}
+
+// rootCmd builds the command tree.
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "lifeboat",
 		Short: "High-availability cluster manager for Linux servers, cloud-aware",
@@ -51,13 +79,18 @@ node notices and brings the service's whole resource hierarchy into service on i
 
 The operator commands talk to a local agent through its root-only Unix socket
 (default ` + api.DefaultSocket + `) or to any agent over TCP (TLS) with a token and the agent's certificate fingerprint:
-  export LIFEBOAT_ADDR=10.0.0.1:7100 LIFEBOAT_TOKEN=... LIFEBOAT_FINGERPRINT=...`,
+  export LIFEBOAT_ADDR=10.0.0.1:7100 LIFEBOAT_TOKEN=... LIFEBOAT_FINGERPRINT=...
+or, keeping the token out of the environment and of ps (--token is visible there):
+  lifeboat --token-file ~/.lifeboat/token status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.addr, "addr", envOr("LIFEBOAT_ADDR", api.DefaultSocket), "agent address: Unix socket path or host:port (env LIFEBOAT_ADDR)")
-	pf.StringVar(&g.token, "token", os.Getenv("LIFEBOAT_TOKEN"), "bearer token for TCP access (env LIFEBOAT_TOKEN)")
+	// No secret as a flag default: cobra prints defaults in --help. The
+	// token's environment variable is read when a command runs (token).
+	pf.StringVar(&g.token, "token", "", "bearer token for TCP access; visible to every user in ps: prefer --token-file or env "+tokenEnv+" (read when unset)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "read the bearer token for TCP access from this file (keep it mode 0600)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
 	pf.StringVar(&g.caCert, "ca-cert", os.Getenv("LIFEBOAT_CA_CERT"), "the cluster CA's certificate: trust any node certificate it issued, instead of --fingerprint (env LIFEBOAT_CA_CERT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
@@ -67,16 +100,7 @@ The operator commands talk to a local agent through its root-only Unix socket
 	root.AddCommand(maintenanceCmd(), nodeCmd())
 	root.AddCommand(backupCmd(), restoreCmd())
 	root.AddCommand(reportCmd(), tokensCmd(), caCmd())
-	err := root.Execute()
-	if err == nil {
-		os.Exit(exitOK)
-	}
-	fmt.Fprintln(os.Stderr, "lifeboat:", err)
-	var ce codeErr
-	if errors.As(err, &ce) {
-		os.Exit(ce.code)
-	}
-	os.Exit(exitUsage)
+	return root
 }
 
 // codeErr carries an exit code.
@@ -95,7 +119,37 @@ func envOr(k, def string) string {
 	return def
 }
 
+// tokenEnv is the environment variable the CLI reads the token from when
+// neither --token nor --token-file is given.
+const tokenEnv = "LIFEBOAT_TOKEN"
+
+// token returns the bearer token: --token, the content of --token-file,
+// or $LIFEBOAT_TOKEN, read at run time so that --help never shows it.
+func token() (string, error) {
+	switch {
+	case g.token != "" && g.tokenFile != "":
+		return "", errors.New("--token and --token-file are both set: use one (--token-file keeps the token out of ps)")
+	case g.token != "":
+		return g.token, nil
+	case g.tokenFile != "":
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read the token: %w (check --token-file)", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("the token file %s is empty: write the agent's token into it (api.token_file on the agent)", g.tokenFile)
+		}
+		return t, nil
+	}
+	return os.Getenv(tokenEnv), nil
+}
+
 func client() (*api.Client, error) {
+	tok, err := token()
+	if err != nil {
+		return nil, codeErr{exitUsage, err}
+	}
 	var tlsCfg *tls.Config
 	if g.caCert != "" {
 		cfg, err := pki.CLIClientConfig(g.caCert)
@@ -110,7 +164,7 @@ func client() (*api.Client, error) {
 		}
 		tlsCfg = cfg
 	}
-	c, err := api.NewClient(g.addr, g.token, g.timeout+5*time.Second, tlsCfg)
+	c, err := api.NewClient(g.addr, tok, g.timeout+5*time.Second, tlsCfg)
 	if err != nil {
 		return nil, codeErr{exitUsage, err}
 	}
@@ -137,7 +191,7 @@ func call(ctx context.Context, method, path string, body, out any) error {
 }
 
 func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

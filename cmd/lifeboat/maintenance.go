@@ -64,13 +64,13 @@ maintenance left on for over an hour.`,
 				if g.json {
 					return printJSON(out)
 				}
-				fmt.Println(out.Message)
+				fmt.Fprintln(stdout, out.Message)
 				for _, h := range out.Hierarchies {
 					line := fmt.Sprintf("  %-20s %-12s on %s", h.Hierarchy, h.State, dash(h.Owner))
 					if h.Message != "" {
 						line += ": " + h.Message
 					}
-					fmt.Println(line)
+					fmt.Fprintln(stdout, line)
 				}
 				return nil
 			},
@@ -122,9 +122,9 @@ everything is online elsewhere (--timeout, --no-wait).`,
 				if g.json {
 					return printJSON(out)
 				}
-				fmt.Println(out.Message)
+				fmt.Fprintln(stdout, out.Message)
 				for _, h := range out.Moved {
-					fmt.Printf("  %-20s %-12s on %s\n", h.Hierarchy, h.State, dash(h.Owner))
+					fmt.Fprintf(stdout, "  %-20s %-12s on %s\n", h.Hierarchy, h.State, dash(h.Owner))
 				}
 				return nil
 			},
@@ -159,7 +159,7 @@ confirm_failover: true does).`,
 			if g.json {
 				return printJSON(out)
 			}
-			fmt.Println(out.Message)
+			fmt.Fprintln(stdout, out.Message)
 			return nil
 		},
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -91,10 +90,10 @@ func memberCall(path string, req api.MemberRequest) error {
 		return printJSON(out)
 	}
 	for _, s := range out.Steps {
-		fmt.Println("  " + s)
+		fmt.Fprintln(stdout, "  "+s)
 	}
-	fmt.Printf("%s (%s)\n\n", out.Message, out.Duration)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(stdout, "%s (%s)\n\n", out.Message, out.Duration)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSUFFRAGE\tROLE\tRAFT\tGOSSIP\tAPI")
 	for _, m := range out.Members {
 		role := "resources"

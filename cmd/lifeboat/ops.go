@@ -75,13 +75,13 @@ func applyCmd() *cobra.Command {
 				return printJSON(resp)
 			}
 			for _, n := range resp.Created {
-				fmt.Printf("hierarchy %s created\n", n)
+				fmt.Fprintf(stdout, "hierarchy %s created\n", n)
 			}
 			for _, n := range resp.Updated {
-				fmt.Printf("hierarchy %s updated\n", n)
+				fmt.Fprintf(stdout, "hierarchy %s updated\n", n)
 			}
 			for _, n := range resp.Unchanged {
-				fmt.Printf("hierarchy %s unchanged\n", n)
+				fmt.Fprintf(stdout, "hierarchy %s unchanged\n", n)
 			}
 			return nil
 		},
@@ -111,9 +111,9 @@ func outcome(o api.Outcome, verb string) error {
 	}
 	switch {
 	case o.Message != "":
-		fmt.Printf("%s %s: %s (%s, owner %s, epoch %d, %s)\n", verb, o.Hierarchy, o.Message, o.State, dash(o.Owner), o.Epoch, o.Duration)
+		fmt.Fprintf(stdout, "%s %s: %s (%s, owner %s, epoch %d, %s)\n", verb, o.Hierarchy, o.Message, o.State, dash(o.Owner), o.Epoch, o.Duration)
 	default:
-		fmt.Printf("%s %s: %s on %s (epoch %d) in %s\n", verb, o.Hierarchy, o.State, dash(o.Owner), o.Epoch, o.Duration)
+		fmt.Fprintf(stdout, "%s %s: %s on %s (epoch %d) in %s\n", verb, o.Hierarchy, o.State, dash(o.Owner), o.Epoch, o.Duration)
 	}
 	return nil
 }
@@ -221,7 +221,7 @@ func deleteCmd() *cobra.Command {
 			if g.json {
 				return printJSON(o)
 			}
-			fmt.Printf("hierarchy %s deleted in %s\n", o.Hierarchy, o.Duration)
+			fmt.Fprintf(stdout, "hierarchy %s deleted in %s\n", o.Hierarchy, o.Duration)
 			return nil
 		},
 	}
@@ -255,7 +255,7 @@ stopped when the agent restarts.`,
 				printEvent(e)
 			}
 			for n, why := range resp.Unreachable {
-				fmt.Fprintf(os.Stderr, "note: history of %s not available: %s\n", n, why)
+				fmt.Fprintf(stderr, "note: history of %s not available: %s\n", n, why)
 			}
 			if !follow {
 				return nil
@@ -293,9 +293,9 @@ func versionCmd() *cobra.Command {
 			if g.json {
 				return printJSON(out)
 			}
-			fmt.Println("lifeboat", version)
+			fmt.Fprintln(stdout, "lifeboat", version)
 			if remote {
-				fmt.Printf("agent on %s: %s\n", out["node"], out["agent"])
+				fmt.Fprintf(stdout, "agent on %s: %s\n", out["node"], out["agent"])
 			}
 			return nil
 		},
@@ -318,7 +318,7 @@ func logLevelCmd() *cobra.Command {
 			if g.json {
 				return printJSON(out)
 			}
-			fmt.Println("log level is now", out["level"])
+			fmt.Fprintln(stdout, "log level is now", out["level"])
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -109,9 +110,9 @@ func runReport(out string, force bool) error {
 		}
 		return printJSON(sum)
 	}
-	w := os.Stdout
+	w := stdout
 	if out == "-" {
-		w = os.Stderr
+		w = stderr
 	}
 	printReportSummary(w, sum)
 	return nil
@@ -161,7 +162,7 @@ func writeReport(path string, data []byte, force bool) error {
 	return nil
 }
 
-func printReportSummary(w *os.File, s reportSummary) {
+func printReportSummary(w io.Writer, s reportSummary) {
 	var reached []string
 	for _, n := range s.Nodes {
 		if n.Reached {

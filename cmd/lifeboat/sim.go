@@ -58,7 +58,9 @@ credentials, the endpoint and the IMDS URLs are written to --info (mode 0600).
 
 Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world,
 GET/PUT/DELETE /_sim/imds/NODE (IMDS options: allowV1, v1Only, credentialTtl,
-refreshBefore, down, latency).`,
+refreshBefore, down, latency). PUT and POST need Content-Type: application/json,
+and a request from a web page (a foreign Origin, Sec-Fetch-Site: cross-site) is
+refused, so a page open in a browser on this machine cannot drive them.`,
 		Example: `  lifeboat sim --info /tmp/sim.json
   lifeboat sim --listen 127.0.0.1:4566 --nodes db1,db2
   # in another shell:
@@ -137,13 +139,13 @@ refreshBefore, down, latency).`,
 			if g.json {
 				_ = printJSON(info)
 			} else {
-				fmt.Printf("AWS simulator on %s (region %s), admin access key %s", info.Endpoint, info.Region, info.AccessKeyID)
+				fmt.Fprintf(stdout, "AWS simulator on %s (region %s), admin access key %s", info.Endpoint, info.Region, info.AccessKeyID)
 				if infoFile != "" {
-					fmt.Printf(", credentials in %s", infoFile)
+					fmt.Fprintf(stdout, ", credentials in %s", infoFile)
 				}
-				fmt.Println()
+				fmt.Fprintln(stdout)
 				for _, k := range slices.Sorted(maps.Keys(info.IMDS)) {
-					fmt.Printf("  IMDS of %s on %s\n", k, info.IMDS[k])
+					fmt.Fprintf(stdout, "  IMDS of %s on %s\n", k, info.IMDS[k])
 				}
 			}
 			for i, hs := range servers {

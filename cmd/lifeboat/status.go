@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -48,28 +47,28 @@ func printStatus(st api.Status) {
 	if leader == "" {
 		leader = "NONE (no quorum?)"
 	}
-	fmt.Printf("Cluster: leader %s, raft index %d (answered by %s)\n", leader, st.Index, st.Node)
+	fmt.Fprintf(stdout, "Cluster: leader %s, raft index %d (answered by %s)\n", leader, st.Index, st.Node)
 	if st.FeatureLevel > 0 {
 		lv := fmt.Sprintf("Feature level: %d", st.FeatureLevel)
 		if st.SupportedLevel > st.FeatureLevel {
 			lv += fmt.Sprintf(" (this node supports %d; it rises once every voter does)", st.SupportedLevel)
 		}
-		fmt.Println(lv)
+		fmt.Fprintln(stdout, lv)
 	}
 	if st.Halted != "" {
-		fmt.Printf("HALTED: %s: %s\n", st.Node, st.Halted)
+		fmt.Fprintf(stdout, "HALTED: %s: %s\n", st.Node, st.Halted)
 	}
 	if st.Removed {
-		fmt.Printf("REMOVED: %s was removed from the cluster (lifeboat node remove): it holds and grants nothing; stop its agent\n", st.Node)
+		fmt.Fprintf(stdout, "REMOVED: %s was removed from the cluster (lifeboat node remove): it holds and grants nothing; stop its agent\n", st.Node)
 	}
 	if st.Joining {
-		fmt.Printf("JOINING: %s waits to be added to the cluster: run lifeboat node add %s ... on a member\n", st.Node, st.Node)
+		fmt.Fprintf(stdout, "JOINING: %s waits to be added to the cluster: run lifeboat node add %s ... on a member\n", st.Node, st.Node)
 	}
 	if m := st.Maintenance; m != nil {
-		fmt.Printf("MAINTENANCE: the whole cluster, %s: nothing is started, stopped or failed over (lifeboat maintenance off)\n", holdText(m))
+		fmt.Fprintf(stdout, "MAINTENANCE: the whole cluster, %s: nothing is started, stopped or failed over (lifeboat maintenance off)\n", holdText(m))
 	}
-	fmt.Printf("API TLS fingerprint: %s\n\n", st.Fingerprint)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(stdout, "API TLS fingerprint: %s\n\n", st.Fingerprint)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tVERSION\tGEN\tLEASE\tDOCTOR")
 	for _, n := range st.Nodes {
 		role := "voter"
@@ -114,18 +113,18 @@ func printStatus(st api.Status) {
 	tw.Flush()
 	for _, n := range st.Nodes {
 		if n.Maintenance != nil {
-			fmt.Printf("node %s in maintenance, %s (lifeboat maintenance off --node %s)\n", n.Name, holdText(n.Maintenance), n.Name)
+			fmt.Fprintf(stdout, "node %s in maintenance, %s (lifeboat maintenance off --node %s)\n", n.Name, holdText(n.Maintenance), n.Name)
 		}
 		if n.Standby != nil {
-			fmt.Printf("node %s in standby, %s (lifeboat node unstandby %s)\n", n.Name, holdText(n.Standby), n.Name)
+			fmt.Fprintf(stdout, "node %s in standby, %s (lifeboat node unstandby %s)\n", n.Name, holdText(n.Standby), n.Name)
 		}
 	}
 	if len(st.Hierarchies) == 0 {
-		fmt.Println("\nNo hierarchies. Create one with: lifeboat apply -f FILE")
+		fmt.Fprintln(stdout, "\nNo hierarchies. Create one with: lifeboat apply -f FILE")
 		return
 	}
-	fmt.Println()
-	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HIERARCHY\tOWNER\tSTATE\tEPOCH\tNODES (priority)\tSWITCHBACK\tREASON")
 	for _, h := range st.Hierarchies {
 		reason := h.Reason
@@ -143,7 +142,7 @@ func printStatus(st api.Status) {
 		if len(h.Resources) == 0 {
 			continue
 		}
-		fmt.Printf("\nResources of %s:\n", h.Name)
+		fmt.Fprintf(stdout, "\nResources of %s:\n", h.Name)
 		for _, node := range spec.SortedKeys(h.Resources) {
 			var parts []string
 			for _, r := range spec.SortedKeys(h.Resources[node]) {
@@ -157,9 +156,9 @@ func printStatus(st api.Status) {
 			if s := nodeState[node]; s != "alive" {
 				note = "  (node " + s + ": last report)"
 			}
-			fmt.Printf(" %s %-10s %s%s\n", mark, node, strings.Join(parts, " "), note)
+			fmt.Fprintf(stdout, " %s %-10s %s%s\n", mark, node, strings.Join(parts, " "), note)
 			if e := h.Errors[node]; e != "" {
-				fmt.Printf("   %-10s last error: %s\n", "", e)
+				fmt.Fprintf(stdout, "   %-10s last error: %s\n", "", e)
 			}
 		}
 		var rd []string
@@ -177,7 +176,7 @@ func printStatus(st api.Status) {
 			}
 		}
 		if len(rd) > 0 {
-			fmt.Printf("   readiness: %s\n", strings.Join(rd, "; "))
+			fmt.Fprintf(stdout, "   readiness: %s\n", strings.Join(rd, "; "))
 		}
 		if len(h.Failed) > 0 {
 			var marks []string
@@ -188,7 +187,7 @@ func printStatus(st api.Status) {
 					marks = append(marks, n)
 				}
 			}
-			fmt.Printf("   failed on: %s (the marks expire after failure_timeout; lifeboat start %s or a switchover clears them now)\n", strings.Join(marks, ", "), h.Name)
+			fmt.Fprintf(stdout, "   failed on: %s (the marks expire after failure_timeout; lifeboat start %s or a switchover clears them now)\n", strings.Join(marks, ", "), h.Name)
 		}
 	}
 }

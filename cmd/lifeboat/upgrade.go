@@ -182,23 +182,23 @@ func printUpgrade(rs []upgrade.Report) {
 		default:
 			ready++
 		}
-		fmt.Printf("%s: %s (%s)\n", r.Node, head, strings.Join(facts, "; "))
+		fmt.Fprintf(stdout, "%s: %s (%s)\n", r.Node, head, strings.Join(facts, "; "))
 		for _, gp := range r.Gaps {
 			printGap(r.Node, gp)
 		}
 		for _, e := range r.Errors {
-			fmt.Printf("  %-8s %s\n", "ERROR", indent(e, 11))
+			fmt.Fprintf(stdout, "  %-8s %s\n", "ERROR", indent(e, 11))
 		}
 		for _, n := range r.Needs {
 			if len(n.New) > 0 {
-				fmt.Printf("  %-8s %s/%s needs what %s did not: %s\n", "NEW", n.Hierarchy, n.Resource, r.Running, strings.Join(n.New, ", "))
+				fmt.Fprintf(stdout, "  %-8s %s/%s needs what %s did not: %s\n", "NEW", n.Hierarchy, n.Resource, r.Running, strings.Join(n.New, ", "))
 			}
 		}
 		for _, n := range r.Notes {
-			fmt.Printf("  %-8s %s\n", "NOTE", n)
+			fmt.Fprintf(stdout, "  %-8s %s\n", "NOTE", n)
 		}
 	}
-	fmt.Printf("%d of %d node(s) ready to upgrade\n", ready, len(rs))
+	fmt.Fprintf(stdout, "%d of %d node(s) ready to upgrade\n", ready, len(rs))
 }
 
 func printGap(node string, gp upgrade.Gap) {
@@ -212,32 +212,32 @@ func printGap(node string, gp upgrade.Gap) {
 		if since == "" {
 			since = "an unknown version"
 		}
-		fmt.Printf("  %-8s %s for %s (needed since %s)\n", "MISSING", gp.Action, where, since)
+		fmt.Fprintf(stdout, "  %-8s %s for %s (needed since %s)\n", "MISSING", gp.Action, where, since)
 		if gp.Message != "" {
-			fmt.Printf("           %s\n", indent(gp.Message, 11))
+			fmt.Fprintf(stdout, "           %s\n", indent(gp.Message, 11))
 		}
-		fmt.Printf("           add to %s's role:\n", node)
+		fmt.Fprintf(stdout, "           add to %s's role:\n", node)
 		for _, st := range gp.Statements {
 			b, _ := json.MarshalIndent(st, "             ", "  ")
-			fmt.Printf("             %s\n", b)
+			fmt.Fprintf(stdout, "             %s\n", b)
 		}
 	case upgrade.GapConfig:
 		loc := gp.File
 		if gp.Line > 0 {
 			loc = fmt.Sprintf("%s:%d", gp.File, gp.Line)
 		}
-		fmt.Printf("  %-8s %s: %s\n", "CONFIG", loc, gp.Message)
+		fmt.Fprintf(stdout, "  %-8s %s: %s\n", "CONFIG", loc, gp.Message)
 		if gp.Fix != "" {
-			fmt.Printf("           fix: %s\n", gp.Fix)
+			fmt.Fprintf(stdout, "           fix: %s\n", gp.Fix)
 		}
 	default:
 		label := map[string]string{upgrade.GapNotReady: "NOTREADY", upgrade.GapSpec: "SPEC", upgrade.GapFeatureLevel: "LEVEL"}[gp.Kind]
 		if where != "" {
 			where += ": "
 		}
-		fmt.Printf("  %-8s %s%s\n", label, where, indent(gp.Message, 11))
+		fmt.Fprintf(stdout, "  %-8s %s%s\n", label, where, indent(gp.Message, 11))
 		if gp.Fix != "" {
-			fmt.Printf("           fix: %s\n", gp.Fix)
+			fmt.Fprintf(stdout, "           fix: %s\n", gp.Fix)
 		}
 	}
 }

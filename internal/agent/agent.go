@@ -16,7 +16,6 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -102,6 +101,11 @@ type Agent struct {
 	net *cluster.InmemNet // nil: real sockets
 
 	health *http.Server // nil: no health_listen
+	// listeners are the bounded listeners of the HTTP servers, for metrics.
+	listeners boundedListeners
+	// fanouts and localRuns share the runs that cost cloud calls
+	// (fanout.go): those that ask every node, and this node's part.
+	fanouts, localRuns *sharedRuns
 
 	notify *notify.Dispatcher
 	// members is the failure detector's view the leader last recorded
@@ -172,10 +176,10 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if err := a.ReloadTokens(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	if err := privateDirs(cfg.DataDir, cfg.API.Socket, a.log); err != nil {
+		return nil, err
 	}
-	a.events, err = events.Open(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), 5000)
+	a.events, err = events.OpenWith(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), events.AgentOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +191,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		return nil, err
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.fanouts, a.localRuns = newSharedRuns(), newSharedRuns()
 	a.rpc = newRPC(a)
 
 	a.c, err = cluster.Start(cluster.Config{

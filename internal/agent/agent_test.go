@@ -194,7 +194,7 @@ func (c *testCluster) node(name string) *testNode {
 
 // testFreePorts returns n distinct free TCP ports on 127.0.0.1 that are also
 // free for UDP (memberlist uses both), as internal/demo does.
-func testFreePorts(t *testing.T, n int) []int {
+func testFreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var ls []net.Listener
@@ -223,7 +223,7 @@ func testFreePorts(t *testing.T, n int) []int {
 
 // shortTempDir returns a temporary directory short enough for unix socket
 // paths below it.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if len(dir) < 60 {

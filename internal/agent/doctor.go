@@ -95,7 +95,18 @@ func redactURL(s string) string {
 
 // runDoctor runs the checklist here; a full run also records the counts
 // in the cluster state (shown by lifeboat status).
+// Concurrent callers for the same hierarchy share one run (fanout.go).
 func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor {
+	rep, err := shared(ctx, a, a.localRuns, "doctor "+hierarchy, 2*time.Minute, func(ctx context.Context) (api.NodeDoctor, error) {
+		return a.runDoctorNow(ctx, hierarchy), nil
+	})
+	if err != nil {
+		return api.NodeDoctor{Node: a.cfg.Node, Version: Version, Error: err.Error()}
+	}
+	return rep
+}
+
+func (a *Agent) runDoctorNow(ctx context.Context, hierarchy string) api.NodeDoctor {
 	fs := doctor.Run(ctx, a.doctorEnv(hierarchy), checks(), nil)
 	s := a.aws.settings
 	rep := api.NodeDoctor{Node: a.cfg.Node, Version: Version, Findings: fs, Settings: api.DoctorSettings{
@@ -137,19 +148,32 @@ func (a *Agent) handleDoctor(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Concurrent requests for the same run share it (fanout.go).
+	out, err := shared(r.Context(), a, a.fanouts, "doctor node="+only+" hierarchy="+hierarchy, 3*time.Minute, func(ctx context.Context) (api.Doctor, error) {
+		return a.doctorEveryNode(ctx, only, hierarchy), nil
+	})
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("run doctor: %w; try again", err))
+		return
+	}
+	writeJSON(w, out)
+}
+
+// doctorEveryNode runs the checklist on every node (or only one).
+func (a *Agent) doctorEveryNode(ctx context.Context, only, hierarchy string) api.Doctor {
 	out := api.Doctor{}
 	members := a.c.Members()
 	out.Nodes = eachMember(a, only, func(m cluster.Member) api.NodeDoctor {
 		var rep api.NodeDoctor
 		state := members[m.Name].State
 		if m.Name == a.cfg.Node {
-			rep = a.runDoctor(r.Context(), hierarchy)
+			rep = a.runDoctor(ctx, hierarchy)
 		} else if state == "failed" || state == "left" {
 			rep = api.NodeDoctor{Node: m.Name, Error: "node " + state, Findings: []doctor.Finding{{ID: "agent", Severity: doctor.Critical, Node: m.Name,
 				Seen: fmt.Sprintf("the failure detector reports %s %s: its checks could not run", m.Name, state),
 				Fix:  "check the machine and the agent there (systemctl status lifeboat), and the network between the nodes", Command: "lifeboat status"}}}
 		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := a.rpc.call(ctx, m.Name, "GET", "/v1/internal/doctor?hierarchy="+url.QueryEscape(hierarchy), nil, &rep)
 			cancel()
 			if err != nil {
@@ -160,7 +184,7 @@ func (a *Agent) handleDoctor(w http.ResponseWriter, r *http.Request) {
 		}
 		return rep
 	})
-	writeJSON(w, out)
+	return out
 }
 
 // doctorLoop runs the checklist in the background so that lifeboat status

@@ -65,7 +65,9 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 			return nil, err
 		}
 	}
-	tl := tls.NewListener(tcp, a.tls.ServerConfig(false))
+	// Bounded (http_limits.go): at most apiMaxConns connections, the TLS
+	// handshake within the header timeout.
+	tl := tls.NewListener(a.boundedListener("api", tcp), a.tls.ServerConfig(false))
 	var local http.HandlerFunc
 	remote := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -101,11 +103,10 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 	// Requests end with the agent: a long wait (switchover) does not
 	// outlive Shutdown.
 	base := func(net.Listener) context.Context { return a.ctx }
-	h := &httpServers{
-		unix: &http.Server{Handler: local, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
-		tcp:  &http.Server{Handler: remote, ReadHeaderTimeout: 5 * time.Second, BaseContext: base},
-	}
+	h := &httpServers{unix: boundedServer(local), tcp: boundedServer(remote)}
+	h.unix.BaseContext, h.tcp.BaseContext = base, base
 	if ul != nil {
+		ul = a.boundedListener("socket", ul)
 		go func() { _ = h.unix.Serve(ul) }()
 	}
 	go func() { _ = h.tcp.Serve(tl) }()

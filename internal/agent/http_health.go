@@ -26,8 +26,11 @@ func (a *Agent) serveHealth() (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/{name}", a.handleHealth)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10}
+	// Its answers are short: whole-request and write timeouts are safe
+	// here, unlike on the API.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: apiHeaderTimeout, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: apiIdleTimeout, MaxHeaderBytes: 8 << 10}
+	l = a.boundedListener("health", l)
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil
 }

@@ -31,6 +31,9 @@ type memberAnswer struct {
 	NotLeader bool     `json:"not_leader,omitempty"`
 	// Code is the HTTP status the refusal maps to.
 	Code int `json:"code,omitempty"`
+	// Members: the membership as the leader knows it after the change
+	// (another node learns raft's new configuration a moment later).
+	Members []api.MemberInfo `json:"members,omitempty"`
 }
 
 // appliedAnswer is a node's answer to GET /v1/internal/applied.
@@ -152,7 +155,10 @@ func (a *Agent) memberOp(w http.ResponseWriter, r *http.Request, req memberChang
 		out.Message = fmt.Sprintf("node %s is no longer a member: stop its agent (it holds and grants nothing now) and remove its data directory before reusing the machine", req.Member.Name)
 	}
 	a.catchUpWithLeader(ctx)
-	out.Members = a.memberInfos()
+	out.Members = ans.Members
+	if out.Members == nil {
+		out.Members = a.memberInfos()
+	}
 	out.Duration = time.Since(start).Round(time.Millisecond).String()
 	writeJSON(w, out)
 }
@@ -204,6 +210,7 @@ func (a *Agent) changeMembers(ctx context.Context, req memberChange) memberAnswe
 		ans.Error, ans.Code = err.Error(), http.StatusConflict
 		return ans
 	}
+	ans.Members = a.memberInfos()
 	return ans
 }
 

@@ -75,6 +75,9 @@ func (a *Agent) specProblems(hs []spec.Hierarchy) []string {
 		for _, p := range a.kits.ValidateHierarchy(h) {
 			problems = append(problems, fmt.Sprintf("hierarchy %q: %s", h.Name, p.Error()))
 		}
+		for _, p := range a.kits.ValidateHost(h) {
+			problems = append(problems, fmt.Sprintf("hierarchy %q: %s (on %s)", h.Name, p.Error(), a.cfg.Node))
+		}
 		for j, n := range h.Nodes {
 			if !resNodes[n] {
 				problems = append(problems, fmt.Sprintf("hierarchy %q: nodes[%d]: %q is not a cluster node that runs resources (known: %s)", h.Name, j, n, strings.Join(spec.SortedKeys(resNodes), ", ")))

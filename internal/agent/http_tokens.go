@@ -3,9 +3,11 @@ package agent
 import (
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/auth"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 )
 
@@ -16,6 +18,9 @@ import (
 func (a *Agent) ReloadTokens() error {
 	var set *auth.Set
 	if f := a.cfg.API.TokenFile; f != "" {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("API tokens: %w", &config.FileModeError{Path: f, Field: "api.token_file", Mode: fi.Mode().Perm()})
+		}
 		var err error
 		if set, err = auth.Load(f); err != nil {
 			return fmt.Errorf("API tokens: %w", err)

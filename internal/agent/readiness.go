@@ -210,6 +210,12 @@ func (r *readiness) mySpecKey() string {
 
 // Refresh probes now and returns the result.
 func (r *readiness) Refresh(ctx context.Context) (map[string]cluster.Readiness, error) {
+	// Concurrent callers (peers' refreshAll, several at once) share one
+	// round (fanout.go).
+	return shared(ctx, r.a, r.a.localRuns, "readiness round", time.Minute, r.refreshNow)
+}
+
+func (r *readiness) refreshNow(ctx context.Context) (map[string]cluster.Readiness, error) {
 	reply := make(chan map[string]cluster.Readiness, 1)
 	select {
 	case r.wake <- reply:
@@ -388,7 +394,18 @@ func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluste
 
 // refreshAll makes every reachable resource node prove its readiness now
 // (lifeboat status --refresh) and waits until the results are committed.
+// Concurrent callers share one run (fanout.go).
 func (a *Agent) refreshAll(ctx context.Context) {
+	_, _ = shared(ctx, a, a.fanouts, "refresh readiness on every node", 70*time.Second, func(ctx context.Context) (struct{}, error) {
+		a.refreshEveryNode(ctx)
+		return struct{}{}, nil
+	})
+	// The results were committed through the leader; wait (briefly) until
+	// this node's copy of the state has them.
+	_ = a.waitFor(ctx, 2*time.Second, func(s *cluster.State) (bool, error) { return s.Index >= a.c.Raft.CommitIndex(), nil })
+}
+
+func (a *Agent) refreshEveryNode(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range a.c.MemberList() {
 		if n.Witness {
@@ -403,7 +420,4 @@ func (a *Agent) refreshAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	// The results were committed through the leader; wait (briefly) until
-	// this node's copy of the state has them.
-	_ = a.waitFor(ctx, 2*time.Second, func(s *cluster.State) (bool, error) { return s.Index >= a.c.Raft.CommitIndex(), nil })
 }

@@ -23,7 +23,7 @@ import (
 
 // soloAgent starts a one-node cluster whose API accepts the tokens of
 // tokenFile, and returns it with its TCP API address and cluster key.
-func soloAgent(t *testing.T, tokens string) (*Agent, string, []byte, string) {
+func soloAgent(t testing.TB, tokens string) (*Agent, string, []byte, string) {
 	t.Helper()
 	root := shortTempDir(t)
 	ports := testFreePorts(t, 3)
@@ -195,6 +195,16 @@ func TestTokenReload(t *testing.T) {
 	}
 	if err := do("second-secret-0123456789", "GET", "/v1/version", nil); err != nil {
 		t.Fatalf("a failed reload dropped the tokens in force: %v", err)
+	}
+	// A file others may read: refused, with the chmod to run.
+	if err := os.WriteFile(file, []byte("ops admin third-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReloadTokens(); err == nil || !strings.Contains(err.Error(), "chmod 600 "+file) {
+		t.Fatalf("reload of a world-readable file: %v", err)
 	}
 	// who asked: the token's name and role.
 	if err := do("second-secret-0123456789", "POST", "/v1/maintenance", nil); err == nil {

@@ -454,7 +454,7 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	if e.Code == http.StatusUnauthorized {
-		return "agent refused the request: " + e.Msg + " (set LIFEBOAT_TOKEN or --token for TCP access)"
+		return "agent refused the request: " + e.Msg + " (set LIFEBOAT_TOKEN or --token-file for TCP access)"
 	}
 	return e.Msg
 }

@@ -25,6 +25,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/connlimit"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -95,6 +96,8 @@ type Cluster struct {
 	store  *raftboltdb.BoltStore // nil in memory
 	trans  raft.Transport
 	snaps  raft.SnapshotStore
+	// raftListener is raft's bounded listener (nil in memory).
+	raftListener *connlimit.Listener
 
 	// changeMu orders run-time membership changes on the leader.
 	changeMu sync.Mutex
@@ -224,7 +227,12 @@ func (c *Cluster) openDurable(self *Member, hl hclog.Logger) (raft.LogStore, raf
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen for raft on %s: %w", self.Raft, err)
 	}
-	stream := &tlsStream{Listener: tls.NewListener(ln, cfg.TLS.ServerConfig(true)), addr: addr, client: cfg.TLS.ClientConfig()}
+	// Bounded: a TLS handshake has RaftHandshakeTimeout, and at most
+	// RaftMaxConns connections are open at once (see docs/security.md).
+	bounded := connlimit.Wrap(ln, connlimit.Config{Name: "raft", Max: RaftMaxConns, TLS: cfg.TLS.ServerConfig(true),
+		HandshakeTimeout: RaftHandshakeTimeout, Logger: cfg.Logger})
+	c.raftListener = bounded
+	stream := &tlsStream{Listener: bounded, addr: addr, client: cfg.TLS.ClientConfig()}
 	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
 	return store, store, nil
 }
@@ -574,6 +582,22 @@ func (c *Cluster) closeParts() {
 	if c.store != nil {
 		_ = c.store.Close()
 	}
+}
+
+// Bounds of the raft listener. Raft keeps a few pooled connections per
+// peer; anything near RaftMaxConns is a flood or a leak.
+const (
+	RaftMaxConns         = connlimit.DefaultMax
+	RaftHandshakeTimeout = connlimit.DefaultHandshakeTimeout
+)
+
+// RaftListenerStats counts what the raft listener let in and kept out
+// (zero in memory).
+func (c *Cluster) RaftListenerStats() connlimit.Stats {
+	if c.raftListener == nil {
+		return connlimit.Stats{}
+	}
+	return c.raftListener.Stats()
 }
 
 // tlsStream is raft's stream layer over mutual TLS with the cluster identity.

@@ -128,6 +128,11 @@ type AWS struct {
 	// MaxAttempts per call, retries on throttling and 5xx included
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
+	// AllowInsecureEndpoints lets Endpoints name plain http:// URLs on
+	// addresses other than loopback (signed requests and the credentials
+	// IMDS hands out would travel in clear). Only for a simulator on a
+	// test network of namespaces; without it such an endpoint is refused.
+	AllowInsecureEndpoints bool `yaml:"allow_insecure_endpoints"`
 }
 
 // Watchdog configures the node's watchdog device.
@@ -484,10 +489,13 @@ func (a *Agent) Validate() []spec.Problem {
 }
 
 func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
-	urls := []struct{ field, v string }{
-		{"aws.endpoints.ec2", a.AWS.Endpoints.EC2}, {"aws.endpoints.sts", a.AWS.Endpoints.STS},
-		{"aws.endpoints.iam", a.AWS.Endpoints.IAM}, {"aws.endpoints.imds", a.AWS.Endpoints.IMDS},
-		{"aws.http_proxy", a.AWS.HTTPProxy}, {"aws.https_proxy", a.AWS.HTTPSProxy},
+	urls := []struct {
+		field, v string
+		endpoint bool
+	}{
+		{"aws.endpoints.ec2", a.AWS.Endpoints.EC2, true}, {"aws.endpoints.sts", a.AWS.Endpoints.STS, true},
+		{"aws.endpoints.iam", a.AWS.Endpoints.IAM, true}, {"aws.endpoints.imds", a.AWS.Endpoints.IMDS, true},
+		{"aws.http_proxy", a.AWS.HTTPProxy, false}, {"aws.https_proxy", a.AWS.HTTPSProxy, false},
 	}
 	for _, u := range urls {
 		if u.v == "" {
@@ -496,6 +504,14 @@ func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 		p, err := url.Parse(u.v)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			add(u.field, "%q is not a URL such as https://ec2.eu-west-1.amazonaws.com or http://proxy.corp:3128", u.v)
+			continue
+		}
+		// A proxy sees only a CONNECT tunnel for https endpoints, so
+		// http:// is its usual scheme; an endpoint in clear is not.
+		if u.endpoint && p.Scheme == "http" && !a.AWS.AllowInsecureEndpoints && !plainHTTPAllowed(u.field, p.Hostname()) {
+			add(u.field, "%q is plain http on %s, which is not a loopback address: signed requests and credentials would travel in clear; "+
+				"use an https:// URL (AWS's endpoint, an interface VPC endpoint, or a TLS front of the emulator), or, for a simulator on a test network only, set aws.allow_insecure_endpoints: true",
+				u.v, p.Hostname())
 		}
 	}
 	if d := a.AWS.CallTimeout.D(); d < 100*time.Millisecond || d > 5*time.Minute {
@@ -504,6 +520,24 @@ func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 	if n := a.AWS.MaxAttempts; n < 1 || n > 10 {
 		add("aws.max_attempts", "must be between 1 and 10 (default 4)")
 	}
+}
+
+// imdsAddrs are the instance metadata service's own addresses: it speaks
+// plain http only, on a link-local address that never leaves the host.
+var imdsAddrs = map[string]bool{"169.254.169.254": true, "fd00:ec2::254": true}
+
+// plainHTTPAllowed reports whether an http:// endpoint on host keeps its
+// traffic on this machine: loopback (127.0.0.0/8, ::1, localhost), and
+// for aws.endpoints.imds the metadata service's link-local address.
+func plainHTTPAllowed(field, host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	return ip.IsLoopback() || field == "aws.endpoints.imds" && imdsAddrs[ip.String()]
 }
 
 // ValidateMembers checks a membership as cluster.nodes is checked (unique

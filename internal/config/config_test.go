@@ -649,3 +649,55 @@ func checkResult(t *testing.T, ok bool, err error) {
 		}
 	}
 }
+
+// TestAWSEndpointsInClear: plain http endpoints only on loopback (and the
+// metadata service's own link-local address for imds); anything else must
+// be https unless aws.allow_insecure_endpoints opts in.
+func TestAWSEndpointsInClear(t *testing.T) {
+	cases := []struct {
+		field, url string
+		ok         bool
+	}{
+		{"ec2", "https://vpce-1.ec2.eu-west-1.vpce.amazonaws.com", true},
+		{"ec2", "http://127.0.0.1:4566", true},
+		{"sts", "http://127.9.9.9:4566", true},
+		{"iam", "http://[::1]:4566", true},
+		{"ec2", "http://localhost:4566", true},
+		{"imds", "http://169.254.169.254", true},
+		{"imds", "http://[fd00:ec2::254]", true},
+		{"imds", "http://127.0.0.1:8111", true},
+		{"ec2", "http://10.0.0.5:4566", false},
+		{"sts", "http://sts.amazonaws.com", false},
+		{"ec2", "http://169.254.169.254", false}, // link-local is for IMDS only
+		{"imds", "http://10.0.0.5:8111", false},
+		{"iam", "http://localhost.evil.example", false},
+		{"ec2", "http://[::ffff:10.0.0.5]:80", false},
+	}
+	for _, c := range cases {
+		doc := goodAgent + "aws:\n  endpoints:\n    " + c.field + ": " + c.url + "\n"
+		_, err := ParseAgent(agentFile, []byte(doc))
+		if c.ok {
+			if err != nil {
+				t.Errorf("%s %s: %v", c.field, c.url, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s %s: accepted", c.field, c.url)
+			continue
+		}
+		e := find(t, asErrors(t, err), "aws.endpoints."+c.field)
+		if e.File != agentFile || e.Line != 35 || !strings.Contains(e.Message, "plain http") || !strings.Contains(e.Message, "allow_insecure_endpoints: true") ||
+			!strings.Contains(e.Message, "https://") {
+			t.Errorf("%s %s: %v", c.field, c.url, e)
+		}
+		// The explicit opt-in accepts it.
+		if _, err := ParseAgent(agentFile, []byte(doc+"  allow_insecure_endpoints: true\n")); err != nil {
+			t.Errorf("%s %s with allow_insecure_endpoints: %v", c.field, c.url, err)
+		}
+	}
+	// A proxy may be http://: https endpoints go through it in a tunnel.
+	if _, err := ParseAgent(agentFile, []byte(goodAgent+"aws:\n  https_proxy: http://proxy.corp:3128\n")); err != nil {
+		t.Errorf("http proxy: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
@@ -84,10 +85,27 @@ func (e *SimEnv) Close() {
 	}
 }
 
-// NodeConfig is the aws section of node's agent config.
+// NodeConfig is the aws section of node's agent config. The simulator
+// speaks plain http: on loopback the config accepts that as it is; served
+// inside a network lab's router (StartSimInRouter) it is on a namespace
+// address, and the section opts in with allow_insecure_endpoints.
 func (e *SimEnv) NodeConfig(node string) string {
-	return fmt.Sprintf("aws:\n  region: %s\n  endpoints:\n    ec2: %s\n    sts: %s\n    iam: %s\n    imds: %s\n",
+	cfg := fmt.Sprintf("aws:\n  region: %s\n  endpoints:\n    ec2: %s\n    sts: %s\n    iam: %s\n    imds: %s\n",
 		e.World.Region(), e.Endpoint, e.Endpoint, e.Endpoint, e.IMDS[node])
+	if !onLoopback(e.Endpoint) || !onLoopback(e.IMDS[node]) {
+		cfg += "  # the simulator on a test network of namespaces, in clear: never on a real network\n  allow_insecure_endpoints: true\n"
+	}
+	return cfg
+}
+
+// onLoopback reports whether a URL's host is a loopback address.
+func onLoopback(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
 }
 
 // Role returns node's instance role.

@@ -2,12 +2,21 @@
 // duration and error, every failover decision and lease change. Events are
 // kept in a bounded in-memory ring for the API and appended to a JSON-lines
 // file in the data directory so the history survives a restart.
+//
+// Nothing a node does can make the history grow without bound: the file is
+// rotated (events.jsonl to events.jsonl.1, the older one dropped) so that
+// both stay under Options.MaxBytes together, and a burst of identical
+// events (a check that answers "unknown" every 10 ms) is coalesced into one
+// entry per window with a count. Sequence numbers rise across rotations
+// and restarts, so cursors keep working.
 package events
 
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"time"
@@ -33,6 +42,11 @@ type Event struct {
 	// Severity is Info, Warning or Critical: set by whoever records the
 	// event, or by Add from the error (Warning) or its absence (Info).
 	Severity string `json:"severity,omitempty"`
+	// Count is the number of identical events this entry stands for when
+	// more than one (coalesced: see Options.CoalesceWindow); First is
+	// then when the first of them happened, Time when the last did.
+	Count int       `json:"count,omitempty"`
+	First time.Time `json:"first,omitzero"`
 }
 
 // Severities of an event, from least to most urgent.
@@ -66,60 +80,162 @@ func DefaultSeverity(e Event) string {
 	return Info
 }
 
+// Defaults of Options for an agent's history.
+const (
+	DefaultRing           = 5000
+	DefaultMaxBytes       = 16 << 20
+	DefaultCoalesceWindow = 10 * time.Second
+	DefaultCoalesceBurst  = 5
+	// maxRuns bounds the identical-event runs followed at once; beyond
+	// it new kinds of events are recorded as they come.
+	maxRuns = 1024
+)
+
+// Options bound a history.
+type Options struct {
+	// Ring is the number of events kept in memory (0: DefaultRing).
+	Ring int
+	// MaxBytes bounds the history on disk: the file and its one rotated
+	// predecessor (path.1) together stay under it, each rotating at half
+	// of it. 0: the file is never rotated.
+	MaxBytes int64
+	// CoalesceWindow, when set, coalesces identical events (same node,
+	// kind, hierarchy, resource, action, phase, epoch, message, error,
+	// severity and by): within a window, the first CoalesceBurst are
+	// recorded as they come, the others are held and recorded at the
+	// window's end as one event with their Count. While they keep
+	// coming, each further window yields one such event.
+	CoalesceWindow time.Duration
+	// CoalesceBurst is how many identical events a window records as
+	// they come (0: DefaultCoalesceBurst).
+	CoalesceBurst int
+}
+
+// AgentOptions are the bounds of an agent's history.
+func AgentOptions() Options {
+	return Options{Ring: DefaultRing, MaxBytes: DefaultMaxBytes, CoalesceWindow: DefaultCoalesceWindow, CoalesceBurst: DefaultCoalesceBurst}
+}
+
 // Log is a node's event history. It is safe for concurrent use.
 type Log struct {
 	node string
-	max  int
+	opt  Options
+	path string
 
-	mu      sync.Mutex
-	seq     uint64
-	ring    []Event
-	file    *os.File
-	waiters []chan struct{}
+	mu        sync.Mutex
+	seq       uint64
+	ring      []Event
+	file      *os.File
+	size      int64 // of file
+	waiters   []chan struct{}
+	runs      map[runKey]*run
+	rotations int // times the file was rotated
 }
 
-// Open loads the history kept in path (if any) and appends new events to it.
-// An empty path keeps events in memory only.
+// runKey is what makes two events identical for coalescing.
+type runKey struct {
+	node, kind, hierarchy, resource, action, phase, message, err, severity, by string
+	epoch                                                                      uint64
+}
+
+func keyOf(e Event) runKey {
+	return runKey{node: e.Node, kind: e.Kind, hierarchy: e.Hierarchy, resource: e.Resource, action: e.Action, phase: e.Phase,
+		message: e.Message, err: e.Error, severity: e.Severity, by: e.By, epoch: e.Epoch}
+}
+
+// run is a window of identical events.
+type run struct {
+	recorded int   // recorded as they came in this window
+	held     int   // held back in this window
+	first    Event // the first held
+	last     Event // the last held
+	timer    *time.Timer
+}
+
+// Open loads the history kept in path (if any) and appends new events to it,
+// keeping max events in memory, never rotating nor coalescing. An empty path
+// keeps events in memory only.
 func Open(node, path string, max int) (*Log, error) {
-	l := &Log{node: node, max: max}
+	return OpenWith(node, path, Options{Ring: max})
+}
+
+// OpenWith loads the history kept in path and path.1 (if any) and appends
+// new events to path, bounded as opt says. An empty path keeps events in
+// memory only.
+func OpenWith(node, path string, opt Options) (*Log, error) {
+	if opt.Ring <= 0 {
+		opt.Ring = DefaultRing
+	}
+	if opt.CoalesceBurst <= 0 {
+		opt.CoalesceBurst = DefaultCoalesceBurst
+	}
+	l := &Log{node: node, opt: opt, path: path, runs: map[runKey]*run{}}
 	if path == "" {
 		return l, nil
 	}
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			var e Event
-			if json.Unmarshal(sc.Bytes(), &e) == nil {
-				l.push(e)
-				if e.Seq > l.seq {
-					l.seq = e.Seq
-				}
+	for _, p := range []string{path + ".1", path} {
+		if err := l.load(p); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.openFile(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// load reads the events kept in p into the ring.
+func (l *Log) load(p string) error {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read event history %s: %w", p, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		var e Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			l.push(e)
+			if e.Seq > l.seq {
+				l.seq = e.Seq
 			}
 		}
-		f.Close()
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	return nil
+}
+
+func (l *Log) openFile() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open event history %s: %w", path, err)
+		return fmt.Errorf("open event history %s: %w", l.path, err)
 	}
-	l.file = f
-	return l, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open event history %s: %w", l.path, err)
+	}
+	l.file, l.size = f, fi.Size()
+	return nil
 }
 
 func (l *Log) push(e Event) {
 	l.ring = append(l.ring, e)
-	if len(l.ring) > l.max {
-		l.ring = append(l.ring[:0:0], l.ring[len(l.ring)-l.max:]...)
+	if len(l.ring) > l.opt.Ring {
+		l.ring = append(l.ring[:0:0], l.ring[len(l.ring)-l.opt.Ring:]...)
 	}
 }
 
-// Add records an event, stamping node, time and sequence number.
+// Add records an event, stamping node, time and sequence number. An event
+// identical to others just recorded may be held back to be recorded later
+// as one with a count (see Options.CoalesceWindow): Add then returns it
+// with sequence number 0.
 func (l *Log) Add(e Event) Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.seq++
-	e.Seq = l.seq
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
@@ -129,10 +245,73 @@ func (l *Log) Add(e Event) Event {
 	if !ValidSeverity(e.Severity) {
 		e.Severity = DefaultSeverity(e)
 	}
+	e.Seq, e.Count, e.First = 0, 0, time.Time{}
+	if l.opt.CoalesceWindow > 0 && l.hold(e) {
+		return e
+	}
+	return l.record(e)
+}
+
+// hold reports whether e is held back as a repeat of the events just
+// recorded.
+func (l *Log) hold(e Event) bool {
+	k := keyOf(e)
+	r := l.runs[k]
+	switch {
+	case r == nil:
+		if len(l.runs) < maxRuns {
+			r = &run{recorded: 1}
+			r.timer = time.AfterFunc(l.opt.CoalesceWindow, func() { l.windowEnd(k, r) })
+			l.runs[k] = r
+		}
+		return false
+	case r.recorded < l.opt.CoalesceBurst:
+		r.recorded++
+		return false
+	}
+	if r.held == 0 {
+		r.first = e
+	}
+	r.held++
+	r.last = e
+	return true
+}
+
+// windowEnd records the events held in a run's window as one, and starts
+// the next window; a window with nothing held ends the run.
+func (l *Log) windowEnd(k runKey, r *run) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.runs[k] != r {
+		return // closed
+	}
+	if r.held == 0 {
+		delete(l.runs, k)
+		return
+	}
+	l.recordHeld(r)
+	// They keep coming: each later window yields one event.
+	r.recorded = l.opt.CoalesceBurst
+	r.timer.Reset(l.opt.CoalesceWindow)
+}
+
+func (l *Log) recordHeld(r *run) {
+	e := r.last
+	if r.held > 1 {
+		e.Count, e.First = r.held, r.first.Time
+	}
+	r.held = 0
+	l.record(e)
+}
+
+// record gives e the next sequence number, keeps it and writes it.
+func (l *Log) record(e Event) Event {
+	l.seq++
+	e.Seq = l.seq
 	l.push(e)
 	if l.file != nil {
 		if b, err := json.Marshal(e); err == nil {
-			l.file.Write(append(b, '\n')) //nolint:errcheck // history is best effort; the log line is authoritative
+			l.write(append(b, '\n'))
 		}
 	}
 	for _, w := range l.waiters {
@@ -140,6 +319,32 @@ func (l *Log) Add(e Event) Event {
 	}
 	l.waiters = nil
 	return e
+}
+
+// write appends a line to the file, rotating it first when the line would
+// take it past half of MaxBytes. History is best effort: the log line is
+// authoritative, so failures here are not reported.
+func (l *Log) write(line []byte) {
+	if l.opt.MaxBytes > 0 && l.size > 0 && l.size+int64(len(line)) > l.opt.MaxBytes/2 {
+		l.rotate()
+		if l.file == nil {
+			return
+		}
+	}
+	n, _ := l.file.Write(line)
+	l.size += int64(n)
+}
+
+// rotate moves the file to path.1, dropping the older one, and starts a
+// new file.
+func (l *Log) rotate() {
+	_ = l.file.Close()
+	l.file = nil
+	_ = os.Rename(l.path, l.path+".1")
+	if err := l.openFile(); err != nil {
+		return
+	}
+	l.rotations++
 }
 
 // Since returns the events with a sequence number above seq.
@@ -197,10 +402,19 @@ func (l *Log) Wait() <-chan struct{} {
 	return c
 }
 
-// Close closes the history file.
+// Close records the events still held back, stops coalescing and closes
+// the history file.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for k, r := range l.runs {
+		r.timer.Stop()
+		delete(l.runs, k)
+		if r.held > 0 {
+			l.recordHeld(r)
+		}
+	}
+	l.opt.CoalesceWindow = 0
 	if l.file == nil {
 		return nil
 	}

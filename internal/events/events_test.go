@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -327,5 +328,210 @@ func TestReadLimitAndLost(t *testing.T) {
 		if got := fmt.Sprint(seqs(evs)); got != tt.want || lost != tt.wantLost {
 			t.Errorf("Read(%d, %d) = %s lost %d, want %s lost %d", tt.seq, tt.limit, got, lost, tt.want, tt.wantLost)
 		}
+	}
+}
+
+// fileSize is the size of path, 0 when it does not exist.
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// stands counts the events the entries stand for.
+func stands(es []Event) int {
+	n := 0
+	for _, e := range es {
+		n += max(e.Count, 1)
+	}
+	return n
+}
+
+// A runaway source (a check answering "unknown" every 10 ms) writes one
+// entry per window after its first burst, and every event it wrote is
+// counted in them.
+func TestCoalesceRunawaySource(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "events.jsonl")
+		l, err := OpenWith("n1", path, AgentOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		unknown := Event{Kind: "action", Hierarchy: "web", Resource: "vip", Action: "quickcheck", Phase: "end", Epoch: 3, Message: "unknown", Error: "DescribeRouteTables: timeout"}
+		const every, runFor = 10 * time.Millisecond, 10 * time.Minute
+		added := 0
+		for start := time.Now(); time.Since(start) < runFor; added++ {
+			e := unknown
+			e.Duration = fmt.Sprint(added%7, "ms") // differs each time; not part of identity
+			l.Add(e)
+			time.Sleep(every)
+		}
+		// Something else in between is recorded as it comes.
+		if e := l.Add(Event{Kind: "cluster", Action: "leader"}); e.Seq == 0 {
+			t.Fatal("a different event was held back")
+		}
+		time.Sleep(DefaultCoalesceWindow) // the last window ends
+		synctest.Wait()
+		evs := l.Since(0)
+		var runaway []Event
+		for _, e := range evs {
+			if e.Action == "quickcheck" {
+				runaway = append(runaway, e)
+			}
+		}
+		windows := int(runFor / DefaultCoalesceWindow)
+		if len(runaway) > DefaultCoalesceBurst+windows+1 {
+			t.Errorf("%d entries for %d identical events, want at most %d (the burst, then one per window)", len(runaway), added, DefaultCoalesceBurst+windows+1)
+		}
+		if got := stands(runaway); got != added {
+			t.Errorf("entries stand for %d events, want %d", got, added)
+		}
+		last := runaway[len(runaway)-1]
+		if last.Count < 2 || last.First.IsZero() || !last.First.Before(last.Time) || last.Message != "unknown" || last.Error != unknown.Error {
+			t.Errorf("last entry %+v: want a count, the first time before its time, the message and error kept", last)
+		}
+		for i := 1; i < len(evs); i++ {
+			if evs[i].Seq != evs[i-1].Seq+1 {
+				t.Fatalf("sequence numbers not consecutive: %v", seqs(evs))
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		size := fileSize(t, path)
+		perDay := size * int64(24*time.Hour/runFor)
+		t.Logf("%d identical events in %s (one every %s): %d entries, %d bytes on disk; about %d KiB a day (was about %d MiB without coalescing)",
+			added, runFor, every, len(runaway), size, perDay>>10, int64(24*time.Hour/every)*int64(len(encodeLen(t, unknown)))>>20)
+		if perDay > DefaultMaxBytes/4 {
+			t.Errorf("a runaway source would still write %d bytes a day", perDay)
+		}
+	})
+}
+
+func encodeLen(t *testing.T, e Event) []byte {
+	t.Helper()
+	e.Seq, e.Time, e.Node, e.Duration, e.Severity = 123456, time.Now(), "node1", "1.234ms", Warning
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+// Closing the log records what it held back.
+func TestCloseRecordsHeldEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "events.jsonl")
+		l, err := OpenWith("n1", path, Options{MaxBytes: 1 << 20, CoalesceWindow: time.Minute, CoalesceBurst: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var held int
+		for range 10 {
+			if l.Add(Event{Kind: "action", Message: "same"}).Seq == 0 {
+				held++
+			}
+		}
+		if held != 8 {
+			t.Fatalf("%d held back, want 8 (10 less a burst of 2)", held)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l2, err := OpenWith("n1", path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l2.Close()
+		evs := l2.Since(0)
+		if len(evs) != 3 || stands(evs) != 10 || evs[2].Count != 8 {
+			t.Fatalf("reloaded %+v, want 2 events and one standing for 8", evs)
+		}
+	})
+}
+
+// However fast events come (all different: nothing to coalesce), the
+// history on disk stays under MaxBytes; sequence numbers rise across
+// rotations and a restart, and a reader's cursor keeps working.
+func TestRotationBoundsTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.jsonl")
+	const maxBytes = 256 << 10
+	opt := Options{Ring: 100, MaxBytes: maxBytes, CoalesceWindow: time.Second}
+	l, err := OpenWith("n1", path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cursor uint64
+	read := 0
+	for i := range 20000 {
+		l.Add(Event{Kind: "action", Hierarchy: "web", Action: "quickcheck", Message: fmt.Sprintf("attempt %d", i)})
+		if total := fileSize(t, path) + fileSize(t, path+".1"); total > maxBytes {
+			t.Fatalf("after %d events the history takes %d bytes, over %d", i+1, total, maxBytes)
+		}
+		if i%50 == 49 { // a reader following with a cursor
+			evs, lost := l.Read(cursor, 0)
+			if lost != 0 || len(evs) != 50 || evs[0].Seq != cursor+1 {
+				t.Fatalf("read from cursor %d: %d events (first %v), %d lost; want the next 50", cursor, len(evs), seqs(evs[:1]), lost)
+			}
+			cursor = evs[len(evs)-1].Seq
+			read += len(evs)
+		}
+	}
+	if l.rotations < 10 {
+		t.Fatalf("%d rotations, want many", l.rotations)
+	}
+	t.Logf("20000 events: %d rotations, %d + %d bytes on disk (limit %d)", l.rotations, fileSize(t, path), fileSize(t, path+".1"), maxBytes)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".2"); !os.IsNotExist(err) {
+		t.Errorf("an older rotation kept: %v", err)
+	}
+	l2, err := OpenWith("n1", path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if l2.Last() != 20000 {
+		t.Fatalf("reopened at seq %d, want 20000", l2.Last())
+	}
+	if e := l2.Add(Event{Kind: "cluster", Action: "start"}); e.Seq != 20001 {
+		t.Fatalf("first event after restart has seq %d, want 20001", e.Seq)
+	}
+	evs, lost := l2.Read(cursor, 0)
+	if lost != 0 || len(evs) != 1 || evs[0].Seq != 20001 {
+		t.Fatalf("read from cursor %d after restart: %v lost %d", cursor, seqs(evs), lost)
+	}
+}
+
+// A file rotated away just before a restart (the new one still empty)
+// keeps the sequence numbers rising.
+func TestReloadAfterRotationWithEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	l, err := OpenWith("n1", path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		l.Add(Event{Kind: "cluster"})
+	}
+	l.Close()
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := OpenWith("n1", path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if e := l2.Add(Event{Kind: "cluster"}); e.Seq != 6 {
+		t.Fatalf("seq %d after reload, want 6", e.Seq)
 	}
 }

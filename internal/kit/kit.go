@@ -83,6 +83,14 @@ type Kit interface {
 	New(res spec.Resource, env Env) (Instance, error)
 }
 
+// HostValidator is implemented by kits whose parameters name things that
+// must exist on the node (a user, a group). Validate stays free of I/O and
+// runs wherever a spec is read (the CLI too); ValidateHost runs in the
+// agent that receives an apply, against that node.
+type HostValidator interface {
+	ValidateHost(params map[string]string) []spec.Problem
+}
+
 // Readiness is the result of one resource's readiness probe: can this node
 // take the resource over right now, and if not, why. It is not the record
 // the cluster keeps: the agent folds the probes of a hierarchy's resources
@@ -284,6 +292,26 @@ func (r *Registry) ValidateHierarchy(h *spec.Hierarchy) []spec.Problem {
 		for _, p := range k.Validate(res.Params) {
 			p.Field = fmt.Sprintf("resources[%d].params.%s", i, p.Field)
 			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// ValidateHost checks, on this node, what the hierarchy's resources need
+// from it (kits that implement HostValidator), with the fields named as
+// ValidateHierarchy names them.
+func (r *Registry) ValidateHost(h *spec.Hierarchy) []spec.Problem {
+	var ps []spec.Problem
+	for i, res := range h.Resources {
+		k, ok := r.Lookup(res.Type)
+		if !ok {
+			continue
+		}
+		if hv, ok := k.(HostValidator); ok {
+			for _, p := range hv.ValidateHost(res.Params) {
+				p.Field = fmt.Sprintf("resources[%d].params.%s", i, p.Field)
+				ps = append(ps, p)
+			}
 		}
 	}
 	return ps

@@ -3,9 +3,11 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"mime"
 	"net"
 	"net/http"
 	"strings"
@@ -193,7 +195,13 @@ func (s *Server) injectFault(svc, action string, f Faults) *APIError {
 }
 
 // control guards the /_sim/ endpoints: they are test controls, not AWS, and
-// answer loopback callers only unless Options.AllowRemoteControl is set.
+// answer loopback callers only unless Options.AllowRemoteControl is set. A
+// web page the operator has open can still reach loopback, so a control
+// also refuses what a browser sends on a page's behalf: a request whose
+// Origin is not the simulator's own (or that Sec-Fetch-Site marks
+// cross-site), and a body that is not application/json (a form POST can
+// only send form or plain-text bodies, and a JSON body from another origin
+// needs a CORS preflight the simulator never grants).
 func (s *Server) control(h http.HandlerFunc) http.HandlerFunc {
 	return func(rw http.ResponseWriter, r *http.Request) {
 		if !s.opts.AllowRemoteControl {
@@ -204,8 +212,41 @@ func (s *Server) control(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		if err := checkControlRequest(r); err != nil {
+			code := http.StatusForbidden
+			if errors.Is(err, errControlContentType) {
+				code = http.StatusUnsupportedMediaType
+			}
+			http.Error(rw, "sim: "+err.Error(), code)
+			return
+		}
 		h(rw, r)
 	}
+}
+
+// crossOrigin rejects unsafe requests a browser marks as cross-origin
+// (Sec-Fetch-Site, or an Origin whose host is not the request's Host).
+var crossOrigin = http.NewCrossOriginProtection()
+
+var errControlContentType = errors.New("a /_sim/ control takes a JSON body: send it with Content-Type: application/json")
+
+// checkControlRequest refuses a control request a web page could have sent:
+// a foreign Origin on any method, a cross-origin unsafe request, and a
+// PUT or POST whose body is not declared application/json.
+func checkControlRequest(r *http.Request) error {
+	if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host && o != "https://"+r.Host {
+		return fmt.Errorf("the /_sim/ controls refuse requests from another origin (Origin %q, the simulator is http://%s): call them from a test or lifeboat sim, not a web page", o, r.Host)
+	}
+	if err := crossOrigin.Check(r); err != nil {
+		return fmt.Errorf("the /_sim/ controls refuse cross-origin requests: %w", err)
+	}
+	if r.Method == http.MethodPut || r.Method == http.MethodPost {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			return fmt.Errorf("%w (got %q)", errControlContentType, r.Header.Get("Content-Type"))
+		}
+	}
+	return nil
 }
 
 func writeJSON(rw http.ResponseWriter, v any) {

@@ -192,6 +192,7 @@ func TestFaultsJSON(t *testing.T) {
 func TestControlEndpoints(t *testing.T) {
 	e := newEnv(t)
 	req, _ := http.NewRequest(http.MethodPut, e.url+"/_sim/faults", strings.NewReader(`{"throttleEvery":2,"latency":"1ms"}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +212,7 @@ func TestControlEndpoints(t *testing.T) {
 	}
 	resp.Body.Close()
 	req, _ = http.NewRequest(http.MethodPut, e.url+"/_sim/faults", strings.NewReader(`{"throttleEvery":-1}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, _ = http.DefaultClient.Do(req)
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
@@ -244,5 +246,65 @@ func TestControlEndpoints(t *testing.T) {
 	remote.Handler().ServeHTTP(rec, r)
 	if rec.Code != 200 {
 		t.Fatalf("remote control allowed: %d", rec.Code)
+	}
+}
+
+// TestControlRefusesWebPages: a page open in the operator's browser can
+// reach loopback, but not drive the controls: a form POST (no JSON
+// content type), a foreign Origin or a cross-site fetch is refused and
+// changes nothing; the simulator's own origin and plain clients work.
+func TestControlRefusesWebPages(t *testing.T) {
+	e := newEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	cases := []struct {
+		name, method, path, ctype, body string
+		header                          map[string]string
+		want                            int
+	}{
+		{"form POST", http.MethodPost, "/_sim/faults", "application/x-www-form-urlencoded", `{"throttleEvery":1}`, nil, http.StatusUnsupportedMediaType},
+		{"text/plain POST", http.MethodPost, "/_sim/faults", "text/plain", `{"throttleEvery":1}`, nil, http.StatusUnsupportedMediaType},
+		{"PUT without type", http.MethodPut, "/_sim/faults", "", `{"throttleEvery":1}`, nil, http.StatusUnsupportedMediaType},
+		{"IMDS form POST", http.MethodPost, "/_sim/imds/node1", "multipart/form-data; boundary=x", `{"down":true}`, nil, http.StatusUnsupportedMediaType},
+		{"foreign origin", http.MethodPut, "/_sim/faults", "application/json", `{"throttleEvery":1}`, map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"foreign origin same port other host", http.MethodPut, "/_sim/imds/node1", "application/json", `{"down":true}`, map[string]string{"Origin": "http://localhost.evil.example"}, http.StatusForbidden},
+		{"foreign origin GET", http.MethodGet, "/_sim/world", "", "", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"cross-site fetch", http.MethodPut, "/_sim/faults", "application/json", `{"throttleEvery":1}`, map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"DELETE from foreign origin", http.MethodDelete, "/_sim/imds/node1", "", "", map[string]string{"Origin": "null"}, http.StatusForbidden},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, e.url+c.path, strings.NewReader(c.body))
+		if c.ctype != "" {
+			req.Header.Set("Content-Type", c.ctype)
+		}
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d: %s", c.name, resp.StatusCode, c.want, body)
+		}
+	}
+	if f := e.srv.Faults(); f.ThrottleEvery != 0 {
+		t.Fatalf("a refused request changed the faults: %+v", f)
+	}
+	if o := e.srv.IMDSOptions(e.instance("node1").ID); o.Down {
+		t.Fatalf("a refused request changed IMDS options: %+v", o)
+	}
+	// The simulator's own origin, with a JSON body, is accepted.
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/_sim/faults", strings.NewReader(`{"throttleEvery":3}`))
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Origin", "http://"+host)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || e.srv.Faults().ThrottleEvery != 3 {
+		t.Fatalf("same-origin JSON POST: %d, faults %+v", resp.StatusCode, e.srv.Faults())
 	}
 }

@@ -14,11 +14,14 @@
 // credentials, an endpoint that ignores DryRun) at run time. Test controls, loopback only: /_sim/faults,
 // /_sim/world and /_sim/imds/INSTANCE.
 //
-// Besides the AWS APIs at "/", a Server's handler has two test controls
-// that are not AWS and answer loopback callers only (unless
+// Besides the AWS APIs at "/", a Server's handler has test controls that
+// are not AWS and answer loopback callers only (unless
 // Options.AllowRemoteControl): "/_sim/faults" (GET the current Faults as
-// JSON, PUT new ones) and "/_sim/world" (GET the world in the JSON format
-// LoadWorld reads).
+// JSON, PUT new ones), "/_sim/world" (GET the world in the JSON format
+// LoadWorld reads) and "/_sim/imds/INSTANCE". Their PUT and POST bodies
+// must be sent as application/json, and a request carrying a foreign
+// Origin (or Sec-Fetch-Site: cross-site) is refused: a web page cannot
+// drive them.
 package sim
 
 import (

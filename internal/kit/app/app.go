@@ -12,10 +12,24 @@
 //	                      (default "/")
 //	env.NAME    optional  sets the environment variable NAME for the commands
 //	                      (e.g. env.PORT: "8080" sets PORT=8080)
+//	run_as.user   optional  runs the commands as this user (a name or a
+//	                        numeric id) instead of root
+//	run_as.group  optional  with run_as.user: the primary group (default:
+//	                        the user's own)
 //
 // Any other parameter is a validation error. Each command runs as
 // /bin/sh -c CMD, bounded by the resource's timeout (spec.DefaultActionTimeout
 // when unset) and by the caller's context.
+//
+// # User
+//
+// The agent runs as root, and so do the commands unless run_as.user names
+// another user: they then run with that user's id, the group run_as.group
+// names (or the user's primary group) and the user's supplementary groups,
+// and HOME is the user's home directory. Validate checks the names' form
+// only (it runs in the CLI too); the agent that receives an apply checks
+// that the user and group exist on its node (ValidateHost) and refuses the
+// spec when they do not, and New fails on a node that lacks them.
 //
 // # Environment
 //
@@ -24,7 +38,8 @@
 // set in the shell or unit that started the agent. A command gets only:
 //
 //	PATH            /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-//	HOME            the agent's $HOME ("/" if unset)
+//	HOME            the agent's $HOME ("/" if unset); with run_as.user,
+//	                that user's home directory
 //	LB_NODE         this node's name
 //	LB_HIERARCHY    the hierarchy's name
 //	LB_RESOURCE     the resource's name
@@ -69,6 +84,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -91,7 +107,9 @@ const (
 	ParamRecover    = "recover"
 	ParamDir        = "dir"
 	// ParamEnvPrefix starts keys that set environment variables.
-	ParamEnvPrefix = "env."
+	ParamEnvPrefix  = "env."
+	ParamRunAsUser  = "run_as.user"
+	ParamRunAsGroup = "run_as.group"
 )
 
 // ExitUnknown is the quickcheck exit status meaning "the check could not
@@ -105,7 +123,7 @@ const (
 	defaultWaitDelay = 2 * time.Second // how long output may stay open after exit
 )
 
-const validParams = "restore, remove, quickcheck, recover, dir, and env.NAME for environment variables"
+const validParams = "restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, and env.NAME for environment variables"
 
 var required = []struct{ key, what string }{
 	{ParamRestore, "brings the application into service"},
@@ -116,7 +134,10 @@ var required = []struct{ key, what string }{
 // Kit is the app resource type.
 type Kit struct{}
 
-var _ kit.Kit = Kit{}
+var (
+	_ kit.Kit           = Kit{}
+	_ kit.HostValidator = Kit{}
+)
 
 // Type returns "app".
 func (Kit) Type() string { return Type }
@@ -152,6 +173,13 @@ func (Kit) Validate(params map[string]string) []spec.Problem {
 			if !filepath.IsAbs(v) {
 				add(k, "%q is not an absolute path: give the working directory as a full path such as /srv/myapp", v)
 			}
+		case k == ParamRunAsUser || k == ParamRunAsGroup:
+			if !validAccountName(v) {
+				add(k, "%q is not a user or group name (letters, digits, '_', '-', '.', not starting with '-'; or a numeric id)", v)
+			}
+			if k == ParamRunAsGroup && params[ParamRunAsUser] == "" {
+				add(k, "is set without run_as.user: name the user the commands run as")
+			}
 		case strings.HasPrefix(k, ParamEnvPrefix):
 			name := strings.TrimPrefix(k, ParamEnvPrefix)
 			if !validEnvName(name) {
@@ -164,6 +192,87 @@ func (Kit) Validate(params map[string]string) []spec.Problem {
 		}
 	}
 	return ps
+}
+
+// ValidateHost checks that run_as.user and run_as.group exist on this
+// node.
+func (Kit) ValidateHost(params map[string]string) []spec.Problem {
+	if params[ParamRunAsUser] == "" {
+		return nil
+	}
+	if _, _, err := lookupRunAs(params[ParamRunAsUser], params[ParamRunAsGroup]); err != nil {
+		field := ParamRunAsUser
+		var ge groupError
+		if errors.As(err, &ge) {
+			field = ParamRunAsGroup
+		}
+		return []spec.Problem{{Field: field, Message: err.Error()}}
+	}
+	return nil
+}
+
+// validAccountName reports whether s has the form of a user or group name
+// (as useradd accepts it) or a numeric id.
+func validAccountName(s string) bool {
+	if s == "" || len(s) > 32 || s[0] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || c == '-' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// groupError marks a lookup failure of run_as.group.
+type groupError struct{ error }
+
+// lookupRunAs resolves the user (and group) commands run as: the
+// credential and the user's home directory.
+func lookupRunAs(userName, groupName string) (*syscall.Credential, string, error) {
+	lookupUser := user.Lookup
+	if isNumeric(userName) {
+		lookupUser = user.LookupId
+	}
+	u, err := lookupUser(userName)
+	if err != nil {
+		return nil, "", fmt.Errorf("run_as.user %q: no such user on this node (%v): create it (useradd --system %s) or name an existing user", userName, err, userName)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, "", fmt.Errorf("run_as.user %q: user id %q or group id %q is not numeric", userName, u.Uid, u.Gid)
+	}
+	if groupName != "" {
+		lookupGroup := user.LookupGroup
+		if isNumeric(groupName) {
+			lookupGroup = user.LookupGroupId
+		}
+		g, err := lookupGroup(groupName)
+		if err != nil {
+			return nil, "", groupError{fmt.Errorf("run_as.group %q: no such group on this node (%v): create it (groupadd --system %s) or name an existing group", groupName, err, groupName)}
+		}
+		if gid, err = strconv.ParseUint(g.Gid, 10, 32); err != nil {
+			return nil, "", groupError{fmt.Errorf("run_as.group %q: group id %q is not numeric", groupName, g.Gid)}
+		}
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, "", fmt.Errorf("run_as.user %q: list its groups: %w", userName, err)
+	}
+	for _, id := range ids {
+		if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+			cred.Groups = append(cred.Groups, uint32(n))
+		}
+	}
+	return cred, u.HomeDir, nil
+}
+
+func isNumeric(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
 }
 
 func validEnvName(s string) bool {
@@ -217,12 +326,23 @@ func (k Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 		"LB_DATA_DIR":  env.DataDir,
 		"LB_AGENT_PID": strconv.Itoa(os.Getpid()),
 	}
+	if name := res.Params[ParamRunAsUser]; name != "" {
+		cred, userHome, err := lookupRunAs(name, res.Params[ParamRunAsGroup])
+		if err != nil {
+			return nil, fmt.Errorf("app resource %q on %s: %w", res.Name, env.Node, err)
+		}
+		in.cred = cred
+		if userHome != "" {
+			vars["HOME"] = userHome
+		}
+	}
 	for key, v := range res.Params {
 		switch {
 		case strings.HasPrefix(key, ParamEnvPrefix):
 			continue // set last, so they may override PATH and HOME
 		case key == ParamDir:
 			in.dir = v
+		case key == ParamRunAsUser || key == ParamRunAsGroup:
 		default:
 			in.cmds[key] = v
 		}
@@ -258,7 +378,8 @@ type instance struct {
 	node, hierarchy, resource string
 	cmds                      map[string]string // action -> shell command
 	dir                       string
-	env                       []string // without LB_ACTION
+	env                       []string            // without LB_ACTION
+	cred                      *syscall.Credential // run_as; nil: the agent's own (root)
 	timeout                   time.Duration
 	waitDelay                 time.Duration
 	log                       *slog.Logger
@@ -314,7 +435,7 @@ func (in *instance) run(ctx context.Context, action string) outcome {
 	cmd.Dir = in.dir
 	cmd.Env = append(slices.Clip(in.env), "LB_ACTION="+action)
 	cmd.Stdout, cmd.Stderr = out, out // same writer: exec serialises writes
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: in.cred}
 	cmd.Cancel = func() error {
 		// Kill the whole process group, not just the shell.
 		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -60,12 +62,15 @@ func TestValidate(t *testing.T) {
 		{"blank recover", base(map[string]string{"recover": ""}), map[string]string{"recover": "leave recover out"}},
 		{"relative dir", base(map[string]string{"dir": "srv"}), map[string]string{"dir": "absolute path"}},
 		{"empty dir", base(map[string]string{"dir": ""}), map[string]string{"dir": "absolute path"}},
-		{"unknown", base(map[string]string{"restart": "x"}), map[string]string{"restart": "unknown parameter: the valid parameters are restore, remove, quickcheck, recover, dir, and env.NAME"}},
+		{"unknown", base(map[string]string{"restart": "x"}), map[string]string{"restart": "unknown parameter: the valid parameters are restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, and env.NAME"}},
 		{"bad env name", base(map[string]string{"env.1A": "x"}), map[string]string{"env.1A": "not a valid environment variable name"}},
 		{"env name with dash", base(map[string]string{"env.A-B": "x"}), map[string]string{"env.A-B": "not a valid environment variable name"}},
 		{"empty env name", base(map[string]string{"env.": "x"}), map[string]string{"env.": "not a valid environment variable name"}},
 		{"reserved env name", base(map[string]string{"env.lb_node": "x"}), map[string]string{"env.lb_node": "reserved"}},
 		{"NUL", base(map[string]string{"restore": "a\x00b"}), map[string]string{"restore": "NUL"}},
+		{"run as", base(map[string]string{"run_as.user": "www-data", "run_as.group": "1000"}), nil},
+		{"run as a bad name", base(map[string]string{"run_as.user": "-rf /"}), map[string]string{"run_as.user": "not a user or group name"}},
+		{"run as group alone", base(map[string]string{"run_as.group": "www-data"}), map[string]string{"run_as.group": "without run_as.user"}},
 		{"several", base(map[string]string{"remove": "<delete>", "x": "1", "dir": "rel"}), map[string]string{
 			"remove": "is required", "x": "unknown parameter", "dir": "absolute path",
 		}},
@@ -568,5 +573,66 @@ func TestDefaultTimeout(t *testing.T) {
 	in, _ := newInstance(t, base(nil), 0)
 	if in.timeout != spec.DefaultActionTimeout {
 		t.Errorf("timeout = %v", in.timeout)
+	}
+}
+
+// run_as: the commands run as the user named, with its home; an unknown
+// user or group is refused on the node (ValidateHost, New) with the fix.
+func TestRunAs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running a command as another user needs root")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody here: %v", err)
+	}
+	in, _ := newInstance(t, base(map[string]string{
+		"run_as.user": "nobody",
+		"restore":     `echo "$(id -u):$(id -g):$HOME:$LB_PARAM_RUN_AS_USER"; exit 3`,
+	}), 5*time.Second)
+	err = in.Restore(context.Background())
+	want := fmt.Sprintf("%s:%s:%s:nobody", nobody.Uid, nobody.Gid, nobody.HomeDir)
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("restore as nobody: %v, want it to end with %q", err, want)
+	}
+	// By numeric id, with a group.
+	g, err := user.LookupGroupId(nobody.Gid)
+	if err != nil {
+		t.Skipf("nobody's group: %v", err)
+	}
+	in, _ = newInstance(t, base(map[string]string{
+		"run_as.user": nobody.Uid, "run_as.group": g.Name,
+		"quickcheck": fmt.Sprintf(`test "$(id -u)" = %s && test "$(id -g)" = %s`, nobody.Uid, g.Gid),
+	}), 5*time.Second)
+	if h, err := in.QuickCheck(context.Background()); h != kit.Healthy {
+		t.Fatalf("quickcheck as uid %s: %v %v", nobody.Uid, h, err)
+	}
+	// Without run_as the commands stay root.
+	in, _ = newInstance(t, base(map[string]string{"quickcheck": `test "$(id -u)" = 0`}), 5*time.Second)
+	if h, err := in.QuickCheck(context.Background()); h != kit.Healthy {
+		t.Fatalf("quickcheck as root: %v %v", h, err)
+	}
+
+	for _, c := range []struct {
+		params       map[string]string
+		field, words string
+	}{
+		{map[string]string{"run_as.user": "no-such-user-lb"}, "run_as.user", `run_as.user "no-such-user-lb": no such user on this node`},
+		{map[string]string{"run_as.user": "nobody", "run_as.group": "no-such-group-lb"}, "run_as.group", `run_as.group "no-such-group-lb": no such group on this node`},
+	} {
+		ps := Kit{}.ValidateHost(base(c.params))
+		if len(ps) != 1 || ps[0].Field != c.field || !strings.Contains(ps[0].Message, c.words) || !strings.Contains(ps[0].Message, "create it") {
+			t.Errorf("ValidateHost(%v) = %v", c.params, ps)
+		}
+		if ps := (Kit{}).Validate(base(c.params)); len(ps) != 0 {
+			t.Errorf("Validate (no I/O) refused %v: %v", c.params, ps)
+		}
+		_, err := Kit{}.New(spec.Resource{Name: "web", Type: "app", Params: base(c.params)}, kit.Env{Node: "n1"})
+		if err == nil || !strings.Contains(err.Error(), c.words) {
+			t.Errorf("New(%v): %v", c.params, err)
+		}
+	}
+	if ps := (Kit{}).ValidateHost(base(map[string]string{"run_as.user": "nobody"})); len(ps) != 0 {
+		t.Errorf("ValidateHost(nobody) = %v", ps)
 	}
 }
