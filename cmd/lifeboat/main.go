@@ -17,6 +17,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/pki"
 	"github.com/lifeboat-ha/lifeboat/internal/termsafe"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
@@ -37,6 +38,7 @@ type globals struct {
 	token       string
 	tokenFile   string
 	fingerprint string
+	caCert      string
 	json        bool
 	timeout     time.Duration
 }
@@ -90,13 +92,14 @@ or, keeping the token out of the environment and of ps (--token is visible there
 	pf.StringVar(&g.token, "token", "", "bearer token for TCP access; visible to every user in ps: prefer --token-file or env "+tokenEnv+" (read when unset)")
 	pf.StringVar(&g.tokenFile, "token-file", "", "read the bearer token for TCP access from this file (keep it mode 0600)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
+	pf.StringVar(&g.caCert, "ca-cert", os.Getenv("LIFEBOAT_CA_CERT"), "the cluster CA's certificate: trust any node certificate it issued, instead of --fingerprint (env LIFEBOAT_CA_CERT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	root.AddCommand(maintenanceCmd(), nodeCmd())
 	root.AddCommand(backupCmd(), restoreCmd())
-	root.AddCommand(reportCmd(), tokensCmd())
+	root.AddCommand(reportCmd(), tokensCmd(), caCmd())
 	return root
 }
 
@@ -148,7 +151,13 @@ func client() (*api.Client, error) {
 		return nil, codeErr{exitUsage, err}
 	}
 	var tlsCfg *tls.Config
-	if g.fingerprint != "" {
+	if g.caCert != "" {
+		cfg, err := pki.CLIClientConfig(g.caCert)
+		if err != nil {
+			return nil, codeErr{exitUsage, fmt.Errorf("--ca-cert: %w", err)}
+		}
+		tlsCfg = cfg
+	} else if g.fingerprint != "" {
 		cfg, err := tlsid.PinnedClientConfig(g.fingerprint)
 		if err != nil {
 			return nil, codeErr{exitUsage, err}

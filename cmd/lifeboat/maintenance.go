@@ -103,7 +103,7 @@ everything is online elsewhere (--timeout, --no-wait).`,
   lifeboat node add node4 --raft 10.0.0.14:7101 --gossip 10.0.0.14:7102 --api 10.0.0.14:7103
   lifeboat node remove node4`,
 	}
-	cmd.AddCommand(nodeAddCmd(), nodeRemoveCmd())
+	cmd.AddCommand(nodeAddCmd(), nodeRemoveCmd(), nodeCertCmd())
 	for _, on := range []bool{true, false} {
 		var reason string
 		var force, noWait bool

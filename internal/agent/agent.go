@@ -71,7 +71,7 @@ type Agent struct {
 	// token when there is none); ReloadTokens replaces them.
 	tokens        atomic.Pointer[auth.Set]
 	internalToken string
-	tls           *tlsid.Identity
+	tls           tlsid.Member // see identity.go
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -168,7 +168,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	}
 	a.log = a.log.With("node", cfg.Node)
 	key := cfg.KeyBytes()
-	if a.tls, err = tlsid.Derive(key); err != nil {
+	if a.tls, err = loadIdentity(cfg, key); err != nil {
 		return nil, err
 	}
 	a.internalToken = DeriveToken(key, "lifeboat-internal")

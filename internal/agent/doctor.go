@@ -56,6 +56,9 @@ func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 		env.Members = append(env.Members, doctor.Member{Name: m.Name, State: st, Witness: m.Witness, Version: v, Suffrage: suffrage[m.Name]})
 	}
 	env.Removed = a.c.Removed()
+	if c, ok := a.tls.(interface{ NotAfter() time.Time }); ok {
+		env.CertNotAfter = c.NotAfter()
+	}
 	a.c.FSM.View(func(s *cluster.State) { env.MembershipChanged = s.MembersChanged != nil })
 	if !a.cfg.Cluster.Join {
 		for _, n := range a.cfg.Cluster.Nodes {

@@ -74,10 +74,10 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 		ctx := r.Context()
 		switch {
 		case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.internalToken)) == 1:
-			// Members also present the cluster certificate (pinned by
-			// the TLS layer when given).
-			if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-				writeErr(w, http.StatusUnauthorized, errors.New("internal calls need the cluster certificate"))
+			// Members also present a member certificate (checked by
+			// the TLS layer when given; see identity.go).
+			if _, err := a.peerNode(r); err != nil {
+				writeErr(w, http.StatusUnauthorized, err)
 				return
 			}
 			ctx = context.WithValue(ctx, authKey, accessInternal)
@@ -224,6 +224,9 @@ func (a *Agent) routes() *http.ServeMux {
 		if !readJSON(w, r, &req) {
 			return
 		}
+		if !a.actsFor(w, r, "lease renewal", req.Node) {
+			return
+		}
 		writeJSON(w, a.c.Leases.HandleRenew(req))
 	}))
 	mux.HandleFunc("POST /v1/internal/lease/attest", internalOnly(func(w http.ResponseWriter, r *http.Request) {
@@ -239,6 +242,9 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/internal/apply", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		var raw json.RawMessage
 		if !readJSON(w, r, &raw) {
+			return
+		}
+		if !a.forwardedFromSelf(w, r, raw) {
 			return
 		}
 		writeJSON(w, a.handleInternalApply(raw))

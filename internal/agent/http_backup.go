@@ -114,7 +114,7 @@ func (a *Agent) handleBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := a.c.FSM.Copy()
-	body := backup.FromState(s, backup.Body{Created: time.Now().UTC(), Cluster: a.tls.Fingerprint(), LifeboatVersion: Version,
+	body := backup.FromState(s, backup.Body{Created: time.Now().UTC(), Cluster: a.tls.ClusterID(), LifeboatVersion: Version,
 		Node: a.cfg.Node, FeatureLevel: s.FeatureLevel(), RaftIndex: s.Index, Members: a.backupMembers()})
 	data, sum, err := backup.Encode(body)
 	if err != nil {
@@ -156,7 +156,7 @@ func (a *Agent) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	s := a.c.FSM.Copy()
 	resp := api.RestoreResponse{DryRun: req.DryRun, Prune: req.Prune, Node: a.cfg.Node, RaftIndex: s.Index, Backup: api.InfoOf(b),
-		SameCluster: b.Cluster == a.tls.Fingerprint(), Diff: backup.Compare(&b.Body, s, a.backupMembers())}
+		SameCluster: b.Cluster == a.tls.ClusterID(), Diff: backup.Compare(&b.Body, s, a.backupMembers())}
 	if req.DryRun || !resp.Diff.Changes(req.Prune) {
 		writeJSON(w, resp)
 		return

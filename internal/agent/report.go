@@ -242,7 +242,7 @@ func (a *Agent) handleReport(w http.ResponseWriter, r *http.Request) {
 		ans.entry.Reached, ans.entry.Version = true, ans.part.Version
 		return ans
 	})
-	clusterID := a.tls.Fingerprint()
+	clusterID := a.tls.ClusterID()
 	clusterID = strings.ReplaceAll(clusterID, ":", "")
 	if len(clusterID) > 8 {
 		clusterID = strings.ToLower(clusterID[:8])

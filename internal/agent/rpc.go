@@ -64,11 +64,11 @@ func (r *rpc) peer(name string) (*peerClients, error) {
 		return nil, fmt.Errorf("node %q is not in the cluster's membership", name)
 	}
 	a := r.a
-	fast, err := api.NewClient(addr, a.internalToken, a.cfg.Timing.Lease.D(), a.tls.ClientConfig())
+	fast, err := api.NewClient(addr, a.internalToken, a.cfg.Timing.Lease.D(), a.peerTLS(name))
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
-	slow, err := api.NewClient(addr, a.internalToken, 30*time.Second, a.tls.ClientConfig())
+	slow, err := api.NewClient(addr, a.internalToken, 30*time.Second, a.peerTLS(name))
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}

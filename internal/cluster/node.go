@@ -53,8 +53,8 @@ type Config struct {
 	Transport LeaseTransport
 	// Rejoin commits a join for this node (through the leader).
 	Rejoin func(ctx context.Context) (uint64, error)
-	// TLS is the cluster identity: raft runs over mutual TLS with it.
-	TLS *tlsid.Identity
+	// TLS is the node's identity: raft runs over mutual TLS with it.
+	TLS tlsid.Member
 	// Level caps the feature level this node supports (0: MaxLevel).
 	// Tests use it to stand in for an older binary.
 	Level int

@@ -67,6 +67,9 @@ type Agent struct {
 	// Notify sends the events this node records to webhooks and commands
 	// (see Notifier).
 	Notify []Notifier `yaml:"notify"`
+	// TLS is this node's own certificate (see TLS); unset: the identity
+	// derived from the cluster key, shared by every node.
+	TLS TLS `yaml:"tls"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -275,6 +278,9 @@ func LoadAgent(path string) (*Agent, error) {
 			}
 		}
 	}
+	if a != nil {
+		a.loadTLS(w)
+	}
 	if err := w.result(); err != nil {
 		return nil, err
 	}
@@ -312,7 +318,7 @@ func parseAgent(w *walker, data []byte) *Agent {
 		w.problem("timing.suspicion_mult", "must be 1 or more")
 	}
 	dir := filepath.Dir(w.file)
-	for _, p := range append([]*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile}, a.notifyPaths()...) {
+	for _, p := range append([]*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile, &a.TLS.CA, &a.TLS.Cert, &a.TLS.Key}, a.notifyPaths()...) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -461,6 +467,7 @@ func (a *Agent) Validate() []spec.Problem {
 	a.validateNotify(add)
 	a.validateTiming(add)
 	a.validateAWS(add)
+	a.validateTLS(add)
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/pki"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -54,6 +55,10 @@ type Options struct {
 	// TokenFile, when set, is every node's api.token_file (named tokens
 	// with roles) instead of the token derived from the cluster key.
 	TokenFile string
+	// NodeCerts gives each node its own certificate (its tls section),
+	// issued by a CA derived from the cluster key and written under
+	// Dir/pki, instead of the one identity derived from the key.
+	NodeCerts bool
 }
 
 // Node is one agent process.
@@ -69,6 +74,9 @@ type Node struct {
 	// role, when the cluster runs on the simulator.
 	InstanceID string `json:"instance_id,omitempty"`
 	Role       string `json:"role,omitempty"`
+	// Fingerprint is the node's own API certificate's (with NodeCerts;
+	// otherwise the Cluster's Fingerprint is every node's).
+	Fingerprint string `json:"fingerprint,omitempty"`
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -85,6 +93,7 @@ type Cluster struct {
 	opts        Options
 	members     string // the cluster.nodes entries of the configs
 	keyFile     string
+	ca          *pki.CA // with NodeCerts
 }
 
 // Joiner is a node made to join the running cluster: its addresses, as
@@ -123,6 +132,11 @@ func (c *Cluster) AddJoiner(name, ip string, witness bool) (*Joiner, error) {
 	}
 	cfg += fmt.Sprintf("cluster:\n  join: true\n  key_file: %s\n  nodes:\n%s", c.keyFile, c.members)
 	cfg += fmt.Sprintf("    - name: %s\n      witness: %v\n      raft: %s\n      gossip: %s\n      api: %s\n", n.Name, witness, j.Raft, j.Gossip, j.APIAt)
+	tlsCfg, err := c.nodeCert(n, ip)
+	if err != nil {
+		return nil, err
+	}
+	cfg += tlsCfg
 	cfg += c.opts.ExtraConfig
 	if c.opts.NodeConfig != nil && !witness {
 		cfg += c.opts.NodeConfig(n.Name)
@@ -200,6 +214,11 @@ func Start(opts Options) (*Cluster, error) {
 	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", keyFile, err)
 	}
+	if opts.NodeCerts {
+		if c.ca, err = pki.DeriveCA(key); err != nil {
+			return nil, err
+		}
+	}
 	var members strings.Builder
 	for i := 0; i < total; i++ {
 		n := &Node{Name: fmt.Sprintf("node%d", i+1)}
@@ -228,6 +247,12 @@ func Start(opts Options) (*Cluster, error) {
 			cfg += fmt.Sprintf("  token_file: %s\n", opts.TokenFile)
 		}
 		cfg += fmt.Sprintf("cluster:\n  key_file: %s\n  nodes:\n%s", keyFile, members.String())
+		host, _, _ := net.SplitHostPort(n.API)
+		tlsCfg, err := c.nodeCert(n, host)
+		if err != nil {
+			return nil, err
+		}
+		cfg += tlsCfg
 		cfg += opts.ExtraConfig
 		if opts.NodeConfig != nil && !n.Witness {
 			cfg += opts.NodeConfig(n.Name)
@@ -250,6 +275,41 @@ func Start(opts Options) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// nodeCert issues n's certificate (with NodeCerts) into Dir/pki and
+// returns its tls section; "" without NodeCerts.
+func (c *Cluster) nodeCert(n *Node, host string) (string, error) {
+	if c.ca == nil {
+		return "", nil
+	}
+	dir := filepath.Join(c.Dir, "pki")
+	caFile := filepath.Join(dir, pki.CACertFile)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.WriteFile(caFile, c.ca.CertPEM(), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", caFile, err)
+	}
+	is, err := c.ca.Issue(n.Name, []string{host}, 0)
+	if err != nil {
+		return "", err
+	}
+	certFile, keyFile, err := pki.WriteIssued(dir, n.Name, is)
+	if err != nil {
+		return "", err
+	}
+	n.Fingerprint = tlsid.Fingerprint(is.Cert.Raw)
+	return fmt.Sprintf("tls:\n  ca: %s\n  cert: %s\n  key: %s\n", caFile, certFile, keyFile), nil
+}
+
+// CACert is the CA's certificate file with NodeCerts ("" otherwise): the
+// CLI trusts every node with it (--ca-cert).
+func (c *Cluster) CACert() string {
+	if c.ca == nil {
+		return ""
+	}
+	return filepath.Join(c.Dir, "pki", pki.CACertFile)
 }
 
 // Node returns a node by name.

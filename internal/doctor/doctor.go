@@ -108,6 +108,9 @@ type Env struct {
 	// membership check compares it with Members.
 	Configured        []string
 	MembershipChanged bool
+	// CertNotAfter is when this node's certificate expires (zero: no
+	// certificate of its own, the identity derived from the cluster key).
+	CertNotAfter time.Time
 
 	// imdsErr remembers, for one Run, that the metadata service failed,
 	// so that later checks do not each wait out its timeout again.

@@ -22,6 +22,7 @@ func LocalChecks() []Check {
 		{ID: "security-software", Run: checkSecuritySoftware},
 		{ID: "maintenance", Run: checkMaintenance},
 		{ID: "membership", Run: checkMembership},
+		{ID: "node-certificate", Run: checkNodeCert},
 	}
 }
 

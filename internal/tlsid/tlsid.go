@@ -4,7 +4,10 @@
 // that certificate (mutual TLS for raft and agent-to-agent calls), and the
 // operator CLI pins the API server's certificate by its SHA-256
 // fingerprint. Whoever has the cluster key is a member; nobody else can
-// speak raft, grant leases or read the internal API.
+// speak raft, grant leases or read the internal API. Since every member has
+// the same certificate, it cannot tell members apart: for the demo and tests.
+// Per-node certificates from a cluster CA (package pki) implement the same
+// Member interface and can.
 package tlsid
 
 import (
@@ -23,7 +26,32 @@ import (
 	"time"
 )
 
-// Identity is the cluster's certificate and key.
+// Member is how a node proves who it is and checks its peers: the derived
+// Identity of this package (every member the same certificate) or a node
+// certificate from a cluster CA (package pki).
+type Member interface {
+	// ServerConfig serves TLS; with requireClient the peer must be a
+	// member, otherwise a client certificate is optional but checked.
+	ServerConfig(requireClient bool) *tls.Config
+	// ClientConfig dials a member, presenting this node's certificate.
+	ClientConfig() *tls.Config
+	// Fingerprint is the SHA-256 of the certificate this node serves
+	// (what the CLI pins).
+	Fingerprint() string
+	// ClusterID is the same on every member: it names the cluster.
+	ClusterID() string
+	// PeerNode returns the node a connection's peer proved to be. ""
+	// (and no error) means the identity cannot tell members apart: the
+	// peer is a member, but any member.
+	PeerNode(cs *tls.ConnectionState) (string, error)
+}
+
+var _ Member = (*Identity)(nil)
+
+// Identity is the cluster's certificate and key, derived from the cluster
+// key: every member has the same one, so it proves membership but not
+// which node is calling. For the demo and tests; production clusters
+// give each node its own certificate from a cluster CA (package pki).
 type Identity struct {
 	Cert tls.Certificate
 	DER  []byte
@@ -62,6 +90,18 @@ func (id *Identity) Fingerprint() string { return Fingerprint(id.DER) }
 func Fingerprint(der []byte) string {
 	s := sha256.Sum256(der)
 	return hex.EncodeToString(s[:])
+}
+
+// ClusterID is the certificate's fingerprint: the same on every member.
+func (id *Identity) ClusterID() string { return id.Fingerprint() }
+
+// PeerNode cannot tell members apart: every member presents the same
+// certificate. It returns "" when the peer presented it.
+func (id *Identity) PeerNode(cs *tls.ConnectionState) (string, error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return "", errors.New("no client certificate: internal calls need the cluster certificate")
+	}
+	return "", id.pin([][]byte{cs.PeerCertificates[0].Raw}, nil)
 }
 
 func (id *Identity) pin(raw [][]byte, _ [][]*x509.Certificate) error {

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-ha/lifeboat/internal/pki"
+)
+
+func caCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ca init",
+		Short: "Create the cluster's certificate authority (node identities)",
+		Long: `Each node proves which node it is with its own certificate, issued by the
+cluster's certificate authority (see lifeboat node cert, and the tls section of
+the agent config). ca init creates that authority: ca.crt (give it to every
+node) and ca.key (keep it off the nodes: whoever has it can issue a
+certificate for any node).`,
+	}
+	var out, name string
+	initCmd := &cobra.Command{
+		Use:     "init",
+		Short:   "Create ca.crt and ca.key (ECDSA P-256)",
+		Example: "  lifeboat ca init --out /root/lifeboat-ca",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ca, err := pki.NewCA(name)
+			if err != nil {
+				return codeErr{exitFailure, err}
+			}
+			if err := pki.WriteCA(out, ca); err != nil {
+				return codeErr{exitFailure, err}
+			}
+			fmt.Printf("wrote %s and %s (key id %s)\n", filepath.Join(out, pki.CACertFile), filepath.Join(out, pki.CAKeyFile), pki.KeyID(ca.Cert)[:16])
+			fmt.Println("keep ca.key off the nodes; issue node certificates with: lifeboat node cert NAME --ca", out, "--out DIR")
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&out, "out", "", "directory to write ca.crt and ca.key into (created 0700)")
+	initCmd.Flags().StringVar(&name, "name", "lifeboat cluster CA", "the CA certificate's common name")
+	_ = initCmd.MarkFlagRequired("out")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
+
+func nodeCertCmd() *cobra.Command {
+	var caDir, out string
+	var hosts []string
+	var days int
+	cmd := &cobra.Command{
+		Use:   "cert NODE",
+		Short: "Issue a node's certificate from the cluster CA (renewal: issue again)",
+		Long: `Writes NODE.crt and NODE.key (0600) into --out. The certificate names the node
+(URI SAN lifeboat://node/NODE), so its peers know which node calls; --host adds
+the node's addresses or host names. Copy both files and the CA's ca.crt to the
+node and set the agent's tls section. To renew or rotate, issue again and
+restart the node's agent; do nodes one at a time.`,
+		Example: `  lifeboat node cert node1 --ca /root/lifeboat-ca --out /root/certs --host 10.0.0.11
+  # on node1: tls: {ca: /etc/lifeboat/ca.crt, cert: /etc/lifeboat/node1.crt, key: /etc/lifeboat/node1.key}`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if days <= 0 {
+				return codeErr{exitUsage, fmt.Errorf("--days %d: must be 1 or more", days)}
+			}
+			ca, err := pki.LoadCA(caDir)
+			if err != nil {
+				return codeErr{exitFailure, fmt.Errorf("load the CA from --ca %s: %w", caDir, err)}
+			}
+			is, err := ca.Issue(args[0], hosts, time.Duration(days)*24*time.Hour)
+			if err != nil {
+				return codeErr{exitUsage, err}
+			}
+			certPath, keyPath, err := pki.WriteIssued(out, args[0], is)
+			if err != nil {
+				return codeErr{exitFailure, err}
+			}
+			fmt.Printf("wrote %s and %s (valid until %s)\n", certPath, keyPath, is.Cert.NotAfter.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&caDir, "ca", "", "the CA directory (ca.crt and ca.key, from lifeboat ca init)")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write NODE.crt and NODE.key into")
+	cmd.Flags().StringSliceVar(&hosts, "host", nil, "an IP address or host name of the node (repeat, or comma-separate)")
+	cmd.Flags().IntVar(&days, "days", 365, "validity in days")
+	_ = cmd.MarkFlagRequired("ca")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}

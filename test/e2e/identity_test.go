@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/demo"
+)
+
+// TestNodeCertificates: a cluster whose nodes each have their own
+// certificate from a cluster CA (the tls section) forms, renews leases,
+// forwards commands, fails over and grows as one with the shared identity
+// does;
+// no internal call is refused for its identity; the CLI reaches every
+// node trusting the CA (--ca-cert), and each node serves its own
+// certificate.
+func TestNodeCertificates(t *testing.T) {
+	c := startCluster(t, demo.Options{NodeCerts: true})
+	if c.CACert() == "" {
+		t.Fatal("NodeCerts wrote no CA")
+	}
+	b, err := os.ReadFile(c.Node("node2").Config)
+	if err != nil || !strings.Contains(string(b), "\ntls:\n") {
+		t.Fatalf("node2's config has no tls section: %v\n%s", err, b)
+	}
+	apply(t, c, flagHierarchy("web", three, "", 1, ""))
+	waitFor(t, c, "node2", 15*time.Second, "web online on node1", onlineOn("web", "node1"))
+
+	cli := func(node string, args ...string) (string, string, int) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+c.Node(node).API, "LIFEBOAT_TOKEN="+c.Token, "LIFEBOAT_CA_CERT="+c.CACert(), "LIFEBOAT_FINGERPRINT=")
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	// Each node serves its own certificate; the CLI trusts all through the CA.
+	seen := map[string]bool{}
+	for _, n := range three {
+		out, errOut, code := cli(n, "status", "--json")
+		var st api.Status
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			t.Fatalf("status on %s over TCP with --ca-cert: exit %d\n%s%s", n, code, out, errOut)
+		}
+		if st.Fingerprint != c.Node(n).Fingerprint || seen[st.Fingerprint] {
+			t.Errorf("%s serves fingerprint %s; want its own %s, different from the others'", n, st.Fingerprint, c.Node(n).Fingerprint)
+		}
+		seen[st.Fingerprint] = true
+	}
+	// A switchover asked of node3 is forwarded to the leader.
+	if out, errOut, code := cli("node3", "switchover", "web", "--to", "node2"); code != 0 {
+		t.Fatalf("switchover through node3: exit %d\n%s%s", code, out, errOut)
+	}
+	waitFor(t, c, "node1", 15*time.Second, "web online on node2", onlineOn("web", "node2"))
+
+	// Kill the owner: the others' leases and attestations carry the
+	// failover.
+	if err := c.Signal("node2", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, "node3", 15*time.Second, "web online on node1", onlineOn("web", "node1"))
+	if _, err := os.Stat(filepath.Join(c.Dir, "node1", "web.up")); err != nil {
+		t.Fatalf("resource not restored on node1: %v", err)
+	}
+	// A node added at run time, with its own certificate, joins and
+	// holds a lease (its join is forwarded to the leader under its name).
+	addNode(t, c, "node3", "node4", false)
+	waitFor(t, c, "node1", 15*time.Second, "node4 alive with a lease", func(s api.Status) bool {
+		for _, n := range s.Nodes {
+			if n.Name == "node4" {
+				return n.State == "alive" && n.LeaseFresh
+			}
+		}
+		return false
+	})
+	for _, n := range c.Nodes {
+		b, _ := os.ReadFile(n.Log)
+		if strings.Contains(string(b), "internal request refused") || strings.Contains(string(b), "not a node certificate") {
+			t.Errorf("%s refused a member's call:\n%s", n.Name, grepLines(string(b), "refused", "not a node certificate"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain any of words.
+func grepLines(s string, words ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
