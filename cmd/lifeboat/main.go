@@ -39,6 +39,7 @@ type globals struct {
 	tokenFile   string
 	fingerprint string
 	caCert      string
+	cert, key   string // an operator certificate and its key (TCP access)
 	json        bool
 	timeout     time.Duration
 }
@@ -93,6 +94,8 @@ or, keeping the token out of the environment and of ps (--token is visible there
 	pf.StringVar(&g.tokenFile, "token-file", "", "read the bearer token for TCP access from this file (keep it mode 0600)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("LIFEBOAT_FINGERPRINT"), "SHA-256 fingerprint of the agent's TLS certificate, for TCP access (env LIFEBOAT_FINGERPRINT)")
 	pf.StringVar(&g.caCert, "ca-cert", os.Getenv("LIFEBOAT_CA_CERT"), "the cluster CA's certificate: trust any node certificate it issued, instead of --fingerprint (env LIFEBOAT_CA_CERT)")
+	pf.StringVar(&g.cert, "cert", os.Getenv("LIFEBOAT_CERT"), "an operator certificate of the cluster CA (lifeboat ca operator), instead of a token, for TCP access (env LIFEBOAT_CERT)")
+	pf.StringVar(&g.key, "key", os.Getenv("LIFEBOAT_KEY"), "the operator certificate's key file (env LIFEBOAT_KEY)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for the agent and for the operation")
 	root.AddCommand(agentCmd(), statusCmd(), applyCmd(), deleteCmd(), switchoverCmd(), startStopCmd(true), startStopCmd(false), failoverCmd(),
@@ -163,6 +166,16 @@ func client() (*api.Client, error) {
 			return nil, codeErr{exitUsage, err}
 		}
 		tlsCfg = cfg
+	}
+	if g.cert != "" || g.key != "" {
+		if g.cert == "" || g.key == "" || tlsCfg == nil {
+			return nil, codeErr{exitUsage, errors.New("--cert needs --key, and --ca-cert or --fingerprint to check the agent")}
+		}
+		pair, err := tls.LoadX509KeyPair(g.cert, g.key)
+		if err != nil {
+			return nil, codeErr{exitUsage, fmt.Errorf("--cert %s, --key %s: %w", g.cert, g.key, err)}
+		}
+		tlsCfg.Certificates = []tls.Certificate{pair}
 	}
 	c, err := api.NewClient(g.addr, tok, g.timeout+5*time.Second, tlsCfg)
 	if err != nil {

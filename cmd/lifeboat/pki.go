@@ -12,7 +12,7 @@ import (
 
 func caCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "ca init",
+		Use:   "ca init|operator",
 		Short: "Create the cluster's certificate authority (node identities)",
 		Long: `Each node proves which node it is with its own certificate, issued by the
 cluster's certificate authority (see lifeboat node cert, and the tls section of
@@ -42,7 +42,55 @@ certificate for any node).`,
 	initCmd.Flags().StringVar(&out, "out", "", "directory to write ca.crt and ca.key into (created 0700)")
 	initCmd.Flags().StringVar(&name, "name", "lifeboat cluster CA", "the CA certificate's common name")
 	_ = initCmd.MarkFlagRequired("out")
-	cmd.AddCommand(initCmd)
+	cmd.AddCommand(initCmd, operatorCertCmd())
+	return cmd
+}
+
+// operatorCertCmd is lifeboat ca operator: a client certificate with a
+// role, which the API accepts instead of a token.
+func operatorCertCmd() *cobra.Command {
+	var caDir, out, role string
+	var days int
+	cmd := &cobra.Command{
+		Use:   "operator NAME --role read|operate|admin --ca DIR --out DIR",
+		Short: "Issue an operator's client certificate, with its role, from the cluster CA",
+		Long: `Writes NAME.crt and NAME.key (0600) into --out: a client certificate that names
+the operator and their role (URI SAN lifeboat://operator/NAME?role=ROLE). Agents
+running with the cluster CA (their tls section) accept it instead of a bearer
+token, with that role; the history names the operator. It can never act as a
+node (client use only, no node name). It expires after --days (default 90);
+to revoke one before, issue the CA again (new node certificates too) — keep
+operator certificates short-lived.`,
+		Example: `  lifeboat ca operator anna --role operate --ca /root/lifeboat-ca --out ~/.lifeboat
+  LIFEBOAT_ADDR=10.0.0.11:7100 LIFEBOAT_CA_CERT=ca.crt lifeboat status --cert ~/.lifeboat/anna.crt --key ~/.lifeboat/anna.key`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if days <= 0 {
+				return codeErr{exitUsage, fmt.Errorf("--days %d: must be 1 or more", days)}
+			}
+			ca, err := pki.LoadCA(caDir)
+			if err != nil {
+				return codeErr{exitFailure, fmt.Errorf("load the CA from --ca %s: %w", caDir, err)}
+			}
+			is, err := ca.IssueOperator(args[0], role, time.Duration(days)*24*time.Hour)
+			if err != nil {
+				return codeErr{exitUsage, err}
+			}
+			certPath, keyPath, err := pki.WriteIssued(out, args[0], is)
+			if err != nil {
+				return codeErr{exitFailure, err}
+			}
+			fmt.Printf("wrote %s and %s (role %s, valid until %s)\n", certPath, keyPath, role, is.Cert.NotAfter.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&caDir, "ca", "", "the CA directory (ca.crt and ca.key, from lifeboat ca init)")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write NAME.crt and NAME.key into")
+	cmd.Flags().StringVar(&role, "role", "", "read, operate or admin (see lifeboat tokens --help)")
+	cmd.Flags().IntVar(&days, "days", 90, "validity in days")
+	_ = cmd.MarkFlagRequired("ca")
+	_ = cmd.MarkFlagRequired("out")
+	_ = cmd.MarkFlagRequired("role")
 	return cmd
 }
 

@@ -83,6 +83,11 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 			ctx = context.WithValue(ctx, authKey, accessInternal)
 		default:
 			t, ok := a.tokens.Load().Match(tok)
+			if !ok && tok == "" {
+				// An operator's certificate of the cluster CA, with its
+				// role (lifeboat ca operator), instead of a token.
+				t, ok = a.operatorCert(r)
+			}
 			if !ok {
 				writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (lifeboat --token-file, or LIFEBOAT_TOKEN)"))
 				return
@@ -90,7 +95,7 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 			_, pattern := mux.Handler(r)
 			if need := auth.Need(pattern); pattern != "" && t.Role < need {
 				a.log.Warn("api request refused: role too weak", "method", r.Method, "path", r.URL.Path, "token", t.Name, "role", t.Role.String(), "needs", need.String(), "from", r.RemoteAddr)
-				writeErr(w, http.StatusForbidden, fmt.Errorf("token %s has role %s; %s %s needs %s", t.Name, t.Role, r.Method, r.URL.Path, need))
+				writeErr(w, http.StatusForbidden, fmt.Errorf("%s %s has role %s; %s %s needs %s", t.Kind(), t.Name, t.Role, r.Method, r.URL.Path, need))
 				return
 			}
 			ctx = context.WithValue(context.WithValue(ctx, authKey, accessAPI), tokenKey, t)

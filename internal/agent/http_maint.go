@@ -23,7 +23,7 @@ func (a *Agent) who(r *http.Request) string {
 		return "root on " + a.cfg.Node + " (local socket)"
 	case accessAPI:
 		t, _ := r.Context().Value(tokenKey).(auth.Token)
-		return fmt.Sprintf("token %s (%s) from %s (through %s)", t.Name, t.Role, r.RemoteAddr, a.cfg.Node)
+		return fmt.Sprintf("%s %s (%s) from %s (through %s)", t.Kind(), t.Name, t.Role, r.RemoteAddr, a.cfg.Node)
 	}
 	return "cluster member (through " + a.cfg.Node + ")"
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/lifeboat-ha/lifeboat/internal/auth"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/pki"
@@ -136,4 +137,25 @@ func checkActor(cmd cluster.Cmd, node string) error {
 		return fmt.Errorf("forwarded %s for node %s refused: the caller's certificate is node %s's", cmd.Kind(), self, node)
 	}
 	return nil
+}
+
+// operatorCert returns the operator a request's client certificate names,
+// with its role, when the node runs with a cluster CA (tls section) and
+// the certificate is an operator certificate of that CA.
+func (a *Agent) operatorCert(r *http.Request) (auth.Token, bool) {
+	op, ok := a.tls.(interface {
+		Operator(*tls.ConnectionState) (string, string, bool)
+	})
+	if !ok {
+		return auth.Token{}, false
+	}
+	name, role, ok := op.Operator(r.TLS)
+	if !ok {
+		return auth.Token{}, false
+	}
+	rl, err := auth.ParseRole(role)
+	if err != nil {
+		return auth.Token{}, false
+	}
+	return auth.Token{Name: name, Role: rl, Certificate: true}, true
 }

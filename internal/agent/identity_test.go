@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -228,5 +229,85 @@ func TestDerivedIdentityCannotTellNodesApart(t *testing.T) {
 	}
 	if name, err := a.tls.PeerNode(nil); err == nil || name != "" {
 		t.Fatalf("PeerNode without a connection: %q, %v", name, err)
+	}
+}
+
+// An operator's certificate of the cluster CA stands in for a token, with
+// the role it names: an operate certificate reads and operates but may
+// not reach an admin route nor an internal one; one from another CA does
+// not get past the handshake; the history names the operator.
+func TestOperatorCertificates(t *testing.T) {
+	a, addr, _, ca, _ := identityAgent(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	operator := func(ca *pki.CA, name, role string) tls.Certificate {
+		is, err := ca.IssueOperator(name, role, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(is.CertPEM, is.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pair
+	}
+	call := func(cert tls.Certificate, method, path string, body any) error {
+		cfg, err := pki.CLIClientConfig(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+		c, err := api.NewClient(addr, "", 10*time.Second, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return c.Do(ctx, method, path, body, nil)
+	}
+	anna := operator(ca, "anna", "operate")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for a.c.FSM.Level() < cluster.LevelTyped { // maintenance needs level 2
+		select {
+		case <-ctx.Done():
+			t.Fatal("the cluster never reached feature level 2")
+		case <-a.c.FSM.Changed():
+		}
+	}
+	if err := call(anna, "GET", "/v1/status", nil); err != nil {
+		t.Fatalf("status with an operate certificate: %v", err)
+	}
+	if code := statusCode(call(anna, "POST", "/v1/maintenance", map[string]any{"scope": "cluster", "on": true, "reason": "cert test"})); code != http.StatusOK {
+		t.Fatalf("maintenance with an operate certificate: %d", code)
+	}
+	if code := statusCode(call(anna, "POST", "/v1/log-level", map[string]any{"level": "debug"})); code != http.StatusForbidden {
+		t.Errorf("log-level (admin) with an operate certificate: %d, want 403", code)
+	}
+	if code := statusCode(call(operator(ca, "root", "admin"), "POST", "/v1/internal/lease/renew", map[string]any{"node": "solo", "gen": 1})); code != http.StatusForbidden {
+		t.Errorf("an internal route with an admin operator certificate: %d, want 403", code)
+	}
+	otherCA, _ := pki.NewCA("another CA")
+	if code := statusCode(call(operator(otherCA, "mallory", "admin"), "GET", "/v1/status", nil)); code != -1 {
+		t.Errorf("status with another CA's operator certificate: %d, want a failed handshake", code)
+	}
+	found := false
+	for _, e := range a.events.Since(0) {
+		if e.Kind == "maintenance" && strings.HasPrefix(e.By, "certificate anna (operate) from ") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no maintenance event naming the operator's certificate: %+v", a.events.Since(0))
+	}
+	// A node's certificate is not an operator's: without the internal
+	// token it is refused.
+	nodeID := issue(t, ca, dir, "node2")
+	c, _ := api.NewClient(addr, "", 10*time.Second, nodeID.ClientConfig())
+	if code := statusCode(c.Do(context.Background(), "GET", "/v1/status", nil, nil)); code != http.StatusUnauthorized {
+		t.Errorf("status with a node certificate and no token: %d, want 401", code)
 	}
 }

@@ -63,7 +63,19 @@ func ParseRole(s string) (Role, error) {
 type Token struct {
 	Name string `json:"name"`
 	Role Role   `json:"-"`
-	hash [32]byte
+	// Certificate: the caller presented an operator certificate of the
+	// cluster CA instead of a bearer token.
+	Certificate bool `json:"-"`
+	hash        [32]byte
+}
+
+// Kind says what the credential is, for "who asked": "token" or
+// "certificate".
+func (t Token) Kind() string {
+	if t.Certificate {
+		return "certificate"
+	}
+	return "token"
 }
 
 // MinSecret is the shortest token secret accepted.

@@ -72,14 +72,46 @@ func NewNode(ca *x509.Certificate, cert tls.Certificate, node string) *Node {
 // verify checks a peer's certificate chain (leaf first) against the CA
 // for the given use and returns the node it names.
 func (n *Node) verify(raw [][]byte, use x509.ExtKeyUsage) (string, error) {
+	leaf, err := n.verifyChain(raw, use)
+	if err != nil {
+		return "", err
+	}
+	name, ok := NodeName(leaf)
+	if !ok {
+		return "", fmt.Errorf("certificate %q is issued by the cluster CA but names no node (no %sNAME URI): issue node certificates with lifeboat node cert", leaf.Subject.CommonName, URIPrefix)
+	}
+	return name, nil
+}
+
+// Operator returns the operator and role the client certificate of a
+// connection names (verified against the CA): ok false when there is no
+// such certificate.
+func (n *Node) Operator(cs *tls.ConnectionState) (name, role string, ok bool) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return "", "", false
+	}
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	leaf, err := n.verifyChain(raw, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return "", "", false
+	}
+	return OperatorOf(leaf)
+}
+
+// verifyChain checks a certificate chain (leaf first) against the CA for
+// the given use and returns the leaf.
+func (n *Node) verifyChain(raw [][]byte, use x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if len(raw) == 0 {
-		return "", errors.New("peer presented no certificate: only nodes with a certificate from the cluster CA may connect")
+		return nil, errors.New("peer presented no certificate: only nodes with a certificate from the cluster CA may connect")
 	}
 	certs := make([]*x509.Certificate, len(raw))
 	for i, r := range raw {
 		c, err := x509.ParseCertificate(r)
 		if err != nil {
-			return "", fmt.Errorf("peer's certificate: %w", err)
+			return nil, fmt.Errorf("peer's certificate: %w", err)
 		}
 		certs[i] = c
 	}
@@ -89,13 +121,9 @@ func (n *Node) verify(raw [][]byte, use x509.ExtKeyUsage) (string, error) {
 	}
 	opts := x509.VerifyOptions{Roots: n.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{use}, CurrentTime: time.Now()}
 	if _, err := certs[0].Verify(opts); err != nil {
-		return "", fmt.Errorf("certificate %q is not a node certificate of this cluster's CA %q: %w", certs[0].Subject.CommonName, n.ca.Subject.CommonName, err)
+		return nil, fmt.Errorf("certificate %q is not a node certificate of this cluster's CA %q: %w", certs[0].Subject.CommonName, n.ca.Subject.CommonName, err)
 	}
-	name, ok := NodeName(certs[0])
-	if !ok {
-		return "", fmt.Errorf("certificate %q is issued by the cluster CA but names no node (no %sNAME URI): issue node certificates with lifeboat node cert", certs[0].Subject.CommonName, URIPrefix)
-	}
-	return name, nil
+	return certs[0], nil
 }
 
 // Name is the node this identity belongs to.
@@ -122,8 +150,22 @@ func (n *Node) ServerConfig(requireClient bool) *tls.Config {
 			if len(raw) == 0 && !requireClient {
 				return nil
 			}
-			_, err := n.verify(raw, x509.ExtKeyUsageClientAuth)
-			return err
+			if requireClient {
+				_, err := n.verify(raw, x509.ExtKeyUsageClientAuth)
+				return err
+			}
+			// The API: a node's certificate, or an operator's.
+			leaf, err := n.verifyChain(raw, x509.ExtKeyUsageClientAuth)
+			if err != nil {
+				return err
+			}
+			if _, ok := NodeName(leaf); ok {
+				return nil
+			}
+			if _, _, ok := OperatorOf(leaf); ok {
+				return nil
+			}
+			return fmt.Errorf("certificate %q is issued by the cluster CA but names neither a node nor an operator", leaf.Subject.CommonName)
 		},
 	}
 	if requireClient {

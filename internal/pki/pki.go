@@ -195,6 +195,86 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
+// OperatorURIPrefix starts the URI SAN that names an operator; the role
+// follows as ?role=ROLE.
+const OperatorURIPrefix = "lifeboat://operator/"
+
+// DefaultOperatorValidity is an operator certificate's validity when none
+// is given: shorter than a node's, people change.
+const DefaultOperatorValidity = 90 * 24 * time.Hour
+
+// IssueOperator makes a client certificate for an operator (a person or a
+// tool) with role (read, operate, admin) in its URI SAN
+// (lifeboat://operator/NAME?role=ROLE): the API accepts it instead of a
+// token. It is valid for validity (0: 90 days) and for client
+// authentication only, so it can never serve as a node.
+func (ca *CA) IssueOperator(name, role string, validity time.Duration) (*Issued, error) {
+	if !spec.ValidName(name) {
+		return nil, fmt.Errorf("issue an operator certificate: %q is not a valid name (letters, digits, '-', '_', '.', 1-63 characters)", name)
+	}
+	switch role {
+	case "read", "operate", "admin":
+	default:
+		return nil, fmt.Errorf("issue an operator certificate for %s: unknown role %q (use read, operate or admin)", name, role)
+	}
+	if validity == 0 {
+		validity = DefaultOperatorValidity
+	}
+	if validity < 0 {
+		return nil, fmt.Errorf("issue an operator certificate for %s: validity %v is negative", name, validity)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("create key for %s: %w", name, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"lifeboat operators"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{{Scheme: "lifeboat", Host: "operator", Path: "/" + name, RawQuery: "role=" + role}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate for %s: %w", name, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key for %s: %w", name, err)
+	}
+	return &Issued{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		Cert:    cert,
+	}, nil
+}
+
+// OperatorOf returns the operator and role a certificate names in its URI
+// SAN (ok false for any other certificate).
+func OperatorOf(c *x509.Certificate) (name, role string, ok bool) {
+	for _, u := range c.URIs {
+		if u.Scheme == "lifeboat" && u.Host == "operator" {
+			name = strings.TrimPrefix(u.Path, "/")
+			role = u.Query().Get("role")
+			if spec.ValidName(name) && (role == "read" || role == "operate" || role == "admin") {
+				return name, role, true
+			}
+		}
+	}
+	return "", "", false
+}
+
 // NodeName returns the node a certificate names in its URI SAN.
 func NodeName(c *x509.Certificate) (string, bool) {
 	for _, u := range c.URIs {

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"os"
@@ -278,5 +279,41 @@ func TestNodeHandshakes(t *testing.T) {
 	}
 	if n1.ClusterID() != n2.ClusterID() || n1.ClusterID() == outsider.ClusterID() {
 		t.Fatal("ClusterID does not name the CA")
+	}
+}
+
+// An operator certificate names the operator and role, serves only as a
+// client, and is no node's.
+func TestIssueOperator(t *testing.T) {
+	ca, err := NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := ca.IssueOperator("anna", "operate", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, role, ok := OperatorOf(is.Cert); !ok || name != "anna" || role != "operate" {
+		t.Errorf("OperatorOf = %q %q %v", name, role, ok)
+	}
+	if _, ok := NodeName(is.Cert); ok {
+		t.Error("an operator certificate names a node")
+	}
+	for _, u := range is.Cert.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth {
+			t.Error("an operator certificate may serve")
+		}
+	}
+	for _, bad := range [][2]string{{"anna", "root"}, {"anna", ""}, {"b/d", "read"}} {
+		if _, err := ca.IssueOperator(bad[0], bad[1], time.Hour); err == nil {
+			t.Errorf("IssueOperator(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	node, err := ca.Issue("n1", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := OperatorOf(node.Cert); ok {
+		t.Error("a node certificate names an operator")
 	}
 }
