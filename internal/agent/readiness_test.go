@@ -196,17 +196,29 @@ func TestRestartedAgentWaitsForItsFirstReadinessRound(t *testing.T) {
 	n2.mu.Lock()
 	n2.a, n2.down = a, false
 	n2.mu.Unlock()
+	// Fresh as every other node sees it: whichever leads places by its
+	// own view (found under load: node1 saw node2 fresh, the leader node3
+	// not yet, and moved the hierarchy to itself).
 	waitUntil(t, 15*time.Second, "node2 rejoined with a fresh lease", func() (bool, string) {
-		st, err := c.node("node1").status()
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, ns := range st.Nodes {
-			if ns.Name == "node2" {
-				return ns.State == "alive" && ns.Gen > gen && ns.LeaseFresh, fmt.Sprintf("%+v", ns)
+		for _, from := range []string{"node1", "node3"} {
+			st, err := c.node(from).status()
+			if err != nil {
+				return false, err.Error()
+			}
+			fresh := false
+			for _, ns := range st.Nodes {
+				if ns.Name == "node2" {
+					fresh = ns.State == "alive" && ns.Gen > gen && ns.LeaseFresh
+					if !fresh {
+						return false, fmt.Sprintf("%s sees %+v", from, ns)
+					}
+				}
+			}
+			if !fresh {
+				return false, "node2 not listed by " + from
 			}
 		}
-		return false, "node2 not listed"
+		return true, ""
 	})
 
 	// The owner leaves: placement moves the hierarchy to node2, READY as
