@@ -303,6 +303,19 @@ func (c *Cluster) nodeCert(n *Node, host string) (string, error) {
 	return fmt.Sprintf("tls:\n  ca: %s\n  cert: %s\n  key: %s\n", caFile, certFile, keyFile), nil
 }
 
+// RenewCert issues node name a new certificate and key (with NodeCerts),
+// over its files, as an operator rotating it would; the node's agent
+// reads them at its next start.
+func (c *Cluster) RenewCert(name string) error {
+	n := c.Node(name)
+	if n == nil || c.ca == nil {
+		return fmt.Errorf("renew the certificate of %q: no such node, or no NodeCerts", name)
+	}
+	host, _, _ := strings.Cut(n.API, ":")
+	_, err := c.nodeCert(n, host)
+	return err
+}
+
 // CACert is the CA's certificate file with NodeCerts ("" otherwise): the
 // CLI trusts every node with it (--ca-cert).
 func (c *Cluster) CACert() string {

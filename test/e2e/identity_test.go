@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -16,7 +17,8 @@ import (
 
 // TestNodeCertificates: a cluster whose nodes each have their own
 // certificate from a cluster CA (the tls section) forms, renews leases,
-// forwards commands, fails over and grows as one with the shared identity
+// forwards commands, fails over, grows and takes a node's rotated
+// certificate (new key, agent restarted) as one with the shared identity
 // does;
 // no internal call is refused for its identity; the CLI reaches every
 // node trusting the CA (--ca-cert), and each node serves its own
@@ -86,6 +88,49 @@ func TestNodeCertificates(t *testing.T) {
 		}
 		return false
 	})
+	// Rotation: node3 gets a new certificate and key, and its agent is
+	// restarted; it takes part again and serves the new certificate.
+	// (node2, killed above, comes back first: four voters need three.)
+	if err := c.StartNode("node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, "node1", 20*time.Second, "node2 back", func(s api.Status) bool {
+		for _, n := range s.Nodes {
+			if n.Name == "node2" {
+				return n.State == "alive" && n.LeaseFresh
+			}
+		}
+		return false
+	})
+	oldPrint := c.Node("node3").Fingerprint
+	if err := c.RenewCert("node3"); err != nil {
+		t.Fatal(err)
+	}
+	if c.Node("node3").Fingerprint == oldPrint {
+		t.Fatal("the renewed certificate has the old fingerprint")
+	}
+	if err := c.Signal("node3", syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.WaitExit(ctx, "node3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartNode("node3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, "node1", 20*time.Second, "node3 back with a fresh lease after its certificate was rotated", func(s api.Status) bool {
+		for _, n := range s.Nodes {
+			if n.Name == "node3" {
+				return n.State == "alive" && n.LeaseFresh
+			}
+		}
+		return false
+	})
+	if out, errOut, code := cli("node3", "status", "--json"); code != 0 || !strings.Contains(out, c.Node("node3").Fingerprint) {
+		t.Errorf("node3 after rotation: exit %d, does not serve its new certificate\n%s%s", code, out, errOut)
+	}
 	for _, n := range c.Nodes {
 		b, _ := os.ReadFile(n.Log)
 		if strings.Contains(string(b), "internal request refused") || strings.Contains(string(b), "not a node certificate") {
