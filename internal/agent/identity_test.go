@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -309,5 +310,36 @@ func TestOperatorCertificates(t *testing.T) {
 	c, _ := api.NewClient(addr, "", 10*time.Second, nodeID.ClientConfig())
 	if code := statusCode(c.Do(context.Background(), "GET", "/v1/status", nil, nil)); code != http.StatusUnauthorized {
 		t.Errorf("status with a node certificate and no token: %d, want 401", code)
+	}
+}
+
+// The raft port takes only the membership's nodes: a certificate the CA
+// issued to a node that is not a member (removed, or never added) fails
+// the handshake; a member's passes.
+func TestRaftRefusesNonMembers(t *testing.T) {
+	a, _, _, ca, _ := identityAgent(t)
+	dir := t.TempDir()
+	raftAddr := a.cfg.Self().Raft
+	handshake := func(id *pki.Node) error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", raftAddr, id.ClientConfig())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		// TLS 1.3: the server's verdict on the client certificate comes
+		// with the first read.
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil // accepted: raft waits for the client to speak
+		}
+		return err
+	}
+	if err := handshake(issue(t, ca, dir, "solo")); err != nil {
+		t.Fatalf("a member's certificate: %v", err)
+	}
+	if err := handshake(issue(t, ca, dir, "ghost")); err == nil {
+		t.Fatal("a non-member's certificate of the CA was accepted on the raft port")
 	}
 }

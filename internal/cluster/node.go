@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/connlimit"
+	"github.com/lifeboat-ha/lifeboat/internal/pki"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -231,12 +233,45 @@ func (c *Cluster) openDurable(self *Member, hl hclog.Logger) (raft.LogStore, raf
 	// RaftMaxConns connections are open at once (see docs/security.md).
 	// The members' addresses have a budget of their own, and no other
 	// address may hold more than a quarter of the slots.
-	bounded := connlimit.Wrap(ln, connlimit.Config{Name: "raft", Max: RaftMaxConns, TLS: cfg.TLS.ServerConfig(true),
+	bounded := connlimit.Wrap(ln, connlimit.Config{Name: "raft", Max: RaftMaxConns, TLS: c.raftServerTLS(),
 		HandshakeTimeout: RaftHandshakeTimeout, Logger: cfg.Logger, PerHost: RaftMaxConns / 4, Reserved: c.MemberAddr})
 	c.raftListener = bounded
 	stream := &tlsStream{Listener: bounded, addr: addr, client: cfg.TLS.ClientConfig()}
 	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
 	return store, store, nil
+}
+
+// raftServerTLS is the raft listener's TLS: the identity's mutual TLS,
+// and, with node certificates, the peer must be a node of the membership
+// (a removed node's certificate, still valid under the CA, is refused).
+func (c *Cluster) raftServerTLS() *tls.Config {
+	srv := c.cfg.TLS.ServerConfig(true)
+	verify := srv.VerifyPeerCertificate
+	if verify == nil {
+		return srv
+	}
+	srv.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if err := verify(raw, chains); err != nil {
+			return err
+		}
+		if len(raw) == 0 {
+			return nil
+		}
+		leaf, err := x509.ParseCertificate(raw[0])
+		if err != nil {
+			return err
+		}
+		// A joining node knows the membership only once it has caught
+		// up, through raft: until then any node of the CA may reach it.
+		joining := c.cfg.Join && len(c.FSM.Members()) == 0
+		if name, ok := pki.NodeName(leaf); ok && !joining {
+			if _, member := c.Member(name); !member {
+				return fmt.Errorf("raft: node %s's certificate, but %s is not a member of the cluster (removed, or not yet added with lifeboat node add)", name, name)
+			}
+		}
+		return nil
+	}
+	return srv
 }
 
 // SupportedLevel is the highest feature level this node supports.
