@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,6 +94,8 @@ type Cluster struct {
 	opts        Options
 	members     string // the cluster.nodes entries of the configs
 	keyFile     string
+	clientMu    sync.Mutex
+	clients     map[string]*api.Client // by socket path
 	ca          *pki.CA // with NodeCerts
 }
 
@@ -429,9 +432,23 @@ func (c *Cluster) WaitExit(ctx context.Context, name string) error {
 }
 
 // Client returns an API client for a node's socket.
+//
+// One client per node, kept: its connections are reused. (A client made
+// per call left its connection open until the agent's idle timeout: a
+// harness polling status every few milliseconds filled the socket
+// listener's connection cap.)
 func (c *Cluster) Client(name string) *api.Client {
 	n := c.Node(name)
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	if c.clients == nil {
+		c.clients = map[string]*api.Client{}
+	}
+	if cl := c.clients[n.Socket]; cl != nil {
+		return cl
+	}
 	cl, _ := api.NewClient(n.Socket, "", 10*time.Second, nil)
+	c.clients[n.Socket] = cl
 	return cl
 }
 
