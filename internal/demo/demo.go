@@ -96,7 +96,7 @@ type Cluster struct {
 	keyFile     string
 	clientMu    sync.Mutex
 	clients     map[string]*api.Client // by socket path
-	ca          *pki.CA // with NodeCerts
+	ca          *pki.CA                // with NodeCerts
 }
 
 // Joiner is a node made to join the running cluster: its addresses, as
