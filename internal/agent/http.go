@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,6 +222,10 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/nodes/{name}/confirm-failover", a.handleNodeConfirm)
 	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("POST /v1/log-level", a.handleLogLevel)
+	// Go's profiler, for finding where an agent's cycles go (issue 11):
+	// root on the socket, or an admin token.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /v1/tokens", a.handleTokens)
 	mux.HandleFunc("POST /v1/tokens/reload", a.handleTokensReload)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics(), promhttp.HandlerOpts{}))

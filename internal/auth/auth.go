@@ -243,6 +243,8 @@ var Routes = map[string]Role{
 	"POST /v1/restore":              Admin,
 	"GET /v1/report":                Admin,
 	"GET /v1/tokens":                Admin,
+	"GET /debug/pprof/":             Admin,
+	"GET /debug/pprof/profile":      Admin,
 	"POST /v1/tokens/reload":        Admin,
 }
 
