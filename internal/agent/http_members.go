@@ -104,6 +104,7 @@ func (a *Agent) memberOp(w http.ResponseWriter, r *http.Request, req memberChang
 	defer cancel()
 	var ans memberAnswer
 	var steps []string
+	var lastErr error
 	for {
 		leader := a.c.Leader()
 		switch {
@@ -111,7 +112,17 @@ func (a *Agent) memberOp(w http.ResponseWriter, r *http.Request, req memberChang
 			ans = a.changeMembers(ctx, req)
 		case leader != "":
 			ans = memberAnswer{}
-			if err := a.rpc.call(ctx, leader, "POST", "/v1/internal/members", req, &ans); err != nil {
+			err := a.rpc.call(ctx, leader, "POST", "/v1/internal/members", req, &ans)
+			var se *api.StatusError
+			switch {
+			case err != nil && !errors.As(err, &se):
+				// The leader did not answer (it died, or is cut off):
+				// ask again, of whichever leads next, until the
+				// deadline. A change it made before dying is resumed
+				// (add) or found done.
+				lastErr = fmt.Errorf("ask the leader %s: %w", leader, err)
+				ans = memberAnswer{NotLeader: true}
+			case err != nil:
 				ans = memberAnswer{Error: fmt.Sprintf("ask the leader %s: %v", leader, err), Code: http.StatusServiceUnavailable}
 			}
 		default:
@@ -123,7 +134,11 @@ func (a *Agent) memberOp(w http.ResponseWriter, r *http.Request, req memberChang
 		}
 		select {
 		case <-ctx.Done():
-			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("node %s %s: no raft leader reachable (is a majority of nodes up?)", req.Op, req.Member.Name))
+			why := "no raft leader reachable (is a majority of nodes up?)"
+			if lastErr != nil {
+				why += ": " + lastErr.Error()
+			}
+			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("node %s %s: %s", req.Op, req.Member.Name, why))
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
