@@ -886,3 +886,45 @@ func TestSlogWriterHoldsBackRepeats(t *testing.T) {
 		t.Fatalf("the count of held-back lines is missing:\n%s", buf.String())
 	}
 }
+
+// slowVoter grants at once, except voter slow, which answers after a
+// while unless its call is cancelled first.
+type slowVoter struct {
+	slow      string
+	cancelled chan struct{}
+}
+
+func (s *slowVoter) Renew(ctx context.Context, peer string, req RenewRequest) (RenewResponse, error) {
+	if peer == s.slow {
+		select {
+		case <-time.After(30 * time.Millisecond):
+		case <-ctx.Done():
+			close(s.cancelled)
+			return RenewResponse{}, ctx.Err()
+		}
+	}
+	return RenewResponse{Granted: true}, nil
+}
+
+func (s *slowVoter) Attest(context.Context, string, AttestRequest) (AttestResponse, error) {
+	return AttestResponse{}, errors.New("not used")
+}
+
+// A renewal round returns once a majority granted, and leaves the calls
+// still out to finish instead of cancelling them: a cancelled call closes
+// its HTTP connection, and the next round would pay a new TLS handshake.
+func TestRoundLeavesSlowVotersAlone(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, 0)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	l := c.leases["n1"]
+	sv := &slowVoter{slow: "n3", cancelled: make(chan struct{})}
+	l.cfg.Transport = sv
+	if !l.round(context.Background(), 1) {
+		t.Fatal("no majority")
+	}
+	select {
+	case <-sv.cancelled:
+		t.Fatal("the slow voter's call was cancelled once the majority granted")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
