@@ -65,23 +65,9 @@ operator certificates short-lived.`,
   LIFEBOAT_ADDR=10.0.0.11:7100 LIFEBOAT_CA_CERT=ca.crt lifeboat status --cert ~/.lifeboat/anna.crt --key ~/.lifeboat/anna.key`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if days <= 0 {
-				return codeErr{exitUsage, fmt.Errorf("--days %d: must be 1 or more", days)}
-			}
-			ca, err := pki.LoadCA(caDir)
-			if err != nil {
-				return codeErr{exitFailure, fmt.Errorf("load the CA from --ca %s: %w", caDir, err)}
-			}
-			is, err := ca.IssueOperator(args[0], role, time.Duration(days)*24*time.Hour)
-			if err != nil {
-				return codeErr{exitUsage, err}
-			}
-			certPath, keyPath, err := pki.WriteIssued(out, args[0], is)
-			if err != nil {
-				return codeErr{exitFailure, err}
-			}
-			fmt.Printf("wrote %s and %s (role %s, valid until %s)\n", certPath, keyPath, role, is.Cert.NotAfter.UTC().Format(time.RFC3339))
-			return nil
+			return issueInto(caDir, out, args[0], days, "role "+role+", ", func(ca *pki.CA, validity time.Duration) (*pki.Issued, error) {
+				return ca.IssueOperator(args[0], role, validity)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&caDir, "ca", "", "the CA directory (ca.crt and ca.key, from lifeboat ca init)")
@@ -110,23 +96,9 @@ restart the node's agent; do nodes one at a time.`,
   # on node1: tls: {ca: /etc/lifeboat/ca.crt, cert: /etc/lifeboat/node1.crt, key: /etc/lifeboat/node1.key}`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if days <= 0 {
-				return codeErr{exitUsage, fmt.Errorf("--days %d: must be 1 or more", days)}
-			}
-			ca, err := pki.LoadCA(caDir)
-			if err != nil {
-				return codeErr{exitFailure, fmt.Errorf("load the CA from --ca %s: %w", caDir, err)}
-			}
-			is, err := ca.Issue(args[0], hosts, time.Duration(days)*24*time.Hour)
-			if err != nil {
-				return codeErr{exitUsage, err}
-			}
-			certPath, keyPath, err := pki.WriteIssued(out, args[0], is)
-			if err != nil {
-				return codeErr{exitFailure, err}
-			}
-			fmt.Printf("wrote %s and %s (valid until %s)\n", certPath, keyPath, is.Cert.NotAfter.UTC().Format(time.RFC3339))
-			return nil
+			return issueInto(caDir, out, args[0], days, "", func(ca *pki.CA, validity time.Duration) (*pki.Issued, error) {
+				return ca.Issue(args[0], hosts, validity)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&caDir, "ca", "", "the CA directory (ca.crt and ca.key, from lifeboat ca init)")
@@ -136,4 +108,27 @@ restart the node's agent; do nodes one at a time.`,
 	_ = cmd.MarkFlagRequired("ca")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// issueInto loads the CA from caDir, issues a certificate with issue for
+// days, writes NAME.crt and NAME.key into out, and says so (what: words
+// before the validity, "" for none).
+func issueInto(caDir, out, name string, days int, what string, issue func(*pki.CA, time.Duration) (*pki.Issued, error)) error {
+	if days <= 0 {
+		return codeErr{exitUsage, fmt.Errorf("--days %d: must be 1 or more", days)}
+	}
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		return codeErr{exitFailure, fmt.Errorf("load the CA from --ca %s: %w", caDir, err)}
+	}
+	is, err := issue(ca, time.Duration(days)*24*time.Hour)
+	if err != nil {
+		return codeErr{exitUsage, err}
+	}
+	certPath, keyPath, err := pki.WriteIssued(out, name, is)
+	if err != nil {
+		return codeErr{exitFailure, err}
+	}
+	fmt.Printf("wrote %s and %s (%svalid until %s)\n", certPath, keyPath, what, is.Cert.NotAfter.UTC().Format(time.RFC3339))
+	return nil
 }

@@ -134,23 +134,10 @@ func (ca *CA) Issue(node string, hosts []string, validity time.Duration) (*Issue
 	if validity < 0 {
 		return nil, fmt.Errorf("issue a certificate for %s: validity %v is negative", node, validity)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("create key for %s: %w", node, err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: node, Organization: []string{"lifeboat"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{{Scheme: "lifeboat", Host: "node", Path: "/" + node}},
+		Subject:     pkix.Name{CommonName: node, Organization: []string{"lifeboat"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{{Scheme: "lifeboat", Host: "node", Path: "/" + node}},
 	}
 	for _, h := range hosts {
 		h = strings.TrimSpace(h)
@@ -162,17 +149,35 @@ func (ca *CA) Issue(node string, hosts []string, validity time.Duration) (*Issue
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+	return ca.sign(node, tmpl, validity)
+}
+
+// sign makes a new key and a certificate for it from tmpl (its subject,
+// uses and names), valid from an hour ago for validity, signed by the CA.
+func (ca *CA) sign(name string, tmpl *x509.Certificate, validity time.Duration) (*Issued, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("create key for %s: %w", name, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(validity)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", node, err)
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("parse certificate for %s: %w", node, err)
+		return nil, fmt.Errorf("parse certificate for %s: %w", name, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("encode key for %s: %w", node, err)
+		return nil, fmt.Errorf("encode key for %s: %w", name, err)
 	}
 	return &Issued{
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
@@ -223,41 +228,11 @@ func (ca *CA) IssueOperator(name, role string, validity time.Duration) (*Issued,
 	if validity < 0 {
 		return nil, fmt.Errorf("issue an operator certificate for %s: validity %v is negative", name, validity)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("create key for %s: %w", name, err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"lifeboat operators"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{{Scheme: "lifeboat", Host: "operator", Path: "/" + name, RawQuery: "role=" + role}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parse certificate for %s: %w", name, err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encode key for %s: %w", name, err)
-	}
-	return &Issued{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		Cert:    cert,
-	}, nil
+	return ca.sign(name, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name, Organization: []string{"lifeboat operators"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{{Scheme: "lifeboat", Host: "operator", Path: "/" + name, RawQuery: "role=" + role}},
+	}, validity)
 }
 
 // OperatorOf returns the operator and role a certificate names in its URI

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,18 +35,7 @@ func TestNodeCertificates(t *testing.T) {
 	waitFor(t, c, "node2", 15*time.Second, "web online on node1", onlineOn("web", "node1"))
 
 	cli := func(node string, args ...string) (string, string, int) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+c.Node(node).API, "LIFEBOAT_TOKEN="+c.Token, "LIFEBOAT_CA_CERT="+c.CACert(), "LIFEBOAT_FINGERPRINT=")
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return out.String(), errb.String(), code
+		return runCLIEnv(t, binary, []string{"LIFEBOAT_ADDR=" + c.Node(node).API, "LIFEBOAT_TOKEN=" + c.Token, "LIFEBOAT_CA_CERT=" + c.CACert(), "LIFEBOAT_FINGERPRINT="}, args...)
 	}
 	// Each node serves its own certificate; the CLI trusts all through the CA.
 	seen := map[string]bool{}

@@ -150,8 +150,15 @@ func lifeboat(t *testing.T, c *demo.Cluster, node string, args ...string) (strin
 // and returns stdout, stderr and the exit code.
 func runCLI(t *testing.T, bin, socket string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIEnv(t, bin, []string{"LIFEBOAT_ADDR=" + socket}, args...)
+}
+
+// runCLIEnv runs lifeboat binary bin with args and env added to the
+// test's environment, and returns stdout, stderr and the exit code.
+func runCLIEnv(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+socket)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,18 +16,7 @@ import (
 // remote operator would (the certificate pinned by its fingerprint).
 func remoteCLI(t *testing.T, c *demo.Cluster, node, token string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "LIFEBOAT_ADDR="+c.Node(node).API, "LIFEBOAT_TOKEN="+token, "LIFEBOAT_FINGERPRINT="+c.Fingerprint)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return runCLIEnv(t, binary, []string{"LIFEBOAT_ADDR=" + c.Node(node).API, "LIFEBOAT_TOKEN=" + token, "LIFEBOAT_FINGERPRINT=" + c.Fingerprint}, args...)
 }
 
 // TestRolesCLI: named tokens with roles, through the CLI over TCP. A read
