@@ -409,8 +409,17 @@ func (b *bench) fault(ctx context.Context, s setup, kind string) (ms float64, do
 	if err != nil {
 		return 0, 0, fired, fmt.Errorf("settle after %s of %s: %w", kind, owner, err)
 	}
-	// Measured once settled: the answer that ends the outage may have
-	// been in flight a moment ago.
+	// Measured once settled and a request sent since has been answered:
+	// the answer that ends the outage may have been in flight a moment
+	// ago, and the last request before the measurement may have been lost
+	// (keepalived, thawed after a stop, fights over the address for a
+	// moment: found by CI as "no answer after the fault").
+	settled := time.Now()
+	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = b.prober.Wait(actx, func(smp []netlab.Sample) bool {
+		return answeredBy(smp, settled, func(string) bool { return true })
+	})
+	acancel()
 	o, oerr := netlab.OutageAt(b.prober.Samples(), at)
 	if oerr != nil {
 		return 0, 0, fired, fmt.Errorf("outage after %s of %s: %w", kind, owner, oerr)
