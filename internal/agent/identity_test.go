@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -16,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
@@ -341,5 +345,51 @@ func TestRaftRefusesNonMembers(t *testing.T) {
 	}
 	if err := handshake(issue(t, ca, dir, "ghost")); err == nil {
 		t.Fatal("a non-member's certificate of the CA was accepted on the raft port")
+	}
+}
+
+// A member's certificate speaks only for that member on the raft port: a
+// raft request naming another node is not answered (the connection is
+// cut, and the log says why), one in its own name is.
+func TestRaftRefusesImpersonation(t *testing.T) {
+	a, _, _, ca, logs := identityAgent(t)
+	raftAddr := a.cfg.Self().Raft
+	// solo's own certificate (the only member): send a stale heartbeat in
+	// its name, then in another's.
+	id := issue(t, ca, t.TempDir(), "solo")
+	ask := func(from string) error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", raftAddr, id.ClientConfig())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		w := bufio.NewWriter(conn)
+		_ = w.WriteByte(0) // AppendEntries
+		req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(from), Addr: []byte(raftAddr)}, Term: 0}
+		if err := codec.NewEncoder(w, &codec.MsgpackHandle{}).Encode(req); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		var rpcErr string
+		var resp raft.AppendEntriesResponse
+		dec := codec.NewDecoder(bufio.NewReader(conn), &codec.MsgpackHandle{})
+		if err := dec.Decode(&rpcErr); err != nil {
+			return err
+		}
+		return dec.Decode(&resp)
+	}
+	if err := ask("solo"); err != nil {
+		t.Fatalf("a raft request in the certificate's own name: %v", err)
+	}
+	if err := ask("node9"); err == nil {
+		t.Fatal("a raft request naming node9 over solo's certificate was answered")
+	}
+	want := `raft connection refused: raft AppendEntries from node solo's certificate claims to come from node \"node9\"`
+	// Logged before the connection was cut.
+	if got := logs.tail(1 << 20); !strings.Contains(got, want) {
+		t.Fatalf("no log line %q in:\n%s", want, got)
 	}
 }

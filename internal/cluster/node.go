@@ -236,7 +236,7 @@ func (c *Cluster) openDurable(self *Member, hl hclog.Logger) (raft.LogStore, raf
 	bounded := connlimit.Wrap(ln, connlimit.Config{Name: "raft", Max: RaftMaxConns, TLS: c.raftServerTLS(),
 		HandshakeTimeout: RaftHandshakeTimeout, Logger: cfg.Logger, PerHost: RaftMaxConns / 4, Reserved: c.MemberAddr})
 	c.raftListener = bounded
-	stream := &tlsStream{Listener: bounded, addr: addr, client: cfg.TLS.ClientConfig()}
+	stream := &tlsStream{Listener: bounded, addr: addr, c: c}
 	c.trans = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hl)
 	return store, store, nil
 }
@@ -637,15 +637,46 @@ func (c *Cluster) RaftListenerStats() connlimit.Stats {
 	return c.raftListener.Stats()
 }
 
-// tlsStream is raft's stream layer over mutual TLS with the cluster identity.
+// tlsStream is raft's stream layer over mutual TLS with the node's
+// identity. With node certificates, a connection accepted may speak only
+// for the node its certificate names (see checkedConn), and a dial to a
+// member's raft address accepts only that member's certificate.
 type tlsStream struct {
 	net.Listener
-	addr   net.Addr
-	client *tls.Config
+	addr net.Addr
+	c    *Cluster
+}
+
+func (s *tlsStream) Accept() (net.Conn, error) {
+	conn, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	peer, ok, err := s.c.raftPeerOf(conn)
+	if err != nil {
+		s.c.cfg.Logger.Warn("raft connection refused: "+err.Error(), "remote", conn.RemoteAddr().String())
+		_ = conn.Close()
+		// Raft's accept loop backs off on errors: hand it a closed
+		// connection instead, whose first read fails.
+		return conn, nil
+	}
+	if !ok {
+		return conn, nil
+	}
+	return newCheckedConn(conn, peer, s.c.cfg.Logger), nil
 }
 
 func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), s.client)
+	cfg := s.c.cfg.TLS.ClientConfig()
+	if f, ok := s.c.cfg.TLS.(interface{ ClientConfigFor(string) *tls.Config }); ok {
+		for _, m := range s.c.MemberList() {
+			if m.Raft == string(address) {
+				cfg = f.ClientConfigFor(m.Name)
+				break
+			}
+		}
+	}
+	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), cfg)
 }
 
 func (s *tlsStream) Addr() net.Addr { return s.addr }

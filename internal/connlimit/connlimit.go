@@ -310,6 +310,15 @@ type conn struct {
 	once     sync.Once
 }
 
+// ConnectionState is the TLS state of the connection (zero when it is not
+// TLS), for servers that need the peer's certificate.
+func (c *conn) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
+
 func (c *conn) Close() error {
 	c.once.Do(func() {
 		if c.reserved {
