@@ -179,7 +179,11 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if err := privateDirs(cfg.DataDir, cfg.API.Socket, a.log); err != nil {
 		return nil, err
 	}
-	a.events, err = events.OpenWith(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), events.AgentOptions())
+	evOpt := events.AgentOptions()
+	if cfg.Events.MaxBytes > 0 {
+		evOpt.MaxBytes = cfg.Events.MaxBytes
+	}
+	a.events, err = events.OpenWith(cfg.Node, filepath.Join(cfg.DataDir, "events.jsonl"), evOpt)
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 			return nil, err
 		}
 	}
-	// Bounded (http_limits.go): at most apiMaxConns connections, the TLS
+	// Bounded (http_limits.go): at most api.max_connections connections, the TLS
 	// handshake within the header timeout.
 	tl := tls.NewListener(a.boundedListener("api", tcp), a.tls.ServerConfig(false))
 	var local http.HandlerFunc

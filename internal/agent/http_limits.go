@@ -25,8 +25,6 @@ import (
 // body instead gets its own read deadline (bodyDeadline), and the stream
 // sets write deadlines per write.
 const (
-	// apiMaxConns caps the connections open at once on each listener.
-	apiMaxConns = connlimit.DefaultMax
 	// apiHeaderTimeout bounds reading a request's headers, and with it
 	// the TLS handshake (net/http bounds that by the smallest timeout
 	// set): a slow-loris client is cut after it.
@@ -50,7 +48,12 @@ func boundedServer(h http.Handler) *http.Server {
 func (a *Agent) boundedListener(name string, ln net.Listener) net.Listener {
 	// The members (lease renewals, forwarded commands) have a budget of
 	// their own, and no other address may hold more than a quarter.
-	cfg := connlimit.Config{Name: name, Max: apiMaxConns, Logger: a.log, PerHost: apiMaxConns / 4}
+	// api.max_connections caps the connections open at once on each.
+	limit := a.cfg.API.MaxConnections
+	if limit <= 0 {
+		limit = connlimit.DefaultMax
+	}
+	cfg := connlimit.Config{Name: name, Max: limit, Logger: a.log, PerHost: limit / 4}
 	if a.c != nil {
 		cfg.Reserved = a.c.MemberAddr
 	}

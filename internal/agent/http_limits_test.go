@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/config"
 )
 
 // A request body has bodyTimeout to arrive; once read, a handler that
@@ -71,5 +74,58 @@ func TestBodyDeadline(t *testing.T) {
 		t.Logf("trickled body cut: %v after %d bytes", r.err, len(r.body))
 	case <-time.After(10 * timeout):
 		t.Fatal("a trickled body was not cut at the body timeout")
+	}
+}
+
+// api.max_connections sets the cap of the API listeners, and with it the
+// share one address other than a member's may hold (a quarter).
+func TestListenerCapFromConfig(t *testing.T) {
+	for _, tc := range []struct {
+		max     int
+		refused uint64 // of 5 connections from one non-member address
+	}{{16, 1}, {256, 0}} {
+		a := &Agent{cfg: &config.Agent{API: config.API{MaxConnections: tc.max}}, log: slog.New(slog.DiscardHandler)}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bl := a.boundedListener("api", ln)
+		accepted := make(chan net.Conn, 8)
+		go func() {
+			for {
+				c, err := bl.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+		var conns []net.Conn
+		for range 5 {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		want := 5 - int(tc.refused)
+		for range want {
+			c := <-accepted
+			defer c.Close()
+		}
+		if tc.refused > 0 {
+			// The one over the share is closed at once.
+			_ = conns[4].SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conns[4].Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("max %d: 5th connection from one address: read %v, want EOF (closed)", tc.max, err)
+			}
+		}
+		if st := a.listeners.stats()["api"]; st.Refused != tc.refused {
+			t.Errorf("max %d: refused %d, want %d", tc.max, st.Refused, tc.refused)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		bl.Close()
 	}
 }

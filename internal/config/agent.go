@@ -70,6 +70,8 @@ type Agent struct {
 	// TLS is this node's own certificate (see TLS); unset: the identity
 	// derived from the cluster key, shared by every node.
 	TLS TLS `yaml:"tls"`
+	// Events bounds the event history on disk.
+	Events Events `yaml:"events"`
 
 	key []byte // read from Cluster.KeyFile by LoadAgent
 }
@@ -81,6 +83,18 @@ type API struct {
 	// TokenFile optionally holds the bearer token for remote TCP API access;
 	// when unset a token derived from the cluster key is used.
 	TokenFile string `yaml:"token_file"`
+	// MaxConnections caps the connections open at once on each of the
+	// agent's TCP listeners for the API (and the health listener); the
+	// members keep a budget of their own and no other address may hold
+	// more than a quarter (default 256; 16 to 65536).
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// Events bounds the node's event history (events.jsonl in data_dir).
+type Events struct {
+	// MaxBytes bounds the history file and its one rotated predecessor
+	// together (default 16 MiB, at least 1 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Cluster is the membership and its shared secret.
@@ -317,6 +331,14 @@ func parseAgent(w *walker, data []byte) *Agent {
 	if set("timing.suspicion_mult") && a.Timing.SuspicionMult == 0 {
 		w.problem("timing.suspicion_mult", "must be 1 or more")
 	}
+	if set("api.max_connections") && a.API.MaxConnections == 0 {
+		w.problem("api.max_connections", fmt.Sprintf("must be between 16 and 65536 (leave it out for the default %d)", DefaultMaxConnections))
+		w.bad["api.max_connections"] = true
+	}
+	if set("events.max_bytes") && a.Events.MaxBytes == 0 {
+		w.problem("events.max_bytes", fmt.Sprintf("must be at least 1048576 (leave it out for the default %d, 16 MiB)", DefaultEventsMaxBytes))
+		w.bad["events.max_bytes"] = true
+	}
 	dir := filepath.Dir(w.file)
 	for _, p := range append([]*string{&a.DataDir, &a.API.Socket, &a.API.TokenFile, &a.Cluster.KeyFile, &a.TLS.CA, &a.TLS.Cert, &a.TLS.Key}, a.notifyPaths()...) {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -372,8 +394,20 @@ func (a *Agent) applyDefaults() {
 	if a.Cluster.Name == "" {
 		a.Cluster.Name = "lifeboat"
 	}
+	if a.API.MaxConnections == 0 {
+		a.API.MaxConnections = DefaultMaxConnections
+	}
+	if a.Events.MaxBytes == 0 {
+		a.Events.MaxBytes = DefaultEventsMaxBytes
+	}
 	a.notifyDefaults()
 }
+
+// Defaults of the bounds an operator may change.
+const (
+	DefaultMaxConnections = 256
+	DefaultEventsMaxBytes = 16 << 20
+)
 
 // Self returns this node's entry in Cluster.Nodes (the zero Node if absent).
 func (a *Agent) Self() Node {
@@ -468,6 +502,12 @@ func (a *Agent) Validate() []spec.Problem {
 	a.validateTiming(add)
 	a.validateAWS(add)
 	a.validateTLS(add)
+	if n := a.API.MaxConnections; n < 16 || n > 65536 {
+		add("api.max_connections", "%d must be between 16 and 65536 (default %d)", n, DefaultMaxConnections)
+	}
+	if a.Events.MaxBytes < 1<<20 {
+		add("events.max_bytes", "%d bytes is below the minimum of 1048576 (1 MiB; default %d, 16 MiB)", a.Events.MaxBytes, DefaultEventsMaxBytes)
+	}
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
 	}

@@ -136,7 +136,7 @@ cluster:
 	if a.LogLevel != "info" || a.ShutdownStrategy != ShutdownSwitchover || a.QuorumLossAction != QuorumLossRemove {
 		t.Errorf("defaults: %+v", a)
 	}
-	if a.API.Socket != "/d/lifeboat.sock" || a.API.TokenFile != "" {
+	if a.API.Socket != "/d/lifeboat.sock" || a.API.TokenFile != "" || a.API.MaxConnections != 256 || a.Events.MaxBytes != 16<<20 {
 		t.Errorf("api: %+v", a.API)
 	}
 	d := DefaultTiming()
@@ -169,6 +169,10 @@ cluster:
 	}
 	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: quick}\n")); err == nil || !strings.Contains(err.Error(), "use default or fast") {
 		t.Errorf("unknown profile: %v", err)
+	}
+	// Bounds set by hand are kept.
+	if g, err := ParseAgent("/x/agent.yaml", []byte(in+"events: {max_bytes: 2097152}\napi: {max_connections: 1024}\n")); err != nil || g.Events.MaxBytes != 2<<20 || g.API.MaxConnections != 1024 {
+		t.Errorf("bounds set: %v %+v %+v", err, g.Events, g.API)
 	}
 	b, err := ParseAgent("/x/agent.yaml", []byte(in+"watchdog: {device: /dev/watchdog}\n"))
 	if err != nil {
@@ -269,6 +273,12 @@ func TestParseAgentBad(t *testing.T) {
 			34, "watchdog.device", "must be an absolute path"},
 		{"watchdog timeout without device", []string{"  raft_election: 400ms\n", "  raft_election: 400ms\nwatchdog:\n  timeout: 2s\n"},
 			34, "watchdog.timeout", "watchdog.device is not"},
+		{"api.max_connections too low", []string{"  token_file: token\n", "  token_file: token\n  max_connections: 4\n"},
+			9, "api.max_connections", "4 must be between 16 and 65536"},
+		{"api.max_connections zero", []string{"  token_file: token\n", "  token_file: token\n  max_connections: 0\n"},
+			9, "api.max_connections", "leave it out for the default 256"},
+		{"events.max_bytes too low", []string{"  raft_election: 400ms\n", "  raft_election: 400ms\nevents:\n  max_bytes: 1000\n"},
+			34, "events.max_bytes", "1000 bytes is below the minimum of 1048576"},
 		{"syntax error", []string{"node: node1", "node: [node1"},
 			1, "", "fix the YAML"},
 	}

@@ -16,9 +16,13 @@
 //	                        numeric id) instead of root
 //	run_as.group  optional  with run_as.user: the primary group (default:
 //	                        the user's own)
+//	umask       optional  the file mode creation mask of the commands, in
+//	                      octal (default 022: files they create are
+//	                      readable by all, as from a login shell; the
+//	                      agent itself runs with 077)
 //
 // Any other parameter is a validation error. Each command runs as
-// /bin/sh -c CMD, bounded by the resource's timeout (spec.DefaultActionTimeout
+// /bin/sh -c CMD (after a shell that sets the umask and execs it), bounded by the resource's timeout (spec.DefaultActionTimeout
 // when unset) and by the caller's context.
 //
 // # User
@@ -110,7 +114,14 @@ const (
 	ParamEnvPrefix  = "env."
 	ParamRunAsUser  = "run_as.user"
 	ParamRunAsGroup = "run_as.group"
+	ParamUmask      = "umask"
 )
+
+// DefaultUmask is the commands' umask unless the umask parameter says
+// otherwise: that of a login shell, not the agent's 077, so that what a
+// restore command creates (a pid file, a socket, a log) is as readable as
+// when an operator runs it by hand.
+const DefaultUmask = "022"
 
 // ExitUnknown is the quickcheck exit status meaning "the check could not
 // tell"; it maps to kit.Unknown.
@@ -123,7 +134,7 @@ const (
 	defaultWaitDelay = 2 * time.Second // how long output may stay open after exit
 )
 
-const validParams = "restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, and env.NAME for environment variables"
+const validParams = "restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, umask, and env.NAME for environment variables"
 
 var required = []struct{ key, what string }{
 	{ParamRestore, "brings the application into service"},
@@ -180,6 +191,10 @@ func (Kit) Validate(params map[string]string) []spec.Problem {
 			if k == ParamRunAsGroup && params[ParamRunAsUser] == "" {
 				add(k, "is set without run_as.user: name the user the commands run as")
 			}
+		case k == ParamUmask:
+			if !validUmask(v) {
+				add(k, "%q is not a umask: give 3 or 4 octal digits such as 022 or 027", v)
+			}
 		case strings.HasPrefix(k, ParamEnvPrefix):
 			name := strings.TrimPrefix(k, ParamEnvPrefix)
 			if !validEnvName(name) {
@@ -209,6 +224,16 @@ func (Kit) ValidateHost(params map[string]string) []spec.Problem {
 		return []spec.Problem{{Field: field, Message: err.Error()}}
 	}
 	return nil
+}
+
+// validUmask reports whether s is a umask: 3 or 4 octal digits, at most
+// 0777.
+func validUmask(s string) bool {
+	if len(s) < 3 || len(s) > 4 {
+		return false
+	}
+	n, err := strconv.ParseUint(s, 8, 16)
+	return err == nil && n <= 0o777
 }
 
 // validAccountName reports whether s has the form of a user or group name
@@ -303,6 +328,7 @@ func (k Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 		resource:  res.Name,
 		cmds:      map[string]string{},
 		dir:       "/",
+		umask:     DefaultUmask,
 		timeout:   res.Timeout.D(),
 		waitDelay: defaultWaitDelay,
 		log:       env.Logger,
@@ -342,6 +368,8 @@ func (k Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 			continue // set last, so they may override PATH and HOME
 		case key == ParamDir:
 			in.dir = v
+		case key == ParamUmask:
+			in.umask = v
 		case key == ParamRunAsUser || key == ParamRunAsGroup:
 		default:
 			in.cmds[key] = v
@@ -378,6 +406,7 @@ type instance struct {
 	node, hierarchy, resource string
 	cmds                      map[string]string // action -> shell command
 	dir                       string
+	umask                     string              // octal, validated
 	env                       []string            // without LB_ACTION
 	cred                      *syscall.Credential // run_as; nil: the agent's own (root)
 	timeout                   time.Duration
@@ -431,7 +460,10 @@ func (in *instance) run(ctx context.Context, action string) outcome {
 	defer cancel()
 
 	out := &tailBuffer{}
-	cmd := exec.CommandContext(cctx, "/bin/sh", "-c", in.cmds[action])
+	// The agent's umask is 077; the command gets its own: a first shell
+	// sets it and execs the command's shell (so that the command's own
+	// line numbers and $0 are as with a plain sh -c).
+	cmd := exec.CommandContext(cctx, "/bin/sh", "-c", "umask "+in.umask+` && exec /bin/sh -c "$0"`, in.cmds[action])
 	cmd.Dir = in.dir
 	cmd.Env = append(slices.Clip(in.env), "LB_ACTION="+action)
 	cmd.Stdout, cmd.Stderr = out, out // same writer: exec serialises writes

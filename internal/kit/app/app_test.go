@@ -62,7 +62,7 @@ func TestValidate(t *testing.T) {
 		{"blank recover", base(map[string]string{"recover": ""}), map[string]string{"recover": "leave recover out"}},
 		{"relative dir", base(map[string]string{"dir": "srv"}), map[string]string{"dir": "absolute path"}},
 		{"empty dir", base(map[string]string{"dir": ""}), map[string]string{"dir": "absolute path"}},
-		{"unknown", base(map[string]string{"restart": "x"}), map[string]string{"restart": "unknown parameter: the valid parameters are restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, and env.NAME"}},
+		{"unknown", base(map[string]string{"restart": "x"}), map[string]string{"restart": "unknown parameter: the valid parameters are restore, remove, quickcheck, recover, dir, run_as.user, run_as.group, umask, and env.NAME"}},
 		{"bad env name", base(map[string]string{"env.1A": "x"}), map[string]string{"env.1A": "not a valid environment variable name"}},
 		{"env name with dash", base(map[string]string{"env.A-B": "x"}), map[string]string{"env.A-B": "not a valid environment variable name"}},
 		{"empty env name", base(map[string]string{"env.": "x"}), map[string]string{"env.": "not a valid environment variable name"}},
@@ -70,6 +70,10 @@ func TestValidate(t *testing.T) {
 		{"NUL", base(map[string]string{"restore": "a\x00b"}), map[string]string{"restore": "NUL"}},
 		{"run as", base(map[string]string{"run_as.user": "www-data", "run_as.group": "1000"}), nil},
 		{"run as a bad name", base(map[string]string{"run_as.user": "-rf /"}), map[string]string{"run_as.user": "not a user or group name"}},
+		{"umask", base(map[string]string{"umask": "0027"}), nil},
+		{"umask not octal", base(map[string]string{"umask": "089"}), map[string]string{"umask": "3 or 4 octal digits"}},
+		{"umask too large", base(map[string]string{"umask": "1022"}), map[string]string{"umask": "3 or 4 octal digits"}},
+		{"umask short", base(map[string]string{"umask": "22"}), map[string]string{"umask": "3 or 4 octal digits"}},
 		{"run as group alone", base(map[string]string{"run_as.group": "www-data"}), map[string]string{"run_as.group": "without run_as.user"}},
 		{"several", base(map[string]string{"remove": "<delete>", "x": "1", "dir": "rel"}), map[string]string{
 			"remove": "is required", "x": "unknown parameter", "dir": "absolute path",
@@ -266,6 +270,42 @@ func TestWorkingDir(t *testing.T) {
 		if got := strings.TrimSpace(readFile(t, out)); got != want {
 			t.Errorf("dir %q: working directory = %q, want %q", tt.dir, got, want)
 		}
+	}
+}
+
+// The commands get the umask of a login shell (or the umask parameter),
+// not the agent's 077; their own $0 and line numbers are as with sh -c.
+func TestUmask(t *testing.T) {
+	old := syscall.Umask(0o077) // as the agent runs
+	defer syscall.Umask(old)
+	for _, tt := range []struct {
+		umask string
+		want  os.FileMode
+	}{{"", 0o644}, {"027", 0o640}, {"0077", 0o600}} {
+		f := filepath.Join(t.TempDir(), "created")
+		params := base(map[string]string{"restore": "touch " + f + "\necho \"$0\" > " + f + ".0"})
+		if tt.umask != "" {
+			params["umask"] = tt.umask
+		}
+		in, _ := newInstance(t, params, 0)
+		if err := in.Restore(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode().Perm(); got != tt.want {
+			t.Errorf("umask %q: created a file with mode %v, want %v", tt.umask, got, tt.want)
+		}
+		if got := strings.TrimSpace(readFile(t, f+".0")); got != "/bin/sh" {
+			t.Errorf("$0 = %q, want /bin/sh", got)
+		}
+	}
+	// A shell error names the command's own line.
+	in, _ := newInstance(t, base(map[string]string{"restore": "true\nno-such-command-lb"}), 0)
+	if err := in.Restore(context.Background()); err == nil || !strings.Contains(err.Error(), "2: no-such-command-lb") {
+		t.Errorf("error %v, want the command's line 2 named", err)
 	}
 }
 
