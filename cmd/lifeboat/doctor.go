@@ -15,8 +15,9 @@ import (
 
 func doctorCmd() *cobra.Command {
 	var node, hierarchy string
+	var verbose bool
 	cmd := &cobra.Command{
-		Use:   "doctor [--node N] [--hierarchy H]",
+		Use:   "doctor [--node N] [--hierarchy H] [-v]",
 		Short: "Run the troubleshooting checklist on every node and say what is wrong and how to fix it",
 		Long: `Run the whole "the resource will not start" checklist on every node of the cluster at
 once, through the agents: the permissions each configured hierarchy needs (by dry run,
@@ -27,12 +28,16 @@ space, debug logging, and security software that should exclude lifeboat's paths
 also compares the proxy and AWS_* variables of this shell with each agent's own settings:
 lifeboat uses the agent's.
 
-Every finding says what was seen, how to fix it, and, for cloud checks, the AWS CLI
-command that reproduces it by hand.
+The first line says whether anything found would stop a failover (READY or NOT READY, and
+why, in a phrase); then the critical findings and the warnings, worst node first. Notes
+(INFO findings: what was checked and found in order) are printed only with -v; --json
+always has them all. Every finding says what was seen, how to fix it, and, for cloud
+checks, the AWS CLI command that reproduces it by hand.
 
 Exit status: 0 nothing would stop a failover, 1 a finding would, 2 doctor could not run.`,
 		Example: `  lifeboat doctor
   lifeboat doctor --node node2 --hierarchy web
+  lifeboat doctor -v          # the notes too
   lifeboat doctor --json | jq '.findings[] | select(.severity=="critical")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,7 +69,7 @@ Exit status: 0 nothing would stop a failover, 1 a finding would, 2 doctor could 
 					Nodes    []api.NodeDoctor `json:"nodes"`
 				}{all, rep.Nodes})
 			} else {
-				printDoctor(rep, all)
+				printDoctor(rep, all, verbose)
 			}
 			if code := doctor.ExitCode(all); code != 0 {
 				return codeErr{code, fmt.Errorf("%d finding(s) would stop a failover", countSev(all, doctor.Critical))}
@@ -74,6 +79,7 @@ Exit status: 0 nothing would stop a failover, 1 a finding would, 2 doctor could 
 	}
 	cmd.Flags().StringVar(&node, "node", "", "only this node")
 	cmd.Flags().StringVar(&hierarchy, "hierarchy", "", "only this hierarchy")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the notes (INFO findings) too")
 	return cmd
 }
 
@@ -95,7 +101,9 @@ func countSev(fs []doctor.Finding, sev string) int {
 	return n
 }
 
-func printDoctor(rep api.Doctor, all []doctor.Finding) {
+func printDoctor(rep api.Doctor, all []doctor.Finding, verbose bool) {
+	_, line := doctorSummary(all, len(rep.Nodes))
+	fmt.Fprintln(stdout, line)
 	// nodes worst first
 	worst := func(n api.NodeDoctor) int {
 		w := 3
@@ -115,11 +123,21 @@ func printDoctor(rep api.Doctor, all []doctor.Finding) {
 		if v == "" {
 			v = "?"
 		}
-		fmt.Fprintf(stdout, "%s (lifeboat %s)\n", n.Node, v)
+		var shown []doctor.Finding
+		for _, f := range n.Findings {
+			if verbose || f.Severity != doctor.Info {
+				shown = append(shown, f)
+			}
+		}
+		notes := len(n.Findings) - len(shown)
+		if len(shown) == 0 && !verbose {
+			continue // nothing to look at on this node (counted below)
+		}
+		fmt.Fprintf(stdout, "\n%s (lifeboat %s)\n", n.Node, v)
 		if len(n.Findings) == 0 {
 			fmt.Fprintln(stdout, "  nothing found")
 		}
-		for _, f := range n.Findings {
+		for _, f := range shown {
 			where := ""
 			if f.Hierarchy != "" {
 				where = " " + f.Hierarchy
@@ -135,9 +153,11 @@ func printDoctor(rep api.Doctor, all []doctor.Finding) {
 				fmt.Fprintf(stdout, "           try: %s\n", strings.ReplaceAll(f.Command, "\n", "\n                "))
 			}
 		}
-		fmt.Fprintln(stdout)
+		if notes > 0 {
+			fmt.Fprintf(stdout, "  (%s more: lifeboat doctor -v)\n", plural(notes, "note", "%d notes"))
+		}
 	}
-	fmt.Fprintf(stdout, "%d critical, %d warning(s), %d note(s) on %d node(s)\n", countSev(all, doctor.Critical), countSev(all, doctor.Warning), countSev(all, doctor.Info), len(rep.Nodes))
+	fmt.Fprintf(stdout, "\n%d critical, %d warning(s), %d note(s) on %d node(s)\n", countSev(all, doctor.Critical), countSev(all, doctor.Warning), countSev(all, doctor.Info), len(rep.Nodes))
 }
 
 // redactProxy hides a password in a proxy URL.

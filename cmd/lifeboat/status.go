@@ -18,6 +18,11 @@ func statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show nodes, hierarchies and each resource's state on each node",
+		Long: `Show the cluster as the answering node sees it. The first line says whether every
+hierarchy could fail over right now (READY), or which could not and why (NOT READY: no
+standby alive, in standby or maintenance, a failure mark, a missing permission, readiness
+not proven yet); then the nodes, the hierarchies, and each resource's state on each node.
+--json prints the same state, machine-readable (the summary is computed from it).`,
 		Example: `  lifeboat status
   lifeboat status --json | jq '.hierarchies[] | {name, owner, state}'
   LIFEBOAT_ADDR=10.0.0.2:7100 LIFEBOAT_TOKEN=... lifeboat status`,
@@ -43,6 +48,8 @@ func statusCmd() *cobra.Command {
 }
 
 func printStatus(st api.Status) {
+	_, line := statusSummary(st)
+	fmt.Fprintln(stdout, line)
 	leader := st.Leader
 	if leader == "" {
 		leader = "NONE (no quorum?)"
