@@ -38,7 +38,9 @@ func TestStatusSummary(t *testing.T) {
 			st.Hierarchies[0].Readiness["node3"] = api.Readiness{Missing: []string{"ec2:ReplaceRoute"}}
 		}, false, "NOT READY: 1 of 2 hierarchies could not fail over now: web: node2 is failed; node3 is missing ec2:ReplaceRoute"},
 		{"not in service", func(st *api.Status) { st.Hierarchies[1].Online, st.Hierarchies[1].State = false, "failed" }, false, "db: not in service (failed)"},
-		{"web keeps node3", func(st *api.Status) { st.Hierarchies[0].Readiness["node2"] = api.Readiness{Missing: []string{"ec2:ReplaceRoute"}} }, true, "READY"},
+		{"web keeps node3", func(st *api.Status) {
+			st.Hierarchies[0].Readiness["node2"] = api.Readiness{Missing: []string{"ec2:ReplaceRoute"}}
+		}, true, "READY"},
 		{"db's only standby lacks a permission", func(st *api.Status) {
 			st.Hierarchies[1].Readiness["node1"] = api.Readiness{Missing: []string{"ec2:ReplaceRoute"}}
 		}, false, "1 of 2 hierarchies could not fail over now: db: node1 is missing ec2:ReplaceRoute"},
