@@ -102,7 +102,7 @@ or, keeping the token out of the environment and of ps (--token is visible there
 		eventsCmd(), versionCmd(), demoCmd(), logLevelCmd(), benchCmd(), demoAppCmd(), simCmd(), iamPolicyCmd(), doctorCmd(), upgradeCmd())
 	root.AddCommand(maintenanceCmd(), nodeCmd())
 	root.AddCommand(backupCmd(), restoreCmd())
-	root.AddCommand(reportCmd(), tokensCmd(), caCmd())
+	root.AddCommand(reportCmd(), tokensCmd(), caCmd(), initCmd(), genManCmd())
 	return root
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"path/filepath"
@@ -103,6 +104,8 @@ type Agent struct {
 	health *http.Server // nil: no health_listen
 	// listeners are the bounded listeners of the HTTP servers, for metrics.
 	listeners boundedListeners
+	// shutdownOnce makes Shutdown run once.
+	shutdownOnce sync.Once
 	// fanouts and localRuns share the runs that cost cloud calls
 	// (fanout.go): those that ask every node, and this node's part.
 	fanouts, localRuns *sharedRuns
@@ -249,6 +252,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	if a.wd != nil {
 		a.goFn(a.wd.run)
 	}
+	a.goFn(a.systemdLoop)
 	return a, nil
 }
 
@@ -894,8 +898,16 @@ func retryable(err error) bool {
 }
 
 // Shutdown stops the node following the configured shutdown strategy.
+// Only the first call does anything; later ones return at once.
 func (a *Agent) Shutdown(ctx context.Context) {
+	a.shutdownOnce.Do(func() { a.shutdown(ctx) })
+}
+
+func (a *Agent) shutdown(ctx context.Context) {
 	a.log.Info("shutting down", "strategy", a.cfg.ShutdownStrategy)
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		_, _ = systemdNotify("STOPPING=1\nSTATUS=stopping: " + a.cfg.ShutdownStrategy + "\n")
+	}
 	a.events.Add(events.Event{Kind: "cluster", Action: "shutdown", Message: "agent stopping, strategy " + a.cfg.ShutdownStrategy})
 	if !a.self.Witness {
 		a.handOver(ctx)
