@@ -102,7 +102,7 @@ func countSev(fs []doctor.Finding, sev string) int {
 }
 
 func printDoctor(rep api.Doctor, all []doctor.Finding, verbose bool) {
-	_, line := doctorSummary(all, len(rep.Nodes))
+	_, line := api.DoctorSummary(all, len(rep.Nodes))
 	fmt.Fprintln(stdout, line)
 	// nodes worst first
 	worst := func(n api.NodeDoctor) int {
@@ -154,7 +154,7 @@ func printDoctor(rep api.Doctor, all []doctor.Finding, verbose bool) {
 			}
 		}
 		if notes > 0 {
-			fmt.Fprintf(stdout, "  (%s more: lifeboat doctor -v)\n", plural(notes, "note", "%d notes"))
+			fmt.Fprintf(stdout, "  (%s more: lifeboat doctor -v)\n", api.Plural(notes, "note", "%d notes"))
 		}
 	}
 	fmt.Fprintf(stdout, "\n%d critical, %d warning(s), %d note(s) on %d node(s)\n", countSev(all, doctor.Critical), countSev(all, doctor.Warning), countSev(all, doctor.Info), len(rep.Nodes))

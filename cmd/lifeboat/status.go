@@ -48,7 +48,7 @@ not proven yet); then the nodes, the hierarchies, and each resource's state on e
 }
 
 func printStatus(st api.Status) {
-	_, line := statusSummary(st)
+	_, line := api.FailoverSummary(st)
 	fmt.Fprintln(stdout, line)
 	leader := st.Leader
 	if leader == "" {

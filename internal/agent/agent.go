@@ -28,6 +28,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/auth"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/console"
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
@@ -70,7 +71,9 @@ type Agent struct {
 	apiToken string // derived from the cluster key: the demo's
 	// tokens are the API's credentials (api.token_file, or the derived
 	// token when there is none); ReloadTokens replaces them.
-	tokens        atomic.Pointer[auth.Set]
+	tokens atomic.Pointer[auth.Set]
+	// sessions are the web console's sign-ins (console.go).
+	sessions      *console.Sessions
 	internalToken string
 	tls           tlsid.Member // see identity.go
 
@@ -155,7 +158,7 @@ type Options struct {
 
 // New starts a node from its config. Call Shutdown to stop it.
 func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: opts.Logger, level: opts.Level, self: cfg.Self(), kits: opts.Kits,
+	a = &Agent{cfg: cfg, log: opts.Logger, sessions: console.NewSessions(), level: opts.Level, self: cfg.Self(), kits: opts.Kits,
 		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}, net: opts.Net,
 		lostFrom: map[string]string{}, failovers: newFailoverCounter()}
 	if a.log == nil {

@@ -71,6 +71,10 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 	tl := tls.NewListener(a.boundedListener("api", tcp), a.tls.ServerConfig(false))
 	var local http.HandlerFunc
 	remote := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isConsolePath(r.URL.Path) {
+			a.serveConsole(w, r)
+			return
+		}
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		ctx := r.Context()
 		switch {
@@ -88,6 +92,21 @@ func (a *Agent) serveHTTP() (*httpServers, error) {
 				// An operator's certificate of the cluster CA, with its
 				// role (lifeboat ca operator), instead of a token.
 				t, ok = a.operatorCert(r)
+			}
+			if !ok && tok == "" {
+				if _, err := r.Cookie(sessionCookie); err == nil {
+					// The web console's session cookie.
+					var err error
+					if t, _, err = a.sessionToken(r, r.Method != http.MethodGet && r.Method != http.MethodHead); err != nil {
+						code := http.StatusUnauthorized
+						if errors.Is(err, errCSRF) {
+							code = http.StatusForbidden
+						}
+						writeErr(w, code, err)
+						return
+					}
+					ok = true
+				}
 			}
 			if !ok {
 				writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (lifeboat --token-file, or LIFEBOAT_TOKEN)"))
@@ -222,6 +241,7 @@ func (a *Agent) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/nodes/{name}/confirm-failover", a.handleNodeConfirm)
 	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("POST /v1/log-level", a.handleLogLevel)
+	mux.HandleFunc("POST /v1/console/link", a.handleConsoleOnce)
 	// Go's profiler, for finding where an agent's cycles go (issue 11):
 	// root on the socket, or an admin token.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

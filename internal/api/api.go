@@ -519,3 +519,32 @@ type NodeDoctor struct {
 type Doctor struct {
 	Nodes []NodeDoctor `json:"nodes"`
 }
+
+// ConsoleLogin is the body of POST /ui/login.
+type ConsoleLogin struct {
+	Token string `json:"token"`
+}
+
+// ConsoleSession describes the console's session (GET /ui/session, and
+// the answer to a sign-in). CSRF must be sent in the X-CSRF-Token header
+// of every request that may change something.
+type ConsoleSession struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	CSRF string `json:"csrf"`
+	Node string `json:"node"`
+}
+
+// ConsoleOverview is GET /ui/overview: the status and its one-line
+// summary.
+type ConsoleOverview struct {
+	Summary string `json:"summary"`
+	Ready   bool   `json:"ready"`
+	Status  Status `json:"status"`
+}
+
+// ConsoleLink is the answer to POST /v1/console/link: a one-time sign-in
+// path, valid 10 minutes, for one use.
+type ConsoleLink struct {
+	Path string `json:"path"`
+}

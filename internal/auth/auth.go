@@ -66,14 +66,20 @@ type Token struct {
 	// Certificate: the caller presented an operator certificate of the
 	// cluster CA instead of a bearer token.
 	Certificate bool `json:"-"`
-	hash        [32]byte
+	// Session: the caller is signed in to the web console with this
+	// token (its session cookie stands for it).
+	Session bool `json:"-"`
+	hash    [32]byte
 }
 
-// Kind says what the credential is, for "who asked": "token" or
-// "certificate".
+// Kind says what the credential is, for "who asked": "token",
+// "certificate", or "console session of token".
 func (t Token) Kind() string {
-	if t.Certificate {
+	switch {
+	case t.Certificate:
 		return "certificate"
+	case t.Session:
+		return "console session of token"
 	}
 	return "token"
 }
@@ -239,6 +245,7 @@ var Routes = map[string]Role{
 	"POST /v1/nodes":                Admin,
 	"POST /v1/nodes/{name}/remove":  Admin,
 	"POST /v1/log-level":            Admin,
+	"POST /v1/console/link":         Admin,
 	"GET /v1/backup":                Admin,
 	"POST /v1/restore":              Admin,
 	"GET /v1/report":                Admin,

@@ -1,24 +1,21 @@
-package main
+package api
 
 import (
 	"fmt"
 	"strings"
-
-	"github.com/lifeboat-ha/lifeboat/internal/api"
-	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 )
 
-// The first line of status and doctor answers the question an operator
+// The first line of status, doctor and the console answers the question an operator
 // asks first: could every hierarchy fail over right now, and if not, why
 // (in a phrase). The details follow.
 
 // maxNamed is how many hierarchies or findings a summary line names.
 const maxNamed = 3
 
-// statusSummary says whether every hierarchy in service has a standby that
+// FailoverSummary says whether every hierarchy in service has a standby that
 // could take it over now: a node of its list, other than the owner, alive,
 // not in standby or maintenance, without a failure mark, and READY.
-func statusSummary(st api.Status) (ok bool, line string) {
+func FailoverSummary(st Status) (ok bool, line string) {
 	switch {
 	case st.Leader == "":
 		return false, "NOT READY: no raft leader (no quorum?): nothing can fail over until a majority of the voters is back"
@@ -27,7 +24,7 @@ func statusSummary(st api.Status) (ok bool, line string) {
 	case len(st.Hierarchies) == 0:
 		return true, "READY: no hierarchies to fail over (create one with lifeboat apply -f FILE)"
 	}
-	nodes := map[string]api.NodeStatus{}
+	nodes := map[string]NodeStatus{}
 	for _, n := range st.Nodes {
 		nodes[n.Name] = n
 	}
@@ -46,13 +43,13 @@ func statusSummary(st api.Status) (ok bool, line string) {
 		return true, "READY: every hierarchy is stopped by request: nothing to fail over"
 	}
 	if len(why) == 0 {
-		return true, fmt.Sprintf("READY: %s could fail over now (each has a ready standby)", plural(counted, "hierarchy", "all %d hierarchies"))
+		return true, fmt.Sprintf("READY: %s could fail over now (each has a ready standby)", Plural(counted, "hierarchy", "all %d hierarchies"))
 	}
 	return false, fmt.Sprintf("NOT READY: %d of %d hierarchies could not fail over now: %s", len(why), counted, firstFew(why))
 }
 
 // hierarchyBlocker says why h could not fail over now ("" if it could).
-func hierarchyBlocker(h api.HierarchyStatus, nodes map[string]api.NodeStatus) string {
+func hierarchyBlocker(h HierarchyStatus, nodes map[string]NodeStatus) string {
 	if h.Maintenance != "" {
 		return "in maintenance (" + h.Maintenance + ")"
 	}
@@ -77,7 +74,7 @@ func hierarchyBlocker(h api.HierarchyStatus, nodes map[string]api.NodeStatus) st
 }
 
 // standbyBlocker says why node could not take h over now ("" if it could).
-func standbyBlocker(h api.HierarchyStatus, node string, n api.NodeStatus) string {
+func standbyBlocker(h HierarchyStatus, node string, n NodeStatus) string {
 	switch {
 	case n.Name == "":
 		return node + " is not a member"
@@ -107,12 +104,12 @@ func standbyBlocker(h api.HierarchyStatus, node string, n api.NodeStatus) string
 	return node + " is not ready"
 }
 
-// doctorSummary says whether any finding would stop a failover, naming
+// DoctorSummary says whether any finding would stop a failover, naming
 // the first few.
-func doctorSummary(all []doctor.Finding, nodes int) (ok bool, line string) {
+func DoctorSummary(all []Finding, nodes int) (ok bool, line string) {
 	var crit []string
 	for _, f := range all {
-		if f.Severity == doctor.Critical {
+		if f.Severity == Critical {
 			what := f.Node + " " + f.ID
 			if f.Hierarchy != "" {
 				what += " " + f.Hierarchy
@@ -121,25 +118,35 @@ func doctorSummary(all []doctor.Finding, nodes int) (ok bool, line string) {
 		}
 	}
 	if len(crit) > 0 {
-		return false, fmt.Sprintf("NOT READY: %s would stop a failover: %s", plural(len(crit), "finding", "%d findings"), firstFew(crit))
+		return false, fmt.Sprintf("NOT READY: %s would stop a failover: %s", Plural(len(crit), "finding", "%d findings"), firstFew(crit))
 	}
-	w, n := countSev(all, doctor.Warning), countSev(all, doctor.Info)
-	line = fmt.Sprintf("READY: nothing found on %s would stop a failover", plural(nodes, "node", "%d nodes"))
+	w, n := countSeverity(all, Warning), countSeverity(all, Info)
+	line = fmt.Sprintf("READY: nothing found on %s would stop a failover", Plural(nodes, "node", "%d nodes"))
 	switch {
 	case w > 0:
-		line += fmt.Sprintf(" (%s to look at)", plural(w, "warning", "%d warnings"))
+		line += fmt.Sprintf(" (%s to look at)", Plural(w, "warning", "%d warnings"))
 	case n > 0:
-		line += fmt.Sprintf(" (%s: lifeboat doctor -v)", plural(n, "note", "%d notes"))
+		line += fmt.Sprintf(" (%s: lifeboat doctor -v)", Plural(n, "note", "%d notes"))
 	}
 	return true, line
 }
 
-// plural is "1 one" or many formatted with n.
-func plural(n int, one, many string) string {
+// Plural is "1 one" or many formatted with n.
+func Plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
 	return fmt.Sprintf(many, n)
+}
+
+func countSeverity(fs []Finding, sev string) int {
+	n := 0
+	for _, f := range fs {
+		if f.Severity == sev {
+			n++
+		}
+	}
+	return n
 }
 
 // firstFew joins the first maxNamed items and counts the rest.
