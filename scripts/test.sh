@@ -10,7 +10,8 @@ export PATH="$PATH:/usr/local/go/bin"
 # Debian packages the tests use: the real AWS CLI (the simulator's
 # conformance tests), iproute2 (network namespaces), nftables and iptables
 # (cutting one path between hosts), keepalived (measured side by side) and
-# systemd (systemd-analyze, for the packaged unit).
+# systemd (systemd-analyze, for the packaged unit) and chromium (the web
+# console, driven headless).
 missing=()
 [ -x /usr/bin/aws ] || missing+=(awscli)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -19,6 +20,8 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || missing+=(keepalived)
 # systemd-analyze verifies the packaged unit (TestDebianPackage).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# A headless browser drives the web console (TestConsoleInBrowser).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]}"

@@ -148,6 +148,12 @@ config, log), hierarchies, the TCP API token and the service address.`,
 				return codeErr{exitFailure, err}
 			}
 			n1 := c.Nodes[0]
+			// A one-time sign-in link to the web console (10 minutes).
+			consoleLine := ""
+			var link api.ConsoleLink
+			if err := c.Client(n1.Name).Do(ctx, "POST", "/v1/console/link", nil, &link); err == nil {
+				consoleLine = fmt.Sprintf("\nWeb console (one-time sign-in link, valid 10 minutes; the certificate is self-signed):\n  https://%s%s\n", n1.API, link.Path)
+			}
 			fmt.Fprintf(stdout, `
 lifeboat demo is running: %d nodes on the AWS simulator, hierarchy "web" in
 service: %s.
@@ -168,8 +174,9 @@ Take a permission away from node2's role with the AWS CLI and watch it turn
 NOT READY (see sim_endpoint and sim_credentials in demo.json):
   aws --endpoint-url <sim_endpoint> iam get-role-policy --role-name lifeboat-node2 --policy-name lifeboat
 
+%s
 Logs: %s/<node>.log    Ctrl-C stops the demo.
-`, len(c.Nodes), what, service, n1.Socket, n1.API, c.Token, c.Fingerprint, curl, "demo.json", restartPrefix, c.Dir, c.Dir)
+`, len(c.Nodes), what, service, n1.Socket, n1.API, c.Token, c.Fingerprint, curl, "demo.json", restartPrefix, c.Dir, consoleLine, c.Dir)
 			<-sig
 			fmt.Fprintln(stdout, "\nstopping the demo ...")
 			c.Stop(30 * time.Second)

@@ -57,8 +57,10 @@ func (a *Agent) serveConsole(w http.ResponseWriter, r *http.Request) {
 		a.log.Info("console sign-out", "token", x.Name, "from", r.RemoteAddr)
 		writeJSON(w, struct{}{})
 	case r.URL.Path == "/ui/session" && r.Method == http.MethodGet:
-		x, ok := a.consoleSession(w, r, false)
-		if !ok {
+		// Not signed in is an answer, not an error: the page asks first.
+		_, x, err := a.sessionToken(r, false)
+		if err != nil {
+			writeJSON(w, api.ConsoleSession{Node: a.cfg.Node})
 			return
 		}
 		writeJSON(w, api.ConsoleSession{Name: x.Name, Role: x.Role, CSRF: x.CSRF, Node: a.cfg.Node})
@@ -82,8 +84,18 @@ func (a *Agent) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusForbidden, errors.New("sign-in from another site's page refused"))
 		return
 	}
+	// JSON from the page's script, or the form itself when the script
+	// does not run (a POST: the token never goes into a URL).
+	form := strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded")
 	var req api.ConsoleLogin
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil {
+	if form {
+		r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+		if err := r.ParseForm(); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("bad sign-in form: %w", err))
+			return
+		}
+		req.Token = r.PostForm.Get("token")
+	} else if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad sign-in request: %w", err))
 		return
 	}
@@ -96,6 +108,10 @@ func (a *Agent) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	x := a.sessions.Start(t.Name, t.Role.String())
 	a.setSessionCookie(w, x)
 	a.log.Info("console sign-in", "token", t.Name, "role", t.Role.String(), "from", r.RemoteAddr)
+	if form {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return
+	}
 	writeJSON(w, api.ConsoleSession{Name: x.Name, Role: x.Role, CSRF: x.CSRF, Node: a.cfg.Node})
 }
 

@@ -526,7 +526,7 @@ type ConsoleLogin struct {
 }
 
 // ConsoleSession describes the console's session (GET /ui/session, and
-// the answer to a sign-in). CSRF must be sent in the X-CSRF-Token header
+// the answer to a sign-in); Name is empty when not signed in. CSRF must be sent in the X-CSRF-Token header
 // of every request that may change something.
 type ConsoleSession struct {
 	Name string `json:"name"`

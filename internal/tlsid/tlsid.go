@@ -12,8 +12,11 @@ package tlsid
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -55,6 +58,11 @@ var _ Member = (*Identity)(nil)
 type Identity struct {
 	Cert tls.Certificate
 	DER  []byte
+	// browser is served to TLS clients that cannot verify Ed25519
+	// (browsers, for the web console): a self-signed ECDSA P-256
+	// certificate made at start, which nothing pins. Lifeboat's own
+	// clients offer Ed25519 and are served Cert.
+	browser tls.Certificate
 }
 
 // Derive computes the identity from the cluster key. It is deterministic:
@@ -80,7 +88,38 @@ func Derive(key []byte) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive TLS identity: %w", err)
 	}
-	return &Identity{Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, DER: der}, nil
+	browser, err := browserCert()
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, DER: der, browser: browser}, nil
+}
+
+// browserCert makes a self-signed ECDSA P-256 certificate for the web
+// console's browsers (they do not verify Ed25519 certificates).
+func browserCert() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("console certificate: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("console certificate: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "lifeboat console (derived identity, demo only)"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(397 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("console certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // Fingerprint is the SHA-256 of the certificate, hex encoded.
@@ -116,8 +155,14 @@ func (id *Identity) pin(raw [][]byte, _ [][]*x509.Certificate) error {
 // certificate is optional but checked when given (the API, where the CLI
 // authenticates with a token instead).
 func (id *Identity) ServerConfig(requireClient bool) *tls.Config {
+	certs := []tls.Certificate{id.Cert}
+	if !requireClient && id.browser.PrivateKey != nil {
+		// The API: browsers get the ECDSA certificate (Go's server
+		// serves the first certificate the client supports).
+		certs = append(certs, id.browser)
+	}
 	c := &tls.Config{
-		Certificates: []tls.Certificate{id.Cert},
+		Certificates: certs,
 		MinVersion:   tls.VersionTLS13,
 		ClientAuth:   tls.RequestClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, chains [][]*x509.Certificate) error {

@@ -59,12 +59,16 @@ async function start() {
     session = await call("GET", "/ui/session");
   } catch (e) {
     session = null;
+  }
+  if (!session || !session.name) {
+    session = null;
     show(false);
     return;
   }
   show(true);
   await refresh();
   follow();
+  $("#doctor-run").click(); // findings worst first, once at sign-in
 }
 
 $("#signin-form").addEventListener("submit", async (ev) => {
