@@ -177,7 +177,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if lag > 2*time.Second {
 		t.Errorf("the console showed the failover %v after the cluster's record (want within 2 s)", lag)
 	}
-	run("timeline", chromedp.WaitVisible(`#timeline li[data-kind="failover"]`), shot("failover"))
+	// The timeline says how long the failover took.
+	var took string
+	run("timeline", chromedp.WaitVisible(`#timeline li[data-kind="failover"][data-action="done"]`),
+		chromedp.Text(`#timeline li[data-kind="failover"][data-action="done"]`, &took), shot("failover"))
+	t.Logf("timeline: %s", took)
+	if !strings.Contains(took, "web in service on node2 (from node1)") || !strings.Contains(took, "ms after the owner failed") {
+		t.Errorf("timeline's failover line: %q", took)
+	}
 
 	// Switch over from the console, to node3, with its readiness shown.
 	var ready string

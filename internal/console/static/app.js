@@ -100,6 +100,7 @@ async function refresh() {
   try {
     status = await call("GET", "/ui/overview");
     render();
+    finishMoves();
   } catch (e) {
     if (e.status === 401) { session = null; show(false); return; }
     $("#summary").textContent = "Cannot reach the agent: " + e.message;
@@ -233,8 +234,39 @@ $("#doctor-run").addEventListener("click", async () => {
   }
 });
 
+// Moves under way, by hierarchy: when a failover (its owner failed) or a
+// switchover (requested) began, and the last restore that ended; once the
+// hierarchy is in service on that node, the timeline says how long it took.
+const moves = {};   // hierarchy -> {t, what, from}
+const restored = {}; // hierarchy -> {t, node}
+
+function noteMove(e) {
+  const t = new Date(e.time).getTime();
+  if (e.kind === "node" && e.action === "failed" && status) {
+    const m = /node (\S+) failed/.exec(e.message || "");
+    if (!m) return;
+    for (const h of status.status.hierarchies || []) {
+      if (h.owner === m[1] && !moves[h.name]) moves[h.name] = { t, what: "failover", from: m[1] };
+    }
+  } else if (e.kind === "switchover" && e.hierarchy) {
+    moves[e.hierarchy] = { t, what: "switchover", from: "" };
+  } else if (e.kind === "action" && e.action === "restore" && e.phase === "end" && !e.error && e.hierarchy) {
+    restored[e.hierarchy] = { t, node: e.node };
+  }
+}
+
+function finishMoves() {
+  for (const h of status.status.hierarchies || []) {
+    const m = moves[h.name], r = restored[h.name];
+    if (!m || !r || !h.online || r.node !== h.owner || r.t < m.t) continue;
+    delete moves[h.name];
+    timeline({ time: r.t, node: h.owner, kind: m.what, hierarchy: h.name, action: "done",
+      message: `${h.name} in service on ${h.owner}${m.from ? " (from " + m.from + ")" : ""} ${r.t - m.t} ms after the ${m.what === "failover" ? "owner failed" : "request"}` });
+  }
+}
+
 function timeline(e) {
-  const li = el("li", { "data-kind": e.kind, class: e.error ? "error" : e.kind === "failover" ? "warn" : "" },
+  const li = el("li", { "data-kind": e.kind, "data-action": e.action || "", class: e.error ? "error" : e.kind === "failover" ? "warn" : "" },
     `${new Date(e.time).toLocaleTimeString()} ${e.node} ${e.kind}${e.action ? " " + e.action : ""}${e.phase ? " " + e.phase : ""}` +
     `${e.hierarchy ? " " + e.hierarchy : ""}${e.resource ? "/" + e.resource : ""}${e.duration ? " in " + e.duration : ""}` +
     `${e.message ? ": " + e.message : ""}${e.error ? " ERROR " + e.error : ""}${e.by ? " (by " + e.by + ")" : ""}`);
@@ -249,7 +281,9 @@ function follow() {
   if (events) events.close();
   events = new EventSource("/v1/events?follow=1");
   events.addEventListener("event", (m) => {
-    timeline(JSON.parse(m.data));
+    const e = JSON.parse(m.data);
+    timeline(e);
+    noteMove(e);
     scheduleRefresh(50);
   });
   for (const t of ["unreachable", "reachable", "dropped"]) {
