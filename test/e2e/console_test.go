@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
@@ -182,7 +183,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	run("timeline", chromedp.WaitVisible(`#timeline li[data-kind="failover"][data-action="done"]`),
 		chromedp.Text(`#timeline li[data-kind="failover"][data-action="done"]`, &took), shot("failover"))
 	t.Logf("timeline: %s", took)
-	if !strings.Contains(took, "web in service on node2 (from node1)") || !strings.Contains(took, "ms after the owner failed") {
+	if !strings.Contains(took, "web in service on node2 (from node1)") || !strings.Contains(took, "ms after node1 was reported failed") {
 		t.Errorf("timeline's failover line: %q", took)
 	}
 
@@ -207,8 +208,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	run("read-only",
 		chromedp.Click("#signout", chromedp.ByID),
 		chromedp.WaitVisible("#token", chromedp.ByID),
-		chromedp.SendKeys("#token", readTok, chromedp.ByID),
-		chromedp.Click(`#signin-form button[type="submit"]`),
+		// By keyboard: the token field has the focus; Enter signs in.
+		chromedp.KeyEvent(readTok+kb.Enter),
 		chromedp.WaitVisible(`tr[data-hierarchy="web"]`),
 		chromedp.Evaluate(`document.querySelectorAll('button[data-action]').length`, &buttons),
 	)

@@ -261,7 +261,7 @@ function finishMoves() {
     if (!m || !r || !h.online || r.node !== h.owner || r.t < m.t) continue;
     delete moves[h.name];
     timeline({ time: r.t, node: h.owner, kind: m.what, hierarchy: h.name, action: "done",
-      message: `${h.name} in service on ${h.owner}${m.from ? " (from " + m.from + ")" : ""} ${r.t - m.t} ms after the ${m.what === "failover" ? "owner failed" : "request"}` });
+      message: `${h.name} in service on ${h.owner}${m.from ? " (from " + m.from + ")" : ""} ${r.t - m.t} ms after ${m.what === "failover" ? m.from + " was reported failed" : "the request"}` });
   }
 }
 
