@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,6 +20,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
+	"github.com/lifeboat-ha/lifeboat/internal/ports"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -196,29 +196,11 @@ func (c *testCluster) node(name string) *testNode {
 // free for UDP (memberlist uses both), as internal/demo does.
 func testFreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find a free port: %v", err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		u.Close()
-		ls = append(ls, l)
-		ports = append(ports, p)
+	ps, err := ports.Free(n)
+	if err != nil {
+		t.Fatalf("find free ports: %v", err)
 	}
-	return ports
+	return ps
 }
 
 // shortTempDir returns a temporary directory short enough for unix socket

@@ -24,6 +24,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/pki"
+	"github.com/lifeboat-ha/lifeboat/internal/ports"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -151,33 +152,10 @@ func (c *Cluster) AddJoiner(name, ip string, witness bool) (*Joiner, error) {
 	return j, nil
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1 that are also
-// free for UDP (memberlist uses both).
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		u.Close()
-		ls = append(ls, l)
-		ports = append(ports, p)
-	}
-	return ports, nil
-}
+// freePorts returns n ports free for TCP and UDP on 127.0.0.1 (memberlist
+// uses both), outside the ephemeral range, so that a restarted node finds
+// its ports free again (internal/ports).
+func freePorts(n int) ([]int, error) { return ports.Free(n) }
 
 // Start writes the configs and starts every agent. It returns once every
 // process runs; use WaitReady to wait for the cluster to form.

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-ha/lifeboat/internal/ports"
 )
 
 // TestDebianPackage builds the Debian package (scripts/package.sh),
@@ -213,21 +215,12 @@ func runCode(name string, args ...string) (string, string, int) {
 	return o.String(), e.String(), cmd.ProcessState.ExitCode()
 }
 
-// freeTCPPorts returns n ports free on 127.0.0.1 now.
+// freeTCPPorts returns n ports free on 127.0.0.1.
 func freeTCPPorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ps, err := ports.Free(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
+	return ps
 }
