@@ -97,6 +97,7 @@ type Cluster struct {
 	ml     *memberlist.Memberlist
 	store  *raftboltdb.BoltStore // nil in memory
 	trans  raft.Transport
+	pace   *paceTransport // c.trans, nil until made
 	snaps  raft.SnapshotStore
 	// raftListener is raft's bounded listener (nil in memory).
 	raftListener *connlimit.Listener
@@ -150,7 +151,9 @@ func Start(cfg Config) (c *Cluster, err error) {
 	rc.LocalID = raft.ServerID(cfg.Node)
 	rc.HeartbeatTimeout = cfg.Timing.RaftHeartbeat
 	rc.ElectionTimeout = cfg.Timing.RaftElection
-	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat / 2
+	// Heartbeats are paced to a third of the heartbeat timeout (see
+	// paceTransport): the leader's lease must span more than one of them.
+	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.SnapshotThreshold = 2048
 	rc.TrailingLogs = 4096
@@ -166,6 +169,8 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	c.pace = newPaceTransport(c.trans, rc.HeartbeatTimeout)
+	c.trans = c.pace
 	snaps := c.snaps
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
@@ -609,6 +614,9 @@ func (c *Cluster) Shutdown() {
 func (c *Cluster) closeParts() {
 	if c.ml != nil {
 		_ = c.ml.Shutdown()
+	}
+	if c.pace != nil {
+		c.pace.stop() // raft's shutdown waits for calls held there
 	}
 	if c.Raft != nil {
 		_ = c.Raft.Shutdown().Error()
