@@ -169,6 +169,7 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	logs = newReadCache(logs)
 	c.pace = newPaceTransport(c.trans, rc.HeartbeatTimeout)
 	c.trans = c.pace
 	snaps := c.snaps
@@ -407,6 +408,10 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.TCPTimeout = 2 * time.Second
 	mc.IndirectChecks = 3
 	mc.SecretKey = c.cfg.Key
+	// Probes and acks are a few dozen bytes: compressing each one cost an
+	// LZW table allocation per message and saved nothing. Every version
+	// still reads compressed messages, so mixed clusters are unaffected.
+	mc.EnableCompression = false
 	mc.Logger = log.New(newSlogWriter(c.cfg.Logger, "memberlist"), "", 0)
 	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness, Level: c.SupportedLevel()})
 	mc.Delegate = metaDelegate(meta)
@@ -519,9 +524,10 @@ type liveNode struct {
 func (c *Cluster) MemberChanged() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := make(chan struct{})
-	c.waiters = append(c.waiters, ch)
-	return ch
+	if len(c.waiters) == 0 { // shared until the next change (see FSM.Changed)
+		c.waiters = append(c.waiters, make(chan struct{}))
+	}
+	return c.waiters[0]
 }
 
 func (c *Cluster) memberNotify() {
