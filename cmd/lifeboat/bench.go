@@ -125,7 +125,7 @@ another lifeboat binary (e.g. the previous release).`,
 	cmd.Flags().DurationVar(&mass.OnlineTimeout, "online-timeout", 3*time.Minute, "with --hierarchies: how long a run waits for every hierarchy to be online (on the first node, then elsewhere after the kill) before it counts as failed")
 	cmd.Flags().BoolVar(&mass.Switchback, "switchback", false, "with --hierarchies: one cluster for every run, automatic switchback brings the hierarchies home (default: a cluster per run)")
 	cmd.Flags().DurationVar(&mass.QuietWait, "quiet-wait", 2*time.Minute, "with --hierarchies: how long a run waits for --max-other-cpu before it starts anyway")
-	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd())
+	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd(), benchRejoinCmd())
 	return cmd
 }
 

@@ -373,7 +373,10 @@ func (a *Agent) caughtUp() bool {
 // period: then what the last snapshot does not assign here is taken out
 // of service (it holds no lease to run anything).
 func (a *Agent) desiredLoop(ctx context.Context) {
-	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D())
+	// Every input of desired() that changes tells (the state, the lease
+	// gained, about to end or ended); the tick is for the readiness
+	// gate's bound (firstRoundBound, seconds) and as a backstop.
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	grace := time.Now().Add(a.c.Leases.Threshold())
 	waiting := true
@@ -561,11 +564,20 @@ func (a *Agent) lead(ctx context.Context) {
 	}
 	a.log.Info("leading the cluster: placement active")
 	a.events.Add(events.Event{Kind: "cluster", Action: "leader", Message: "became raft leader; placement active"})
-	tick := time.NewTicker(a.cfg.Timing.RenewInterval.D() / 2)
+	// Placement runs on every change of the state, of the failure
+	// detector's view and of a lease's freshness: a lease turns fresh at a
+	// grant (Freshened) and stale at a moment known in advance (the timer).
+	// The tick is for time-based policies only (failure marks expiring,
+	// confirmation timeouts, the first placement's grace), whose periods
+	// are seconds or more.
+	tick := time.NewTicker(leaderTick)
 	defer tick.Stop()
+	stale := time.NewTimer(time.Hour)
+	defer stale.Stop()
 	for ctx.Err() == nil {
 		fsmC := a.c.FSM.Changed()
 		memC := a.c.MemberChanged()
+		freshC := a.c.Leases.Freshened()
 		if h := a.c.FSM.Halted(); h != nil {
 			// A leader that cannot read the log must not place anything.
 			a.log.Error("leading with a halted state machine: handing leadership over", "halt", h.String())
@@ -584,22 +596,45 @@ func (a *Agent) lead(ctx context.Context) {
 		// the actions are committed after the read lock is released.
 		var acts []placement.Action
 		var nowhere map[string]string
+		var staleIn time.Duration
 		a.c.FSM.View(func(s *cluster.State) {
 			views := a.nodeViews(s)
 			acts = placement.Decide(s, views, time.Now())
 			nowhere = strandedWhy(s, views)
+			staleIn = a.nextStale(s)
 		})
 		a.carryOut(ctx, acts)
 		a.reportStranded(nowhere)
 		a.reportMembers()
+		stale.Reset(staleIn)
 		select {
 		case <-ctx.Done():
 			return
 		case <-fsmC:
 		case <-memC:
+		case <-freshC:
+		case <-stale.C:
 		case <-tick.C:
 		}
 	}
+}
+
+// leaderTick is how often placement runs on the leader when nothing
+// happens (time-based policies only; see lead).
+const leaderTick = 250 * time.Millisecond
+
+// nextStale is how long until the first lease this voter holds fresh for
+// placement (nodeViews' LeaseFresh) turns stale, just past that moment;
+// an hour when none is fresh.
+func (a *Agent) nextStale(s *cluster.State) time.Duration {
+	th := a.c.Leases.Threshold()
+	next := time.Hour
+	for name, n := range s.Nodes {
+		if ago, ok := a.c.Leases.LastGrant(name, n.Gen); ok && ago < th {
+			next = min(next, th-ago+time.Millisecond)
+		}
+	}
+	return next
 }
 
 // strandedWhy explains, for each hierarchy wanted in service that runs

@@ -259,6 +259,7 @@ func (a *Agent) routes() *http.ServeMux {
 		}
 		writeJSON(w, a.c.Leases.HandleRenew(req))
 	}))
+	mux.HandleFunc("POST /v1/internal/lease/stream", internalOnly(a.handleLeaseStream))
 	mux.HandleFunc("POST /v1/internal/lease/attest", internalOnly(func(w http.ResponseWriter, r *http.Request) {
 		var req cluster.AttestRequest
 		if !readJSON(w, r, &req) {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -30,7 +31,8 @@ type rpc struct {
 
 type peerClients struct {
 	addr       string
-	fast, slow *api.Client // fast: lease traffic, short timeouts
+	fast, slow *api.Client // fast: lease traffic over HTTP, short timeouts
+	stream     *leaseStream
 }
 
 var _ cluster.LeaseTransport = (*rpc)(nil)
@@ -77,7 +79,10 @@ func (r *rpc) peer(name string) (*peerClients, error) {
 		fast.WithDialer(dial)
 		slow.WithDialer(dial)
 	}
-	pc = &peerClients{addr: addr, fast: fast, slow: slow}
+	if pc != nil {
+		pc.stream.close() // the peer moved
+	}
+	pc = &peerClients{addr: addr, fast: fast, slow: slow, stream: &leaseStream{a: a, peer: name, addr: addr}}
 	r.clients[name] = pc
 	return pc, nil
 }
@@ -106,6 +111,11 @@ func (r *rpc) Renew(ctx context.Context, peer string, req cluster.RenewRequest) 
 	if err != nil {
 		return out, err
 	}
+	out, err = pc.stream.renew(ctx, req)
+	if !errors.Is(err, errLegacyPeer) {
+		return out, err
+	}
+	// A peer of a version from before the stream.
 	err = pc.fast.Do(ctx, "POST", "/v1/internal/lease/renew", req, &out)
 	return out, err
 }

@@ -101,9 +101,12 @@ func (f *FSM) Index() uint64 {
 func (f *FSM) Changed() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := make(chan struct{})
-	f.waiters = append(f.waiters, c)
-	return c
+	// One channel shared by every waiter until the next change: a loop
+	// that wakes on a timer and asks again does not grow the list.
+	if len(f.waiters) == 0 {
+		f.waiters = append(f.waiters, make(chan struct{}))
+	}
+	return f.waiters[0]
 }
 
 // Halted returns why the state machine stopped applying, or nil.

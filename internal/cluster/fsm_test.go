@@ -828,3 +828,36 @@ func TestNodeConfirmFailover(t *testing.T) {
 		t.Fatalf("off: %+v", r)
 	}
 }
+
+// Loops that wake on a timer and ask again for the change channel (the
+// leader's placement, the agent's desired state: several times a second
+// on an idle node) get one shared channel: the waiters do not pile up
+// until the next change, which on an idle cluster may be hours away.
+func TestChangeChannelsDoNotPileUp(t *testing.T) {
+	f := NewFSM()
+	l := NewLeases(LeaseConfig{FSM: f})
+	for range 1000 {
+		f.Changed()
+		l.Changed()
+		l.Freshened()
+	}
+	if len(f.waiters) != 1 || len(l.waiters) != 1 || len(l.fresh) != 1 {
+		t.Errorf("after 1000 asks: %d FSM, %d lease, %d freshened waiters; want 1 each", len(f.waiters), len(l.waiters), len(l.fresh))
+	}
+	c := f.Changed()
+	f.mu.Lock()
+	ws := f.waiters
+	f.waiters = nil
+	f.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+	select {
+	case <-c:
+	default:
+		t.Error("the shared channel was not closed at the change")
+	}
+	if f.Changed() == c {
+		t.Error("after a change, Changed returned the closed channel")
+	}
+}

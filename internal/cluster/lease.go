@@ -113,6 +113,7 @@ type Leases struct {
 
 	gmu    sync.Mutex
 	grants map[grantKey]time.Time
+	fresh  []chan struct{} // closed at the next grant to a lease not fresh here
 
 	hmu     sync.Mutex
 	gen     uint64
@@ -189,6 +190,12 @@ func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
 	}
 	now := time.Now()
 	l.gmu.Lock()
+	if prev, ok := l.grants[grantKey{req.Node, req.Gen}]; !ok || now.Sub(prev) >= l.Threshold() {
+		for _, c := range l.fresh {
+			close(c)
+		}
+		l.fresh = nil
+	}
 	l.grants[grantKey{req.Node, req.Gen}] = now
 	for k, at := range l.grants {
 		if k.node == req.Node && k.gen < req.Gen && now.Sub(at) > l.Threshold() {
@@ -258,6 +265,18 @@ func (l *Leases) attest(req AttestRequest) (r AttestResponse, after time.Duratio
 		}
 	}
 	return AttestResponse{Expired: true}, 0, false
+}
+
+// Freshened returns a channel closed at the next grant by this voter to a
+// lease it had not granted within a threshold (a node starting or coming
+// back): what LastGrant says of it turns fresh then, with no other event.
+func (l *Leases) Freshened() <-chan struct{} {
+	l.gmu.Lock()
+	defer l.gmu.Unlock()
+	if len(l.fresh) == 0 { // shared until it fires (see FSM.Changed)
+		l.fresh = append(l.fresh, make(chan struct{}))
+	}
+	return l.fresh[0]
 }
 
 // LastGrant returns how long ago this voter last granted node at gen.
@@ -403,9 +422,10 @@ func (l *Leases) Current() (uint64, time.Time) {
 func (l *Leases) Changed() <-chan struct{} {
 	l.hmu.Lock()
 	defer l.hmu.Unlock()
-	c := make(chan struct{})
-	l.waiters = append(l.waiters, c)
-	return c
+	if len(l.waiters) == 0 { // shared until the next change (see FSM.Changed)
+		l.waiters = append(l.waiters, make(chan struct{}))
+	}
+	return l.waiters[0]
 }
 
 func (l *Leases) notify() {

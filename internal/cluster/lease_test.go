@@ -928,3 +928,36 @@ func TestRoundLeavesSlowVotersAlone(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// Freshened fires at a grant to a lease this voter had not granted within
+// a threshold (a node starting or coming back), not at every renewal.
+func TestFreshened(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newLeaseCluster(testLease, testRenew, 0)
+		v := c.leases["n2"]
+		c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+		fired := func(ch <-chan struct{}) bool {
+			select {
+			case <-ch:
+				return true
+			default:
+				return false
+			}
+		}
+		ch := v.Freshened()
+		if !v.HandleRenew(RenewRequest{Node: "n1", Gen: 1}).Granted || !fired(ch) {
+			t.Fatal("first grant to n1 did not fire")
+		}
+		ch = v.Freshened()
+		time.Sleep(testRenew)
+		v.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+		if fired(ch) {
+			t.Fatal("a renewal of a fresh lease fired")
+		}
+		time.Sleep(v.Threshold())
+		v.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+		if !fired(ch) {
+			t.Fatal("a grant after a threshold without one did not fire")
+		}
+	})
+}

@@ -97,6 +97,7 @@ type Cluster struct {
 	ml     *memberlist.Memberlist
 	store  *raftboltdb.BoltStore // nil in memory
 	trans  raft.Transport
+	pace   *paceTransport // c.trans, nil until made
 	snaps  raft.SnapshotStore
 	// raftListener is raft's bounded listener (nil in memory).
 	raftListener *connlimit.Listener
@@ -150,7 +151,9 @@ func Start(cfg Config) (c *Cluster, err error) {
 	rc.LocalID = raft.ServerID(cfg.Node)
 	rc.HeartbeatTimeout = cfg.Timing.RaftHeartbeat
 	rc.ElectionTimeout = cfg.Timing.RaftElection
-	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat / 2
+	// Heartbeats are paced to a third of the heartbeat timeout (see
+	// paceTransport): the leader's lease must span more than one of them.
+	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.SnapshotThreshold = 2048
 	rc.TrailingLogs = 4096
@@ -166,6 +169,9 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	logs = newReadCache(logs)
+	c.pace = newPaceTransport(c.trans, rc.HeartbeatTimeout)
+	c.trans = c.pace
 	snaps := c.snaps
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
@@ -402,6 +408,10 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.TCPTimeout = 2 * time.Second
 	mc.IndirectChecks = 3
 	mc.SecretKey = c.cfg.Key
+	// Probes and acks are a few dozen bytes: compressing each one cost an
+	// LZW table allocation per message and saved nothing. Every version
+	// still reads compressed messages, so mixed clusters are unaffected.
+	mc.EnableCompression = false
 	mc.Logger = log.New(newSlogWriter(c.cfg.Logger, "memberlist"), "", 0)
 	meta, _ := json.Marshal(Meta{API: self.API, Version: c.cfg.Version, Witness: self.Witness, Level: c.SupportedLevel()})
 	mc.Delegate = metaDelegate(meta)
@@ -514,9 +524,10 @@ type liveNode struct {
 func (c *Cluster) MemberChanged() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := make(chan struct{})
-	c.waiters = append(c.waiters, ch)
-	return ch
+	if len(c.waiters) == 0 { // shared until the next change (see FSM.Changed)
+		c.waiters = append(c.waiters, make(chan struct{}))
+	}
+	return c.waiters[0]
 }
 
 func (c *Cluster) memberNotify() {
@@ -609,6 +620,9 @@ func (c *Cluster) Shutdown() {
 func (c *Cluster) closeParts() {
 	if c.ml != nil {
 		_ = c.ml.Shutdown()
+	}
+	if c.pace != nil {
+		c.pace.stop() // raft's shutdown waits for calls held there
 	}
 	if c.Raft != nil {
 		_ = c.Raft.Shutdown().Error()
