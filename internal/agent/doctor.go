@@ -108,6 +108,9 @@ func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor 
 
 func (a *Agent) runDoctorNow(ctx context.Context, hierarchy string) api.NodeDoctor {
 	fs := doctor.Run(ctx, a.doctorEnv(hierarchy), checks(), nil)
+	if f, ok := a.ready.budgetFinding(); ok {
+		fs = append(fs, f)
+	}
 	s := a.aws.settings
 	rep := api.NodeDoctor{Node: a.cfg.Node, Version: Version, Findings: fs, Settings: api.DoctorSettings{
 		HTTPProxy: redactURL(s.HTTPProxy), HTTPSProxy: redactURL(s.HTTPSProxy), NoProxy: s.NoProxyList(), Region: s.Region,

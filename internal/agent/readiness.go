@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/url"
 	"reflect"
 	"sort"
 	"strings"
@@ -10,11 +12,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
+	"github.com/lifeboat-ha/lifeboat/internal/doctor"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/probe"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
 
@@ -43,6 +50,19 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // take it over now: each resource's readiness probe (dry runs for the cloud
 // kits). Results go to the cluster state when they change.
 //
+// One scheduler (probe.Scheduler) decides when each hierarchy is proven:
+// all of them at start, on a spec change, after the join and on a refresh;
+// then each once per readiness_interval, the probes spread evenly over it;
+// a NOT READY one again after notReadyRetry, with fresh answers. The
+// probes' AWS calls go through a budget (aws.readiness_calls_per_minute)
+// and a store of answers that probes of other hierarchies making the same
+// call on the same resource share while they are fresh (one interval).
+// When the budget cannot cover every hierarchy each interval, probes wait
+// for it and the period stretches: each verdict carries when the oldest
+// answer it relied on was got (At), and the node's pace says why
+// (state.ReadinessPace). Only readiness uses the budget: the engine's
+// restores use the node's clients directly and never wait for a probe.
+//
 // Right after the agent starts (an upgraded binary, perhaps, with needs its
 // role does not meet), what the cluster state says about this node's
 // readiness is the previous process's answer. So the first round runs at
@@ -54,11 +74,11 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // releases it, with a log line and an event, and placement's existing
 // rules decide (a NOT READY node is still chosen when no node is READY).
 type readiness struct {
-	a       *Agent
-	wake    chan chan map[string]cluster.Readiness
-	mu      sync.Mutex
-	last    map[string]cluster.Readiness
-	specKey string
+	a    *Agent
+	wake chan refreshRequest
+	mu   sync.Mutex
+	// last: the verdicts as last committed (or tried).
+	last map[string]cluster.Readiness
 
 	// open: a round that started after this node had joined the cluster
 	// (its state had caught up to its own join) is done.
@@ -70,6 +90,22 @@ type readiness struct {
 	// held: when the engine was first kept from taking a hierarchy over.
 	held map[string]time.Time
 	now  func() time.Time
+
+	// The pacing.
+	budget  *probe.Budget
+	shared  *probe.Shared
+	meterMu sync.Mutex
+	base    *awsapi.Clients // the node's clients ...
+	metered *awsapi.Clients // ... and the same counted against the budget
+	paceMu  sync.Mutex
+	pace    state.ReadinessPace
+}
+
+// refreshRequest asks for names (nil: every hierarchy) to be proven now,
+// with fresh answers; reply gets every verdict once they are.
+type refreshRequest struct {
+	names []string
+	reply chan map[string]cluster.Readiness
 }
 
 // notReadyRetry is how soon a NOT READY node proves itself again.
@@ -80,8 +116,14 @@ const notReadyRetry = 3 * time.Second
 var firstRoundBound = 5 * time.Second
 
 func newReadiness(a *Agent) *readiness {
-	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness),
-		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now}
+	interval, perMinute := 5*time.Minute, 0
+	if a.cfg != nil {
+		interval, perMinute = a.cfg.ReadinessInterval.D(), a.cfg.AWS.ReadinessCallsPerMinute
+	}
+	budget := probe.NewBudget(probe.Real, perMinute)
+	return &readiness{a: a, wake: make(chan refreshRequest),
+		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now,
+		budget: budget, shared: probe.NewShared(budget, interval)}
 }
 
 // mayTakeOver reports whether the engine may bring hierarchy name into
@@ -142,59 +184,335 @@ func (r *readiness) joined() bool {
 	return ok
 }
 
-// run probes at start, on every interval, when the specs this node could
-// run change, and when asked (Refresh).
+// flushEvery bounds how long changed verdicts wait for their commit while
+// the scheduler is busy (a long round held back by the budget).
+const flushEvery = 2 * time.Second
+
+// clients is the AWS provider of the probes: the node's clients, with
+// every request counted against the budget.
+func (r *readiness) clients(ctx context.Context) (*awsapi.Clients, error) {
+	c, err := r.a.aws.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.meterMu.Lock()
+	defer r.meterMu.Unlock()
+	if r.base != c {
+		r.base, r.metered = c, c.Metered(r.budget.Spend)
+	}
+	return r.metered, nil
+}
+
+// round is the hierarchies proven since the scheduler was last idle.
+type round struct {
+	names  []string
+	start  time.Time
+	joined bool
+}
+
+// run probes at start, on every turn the scheduler hands out, when the
+// specs this node could run change, and when asked (Refresh).
 func (r *readiness) run(ctx context.Context) {
 	interval := r.a.cfg.ReadinessInterval.D()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	var reply chan map[string]cluster.Readiness
-	for {
-		res := r.probe(ctx)
-		if reply != nil {
-			reply <- res
-			reply = nil
-		}
-		// A node NOT READY proves itself again soon (every few seconds)
-		// rather than at the next interval: many causes pass (a permission
-		// granted, an address that was moving while the probe ran).
-		var again <-chan time.Time
-		for _, rd := range res {
-			if !rd.Ready {
-				again = time.After(min(interval, notReadyRetry))
-				break
-			}
-		}
-	wait:
+	if r.a.self.Witness {
+		r.roundDone(nil, true, 0)
 		for {
-			fsmC := r.a.c.FSM.Changed()
 			select {
 			case <-ctx.Done():
 				return
-			case <-again:
-				break wait
-			case <-tick.C:
-				break wait
-			case reply = <-r.wake:
-				break wait
-			case <-fsmC:
-				// Until the first round after the join is done, the
-				// join itself is a reason to probe: the gate waits on it.
-				if r.mySpecKey() != r.currentKey() || (!r.open.Load() && r.joined()) {
-					break wait
+			case req := <-r.wake:
+				req.reply <- nil
+			}
+		}
+	}
+	sched := probe.NewScheduler(interval, notReadyRetry)
+	specs := map[string]spec.Hierarchy{}
+	verdicts := map[string]cluster.Readiness{}
+	var specKey string
+	var waiting []refreshRequest
+	var cur round
+	pace := newPaceMeter(r.budget, interval)
+	lastFlush := time.Now()
+	// sync reads the hierarchies this node could run; a change of their
+	// specs makes every one due.
+	sync := func() {
+		key := r.mySpecKey()
+		if key == specKey {
+			return
+		}
+		first := specKey == "" && len(specs) == 0
+		specKey = key
+		clear(specs)
+		var names []string
+		r.a.c.FSM.View(func(s *cluster.State) {
+			for _, name := range s.HierarchyNames() {
+				if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
+					specs[name] = h
+					names = append(names, name)
 				}
+			}
+		})
+		for name := range verdicts {
+			if _, ok := specs[name]; !ok {
+				delete(verdicts, name)
+			}
+		}
+		pace.forget(specs)
+		now := time.Now()
+		sched.Sync(names, now)
+		if !first {
+			sched.All(now, false)
+		}
+	}
+	sync()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		// Events first, without waiting: a refresh or a spec change must
+		// not wait for a round the budget holds back.
+		select {
+		case req := <-r.wake:
+			sync()
+			r.hurry(sched, req, specs)
+			waiting = append(waiting, req)
+			continue
+		default:
+		}
+		now := time.Now()
+		if due := sched.Due(now); len(due) > 0 {
+			t := due[0]
+			if cur.start.IsZero() {
+				cur = round{start: now, joined: r.joined()}
+			}
+			h, ok := specs[t.Name]
+			if !ok {
+				sched.Sync(spec.SortedKeys(specs), now)
+				continue
+			}
+			rd := r.proveOne(ctx, h, t, verdicts[t.Name])
+			if ctx.Err() != nil {
+				return
+			}
+			done := time.Now()
+			verdicts[t.Name] = rd
+			var late time.Duration
+			if !t.Due.IsZero() { // zero: a refresh's, first in line
+				late = done.Sub(t.Due)
+			}
+			pace.proven(t, done, late)
+			sched.Done(t.Name, done, rd.Ready)
+			cur.names = append(cur.names, t.Name)
+			if time.Since(lastFlush) >= flushEvery {
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+			}
+			continue
+		}
+		// Idle: commit what changed, close the round, answer refreshes.
+		r.flush(ctx, verdicts, pace.report(), false)
+		lastFlush = time.Now()
+		if !cur.start.IsZero() {
+			r.roundDone(cur.names, cur.joined, time.Since(cur.start))
+			cur = round{}
+		}
+		if len(waiting) > 0 {
+			out := maps.Clone(verdicts)
+			for _, req := range waiting {
+				req.reply <- out
+			}
+			waiting = nil
+		}
+		var timer <-chan time.Time
+		if t, ok := sched.Next(); ok {
+			timer = time.After(time.Until(t.Due))
+		}
+		fsmC := r.a.c.FSM.Changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer:
+		case req := <-r.wake:
+			sync()
+			r.hurry(sched, req, specs)
+			waiting = append(waiting, req)
+		case <-fsmC:
+			sync()
+			// Until the first round after the join is done, the join
+			// itself is a reason to probe: the gate waits on it.
+			if !r.open.Load() && r.joined() {
+				sched.All(time.Now(), false)
 			}
 		}
 	}
 }
 
-func (r *readiness) currentKey() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.specKey
+// hurry makes the hierarchies a refresh names (all when none) first in
+// line, with answers got from now on.
+func (r *readiness) hurry(sched *probe.Scheduler, req refreshRequest, specs map[string]spec.Hierarchy) {
+	names := req.names
+	if names == nil {
+		names = spec.SortedKeys(specs)
+	}
+	sched.Hurry(names, time.Now())
 }
 
-// mySpecKey identifies the specs of the hierarchies this node may run.
+// proveOne runs h's probes for turn t (prev: its last verdict).
+func (r *readiness) proveOne(ctx context.Context, h spec.Hierarchy, t probe.Turn, prev cluster.Readiness) cluster.Readiness {
+	calls := r.shared.View(t.NotBefore)
+	elsewhere := r.servedElsewhere(h.Name)
+	rd, unknown := r.probeHierarchy(ctx, h, elsewhere, calls)
+	if !rd.Ready && !elsewhere && r.servedElsewhere(h.Name) {
+		// It was placed on another node while the probes ran: what
+		// they saw may be that node taking it over. Probe again,
+		// expecting it there.
+		calls = r.shared.View(time.Now())
+		rd, unknown = r.probeHierarchy(ctx, h, true, calls)
+	}
+	if unknown && !prev.At.IsZero() {
+		// The probe could not tell: keep the last definite answer.
+		return prev
+	}
+	// The verdict is as old as the oldest answer it relied on.
+	if at := calls.Oldest(); !at.IsZero() && at.Before(rd.At) {
+		rd.At = at.UTC()
+	}
+	return rd
+}
+
+// flush commits the verdicts when any changed, or when the committed
+// proofs are an interval old (so that status shows how old they are),
+// with the node's pace.
+func (r *readiness) flush(ctx context.Context, verdicts map[string]cluster.Readiness, pace state.ReadinessPace, force bool) {
+	r.paceMu.Lock()
+	prevPace := r.pace
+	r.pace = pace
+	r.paceMu.Unlock()
+	r.mu.Lock()
+	last := r.last
+	r.mu.Unlock()
+	changed := !sameReadiness(last, verdicts)
+	stale := false
+	if !changed {
+		interval := r.a.cfg.ReadinessInterval.D()
+		for name, rd := range verdicts {
+			if l := last[name]; rd.At.Sub(l.At) >= interval {
+				stale = true
+				break
+			}
+		}
+	}
+	if !changed && !stale && !force && prevPace.BudgetBound == pace.BudgetBound {
+		return
+	}
+	out := maps.Clone(verdicts)
+	if changed {
+		for _, name := range spec.SortedKeys(out) {
+			rd, l := out[name], last[name]
+			if l.At.IsZero() || rd.Ready != l.Ready || rd.Reason != l.Reason || !reflect.DeepEqual(rd.Missing, l.Missing) {
+				if !rd.Ready {
+					r.a.log.Warn("NOT READY", "hierarchy", name, "missing", strings.Join(rd.Missing, ","), "reason", rd.Reason)
+					r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Error: "NOT READY: " + rd.Reason})
+				} else {
+					r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Message: "READY"})
+				}
+			}
+		}
+	}
+	if pace.BudgetBound && !prevPace.BudgetBound {
+		r.a.log.Warn("readiness held back by the AWS call budget", "budget_per_minute", pace.BudgetPerMinute,
+			"period", (time.Duration(pace.PeriodMS) * time.Millisecond).Round(time.Second), "interval", r.a.cfg.ReadinessInterval.D())
+	}
+	r.mu.Lock()
+	r.last = out
+	r.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.a.submit(sctx, cluster.SetReadiness{Node: r.a.cfg.Node, Readiness: out, Pace: &pace}); err != nil {
+		r.a.log.Warn("report readiness", "error", err)
+		r.mu.Lock()
+		r.last = nil // try again next time
+		r.mu.Unlock()
+	}
+}
+
+// Pace returns how this node's probes keep up, as last reported.
+func (r *readiness) Pace() state.ReadinessPace {
+	r.paceMu.Lock()
+	defer r.paceMu.Unlock()
+	return r.pace
+}
+
+// paceMeter measures how the probes keep up, over windows of one
+// interval: the longest time between two scheduled proofs of one
+// hierarchy, how late the scheduler ran, and the calls a minute.
+type paceMeter struct {
+	budget   *probe.Budget
+	interval time.Duration
+	last     map[string]time.Time
+	count    map[string]int
+
+	windowStart    time.Time
+	made, deferred uint64 // the budget's counters at the window's start
+	gap, late      time.Duration
+	prevGap        time.Duration
+	prevLate       time.Duration
+	prevDeferred   bool
+	perMinute      int
+}
+
+func newPaceMeter(b *probe.Budget, interval time.Duration) *paceMeter {
+	return &paceMeter{budget: b, interval: interval, last: map[string]time.Time{}, count: map[string]int{}, windowStart: time.Now()}
+}
+
+// proven records a proof of t's hierarchy at now, when the scheduler was
+// late behind its turns.
+func (p *paceMeter) proven(t probe.Turn, now time.Time, late time.Duration) {
+	// The period: between scheduled turns (not a retry or a refresh),
+	// from the third proof on (the first round runs at once, the second
+	// spreads the turns out).
+	if prev, ok := p.last[t.Name]; ok && t.NotBefore.IsZero() && p.count[t.Name] >= 2 {
+		p.gap = max(p.gap, now.Sub(prev))
+	}
+	p.last[t.Name] = now
+	p.count[t.Name]++
+	p.late = max(p.late, late)
+}
+
+// forget drops hierarchies no longer proven here.
+func (p *paceMeter) forget(keep map[string]spec.Hierarchy) {
+	for n := range p.last {
+		if _, ok := keep[n]; !ok {
+			delete(p.last, n)
+			delete(p.count, n)
+		}
+	}
+}
+
+// report is the pace now.
+func (p *paceMeter) report() state.ReadinessPace {
+	now := time.Now()
+	if d := now.Sub(p.windowStart); d >= p.interval {
+		made, deferred := p.budget.Made(), p.budget.Deferred()
+		p.perMinute = int(float64(made-p.made)/d.Minutes() + 0.5)
+		p.prevDeferred = deferred > p.deferred
+		p.made, p.deferred = made, deferred
+		p.prevGap, p.gap = p.gap, 0
+		p.prevLate, p.late = p.late, 0
+		p.windowStart = now
+	}
+	late := max(p.late, p.prevLate)
+	var period time.Duration
+	if len(p.last) > 0 {
+		period = max(p.gap, p.prevGap, p.interval+late)
+	}
+	// Held back by the budget: turns ran late by more than a tenth of the
+	// interval, and calls waited for the budget.
+	bound := late > p.interval/10 && (p.prevDeferred || p.budget.Deferred() > p.deferred)
+	return state.ReadinessPace{BudgetPerMinute: p.budget.PerMinute(), IntervalMS: p.interval.Milliseconds(), PeriodMS: period.Milliseconds(),
+		CallsPerMinute: p.perMinute, BudgetBound: bound}
+}
+
 func (r *readiness) mySpecKey() string {
 	var b strings.Builder
 	r.a.c.FSM.View(func(s *cluster.State) {
@@ -208,22 +526,32 @@ func (r *readiness) mySpecKey() string {
 	return b.String()
 }
 
-// Refresh probes now and returns the result.
+// Refresh proves every hierarchy now and returns the result.
 func (r *readiness) Refresh(ctx context.Context) (map[string]cluster.Readiness, error) {
 	// Concurrent callers (peers' refreshAll, several at once) share one
 	// round (fanout.go).
-	return shared(ctx, r.a, r.a.localRuns, "readiness round", time.Minute, r.refreshNow)
+	return shared(ctx, r.a, r.a.localRuns, "readiness round", time.Minute, func(ctx context.Context) (map[string]cluster.Readiness, error) {
+		return r.refreshNow(ctx, nil)
+	})
 }
 
-func (r *readiness) refreshNow(ctx context.Context) (map[string]cluster.Readiness, error) {
-	reply := make(chan map[string]cluster.Readiness, 1)
+// RefreshOne proves one hierarchy now (a switchover to this node) and
+// returns every verdict.
+func (r *readiness) RefreshOne(ctx context.Context, name string) (map[string]cluster.Readiness, error) {
+	return shared(ctx, r.a, r.a.localRuns, "readiness of "+name, time.Minute, func(ctx context.Context) (map[string]cluster.Readiness, error) {
+		return r.refreshNow(ctx, []string{name})
+	})
+}
+
+func (r *readiness) refreshNow(ctx context.Context, names []string) (map[string]cluster.Readiness, error) {
+	req := refreshRequest{names: names, reply: make(chan map[string]cluster.Readiness, 1)}
 	select {
-	case r.wake <- reply:
+	case r.wake <- req:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	select {
-	case res := <-reply:
+	case res := <-req.reply:
 		return res, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -241,72 +569,6 @@ func (r *readiness) servedElsewhere(name string) bool {
 	return yes
 }
 
-func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
-	if r.a.self.Witness {
-		r.roundDone(nil, true, 0)
-		return nil
-	}
-	start := time.Now()
-	afterJoin := r.joined()
-	key := r.mySpecKey()
-	var hs []spec.Hierarchy
-	elsewhere := map[string]bool{}
-	r.a.c.FSM.View(func(s *cluster.State) {
-		for _, name := range s.HierarchyNames() {
-			if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
-				hs = append(hs, h)
-				as := s.Assignments[name]
-				elsewhere[name] = as != nil && as.Online && as.Node != "" && as.Node != r.a.cfg.Node
-			}
-		}
-	})
-	out := map[string]cluster.Readiness{}
-	r.mu.Lock()
-	prev := r.last
-	r.mu.Unlock()
-	for _, h := range hs {
-		rd, unknown := r.probeHierarchy(ctx, h, elsewhere[h.Name])
-		if !rd.Ready && !elsewhere[h.Name] && r.servedElsewhere(h.Name) {
-			// It was placed on another node while the probes ran: what
-			// they saw may be that node taking it over. Probe again,
-			// expecting it there.
-			rd, unknown = r.probeHierarchy(ctx, h, true)
-		}
-		if unknown {
-			// The probe could not tell: keep the last definite answer.
-			if p, ok := prev[h.Name]; ok {
-				rd = p
-			}
-		}
-		out[h.Name] = rd
-	}
-	r.mu.Lock()
-	changed := !sameReadiness(r.last, out)
-	r.last, r.specKey = out, key
-	r.mu.Unlock()
-	if changed {
-		for name, rd := range out {
-			if !rd.Ready {
-				r.a.log.Warn("NOT READY", "hierarchy", name, "missing", strings.Join(rd.Missing, ","), "reason", rd.Reason)
-				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Error: "NOT READY: " + rd.Reason})
-			} else {
-				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Message: "READY"})
-			}
-		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := r.a.submit(sctx, cluster.SetReadiness{Node: r.a.cfg.Node, Readiness: out}); err != nil {
-			r.a.log.Warn("report readiness", "error", err)
-			r.mu.Lock()
-			r.last = nil // try again next time
-			r.mu.Unlock()
-		}
-		cancel()
-	}
-	// Committed (or tried): the engine may now take these over.
-	r.roundDone(spec.SortedKeys(out), afterJoin, time.Since(start))
-	return out
-}
-
 func sameReadiness(a, b map[string]cluster.Readiness) bool {
 	if len(a) != len(b) {
 		return false
@@ -320,9 +582,10 @@ func sameReadiness(a, b map[string]cluster.Readiness) bool {
 	return true
 }
 
-// probeHierarchy runs the probes of h's resources; unknown reports that
-// some probe could not tell and none gave a definite "not ready".
-func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, servedElsewhere bool) (res cluster.Readiness, unknown bool) {
+// probeHierarchy runs the probes of h's resources, their cloud calls
+// through calls; unknown reports that some probe could not tell and none
+// gave a definite "not ready".
+func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, servedElsewhere bool, calls kit.ProbeCalls) (res cluster.Readiness, unknown bool) {
 	res = cluster.Readiness{Ready: true, At: time.Now().UTC()}
 	var reasons []string
 	missing := map[string]bool{}
@@ -333,7 +596,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 			reasons = append(reasons, fmt.Sprintf("%s: no kit for type %q", rs.Name, rs.Type))
 			continue
 		}
-		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.a.aws.get, ServedElsewhere: servedElsewhere})
+		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.clients, ServedElsewhere: servedElsewhere, Probes: calls})
 		if err != nil {
 			res.Ready = false
 			reasons = append(reasons, fmt.Sprintf("%s: %v", rs.Name, err))
@@ -374,9 +637,14 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 	return res, unknown && res.Ready
 }
 
-// refreshNode makes node prove its readiness now and returns the result.
-func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluster.Readiness, error) {
+// refreshNode makes node prove its readiness now (for hierarchy alone,
+// unless it is "") and returns every verdict. An older node proves every
+// hierarchy.
+func (a *Agent) refreshNode(ctx context.Context, node, hierarchy string) (map[string]cluster.Readiness, error) {
 	if node == a.cfg.Node {
+		if hierarchy != "" {
+			return a.ready.RefreshOne(ctx, hierarchy)
+		}
 		return a.ready.Refresh(ctx)
 	}
 	c, ok := a.rpc.slow(node)
@@ -386,7 +654,11 @@ func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluste
 	var out map[string]cluster.Readiness
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := c.Do(rctx, "POST", "/v1/internal/readiness/refresh", nil, &out); err != nil {
+	path := "/v1/internal/readiness/refresh"
+	if hierarchy != "" {
+		path += "?hierarchy=" + url.QueryEscape(hierarchy)
+	}
+	if err := c.Do(rctx, "POST", path, nil, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -414,10 +686,60 @@ func (a *Agent) refreshEveryNode(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := a.refreshNode(ctx, n.Name); err != nil {
+			if _, err := a.refreshNode(ctx, n.Name, ""); err != nil {
 				a.log.Debug("refresh readiness", "peer", n.Name, "error", err)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// readinessCollector exports how this node's readiness probes use AWS.
+type readinessCollector struct{ r *readiness }
+
+var (
+	descProbeCalls = prometheus.NewDesc("lifeboat_readiness_aws_calls_total",
+		"AWS API requests this node's readiness probes sent (retries and the decoding of refusals included).", nil, nil)
+	descProbeDeferred = prometheus.NewDesc("lifeboat_readiness_aws_calls_deferred_total",
+		"Readiness calls that waited for the AWS call budget (aws.readiness_calls_per_minute).", nil, nil)
+	descProbeShared = prometheus.NewDesc("lifeboat_readiness_aws_answers_shared_total",
+		"Readiness calls not made: the answer another hierarchy's probe got for the same call on the same resource was still fresh.", nil, nil)
+	descProbeBudget = prometheus.NewDesc("lifeboat_readiness_aws_budget_calls_per_minute",
+		"The AWS call budget of this node's readiness probes.", nil, nil)
+	descProbePeriod = prometheus.NewDesc("lifeboat_readiness_period_seconds",
+		"The longest time lately between two proofs of one hierarchy's readiness on this node (readiness_interval, or longer when the budget holds the probes back).", nil, nil)
+)
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descProbeCalls, descProbeDeferred, descProbeShared, descProbeBudget, descProbePeriod} {
+		ch <- d
+	}
+}
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.r.budget
+	ch <- prometheus.MustNewConstMetric(descProbeCalls, prometheus.CounterValue, float64(b.Made()))
+	ch <- prometheus.MustNewConstMetric(descProbeDeferred, prometheus.CounterValue, float64(b.Deferred()))
+	ch <- prometheus.MustNewConstMetric(descProbeShared, prometheus.CounterValue, float64(c.r.shared.Reused()))
+	ch <- prometheus.MustNewConstMetric(descProbeBudget, prometheus.GaugeValue, float64(b.PerMinute()))
+	ch <- prometheus.MustNewConstMetric(descProbePeriod, prometheus.GaugeValue, float64(c.r.Pace().PeriodMS)/1000)
+}
+
+// budgetFinding is doctor's finding when the AWS call budget holds this
+// node's readiness probes back.
+func (r *readiness) budgetFinding() (doctor.Finding, bool) {
+	p := r.Pace()
+	if !p.BudgetBound {
+		return doctor.Finding{}, false
+	}
+	period := time.Duration(p.PeriodMS) * time.Millisecond
+	interval := time.Duration(p.IntervalMS) * time.Millisecond
+	perPass := int(float64(p.CallsPerMinute)*period.Minutes() + 0.5)
+	need := int(float64(perPass)/interval.Minutes()*1.15) + 1
+	return doctor.Finding{ID: "readiness-budget", Severity: doctor.Warning, Node: r.a.cfg.Node,
+		Seen: fmt.Sprintf("readiness verdicts here are up to %s old, not %s (readiness_interval): the probes need about %d AWS calls to prove every hierarchy once, and the budget of %d calls a minute covers that only every %s",
+			period.Round(time.Second), interval, perPass, p.BudgetPerMinute, period.Round(time.Second)),
+		Fix: fmt.Sprintf("raise aws.readiness_calls_per_minute to about %d (EC2 throttles each account per region and action: leave room for failovers and other tools), or readiness_interval to %s; hierarchies on the same route table, interface or Elastic IP share their dry runs",
+			need, period.Round(time.Minute)),
+		Command: "lifeboat status --json | jq '.nodes[] | {name, readiness_pace}'"}, true
 }

@@ -113,6 +113,18 @@ type Node struct {
 	API    string `yaml:"api"`
 }
 
+// Bounds and default of aws.readiness_calls_per_minute. EC2 throttles
+// each account in each region with a token bucket per API action (a
+// non-mutating one such as DescribeHosts: 100 tokens, refilled at 20 a
+// second; mutating ones have less), shared by every node and every other
+// tool of the account: the default keeps one node's readiness to a second's
+// worth of refill a minute, and leaves the rest to failovers.
+const (
+	DefaultReadinessCallsPerMinute = 60
+	MinReadinessCallsPerMinute     = 10
+	MaxReadinessCallsPerMinute     = 6000
+)
+
 // AWS configures the agent's own AWS access. Nothing here is read from the
 // environment: the proxy of root's shell is not the agent's.
 type AWS struct {
@@ -128,6 +140,13 @@ type AWS struct {
 	// MaxAttempts per call, retries on throttling and 5xx included
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
+	// ReadinessCallsPerMinute is the budget of AWS API calls this node's
+	// readiness probes may make a minute (default 60; retries and the
+	// decoding of refusals count). Restore, remove and recover never wait
+	// for it. When it cannot cover every hierarchy each
+	// readiness_interval, the probes take longer to come round (status
+	// and doctor say so).
+	ReadinessCallsPerMinute int `yaml:"readiness_calls_per_minute"`
 	// AllowInsecureEndpoints lets Endpoints name plain http:// URLs on
 	// addresses other than loopback (signed requests and the credentials
 	// IMDS hands out would travel in clear). Only for a simulator on a
@@ -366,6 +385,9 @@ func (a *Agent) applyDefaults() {
 	if a.AWS.MaxAttempts == 0 {
 		a.AWS.MaxAttempts = 4
 	}
+	if a.AWS.ReadinessCallsPerMinute == 0 {
+		a.AWS.ReadinessCallsPerMinute = DefaultReadinessCallsPerMinute
+	}
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
 	}
@@ -470,6 +492,9 @@ func (a *Agent) Validate() []spec.Problem {
 	a.validateTLS(add)
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
+	}
+	if n := a.AWS.ReadinessCallsPerMinute; n < MinReadinessCallsPerMinute || n > MaxReadinessCallsPerMinute {
+		add("aws.readiness_calls_per_minute", "must be between %d and %d AWS calls a minute (default %d)", MinReadinessCallsPerMinute, MaxReadinessCallsPerMinute, DefaultReadinessCallsPerMinute)
 	}
 	if w := a.Watchdog; w.Device != "" {
 		if !filepath.IsAbs(w.Device) {
