@@ -606,7 +606,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 		if !ok {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 		rd := p.Ready(pctx)
 		cancel()
 		if rd.Unknown {
@@ -699,7 +699,7 @@ type readinessCollector struct{ r *readiness }
 
 var (
 	descProbeCalls = prometheus.NewDesc("lifeboat_readiness_aws_calls_total",
-		"AWS API requests this node's readiness probes sent (retries and the decoding of refusals included).", nil, nil)
+		"AWS API requests this node's readiness probes and doctor checks sent (retries and the decoding of refusals included).", nil, nil)
 	descProbeDeferred = prometheus.NewDesc("lifeboat_readiness_aws_calls_deferred_total",
 		"Readiness calls that waited for the AWS call budget (aws.readiness_calls_per_minute).", nil, nil)
 	descProbeShared = prometheus.NewDesc("lifeboat_readiness_aws_answers_shared_total",
@@ -723,6 +723,14 @@ func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descProbeShared, prometheus.CounterValue, float64(c.r.shared.Reused()))
 	ch <- prometheus.MustNewConstMetric(descProbeBudget, prometheus.GaugeValue, float64(b.PerMinute()))
 	ch <- prometheus.MustNewConstMetric(descProbePeriod, prometheus.GaugeValue, float64(c.r.Pace().PeriodMS)/1000)
+}
+
+// probeTimeout bounds one resource's probe: 30 s, plus the wait for the
+// budget of a dozen calls (an ec2 resource makes up to seven, more with
+// several route tables). A probe cut off waiting is unknown: the last
+// verdict stays, and the answers it got are shared with the next probe.
+func (r *readiness) probeTimeout() time.Duration {
+	return 30*time.Second + 12*time.Minute/time.Duration(r.budget.PerMinute())
 }
 
 // budgetFinding is doctor's finding when the AWS call budget holds this

@@ -396,3 +396,55 @@ func newSpreadFleet(b testing.TB, routed, tables, eips int, meter func()) *fleet
 	perTable := routed / tables
 	return newFleet(b, perTable, routed-perTable, tables-1, eips, meter)
 }
+
+// A failover never waits for readiness: with the budget spent for an hour
+// ahead and a probe waiting for it, a restore (which gets the node's own
+// clients, never the probes' metered ones) moves the route at once, and
+// none of its calls counts against the budget.
+func TestRestoreNeverWaitsForTheReadinessBudget(t *testing.T) {
+	budget := probe.NewBudget(probe.Real, 10)
+	f := newFleet(t, 2, 0, 0, 0, nil)
+	node := f.clients
+	f.clients = node.Metered(budget.Spend) // the probes' clients
+	for range 600 {
+		budget.Spend() // an hour of debt at 10 a minute
+	}
+	made := budget.Made()
+	shared := probe.NewShared(budget, 5*time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	probed := make(chan kit.Readiness, 1)
+	go func() {
+		inst, err := (&Kit{}).New(spec.Resource{Name: "vip", Type: "ec2", Params: f.params[f.names[0]]},
+			kit.Env{Node: "node2", Hierarchy: f.names[0], AWS: func(context.Context) (*awsapi.Clients, error) { return f.clients, nil }, Probes: shared.View(time.Time{})})
+		if err != nil {
+			probed <- kit.Readiness{Reason: err.Error()}
+			return
+		}
+		probed <- inst.(kit.ReadinessProber).Ready(ctx)
+	}()
+	inst, err := (&Kit{}).New(spec.Resource{Name: "vip", Type: "ec2", Params: f.params[f.names[1]]},
+		kit.Env{Node: "node2", Hierarchy: f.names[1], AWS: func(context.Context) (*awsapi.Clients, error) { return node, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	if err := inst.Restore(rctx); err != nil {
+		t.Fatalf("restore while the readiness budget is spent: %v", err)
+	}
+	if r, _ := f.world.Route(f.rtb, routedCIDR(1)); r.NetworkInterfaceID != f.params[f.names[1]][ParamENI] {
+		t.Fatalf("route %s points at %q after the restore", routedCIDR(1), r.NetworkInterfaceID)
+	}
+	select {
+	case rd := <-probed:
+		t.Fatalf("the probe did not wait for the budget: %+v", rd)
+	default:
+	}
+	if budget.Made() != made {
+		t.Fatalf("the restore's calls were counted against the readiness budget (%d more)", budget.Made()-made)
+	}
+	cancel()
+	if rd := <-probed; rd.Ready {
+		t.Fatalf("a probe cut off while waiting for the budget came back READY: %+v", rd)
+	}
+}
