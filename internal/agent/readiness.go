@@ -290,6 +290,7 @@ func (r *readiness) run(ctx context.Context) {
 				sched.Sync(spec.SortedKeys(specs), now)
 				continue
 			}
+			r.shared.Stretch(sched.Period(now))
 			rd := r.proveOne(ctx, h, t, verdicts[t.Name])
 			if ctx.Err() != nil {
 				return

@@ -147,3 +147,9 @@ func (s *Scheduler) Hurry(names []string, notBefore time.Time) {
 		}
 	}
 }
+
+// Period is the time the probes take to come round to every hierarchy at
+// now: the interval, or more when they run late.
+func (s *Scheduler) Period(now time.Time) time.Duration {
+	return s.Interval + s.Late(now)
+}

@@ -19,24 +19,40 @@ const maxAnswers = 1 << 14
 // hierarchies, for at most MaxAge. A probe sees them through a View, which
 // says how fresh an answer must be for it.
 type Shared struct {
-	clock  Clock
-	budget *Budget
-	maxAge time.Duration
+	clock    Clock
+	budget   *Budget
+	interval time.Duration
 
 	mu      sync.Mutex
+	maxAge  time.Duration
 	answers map[kit.ProbeKey]kit.ProbeAnswer
 
 	reused atomic.Uint64
 }
 
 // NewShared returns an empty store whose calls wait for budget b (and run
-// on its clock); answers older than maxAge are not given out.
-func NewShared(b *Budget, maxAge time.Duration) *Shared {
-	return &Shared{clock: b.clock, budget: b, maxAge: maxAge, answers: map[kit.ProbeKey]kit.ProbeAnswer{}}
+// on its clock); an answer is shared for one interval.
+func NewShared(b *Budget, interval time.Duration) *Shared {
+	return &Shared{clock: b.clock, budget: b, interval: interval, maxAge: interval, answers: map[kit.ProbeKey]kit.ProbeAnswer{}}
 }
 
-// MaxAge is how long an answer is shared.
-func (s *Shared) MaxAge() time.Duration { return s.maxAge }
+// Stretch shares answers for period, the time the probes now take to come
+// round to every hierarchy, when that is longer than the interval (the
+// budget holds them back). A verdict cannot be fresher than the period
+// anyway; answers that expired within it would be asked for again by the
+// next hierarchy on the same resource, and the period would only grow.
+func (s *Shared) Stretch(period time.Duration) {
+	s.mu.Lock()
+	s.maxAge = max(s.interval, period)
+	s.mu.Unlock()
+}
+
+// MaxAge is how long an answer is shared now.
+func (s *Shared) MaxAge() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxAge
+}
 
 // Reused counts the answers given to a probe that another probe's call
 // had got (calls not made).
