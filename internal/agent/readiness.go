@@ -203,9 +203,10 @@ func (r *readiness) clients(ctx context.Context) (*awsapi.Clients, error) {
 	return r.metered, nil
 }
 
-// round is the hierarchies proven since the scheduler was last idle.
+// round is the hierarchies proven since the scheduler was last idle (or
+// last covered every hierarchy).
 type round struct {
-	names  []string
+	proven map[string]bool
 	start  time.Time
 	joined bool
 }
@@ -229,8 +230,9 @@ func (r *readiness) run(ctx context.Context) {
 	specs := map[string]spec.Hierarchy{}
 	verdicts := map[string]cluster.Readiness{}
 	var specKey string
-	var waiting []refreshRequest
+	var waiting []pendingRefresh
 	var cur round
+	joinProbed := false
 	pace := newPaceMeter(r.budget, interval)
 	lastFlush := time.Now()
 	// sync reads the hierarchies this node could run; a change of their
@@ -264,18 +266,67 @@ func (r *readiness) run(ctx context.Context) {
 			sched.All(now, false)
 		}
 	}
+	// onFSM follows a change of the state: the specs, and until the first
+	// round after the join is done, the join itself (the gate waits on
+	// it).
+	fsmC := r.a.c.FSM.Changed()
+	onFSM := func() {
+		fsmC = r.a.c.FSM.Changed()
+		sync()
+		if !r.open.Load() && r.joined() && !joinProbed {
+			joinProbed = true
+			sched.All(time.Now(), false)
+		}
+	}
+	// ask puts a refresh first in line; it is answered once the names it
+	// asked for are proven.
+	ask := func(req refreshRequest) {
+		sync()
+		names := req.names
+		if names == nil {
+			names = spec.SortedKeys(specs)
+		}
+		left := map[string]bool{}
+		for _, n := range names {
+			if _, ok := specs[n]; ok {
+				left[n] = true
+			}
+		}
+		sched.Hurry(names, time.Now())
+		waiting = append(waiting, pendingRefresh{req: req, left: left})
+	}
+	// answer replies to the refreshes whose names are all proven (all of
+	// them when every is true).
+	answer := func(every bool) {
+		var kept []pendingRefresh
+		var out map[string]cluster.Readiness
+		for _, w := range waiting {
+			if len(w.left) > 0 && !every {
+				kept = append(kept, w)
+				continue
+			}
+			if out == nil {
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+				out = maps.Clone(verdicts)
+			}
+			w.req.reply <- out
+		}
+		waiting = kept
+	}
 	sync()
 	for {
 		if ctx.Err() != nil {
 			return
 		}
 		// Events first, without waiting: a refresh or a spec change must
-		// not wait for a round the budget holds back.
+		// not wait for turns the budget holds back.
 		select {
 		case req := <-r.wake:
-			sync()
-			r.hurry(sched, req, specs)
-			waiting = append(waiting, req)
+			ask(req)
+			continue
+		case <-fsmC:
+			onFSM()
 			continue
 		default:
 		}
@@ -283,7 +334,7 @@ func (r *readiness) run(ctx context.Context) {
 		if due := sched.Due(now); len(due) > 0 {
 			t := due[0]
 			if cur.start.IsZero() {
-				cur = round{start: now, joined: r.joined()}
+				cur = round{start: now, joined: r.joined(), proven: map[string]bool{}}
 			}
 			h, ok := specs[t.Name]
 			if !ok {
@@ -303,7 +354,21 @@ func (r *readiness) run(ctx context.Context) {
 			}
 			pace.proven(t, done, late)
 			sched.Done(t.Name, done, rd.Ready)
-			cur.names = append(cur.names, t.Name)
+			cur.proven[t.Name] = true
+			if t.Due.IsZero() {
+				for _, w := range waiting {
+					delete(w.left, t.Name)
+				}
+				answer(false)
+			}
+			if len(cur.proven) >= len(specs) {
+				// Every hierarchy proven once: a round, even while
+				// the budget keeps the scheduler busy.
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+				r.roundDone(spec.SortedKeys(cur.proven), cur.joined, time.Since(cur.start))
+				cur = round{}
+			}
 			if time.Since(lastFlush) >= flushEvery {
 				r.flush(ctx, verdicts, pace.report(), false)
 				lastFlush = time.Now()
@@ -314,48 +379,30 @@ func (r *readiness) run(ctx context.Context) {
 		r.flush(ctx, verdicts, pace.report(), false)
 		lastFlush = time.Now()
 		if !cur.start.IsZero() {
-			r.roundDone(cur.names, cur.joined, time.Since(cur.start))
+			r.roundDone(spec.SortedKeys(cur.proven), cur.joined, time.Since(cur.start))
 			cur = round{}
 		}
-		if len(waiting) > 0 {
-			out := maps.Clone(verdicts)
-			for _, req := range waiting {
-				req.reply <- out
-			}
-			waiting = nil
-		}
+		answer(true)
 		var timer <-chan time.Time
 		if t, ok := sched.Next(); ok {
 			timer = time.After(time.Until(t.Due))
 		}
-		fsmC := r.a.c.FSM.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer:
 		case req := <-r.wake:
-			sync()
-			r.hurry(sched, req, specs)
-			waiting = append(waiting, req)
+			ask(req)
 		case <-fsmC:
-			sync()
-			// Until the first round after the join is done, the join
-			// itself is a reason to probe: the gate waits on it.
-			if !r.open.Load() && r.joined() {
-				sched.All(time.Now(), false)
-			}
+			onFSM()
 		}
 	}
 }
 
-// hurry makes the hierarchies a refresh names (all when none) first in
-// line, with answers got from now on.
-func (r *readiness) hurry(sched *probe.Scheduler, req refreshRequest, specs map[string]spec.Hierarchy) {
-	names := req.names
-	if names == nil {
-		names = spec.SortedKeys(specs)
-	}
-	sched.Hurry(names, time.Now())
+// pendingRefresh is a refresh waiting for the names left to be proven.
+type pendingRefresh struct {
+	req  refreshRequest
+	left map[string]bool
 }
 
 // proveOne runs h's probes for turn t (prev: its last verdict).

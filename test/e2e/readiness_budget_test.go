@@ -150,6 +150,26 @@ func TestReadinessBudgetAndSharingOnAgents(t *testing.T) {
 	if !strings.Contains(out, "readiness_calls_per_minute") {
 		t.Errorf("doctor does not name the budget:\n%s", out)
 	}
+
+	// A switchover to a node whose probes the budget holds back: the
+	// target proves that one hierarchy first, ahead of its late turns,
+	// and the move itself never waits for the budget.
+	st3 := waitFor(t, c, "node3", time.Minute, "t07 online", func(st api.Status) bool { return hier(st, "t07").State == "online" })
+	owner := hier(st3, "t07").Owner
+	to := "node1"
+	if owner == to {
+		to = "node2"
+	}
+	began := time.Now()
+	out, errOut, code := lifeboat(t, c, "node3", "switchover", "t07", "--to", to)
+	if code != 0 {
+		t.Fatalf("switchover to %s while its readiness is held back by the budget: exit %d: %s%s", to, code, out, errOut)
+	}
+	took = time.Since(began)
+	if st := waitFor(t, c, "node3", 10*time.Second, "t07 online on "+to, onlineOn("t07", to)); hier(st, "t07").Readiness[to].Ready != true {
+		t.Errorf("t07 moved to %s, which is not shown READY for it", to)
+	}
+	t.Logf("switchover t07 %s -> %s (its readiness held back by the budget) took %s: %s", owner, to, took.Round(time.Millisecond), strings.TrimSpace(out))
 }
 
 // readinessMetric reads an unlabelled figure from node's /metrics.
