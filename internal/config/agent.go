@@ -125,6 +125,17 @@ const (
 	MaxReadinessCallsPerMinute     = 6000
 )
 
+// DefaultReadinessCalls is the budget when none is configured: 60 calls a
+// minute, or 20 calls per readiness interval when that is more (an
+// interval under 20 s, as in the demo and the tests), so that a short
+// interval still proves a few hierarchies each time.
+func DefaultReadinessCalls(interval time.Duration) int {
+	if interval <= 0 {
+		return DefaultReadinessCallsPerMinute
+	}
+	return min(max(DefaultReadinessCallsPerMinute, int(20*time.Minute/interval)), MaxReadinessCallsPerMinute)
+}
+
 // AWS configures the agent's own AWS access. Nothing here is read from the
 // environment: the proxy of root's shell is not the agent's.
 type AWS struct {
@@ -141,8 +152,9 @@ type AWS struct {
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
 	// ReadinessCallsPerMinute is the budget of AWS API calls this node's
-	// readiness probes may make a minute (default 60; retries and the
-	// decoding of refusals count). Restore, remove and recover never wait
+	// readiness probes may make a minute (default 60, or 20 per
+	// readiness_interval when that is more; retries and the decoding of
+	// refusals count). Restore, remove and recover never wait
 	// for it. When it cannot cover every hierarchy each
 	// readiness_interval, the probes take longer to come round (status
 	// and doctor say so).
@@ -386,7 +398,7 @@ func (a *Agent) applyDefaults() {
 		a.AWS.MaxAttempts = 4
 	}
 	if a.AWS.ReadinessCallsPerMinute == 0 {
-		a.AWS.ReadinessCallsPerMinute = DefaultReadinessCallsPerMinute
+		a.AWS.ReadinessCallsPerMinute = DefaultReadinessCalls(a.ReadinessInterval.D())
 	}
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
@@ -494,7 +506,7 @@ func (a *Agent) Validate() []spec.Problem {
 		add("readiness_interval", "must be at least 1s (default 5m)")
 	}
 	if n := a.AWS.ReadinessCallsPerMinute; n < MinReadinessCallsPerMinute || n > MaxReadinessCallsPerMinute {
-		add("aws.readiness_calls_per_minute", "must be between %d and %d AWS calls a minute (default %d)", MinReadinessCallsPerMinute, MaxReadinessCallsPerMinute, DefaultReadinessCallsPerMinute)
+		add("aws.readiness_calls_per_minute", "must be between %d and %d AWS calls a minute (default %d)", MinReadinessCallsPerMinute, MaxReadinessCallsPerMinute, DefaultReadinessCalls(a.ReadinessInterval.D()))
 	}
 	if w := a.Watchdog; w.Device != "" {
 		if !filepath.IsAbs(w.Device) {

@@ -90,10 +90,7 @@ func (e *SimEnv) Close() {
 // inside a network lab's router (StartSimInRouter) it is on a namespace
 // address, and the section opts in with allow_insecure_endpoints.
 func (e *SimEnv) NodeConfig(node string) string {
-	// The demo proves readiness every 10 s and the tests every second,
-	// far more often than the default budget of AWS calls (for a
-	// readiness_interval of minutes) allows.
-	cfg := fmt.Sprintf("aws:\n  region: %s\n  endpoints:\n    ec2: %s\n    sts: %s\n    iam: %s\n    imds: %s\n  readiness_calls_per_minute: 1200\n",
+	cfg := fmt.Sprintf("aws:\n  region: %s\n  endpoints:\n    ec2: %s\n    sts: %s\n    iam: %s\n    imds: %s\n",
 		e.World.Region(), e.Endpoint, e.Endpoint, e.Endpoint, e.IMDS[node])
 	if !onLoopback(e.Endpoint) || !onLoopback(e.IMDS[node]) {
 		cfg += "  # the simulator on a test network of namespaces, in clear: never on a real network\n  allow_insecure_endpoints: true\n"

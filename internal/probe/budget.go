@@ -75,11 +75,11 @@ const (
 	MinPerMinute     = 2
 )
 
-// Budget is a token bucket of AWS calls: it holds a burst of a tenth of
-// the budget (at least one call, at most 20), so that a node's probes never
-// send more than a few calls back to back, and refills at the rest of the
-// budget a minute: over any 60 s, burst and refill together stay within
-// PerMinute.
+// Budget is a token bucket of AWS calls: it holds a burst of a quarter of
+// the budget (at least one call, at most 20: the first round after a
+// start, which the engine's takeovers wait for, should not wait for the
+// budget on a small cluster), and refills at the rest of the budget a
+// minute: over any 60 s, burst and refill together stay within PerMinute.
 //
 // A probe waits (Wait) until a token is there before it starts a call, and
 // every request actually sent (retries and the decoding of a refusal
@@ -107,7 +107,7 @@ func NewBudget(clock Clock, perMinute int) *Budget {
 		perMinute = DefaultPerMinute
 	}
 	perMinute = max(perMinute, MinPerMinute)
-	burst := min(max(float64(perMinute)/10, 1), 20)
+	burst := min(max(float64(perMinute)/4, 1), 20)
 	return &Budget{clock: clock, perMinute: perMinute, rate: (float64(perMinute) - burst) / 60, burst: burst, tokens: burst, last: clock.Now()}
 }
 

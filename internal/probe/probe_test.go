@@ -65,8 +65,8 @@ func TestBudgetBoundsCallsPerMinute(t *testing.T) {
 // call waits for it.
 func TestBudgetRetriesArePaidBack(t *testing.T) {
 	clock := NewFakeClock()
-	b := NewBudget(clock, 60) // burst 6, refill 54 a minute
-	for range 6 {
+	b := NewBudget(clock, 60) // burst 15, refill 45 a minute
+	for range 15 {
 		b.Spend()
 	}
 	for range 3 {
@@ -76,8 +76,8 @@ func TestBudgetRetriesArePaidBack(t *testing.T) {
 	if err := b.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// 3 tokens of debt plus the one to spend: 4 at 0.9/s.
-	if waited := clock.Now().Sub(before); waited < 4*time.Second || waited > 5*time.Second {
+	// 3 tokens of debt plus the one to spend: 4 at 0.75/s.
+	if waited := clock.Now().Sub(before); waited < 5*time.Second || waited > 6*time.Second {
 		t.Fatalf("waited %s after three retries beyond the burst", waited)
 	}
 }

@@ -59,7 +59,7 @@ func TestReadinessBudgetAndSharingOnAgents(t *testing.T) {
 		return calls[action+" DryRunOperation"]
 	}
 	nodeConfig := func(n string) string {
-		return strings.Replace(env.NodeConfig(n), "readiness_calls_per_minute: 1200", fmt.Sprintf("readiness_calls_per_minute: %d", budget), 1)
+		return strings.Replace(env.NodeConfig(n), "aws:\n", fmt.Sprintf("aws:\n  readiness_calls_per_minute: %d\n", budget), 1)
 	}
 	c := startCluster(t, demo.Options{ExtraConfig: "readiness_interval: 10s\n", NodeConfig: nodeConfig})
 	route := func(name, cidr, rtb string) spec.Hierarchy {
