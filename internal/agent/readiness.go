@@ -51,7 +51,8 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // kits). Results go to the cluster state when they change.
 //
 // One scheduler (probe.Scheduler) decides when each hierarchy is proven:
-// all of them at start, on a spec change, after the join and on a refresh;
+// all of them at start, after the join and on a refresh, one whose spec
+// changed at once;
 // then each once per readiness_interval, the probes spread evenly over it;
 // a NOT READY one again after notReadyRetry, with fresh answers. The
 // probes' AWS calls go through a budget (aws.readiness_calls_per_minute)
@@ -235,25 +236,34 @@ func (r *readiness) run(ctx context.Context) {
 	joinProbed := false
 	pace := newPaceMeter(r.budget, interval)
 	lastFlush := time.Now()
-	// sync reads the hierarchies this node could run; a change of their
-	// specs makes every one due.
+	// sync reads the hierarchies this node could run: a new one, or one
+	// whose spec changed, is due now.
+	encoded := map[string]string{}
 	sync := func() {
 		key := r.mySpecKey()
 		if key == specKey {
 			return
 		}
-		first := specKey == "" && len(specs) == 0
 		specKey = key
 		clear(specs)
-		var names []string
+		var names, changed []string
 		r.a.c.FSM.View(func(s *cluster.State) {
 			for _, name := range s.HierarchyNames() {
 				if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
 					specs[name] = h
 					names = append(names, name)
+					if enc := string(encodeJSON(h)); encoded[name] != enc {
+						encoded[name] = enc
+						changed = append(changed, name)
+					}
 				}
 			}
 		})
+		for name := range encoded {
+			if _, ok := specs[name]; !ok {
+				delete(encoded, name)
+			}
+		}
 		for name := range verdicts {
 			if _, ok := specs[name]; !ok {
 				delete(verdicts, name)
@@ -262,9 +272,7 @@ func (r *readiness) run(ctx context.Context) {
 		pace.forget(specs)
 		now := time.Now()
 		sched.Sync(names, now)
-		if !first {
-			sched.All(now, false)
-		}
+		sched.Reschedule(changed, now)
 	}
 	// onFSM follows a change of the state: the specs, and until the first
 	// round after the join is done, the join itself (the gate waits on

@@ -153,3 +153,13 @@ func (s *Scheduler) Hurry(names []string, notBefore time.Time) {
 func (s *Scheduler) Period(now time.Time) time.Duration {
 	return s.Interval + s.Late(now)
 }
+
+// Reschedule makes the named hierarchies due at now (their specs changed).
+func (s *Scheduler) Reschedule(names []string, now time.Time) {
+	for _, n := range names {
+		if t, ok := s.turns[n]; ok && t.Due.After(now) {
+			t.Due = now
+			s.turns[n] = t
+		}
+	}
+}

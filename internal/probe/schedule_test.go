@@ -144,4 +144,12 @@ func TestSchedulerRetryAndChanges(t *testing.T) {
 	if s.Sync([]string{"b", "c"}, now) {
 		t.Fatal("Sync with nothing new reported an addition")
 	}
+	// A changed spec: that hierarchy alone is due again.
+	later := now.Add(time.Second)
+	s.Done("b", later, true)
+	s.Done("c", later, true)
+	s.Reschedule([]string{"c"}, later)
+	if due := s.Due(later); len(due) != 1 || due[0].Name != "c" {
+		t.Fatalf("after c's spec changed: due %+v", due)
+	}
 }
