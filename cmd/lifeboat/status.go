@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -125,6 +126,10 @@ func printStatus(st api.Status) {
 		if n.Standby != nil {
 			fmt.Fprintf(stdout, "node %s in standby, %s (lifeboat node unstandby %s)\n", n.Name, holdText(n.Standby), n.Name)
 		}
+		if p := n.ReadinessPace; p != nil && p.BudgetBound {
+			fmt.Fprintf(stdout, "node %s proves its readiness only every %s, not every %s (readiness_interval): its AWS call budget of %d calls a minute holds the probes back (raise aws.readiness_calls_per_minute); its verdicts may be that old\n",
+				n.Name, roundAge(time.Duration(p.PeriodMS)*time.Millisecond), roundAge(time.Duration(p.IntervalMS)*time.Millisecond), p.BudgetPerMinute)
+		}
 	}
 	if len(st.Hierarchies) == 0 {
 		fmt.Fprintln(stdout, "\nNo hierarchies. Create one with: lifeboat apply -f FILE")
@@ -142,8 +147,10 @@ func printStatus(st api.Status) {
 	}
 	tw.Flush()
 	nodeState := map[string]string{}
+	pace := map[string]*state.ReadinessPace{}
 	for _, n := range st.Nodes {
 		nodeState[n.Name] = n.State
+		pace[n.Name] = n.ReadinessPace
 	}
 	for _, h := range st.Hierarchies {
 		if len(h.Resources) == 0 {
@@ -171,16 +178,18 @@ func printStatus(st api.Status) {
 		var rd []string
 		for _, n := range h.Nodes {
 			x, ok := h.Readiness[n]
+			var v string
 			switch {
 			case !ok:
 				continue
 			case x.Ready:
-				rd = append(rd, n+" READY")
+				v = n + " READY"
 			case len(x.Missing) > 0:
-				rd = append(rd, fmt.Sprintf("%s NOT READY (missing %s)", n, strings.Join(x.Missing, ", ")))
+				v = fmt.Sprintf("%s NOT READY (missing %s)", n, strings.Join(x.Missing, ", "))
 			default:
-				rd = append(rd, fmt.Sprintf("%s NOT READY (%s)", n, x.Reason))
+				v = fmt.Sprintf("%s NOT READY (%s)", n, x.Reason)
 			}
+			rd = append(rd, v+staleness(x.At, pace[n]))
 		}
 		if len(rd) > 0 {
 			fmt.Fprintf(stdout, "   readiness: %s\n", strings.Join(rd, "; "))
@@ -209,6 +218,39 @@ func holdText(h *state.Hold) string {
 		t += ": " + h.Reason
 	}
 	return t
+}
+
+// staleness says how old a readiness verdict is when it is older than its
+// node's readiness interval allows (p nil: a node that does not say), and
+// why when the node's AWS call budget is the cause.
+func staleness(at time.Time, p *state.ReadinessPace) string {
+	if p == nil || at.IsZero() || p.IntervalMS <= 0 {
+		return ""
+	}
+	age := time.Since(at)
+	interval := time.Duration(p.IntervalMS) * time.Millisecond
+	// A verdict rests on answers up to one interval old when it is
+	// reached, is reached again an interval later, and the proof times
+	// are committed once an interval: up to three intervals is on time.
+	if age <= 3*interval+interval/10 {
+		return ""
+	}
+	why := ""
+	if p.BudgetBound {
+		why = ", held back by the AWS call budget"
+	}
+	return fmt.Sprintf(" (proven %s ago%s)", roundAge(age), why)
+}
+
+// roundAge rounds a duration for reading.
+func roundAge(d time.Duration) string {
+	switch {
+	case d >= time.Hour:
+		return d.Round(time.Minute).String()
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
 }
 
 func dash(s string) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/doctor"
+	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -27,7 +28,10 @@ func checks() []doctor.Check {
 // one hierarchy.
 func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
 	env := &doctor.Env{Kits: a.kits, Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
-		Leader: a.c.Leader(), AWSSettings: a.aws.settings, AWS: a.aws.get, LogLevel: a.levelName(),
+		Leader: a.c.Leader(), AWSSettings: a.aws.settings, LogLevel: a.levelName(),
+		// Doctor's AWS calls count against readiness's budget, and its
+		// permission probes share readiness's answers.
+		AWS: a.ready.clients, Probes: func() kit.ProbeCalls { return a.ready.shared.View(time.Time{}) },
 		WatchdogDevice: a.cfg.Watchdog.Device, WatchdogTimeout: a.cfg.Watchdog.Timeout.D(), Owners: map[string]string{}}
 	exe, _ := os.Executable()
 	env.Paths = []string{exe, a.cfg.DataDir, a.cfg.API.Socket}
@@ -108,6 +112,9 @@ func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor 
 
 func (a *Agent) runDoctorNow(ctx context.Context, hierarchy string) api.NodeDoctor {
 	fs := doctor.Run(ctx, a.doctorEnv(hierarchy), checks(), nil)
+	if f, ok := a.ready.budgetFinding(); ok {
+		fs = append(fs, f)
+	}
 	s := a.aws.settings
 	rep := api.NodeDoctor{Node: a.cfg.Node, Version: Version, Findings: fs, Settings: api.DoctorSettings{
 		HTTPProxy: redactURL(s.HTTPProxy), HTTPSProxy: redactURL(s.HTTPSProxy), NoProxy: s.NoProxyList(), Region: s.Region,

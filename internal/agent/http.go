@@ -222,7 +222,11 @@ func (a *Agent) routes() *http.ServeMux {
 		writeJSON(w, a.runDoctor(r.Context(), r.URL.Query().Get("hierarchy")))
 	}))
 	mux.HandleFunc("POST /v1/internal/readiness/refresh", internalOnly(func(w http.ResponseWriter, r *http.Request) {
-		res, err := a.ready.Refresh(r.Context())
+		refresh := a.ready.Refresh
+		if h := r.URL.Query().Get("hierarchy"); h != "" {
+			refresh = func(ctx context.Context) (map[string]cluster.Readiness, error) { return a.ready.RefreshOne(ctx, h) }
+		}
+		res, err := refresh(r.Context())
 		if err != nil {
 			writeErr(w, http.StatusServiceUnavailable, err)
 			return

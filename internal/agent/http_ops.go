@@ -166,7 +166,7 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Prove the target ready now, not as of its last scheduled probe.
-	if rd, err := a.refreshNode(r.Context(), req.To); err != nil {
+	if rd, err := a.refreshNode(r.Context(), req.To, name); err != nil {
 		if !req.Force {
 			writeErr(w, http.StatusConflict, fmt.Errorf("switchover to %s refused: its readiness could not be checked: %v (use --force to move anyway)", req.To, err))
 			return

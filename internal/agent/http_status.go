@@ -62,6 +62,7 @@ func (a *Agent) status() api.Status {
 		if n := s.Nodes[m.Name]; n != nil {
 			ns.Gen, ns.Fenced, ns.Leaving = n.Gen, n.Revoked, n.Leaving
 			ns.Findings = n.Findings
+			ns.ReadinessPace = n.ReadinessPace
 			ns.Maintenance, ns.Standby, ns.ConfirmFailover = n.Maintenance, n.Standby, n.ConfirmFailover
 			if ns.Version == "" {
 				ns.Version = n.Version

@@ -140,7 +140,7 @@ func (a *Agent) metrics() *prometheus.Registry {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_feature_level", Help: "The cluster's feature level as this node applied it."}, func() float64 {
 		return float64(a.c.FSM.Level())
 	}))
-	reg.MustRegister(a.failovers, stateCollector{a}, listenerCollector{a})
+	reg.MustRegister(a.failovers, stateCollector{a}, listenerCollector{a}, readinessCollector{a.ready})
 	for _, sev := range []string{"critical", "warning"} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lifeboat_doctor_findings", Help: "Findings of this node's last doctor run, by severity.",
 			ConstLabels: prometheus.Labels{"severity": sev}}, func() float64 {

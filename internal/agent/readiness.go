@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/url"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,7 +16,9 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
+	"github.com/lifeboat-ha/lifeboat/internal/probe"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/state"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
 )
 
@@ -43,6 +47,20 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // take it over now: each resource's readiness probe (dry runs for the cloud
 // kits). Results go to the cluster state when they change.
 //
+// One scheduler (probe.Scheduler) decides when each hierarchy is proven:
+// all of them at start, after the join and on a refresh, one whose spec
+// changed at once;
+// then each once per readiness_interval, the probes spread evenly over it;
+// a NOT READY one again after notReadyRetry, with fresh answers. The
+// probes' AWS calls go through a budget (aws.readiness_calls_per_minute)
+// and a store of answers that probes of other hierarchies making the same
+// call on the same resource share while they are fresh (one interval).
+// When the budget cannot cover every hierarchy each interval, probes wait
+// for it and the period stretches: each verdict carries when the oldest
+// answer it relied on was got (At), and the node's pace says why
+// (state.ReadinessPace). Only readiness uses the budget: the engine's
+// restores use the node's clients directly and never wait for a probe.
+//
 // Right after the agent starts (an upgraded binary, perhaps, with needs its
 // role does not meet), what the cluster state says about this node's
 // readiness is the previous process's answer. So the first round runs at
@@ -54,11 +72,11 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 // releases it, with a log line and an event, and placement's existing
 // rules decide (a NOT READY node is still chosen when no node is READY).
 type readiness struct {
-	a       *Agent
-	wake    chan chan map[string]cluster.Readiness
-	mu      sync.Mutex
-	last    map[string]cluster.Readiness
-	specKey string
+	a    *Agent
+	wake chan refreshRequest
+	mu   sync.Mutex
+	// last: the verdicts as last committed (or tried).
+	last map[string]cluster.Readiness
 
 	// open: a round that started after this node had joined the cluster
 	// (its state had caught up to its own join) is done.
@@ -70,6 +88,22 @@ type readiness struct {
 	// held: when the engine was first kept from taking a hierarchy over.
 	held map[string]time.Time
 	now  func() time.Time
+
+	// The pacing.
+	budget  *probe.Budget
+	shared  *probe.Shared
+	meterMu sync.Mutex
+	base    *awsapi.Clients // the node's clients ...
+	metered *awsapi.Clients // ... and the same counted against the budget
+	paceMu  sync.Mutex
+	pace    state.ReadinessPace
+}
+
+// refreshRequest asks for names (nil: every hierarchy) to be proven now,
+// with fresh answers; reply gets every verdict once they are.
+type refreshRequest struct {
+	names []string
+	reply chan map[string]cluster.Readiness
 }
 
 // notReadyRetry is how soon a NOT READY node proves itself again.
@@ -80,8 +114,14 @@ const notReadyRetry = 3 * time.Second
 var firstRoundBound = 5 * time.Second
 
 func newReadiness(a *Agent) *readiness {
-	return &readiness{a: a, wake: make(chan chan map[string]cluster.Readiness),
-		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now}
+	interval, perMinute := 5*time.Minute, 0
+	if a.cfg != nil {
+		interval, perMinute = a.cfg.ReadinessInterval.D(), a.cfg.AWS.ReadinessCallsPerMinute
+	}
+	budget := probe.NewBudget(probe.Real, perMinute)
+	return &readiness{a: a, wake: make(chan refreshRequest),
+		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now,
+		budget: budget, shared: probe.NewShared(budget, interval)}
 }
 
 // mayTakeOver reports whether the engine may bring hierarchy name into
@@ -142,59 +182,320 @@ func (r *readiness) joined() bool {
 	return ok
 }
 
-// run probes at start, on every interval, when the specs this node could
-// run change, and when asked (Refresh).
+// flushEvery bounds how long changed verdicts wait for their commit while
+// the scheduler is busy (a long round held back by the budget).
+const flushEvery = 2 * time.Second
+
+// clients is the AWS provider of the probes: the node's clients, with
+// every request counted against the budget.
+func (r *readiness) clients(ctx context.Context) (*awsapi.Clients, error) {
+	c, err := r.a.aws.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.meterMu.Lock()
+	defer r.meterMu.Unlock()
+	if r.base != c {
+		r.base, r.metered = c, c.Metered(r.budget.Spend)
+	}
+	return r.metered, nil
+}
+
+// round is the hierarchies proven since the scheduler was last idle (or
+// last covered every hierarchy).
+type round struct {
+	proven map[string]bool
+	start  time.Time
+	joined bool
+}
+
+// run probes at start, on every turn the scheduler hands out, when the
+// specs this node could run change, and when asked (Refresh).
 func (r *readiness) run(ctx context.Context) {
 	interval := r.a.cfg.ReadinessInterval.D()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	var reply chan map[string]cluster.Readiness
-	for {
-		res := r.probe(ctx)
-		if reply != nil {
-			reply <- res
-			reply = nil
-		}
-		// A node NOT READY proves itself again soon (every few seconds)
-		// rather than at the next interval: many causes pass (a permission
-		// granted, an address that was moving while the probe ran).
-		var again <-chan time.Time
-		for _, rd := range res {
-			if !rd.Ready {
-				again = time.After(min(interval, notReadyRetry))
-				break
-			}
-		}
-	wait:
+	if r.a.self.Witness {
+		r.roundDone(nil, true, 0)
 		for {
-			fsmC := r.a.c.FSM.Changed()
 			select {
 			case <-ctx.Done():
 				return
-			case <-again:
-				break wait
-			case <-tick.C:
-				break wait
-			case reply = <-r.wake:
-				break wait
-			case <-fsmC:
-				// Until the first round after the join is done, the
-				// join itself is a reason to probe: the gate waits on it.
-				if r.mySpecKey() != r.currentKey() || (!r.open.Load() && r.joined()) {
-					break wait
+			case req := <-r.wake:
+				req.reply <- nil
+			}
+		}
+	}
+	sched := probe.NewScheduler(interval, notReadyRetry)
+	specs := map[string]spec.Hierarchy{}
+	verdicts := map[string]cluster.Readiness{}
+	var specKey string
+	var waiting []pendingRefresh
+	var cur round
+	joinProbed := false
+	pace := newPaceMeter(r.budget, interval)
+	lastFlush := time.Now()
+	// sync reads the hierarchies this node could run: a new one, or one
+	// whose spec changed, is due now.
+	encoded := map[string]string{}
+	sync := func() {
+		key := r.mySpecKey()
+		if key == specKey {
+			return
+		}
+		specKey = key
+		clear(specs)
+		var names, changed []string
+		r.a.c.FSM.View(func(s *cluster.State) {
+			for _, name := range s.HierarchyNames() {
+				if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
+					specs[name] = h
+					names = append(names, name)
+					if enc := string(encodeJSON(h)); encoded[name] != enc {
+						encoded[name] = enc
+						changed = append(changed, name)
+					}
 				}
 			}
+		})
+		for name := range encoded {
+			if _, ok := specs[name]; !ok {
+				delete(encoded, name)
+			}
+		}
+		for name := range verdicts {
+			if _, ok := specs[name]; !ok {
+				delete(verdicts, name)
+			}
+		}
+		pace.forget(specs)
+		now := time.Now()
+		sched.Sync(names, now)
+		sched.Reschedule(changed, now)
+	}
+	// onFSM follows a change of the state: the specs, and until the first
+	// round after the join is done, the join itself (the gate waits on
+	// it).
+	fsmC := r.a.c.FSM.Changed()
+	onFSM := func() {
+		fsmC = r.a.c.FSM.Changed()
+		sync()
+		if !r.open.Load() && r.joined() && !joinProbed {
+			joinProbed = true
+			sched.All(time.Now(), false)
+		}
+	}
+	// ask puts a refresh first in line; it is answered once the names it
+	// asked for are proven.
+	ask := func(req refreshRequest) {
+		sync()
+		names := req.names
+		if names == nil {
+			names = spec.SortedKeys(specs)
+		}
+		left := map[string]bool{}
+		for _, n := range names {
+			if _, ok := specs[n]; ok {
+				left[n] = true
+			}
+		}
+		sched.Hurry(names, time.Now())
+		waiting = append(waiting, pendingRefresh{req: req, left: left})
+	}
+	// answer replies to the refreshes whose names are all proven (all of
+	// them when every is true).
+	answer := func(every bool) {
+		var kept []pendingRefresh
+		var out map[string]cluster.Readiness
+		for _, w := range waiting {
+			if len(w.left) > 0 && !every {
+				kept = append(kept, w)
+				continue
+			}
+			if out == nil {
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+				out = maps.Clone(verdicts)
+			}
+			w.req.reply <- out
+		}
+		waiting = kept
+	}
+	sync()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		// Events first, without waiting: a refresh or a spec change must
+		// not wait for turns the budget holds back.
+		select {
+		case req := <-r.wake:
+			ask(req)
+			continue
+		case <-fsmC:
+			onFSM()
+			continue
+		default:
+		}
+		now := time.Now()
+		if due := sched.Due(now); len(due) > 0 {
+			t := due[0]
+			if cur.start.IsZero() {
+				cur = round{start: now, joined: r.joined(), proven: map[string]bool{}}
+			}
+			h, ok := specs[t.Name]
+			if !ok {
+				sched.Sync(spec.SortedKeys(specs), now)
+				continue
+			}
+			r.shared.Stretch(sched.Period(now))
+			rd := r.proveOne(ctx, h, t, verdicts[t.Name])
+			if ctx.Err() != nil {
+				return
+			}
+			done := time.Now()
+			verdicts[t.Name] = rd
+			var late time.Duration
+			if !t.Due.IsZero() { // zero: a refresh's, first in line
+				late = done.Sub(t.Due)
+			}
+			pace.proven(t, done, late)
+			sched.Done(t.Name, done, rd.Ready)
+			cur.proven[t.Name] = true
+			if t.Due.IsZero() {
+				for _, w := range waiting {
+					delete(w.left, t.Name)
+				}
+				answer(false)
+			}
+			if len(cur.proven) >= len(specs) {
+				// Every hierarchy proven once: a round, even while
+				// the budget keeps the scheduler busy.
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+				r.roundDone(spec.SortedKeys(cur.proven), cur.joined, time.Since(cur.start))
+				cur = round{}
+			}
+			if time.Since(lastFlush) >= flushEvery {
+				r.flush(ctx, verdicts, pace.report(), false)
+				lastFlush = time.Now()
+			}
+			continue
+		}
+		// Idle: commit what changed, close the round, answer refreshes.
+		r.flush(ctx, verdicts, pace.report(), false)
+		lastFlush = time.Now()
+		if !cur.start.IsZero() {
+			r.roundDone(spec.SortedKeys(cur.proven), cur.joined, time.Since(cur.start))
+			cur = round{}
+		}
+		answer(true)
+		var timer <-chan time.Time
+		if t, ok := sched.Next(); ok {
+			timer = time.After(time.Until(t.Due))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer:
+		case req := <-r.wake:
+			ask(req)
+		case <-fsmC:
+			onFSM()
 		}
 	}
 }
 
-func (r *readiness) currentKey() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.specKey
+// pendingRefresh is a refresh waiting for the names left to be proven.
+type pendingRefresh struct {
+	req  refreshRequest
+	left map[string]bool
 }
 
-// mySpecKey identifies the specs of the hierarchies this node may run.
+// proveOne runs h's probes for turn t (prev: its last verdict).
+func (r *readiness) proveOne(ctx context.Context, h spec.Hierarchy, t probe.Turn, prev cluster.Readiness) cluster.Readiness {
+	calls := r.shared.View(t.NotBefore)
+	elsewhere := r.servedElsewhere(h.Name)
+	rd, unknown := r.probeHierarchy(ctx, h, elsewhere, calls)
+	if !rd.Ready && !elsewhere && r.servedElsewhere(h.Name) {
+		// It was placed on another node while the probes ran: what
+		// they saw may be that node taking it over. Probe again,
+		// expecting it there.
+		calls = r.shared.View(time.Now())
+		rd, unknown = r.probeHierarchy(ctx, h, true, calls)
+	}
+	if unknown && !prev.At.IsZero() {
+		// The probe could not tell: keep the last definite answer.
+		return prev
+	}
+	// The verdict is as old as the oldest answer it relied on.
+	if at := calls.Oldest(); !at.IsZero() && at.Before(rd.At) {
+		rd.At = at.UTC()
+	}
+	return rd
+}
+
+// flush commits the verdicts when any changed, or when the committed
+// proofs are an interval old (so that status shows how old they are),
+// with the node's pace.
+func (r *readiness) flush(ctx context.Context, verdicts map[string]cluster.Readiness, pace state.ReadinessPace, force bool) {
+	r.paceMu.Lock()
+	prevPace := r.pace
+	r.pace = pace
+	r.paceMu.Unlock()
+	r.mu.Lock()
+	last := r.last
+	r.mu.Unlock()
+	changed := !sameReadiness(last, verdicts)
+	stale := false
+	if !changed {
+		interval := r.a.cfg.ReadinessInterval.D()
+		for name, rd := range verdicts {
+			if l := last[name]; rd.At.Sub(l.At) >= interval {
+				stale = true
+				break
+			}
+		}
+	}
+	if !changed && !stale && !force && prevPace.BudgetBound == pace.BudgetBound {
+		return
+	}
+	out := maps.Clone(verdicts)
+	if changed {
+		for _, name := range spec.SortedKeys(out) {
+			rd, l := out[name], last[name]
+			if l.At.IsZero() || rd.Ready != l.Ready || rd.Reason != l.Reason || !reflect.DeepEqual(rd.Missing, l.Missing) {
+				if !rd.Ready {
+					r.a.log.Warn("NOT READY", "hierarchy", name, "missing", strings.Join(rd.Missing, ","), "reason", rd.Reason)
+					r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Error: "NOT READY: " + rd.Reason})
+				} else {
+					r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Message: "READY"})
+				}
+			}
+		}
+	}
+	if pace.BudgetBound && !prevPace.BudgetBound {
+		r.a.log.Warn("readiness held back by the AWS call budget", "budget_per_minute", pace.BudgetPerMinute,
+			"period", (time.Duration(pace.PeriodMS) * time.Millisecond).Round(time.Second), "interval", r.a.cfg.ReadinessInterval.D())
+	}
+	r.mu.Lock()
+	r.last = out
+	r.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.a.submit(sctx, cluster.SetReadiness{Node: r.a.cfg.Node, Readiness: out, Pace: &pace}); err != nil {
+		r.a.log.Warn("report readiness", "error", err)
+		r.mu.Lock()
+		r.last = nil // try again next time
+		r.mu.Unlock()
+	}
+}
+
+// Pace returns how this node's probes keep up, as last reported.
+func (r *readiness) Pace() state.ReadinessPace {
+	r.paceMu.Lock()
+	defer r.paceMu.Unlock()
+	return r.pace
+}
+
 func (r *readiness) mySpecKey() string {
 	var b strings.Builder
 	r.a.c.FSM.View(func(s *cluster.State) {
@@ -208,22 +509,32 @@ func (r *readiness) mySpecKey() string {
 	return b.String()
 }
 
-// Refresh probes now and returns the result.
+// Refresh proves every hierarchy now and returns the result.
 func (r *readiness) Refresh(ctx context.Context) (map[string]cluster.Readiness, error) {
 	// Concurrent callers (peers' refreshAll, several at once) share one
 	// round (fanout.go).
-	return shared(ctx, r.a, r.a.localRuns, "readiness round", time.Minute, r.refreshNow)
+	return shared(ctx, r.a, r.a.localRuns, "readiness round", time.Minute, func(ctx context.Context) (map[string]cluster.Readiness, error) {
+		return r.refreshNow(ctx, nil)
+	})
 }
 
-func (r *readiness) refreshNow(ctx context.Context) (map[string]cluster.Readiness, error) {
-	reply := make(chan map[string]cluster.Readiness, 1)
+// RefreshOne proves one hierarchy now (a switchover to this node) and
+// returns every verdict.
+func (r *readiness) RefreshOne(ctx context.Context, name string) (map[string]cluster.Readiness, error) {
+	return shared(ctx, r.a, r.a.localRuns, "readiness of "+name, time.Minute, func(ctx context.Context) (map[string]cluster.Readiness, error) {
+		return r.refreshNow(ctx, []string{name})
+	})
+}
+
+func (r *readiness) refreshNow(ctx context.Context, names []string) (map[string]cluster.Readiness, error) {
+	req := refreshRequest{names: names, reply: make(chan map[string]cluster.Readiness, 1)}
 	select {
-	case r.wake <- reply:
+	case r.wake <- req:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	select {
-	case res := <-reply:
+	case res := <-req.reply:
 		return res, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -241,72 +552,6 @@ func (r *readiness) servedElsewhere(name string) bool {
 	return yes
 }
 
-func (r *readiness) probe(ctx context.Context) map[string]cluster.Readiness {
-	if r.a.self.Witness {
-		r.roundDone(nil, true, 0)
-		return nil
-	}
-	start := time.Now()
-	afterJoin := r.joined()
-	key := r.mySpecKey()
-	var hs []spec.Hierarchy
-	elsewhere := map[string]bool{}
-	r.a.c.FSM.View(func(s *cluster.State) {
-		for _, name := range s.HierarchyNames() {
-			if h := s.Hierarchies[name]; h.Priority(r.a.cfg.Node) >= 0 {
-				hs = append(hs, h)
-				as := s.Assignments[name]
-				elsewhere[name] = as != nil && as.Online && as.Node != "" && as.Node != r.a.cfg.Node
-			}
-		}
-	})
-	out := map[string]cluster.Readiness{}
-	r.mu.Lock()
-	prev := r.last
-	r.mu.Unlock()
-	for _, h := range hs {
-		rd, unknown := r.probeHierarchy(ctx, h, elsewhere[h.Name])
-		if !rd.Ready && !elsewhere[h.Name] && r.servedElsewhere(h.Name) {
-			// It was placed on another node while the probes ran: what
-			// they saw may be that node taking it over. Probe again,
-			// expecting it there.
-			rd, unknown = r.probeHierarchy(ctx, h, true)
-		}
-		if unknown {
-			// The probe could not tell: keep the last definite answer.
-			if p, ok := prev[h.Name]; ok {
-				rd = p
-			}
-		}
-		out[h.Name] = rd
-	}
-	r.mu.Lock()
-	changed := !sameReadiness(r.last, out)
-	r.last, r.specKey = out, key
-	r.mu.Unlock()
-	if changed {
-		for name, rd := range out {
-			if !rd.Ready {
-				r.a.log.Warn("NOT READY", "hierarchy", name, "missing", strings.Join(rd.Missing, ","), "reason", rd.Reason)
-				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Error: "NOT READY: " + rd.Reason})
-			} else {
-				r.a.events.Add(events.Event{Kind: "readiness", Hierarchy: name, Action: "probe", Message: "READY"})
-			}
-		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := r.a.submit(sctx, cluster.SetReadiness{Node: r.a.cfg.Node, Readiness: out}); err != nil {
-			r.a.log.Warn("report readiness", "error", err)
-			r.mu.Lock()
-			r.last = nil // try again next time
-			r.mu.Unlock()
-		}
-		cancel()
-	}
-	// Committed (or tried): the engine may now take these over.
-	r.roundDone(spec.SortedKeys(out), afterJoin, time.Since(start))
-	return out
-}
-
 func sameReadiness(a, b map[string]cluster.Readiness) bool {
 	if len(a) != len(b) {
 		return false
@@ -320,9 +565,10 @@ func sameReadiness(a, b map[string]cluster.Readiness) bool {
 	return true
 }
 
-// probeHierarchy runs the probes of h's resources; unknown reports that
-// some probe could not tell and none gave a definite "not ready".
-func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, servedElsewhere bool) (res cluster.Readiness, unknown bool) {
+// probeHierarchy runs the probes of h's resources, their cloud calls
+// through calls; unknown reports that some probe could not tell and none
+// gave a definite "not ready".
+func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, servedElsewhere bool, calls kit.ProbeCalls) (res cluster.Readiness, unknown bool) {
 	res = cluster.Readiness{Ready: true, At: time.Now().UTC()}
 	var reasons []string
 	missing := map[string]bool{}
@@ -333,7 +579,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 			reasons = append(reasons, fmt.Sprintf("%s: no kit for type %q", rs.Name, rs.Type))
 			continue
 		}
-		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.a.aws.get, ServedElsewhere: servedElsewhere})
+		inst, err := k.New(rs, kit.Env{Node: r.a.cfg.Node, Hierarchy: h.Name, DataDir: r.a.cfg.DataDir, Logger: r.a.log.With("hierarchy", h.Name, "resource", rs.Name), AWS: r.clients, ServedElsewhere: servedElsewhere, Probes: calls})
 		if err != nil {
 			res.Ready = false
 			reasons = append(reasons, fmt.Sprintf("%s: %v", rs.Name, err))
@@ -343,7 +589,7 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 		if !ok {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 		rd := p.Ready(pctx)
 		cancel()
 		if rd.Unknown {
@@ -374,9 +620,14 @@ func (r *readiness) probeHierarchy(ctx context.Context, h spec.Hierarchy, served
 	return res, unknown && res.Ready
 }
 
-// refreshNode makes node prove its readiness now and returns the result.
-func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluster.Readiness, error) {
+// refreshNode makes node prove its readiness now (for hierarchy alone,
+// unless it is "") and returns every verdict. An older node proves every
+// hierarchy.
+func (a *Agent) refreshNode(ctx context.Context, node, hierarchy string) (map[string]cluster.Readiness, error) {
 	if node == a.cfg.Node {
+		if hierarchy != "" {
+			return a.ready.RefreshOne(ctx, hierarchy)
+		}
 		return a.ready.Refresh(ctx)
 	}
 	c, ok := a.rpc.slow(node)
@@ -386,7 +637,11 @@ func (a *Agent) refreshNode(ctx context.Context, node string) (map[string]cluste
 	var out map[string]cluster.Readiness
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := c.Do(rctx, "POST", "/v1/internal/readiness/refresh", nil, &out); err != nil {
+	path := "/v1/internal/readiness/refresh"
+	if hierarchy != "" {
+		path += "?hierarchy=" + url.QueryEscape(hierarchy)
+	}
+	if err := c.Do(rctx, "POST", path, nil, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -414,7 +669,7 @@ func (a *Agent) refreshEveryNode(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := a.refreshNode(ctx, n.Name); err != nil {
+			if _, err := a.refreshNode(ctx, n.Name, ""); err != nil {
 				a.log.Debug("refresh readiness", "peer", n.Name, "error", err)
 			}
 		}()

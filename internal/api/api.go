@@ -95,6 +95,9 @@ type NodeStatus struct {
 	Lease string `json:"lease,omitempty"`
 	// Findings counts the node's last doctor findings by severity.
 	Findings map[string]int `json:"findings,omitempty"`
+	// ReadinessPace: how the node's readiness probes keep up (its AWS
+	// call budget, the period in which it proves every hierarchy again).
+	ReadinessPace *state.ReadinessPace `json:"readiness_pace,omitempty"`
 	// LeaseFresh: the answering node granted this node's current lease
 	// generation within the lease period (itself: holds its lease).
 	LeaseFresh bool `json:"lease_fresh"`

@@ -120,10 +120,12 @@ type Leaving struct {
 	Leaving bool   `json:"leaving"`
 }
 
-// SetReadiness replaces a node's readiness map.
+// SetReadiness replaces a node's readiness map (and how its probes keep
+// up, which the legacy form leaves out).
 type SetReadiness struct {
 	Node      string               `json:"node"`
 	Readiness map[string]Readiness `json:"readiness"`
+	Pace      *state.ReadinessPace `json:"pace,omitempty"`
 }
 
 // SetFindings replaces a node's doctor finding counts.
@@ -486,6 +488,7 @@ func (c Leaving) apply(s *State, _ time.Time) Result {
 func (c SetReadiness) apply(s *State, _ time.Time) Result {
 	n := node(s, c.Node)
 	n.Readiness = c.Readiness
+	n.ReadinessPace = c.Pace
 	n.Unproven = false
 	return Result{Changed: true}
 }

@@ -127,6 +127,29 @@ type Node struct {
 	API    string `yaml:"api"`
 }
 
+// Bounds and default of aws.readiness_calls_per_minute. EC2 throttles
+// each account in each region with a token bucket per API action (a
+// non-mutating one such as DescribeHosts: 100 tokens, refilled at 20 a
+// second; mutating ones have less), shared by every node and every other
+// tool of the account: the default keeps one node's readiness to a second's
+// worth of refill a minute, and leaves the rest to failovers.
+const (
+	DefaultReadinessCallsPerMinute = 60
+	MinReadinessCallsPerMinute     = 10
+	MaxReadinessCallsPerMinute     = 6000
+)
+
+// DefaultReadinessCalls is the budget when none is configured: 60 calls a
+// minute, or 20 calls per readiness interval when that is more (an
+// interval under 20 s, as in the demo and the tests), so that a short
+// interval still proves a few hierarchies each time.
+func DefaultReadinessCalls(interval time.Duration) int {
+	if interval <= 0 {
+		return DefaultReadinessCallsPerMinute
+	}
+	return min(max(DefaultReadinessCallsPerMinute, int(20*time.Minute/interval)), MaxReadinessCallsPerMinute)
+}
+
 // AWS configures the agent's own AWS access. Nothing here is read from the
 // environment: the proxy of root's shell is not the agent's.
 type AWS struct {
@@ -142,6 +165,14 @@ type AWS struct {
 	// MaxAttempts per call, retries on throttling and 5xx included
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
+	// ReadinessCallsPerMinute is the budget of AWS API calls this node's
+	// readiness probes may make a minute (default 60, or 20 per
+	// readiness_interval when that is more; retries and the decoding of
+	// refusals count). Restore, remove and recover never wait
+	// for it. When it cannot cover every hierarchy each
+	// readiness_interval, the probes take longer to come round (status
+	// and doctor say so).
+	ReadinessCallsPerMinute int `yaml:"readiness_calls_per_minute"`
 	// AllowInsecureEndpoints lets Endpoints name plain http:// URLs on
 	// addresses other than loopback (signed requests and the credentials
 	// IMDS hands out would travel in clear). Only for a simulator on a
@@ -388,6 +419,9 @@ func (a *Agent) applyDefaults() {
 	if a.AWS.MaxAttempts == 0 {
 		a.AWS.MaxAttempts = 4
 	}
+	if a.AWS.ReadinessCallsPerMinute == 0 {
+		a.AWS.ReadinessCallsPerMinute = DefaultReadinessCalls(a.ReadinessInterval.D())
+	}
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
 	}
@@ -510,6 +544,9 @@ func (a *Agent) Validate() []spec.Problem {
 	}
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
+	}
+	if n := a.AWS.ReadinessCallsPerMinute; n < MinReadinessCallsPerMinute || n > MaxReadinessCallsPerMinute {
+		add("aws.readiness_calls_per_minute", "must be between %d and %d AWS calls a minute (default %d)", MinReadinessCallsPerMinute, MaxReadinessCallsPerMinute, DefaultReadinessCalls(a.ReadinessInterval.D()))
 	}
 	if w := a.Watchdog; w.Device != "" {
 		if !filepath.IsAbs(w.Device) {

@@ -61,7 +61,11 @@ func awsCheckPermissions(ctx context.Context, env *Env) []Finding {
 				continue
 			}
 			base := Finding{ID: awsIDPermissions, Severity: Critical, Hierarchy: h.Name, Resource: r.Name}
-			inst, err := k.New(r, kit.Env{Node: env.Node, Hierarchy: h.Name, AWS: env.AWS})
+			var probes kit.ProbeCalls
+			if env.Probes != nil {
+				probes = env.Probes()
+			}
+			inst, err := k.New(r, kit.Env{Node: env.Node, Hierarchy: h.Name, AWS: env.AWS, Probes: probes})
 			if err != nil {
 				f := base
 				f.Seen = fmt.Sprintf("%s cannot manage %s: %v", env.Node, r.Name, err)

@@ -63,6 +63,11 @@ type Env struct {
 	// AWS: the agent's own settings and clients (Provider nil: no AWS).
 	AWSSettings awsapi.Settings
 	AWS         awsapi.Provider
+	// Probes, when set, gives the readiness probes doctor runs their
+	// cloud calls (kit.Env.Probes): the agent's budget and shared
+	// answers, so that doctor on a thousand hierarchies costs what
+	// readiness does. Nil: each probe calls directly.
+	Probes func() kit.ProbeCalls
 	// ProcDir is /proc (a test may point it elsewhere).
 	ProcDir string
 	// Paths lifeboat uses (binary, data directory, socket) for the

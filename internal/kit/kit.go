@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -61,6 +62,11 @@ type Env struct {
 	// (another host answering for a virtual IP is then its owner, not a
 	// conflict).
 	ServedElsewhere bool
+	// Probes, when set, makes a readiness probe's cloud calls: within the
+	// node's AWS call budget, and sharing answers between hierarchies
+	// (see ProbeCalls). Nil: the probe calls directly. Only readiness
+	// sets it; restore, remove and recover never wait for it.
+	Probes ProbeCalls
 }
 
 // Instance manages one configured resource on this node. Every method must be
@@ -128,6 +134,38 @@ type Gap struct {
 // effects, that this node could restore the resource.
 type ReadinessProber interface {
 	Ready(ctx context.Context) Readiness
+}
+
+// ProbeKey identifies one cloud call of a readiness probe for sharing its
+// answer: the action it proves, the resource it is authorized on (ARN or
+// ID, with the region; as precise as the call names it) and whatever else
+// in the request could change the answer (Detail: the interface a route
+// would point at, ...). Probes share an answer only when all three are
+// equal: a proof on one route table says nothing about another, since IAM
+// conditions may differ per resource.
+type ProbeKey struct {
+	Action   string
+	Resource string
+	Detail   string
+}
+
+// ProbeAnswer is the answer to one call of a readiness probe.
+type ProbeAnswer struct {
+	// Value is what the call returned (nil for a dry run); Err its error
+	// (a dry run's DryRunOperation included), as the kit's call gave it.
+	Value any
+	Err   error
+	// At is when the call was made; Shared: another probe made it.
+	At     time.Time
+	Shared bool
+}
+
+// ProbeCalls makes the calls of a readiness probe (Env.Probes): it returns
+// a fresh answer another probe got for the same key, or waits for the
+// node's AWS call budget and runs call. Answers of a cloud that could not
+// tell (throttling, 5xx, timeouts) are not kept for others.
+type ProbeCalls interface {
+	Call(ctx context.Context, key ProbeKey, call func(ctx context.Context) (any, error)) ProbeAnswer
 }
 
 // NodeFenced is implemented by kits whose resources nothing outside the

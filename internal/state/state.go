@@ -143,6 +143,9 @@ type NodeState struct {
 	// Readiness: per hierarchy, whether this node could take it over, as
 	// it last proved.
 	Readiness map[string]Readiness `json:"readiness,omitempty"`
+	// ReadinessPace: how the node's readiness probes keep up (nil: a
+	// version that does not say).
+	ReadinessPace *ReadinessPace `json:"readiness_pace,omitempty"`
 	// Findings counts the node's last doctor findings by severity.
 	Findings map[string]int `json:"findings,omitempty"`
 	// Level is the highest feature level the node's binary supports, as
@@ -184,6 +187,23 @@ type Readiness struct {
 	Missing []string  `json:"missing,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	At      time.Time `json:"at"`
+}
+
+// ReadinessPace is how a node's readiness probes keep up: its budget of
+// AWS calls a minute and its readiness interval, and the period in which
+// it lately proved every hierarchy again. Informational (status, doctor):
+// placement never reads it.
+type ReadinessPace struct {
+	BudgetPerMinute int   `json:"budget_per_minute"`
+	IntervalMS      int64 `json:"interval_ms"`
+	// PeriodMS: the longest time between two proofs of one hierarchy
+	// lately (0: not known yet).
+	PeriodMS int64 `json:"period_ms,omitempty"`
+	// CallsPerMinute: the AWS calls the probes made a minute lately.
+	CallsPerMinute int `json:"calls_per_minute,omitempty"`
+	// BudgetBound: the period is longer than the interval because the
+	// probes waited for the budget.
+	BudgetBound bool `json:"budget_bound,omitempty"`
 }
 
 // State is the whole replicated state.
