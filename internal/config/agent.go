@@ -30,6 +30,14 @@ const (
 // 108 bytes, NUL included).
 const maxSocketPath = 107
 
+// DefaultMaxParallelRestores is max_parallel_restores' default (it is
+// engine.DefaultMaxRestores; config is a leaf and does not import the
+// engine); MaxParallelRestoresLimit its upper bound.
+const (
+	DefaultMaxParallelRestores = 16
+	MaxParallelRestoresLimit   = 4096
+)
+
 const keyHint = "generate one with: head -c 32 /dev/urandom | base64"
 
 var hostnameRe = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$`)
@@ -55,6 +63,10 @@ type Agent struct {
 	// ReadinessInterval is how often this node proves it could take over
 	// each hierarchy (default 5m).
 	ReadinessInterval spec.Duration `yaml:"readiness_interval"`
+	// MaxParallelRestores bounds how many hierarchies this node restores at
+	// once (default 16): a node that takes over 1,000 hierarchies restores
+	// them in turns instead of starving its own lease renewals.
+	MaxParallelRestores int `yaml:"max_parallel_restores"`
 	// Watchdog resets this node when its agent hangs while it holds
 	// resources nothing outside the node arbitrates (the ip kit's local
 	// addresses).
@@ -360,6 +372,9 @@ func (a *Agent) applyDefaults() {
 	if a.ReadinessInterval == 0 {
 		a.ReadinessInterval = spec.Duration(5 * time.Minute)
 	}
+	if a.MaxParallelRestores == 0 {
+		a.MaxParallelRestores = DefaultMaxParallelRestores
+	}
 	if a.AWS.CallTimeout == 0 {
 		a.AWS.CallTimeout = spec.Duration(5 * time.Second)
 	}
@@ -470,6 +485,9 @@ func (a *Agent) Validate() []spec.Problem {
 	a.validateTLS(add)
 	if a.ReadinessInterval.D() < time.Second {
 		add("readiness_interval", "must be at least 1s (default 5m)")
+	}
+	if a.MaxParallelRestores < 1 || a.MaxParallelRestores > MaxParallelRestoresLimit {
+		add("max_parallel_restores", "%d is not between 1 and %d (default %d)", a.MaxParallelRestores, MaxParallelRestoresLimit, DefaultMaxParallelRestores)
 	}
 	if w := a.Watchdog; w.Device != "" {
 		if !filepath.IsAbs(w.Device) {

@@ -83,7 +83,18 @@ type Config struct {
 	// ends before the lease does. Restore and recover run under it; nil
 	// (tests) means unbounded.
 	Authority func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error)
+	// MaxRestores bounds how many hierarchies this node restores at once
+	// (0: DefaultMaxRestores; negative: no bound). The others wait their
+	// turn, in the order they asked, reported "restoring"; the wait is not
+	// part of any action's timeout. Removes and checks are never held back.
+	MaxRestores int
 }
+
+// DefaultMaxRestores is Config.MaxRestores' default: enough to keep cloud
+// calls overlapping, few enough that a burst of restores (1,000 hierarchies
+// assigned in one commit) leaves the agent's lease renewals and raft the
+// CPU they need.
+const DefaultMaxRestores = 16
 
 // lapseRetry is how soon a restore stopped by a lapsing lease is retried.
 const lapseRetry = 20 * time.Millisecond
@@ -101,6 +112,10 @@ type Engine struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+
+	// restoreSlots holds a token per hierarchy being restored (nil: no
+	// bound).
+	restoreSlots chan struct{}
 }
 
 // New starts an engine with no hierarchies.
@@ -114,8 +129,60 @@ func New(cfg Config) *Engine {
 	if cfg.Report == nil {
 		cfg.Report = func(Report) {}
 	}
+	if cfg.MaxRestores == 0 {
+		cfg.MaxRestores = DefaultMaxRestores
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{cfg: cfg, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	e := &Engine{cfg: cfg, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	if cfg.MaxRestores > 0 {
+		e.restoreSlots = make(chan struct{}, cfg.MaxRestores)
+	}
+	return e
+}
+
+// restoreSlot waits for a turn to restore w's hierarchy (d): it returns
+// the function that gives the turn back, or ok false when ctx ended or the
+// hierarchy is no longer wanted in service here while it waited.
+func (w *worker) restoreSlot(ctx context.Context, d Desired) (release func(), ok bool) {
+	slots := w.e.restoreSlots
+	if slots == nil {
+		return func() {}, true
+	}
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, true
+	default:
+	}
+	start := time.Now()
+	w.log.Debug("restore waits for a turn", "epoch", d.Epoch, "max_restores", cap(slots))
+	woken := false
+	defer func() {
+		if woken {
+			// Hand the wake back to the run loop: the desired state
+			// changed while this restore waited, and the loop acts on
+			// it once the restore is over.
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	for {
+		select {
+		case slots <- struct{}{}:
+			if waited := time.Since(start); waited > time.Second {
+				w.log.Info("restore waited for a turn", "epoch", d.Epoch, "duration", waited, "max_restores", cap(slots))
+			}
+			return func() { <-slots }, true
+		case <-ctx.Done():
+			return nil, false
+		case <-w.wake:
+			woken = true
+			if !w.still(d) {
+				return nil, false
+			}
+		}
+	}
 }
 
 // Update hands the engine the complete desired state. Hierarchies missing
@@ -490,8 +557,13 @@ func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 		w.publish(d.Epoch, StateFailed, nil, err.Error())
 		return false
 	}
-	w.clean = false
 	w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
+	release, ok := w.restoreSlot(ctx, d)
+	if !ok {
+		return false
+	}
+	defer release()
+	w.clean = false
 	for _, r := range order {
 		if !w.still(d) {
 			w.removeAll(ctx, d, "restore interrupted: no longer wanted here")
