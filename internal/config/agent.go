@@ -140,6 +140,13 @@ type AWS struct {
 	// MaxAttempts per call, retries on throttling and 5xx included
 	// (default 4).
 	MaxAttempts int `yaml:"max_attempts"`
+	// MutatingBucket and DescribeBucket pace this node's EC2 calls per
+	// action the way EC2 throttles them: CAPACITY/REFILL (tokens, tokens
+	// per second), or "off". Defaults: AWS's default account limits,
+	// 200/5 for actions that change something, 100/20 for Describe*.
+	// Raise them when AWS raised the account's limits.
+	MutatingBucket string `yaml:"mutating_bucket"`
+	DescribeBucket string `yaml:"describe_bucket"`
 	// AllowInsecureEndpoints lets Endpoints name plain http:// URLs on
 	// addresses other than loopback (signed requests and the credentials
 	// IMDS hands out would travel in clear). Only for a simulator on a
@@ -381,6 +388,12 @@ func (a *Agent) applyDefaults() {
 	if a.AWS.MaxAttempts == 0 {
 		a.AWS.MaxAttempts = 4
 	}
+	if a.AWS.MutatingBucket == "" {
+		a.AWS.MutatingBucket = "200/5"
+	}
+	if a.AWS.DescribeBucket == "" {
+		a.AWS.DescribeBucket = "100/20"
+	}
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
 	}
@@ -506,6 +519,18 @@ func (a *Agent) Validate() []spec.Problem {
 	return ps
 }
 
+// validBucket: CAPACITY/REFILL with a capacity of at least 1 and a
+// positive refill, or "off" (awsapi.ParseBucket reads it).
+func validBucket(s string) bool {
+	if s == "off" {
+		return true
+	}
+	c, r, ok := strings.Cut(s, "/")
+	capacity, err1 := strconv.ParseFloat(strings.TrimSpace(c), 64)
+	refill, err2 := strconv.ParseFloat(strings.TrimSpace(r), 64)
+	return ok && err1 == nil && err2 == nil && capacity >= 1 && refill > 0
+}
+
 func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 	urls := []struct {
 		field, v string
@@ -534,6 +559,11 @@ func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 	}
 	if d := a.AWS.CallTimeout.D(); d < 100*time.Millisecond || d > 5*time.Minute {
 		add("aws.call_timeout", "must be between 100ms and 5m (default 5s)")
+	}
+	for _, b := range []struct{ field, v string }{{"aws.mutating_bucket", a.AWS.MutatingBucket}, {"aws.describe_bucket", a.AWS.DescribeBucket}} {
+		if !validBucket(b.v) {
+			add(b.field, "%q is not CAPACITY/REFILL (tokens, tokens per second; AWS's defaults: mutating 200/5, describe 100/20) or off", b.v)
+		}
 	}
 	if n := a.AWS.MaxAttempts; n < 1 || n > 10 {
 		add("aws.max_attempts", "must be between 1 and 10 (default 4)")
