@@ -136,6 +136,8 @@ type Clients struct {
 	EC2      *ec2.Client
 	STS      *sts.Client
 	IMDS     *imds.Client
+	// share: reads shared between callers (Shared; nil: none shared).
+	share *sharer
 }
 
 // New builds the clients. With no region configured it asks IMDS.
@@ -143,7 +145,7 @@ func New(ctx context.Context, s Settings) (*Clients, error) {
 	s = s.withDefaults()
 	hc := s.HTTPClient()
 	imdsOpts := imds.Options{HTTPClient: hc, Endpoint: s.Endpoints.IMDS, ClientEnableState: imds.ClientEnabled}
-	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts)}
+	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts), share: newSharer()}
 	region := s.Region
 	if region == "" {
 		rctx, cancel := context.WithTimeout(ctx, s.CallTimeout)

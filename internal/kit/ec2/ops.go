@@ -367,15 +367,19 @@ func vpcMismatch(rtb, rtbVPC, eni, eniVPC string) string {
 // eniVPC returns the VPC of a network interface (ec2:DescribeNetworkInterfaces).
 // Errors come back as the SDK gave them.
 func (in *instance) eniVPC(ctx context.Context, c *awsapi.Clients, eni string) (string, error) {
-	var out *ec2.DescribeNetworkInterfacesOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
-		return err
+	v, err := c.Shared(ctx, "DescribeNetworkInterfaces "+eni, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeNetworkInterfacesOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return "", err
 	}
+	out := v.(*ec2.DescribeNetworkInterfacesOutput)
 	for _, n := range out.NetworkInterfaces {
 		if aws.ToString(n.NetworkInterfaceId) == eni && aws.ToString(n.VpcId) != "" {
 			return aws.ToString(n.VpcId), nil
@@ -410,16 +414,25 @@ func (in *instance) tableVPCs(ctx context.Context, c *awsapi.Clients, rtbs []str
 
 // route returns the route for the CIDR in rtb (nil: none) and the table's
 // VPC.
+//
+// Every hierarchy on this node whose route is in rtb reads the same table:
+// they share one DescribeRouteTables (awsapi.Clients.Shared), so a node
+// that checks or takes over 1,000 routes of one table sends one call at a
+// time, each answering every caller that asked before it was sent.
 func (in *instance) route(ctx context.Context, c *awsapi.Clients, rtb string) (*types.Route, string, error) {
-	var out *ec2.DescribeRouteTablesOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{rtb}})
-		return err
+	v, err := c.Shared(ctx, "DescribeRouteTables "+rtb, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeRouteTablesOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{rtb}})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("describe route table %s: %w", rtb, in.explain(ctx, c, "ec2:DescribeRouteTables", "*", err))
 	}
+	out := v.(*ec2.DescribeRouteTablesOutput)
 	if len(out.RouteTables) == 0 {
 		return nil, "", fmt.Errorf("route table %s not found", rtb)
 	}
@@ -481,15 +494,19 @@ func (in *instance) pointRoute(ctx context.Context, c *awsapi.Clients, rtb, eni,
 }
 
 func (in *instance) sourceDestCheck(ctx context.Context, c *awsapi.Clients, eni string) (bool, error) {
-	var out *ec2.DescribeNetworkInterfaceAttributeOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
-		return err
+	v, err := c.Shared(ctx, "DescribeNetworkInterfaceAttribute sourceDestCheck "+eni, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeNetworkInterfaceAttributeOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return false, fmt.Errorf("read source/destination check of %s: %w", eni, in.explain(ctx, c, "ec2:DescribeNetworkInterfaceAttribute", "*", err))
 	}
+	out := v.(*ec2.DescribeNetworkInterfaceAttributeOutput)
 	if out.SourceDestCheck == nil {
 		return false, errors.New("source/destination check missing from the answer")
 	}
@@ -498,6 +515,9 @@ func (in *instance) sourceDestCheck(ctx context.Context, c *awsapi.Clients, eni 
 
 // sourceDestOff turns the interface's source/destination check off, which
 // routing a virtual IP to it needs.
+// The read is shared; the change is not (a shared call runs without its
+// callers' lease deadline, which a change must keep): restores that read
+// "on" together each turn it off, once, on the first takeover.
 func (in *instance) sourceDestOff(ctx context.Context, c *awsapi.Clients, eni string) error {
 	on, err := in.sourceDestCheck(ctx, c, eni)
 	if err != nil {

@@ -87,6 +87,10 @@ func TestBurstBeyondTheBucketsWaitsForTokens(t *testing.T) {
 					t.Errorf("route %s: %+v (found %v), want it at node1's %s", cidr, r, ok, l.eni["node1"])
 				}
 			}
+			// The restores read the one table together.
+			if d := st.Admitted["DescribeRouteTables"] + st.Throttled["DescribeRouteTables"]; d >= n {
+				t.Errorf("%d DescribeRouteTables for %d restores in one table: not shared", d, n)
+			}
 			if tc.pace.Mutating.Capacity > small.Mutating.Capacity && st.Throttled["CreateRoute"] == 0 {
 				t.Errorf("the account's bucket never throttled CreateRoute: the test proves nothing")
 			}
