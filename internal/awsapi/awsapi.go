@@ -204,6 +204,9 @@ func (c *Clients) Call(ctx context.Context, fn func(context.Context) error) erro
 	defer cancel()
 	err := fn(cctx)
 	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		if f := Classify(err); f.Kind == KindThrottled {
+			return err // it waited for EC2's request limit, and says so
+		}
 		return &Failure{Kind: KindUnavailable, Code: "Timeout", Message: fmt.Sprintf("no answer within %s", c.Settings.CallTimeout), Err: err}
 	}
 	return err

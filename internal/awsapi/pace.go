@@ -136,7 +136,8 @@ func (p *pacer) wait(ctx context.Context, action string) error {
 			lb.tokens = min(lb.b.Capacity, lb.tokens+1)
 		}
 		p.mu.Unlock()
-		return fmt.Errorf("waiting for a token to call ec2:%s (this node paces it at %s): %w", action, p.bucketFor(action), ctx.Err())
+		return &Failure{Kind: KindThrottled, Code: "Paced", Err: ctx.Err(),
+			Message: fmt.Sprintf("the call's time ran out while it waited for a token to call ec2:%s (this node paces it at %s, EC2's request limit)", action, p.bucketFor(action))}
 	}
 }
 

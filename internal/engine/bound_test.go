@@ -99,3 +99,28 @@ func TestRestoreWaitingForATurnIsDroppedWhenNoLongerWanted(t *testing.T) {
 		}
 	})
 }
+
+// A restore held up past its timeout by the cloud API's request limit is
+// tried again, not failed: no failed report, no failover, and once tokens
+// come the hierarchy is online.
+func TestThrottledRestoreIsTriedAgainNotFailed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		throttled := fmt.Errorf("%w: RequestLimitExceeded", kit.ErrThrottled)
+		h.fk.script("th", "r", func(s *script) { s.restoreErrs = []error{throttled, throttled} })
+		m := h.col.mark()
+		h.update(engine.Desired{Spec: hier("th", res("r", 1)), Epoch: 1, InService: true})
+		h.col.waitState(t, "th", m, engine.StateOnline, 1)
+		for _, r := range h.col.since("th", m) {
+			if r.State == engine.StateFailed {
+				t.Fatalf("reported failed on a throttled restore: %+v", r)
+			}
+		}
+		if c := count(h.fk.journal(), "th", "r", kit.OpRestore); c != 3 {
+			t.Errorf("%d restores, want 3 (two throttled, then through)", c)
+		}
+		if c := count(h.fk.journal(), "th", "r", kit.OpRemove); c > 1 {
+			t.Errorf("%d removes: a throttled restore took the hierarchy down", c)
+		}
+	})
+}

@@ -576,11 +576,14 @@ func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 		if ctx.Err() != nil {
 			return false
 		}
-		if errors.Is(err, ErrNoAuthority) {
-			// Not the resource's fault: the lease is lapsing. Leave what
-			// is up as it is: either a renewal comes and the restore goes
-			// on, or the lease is lost and the desired state that follows
-			// takes the hierarchy out of service here.
+		if errors.Is(err, ErrNoAuthority) || errors.Is(err, kit.ErrThrottled) {
+			// Not the resource's fault: the lease is lapsing, or the
+			// cloud API's request limit (the same on every node) held
+			// the action up past its timeout. Leave what is up as it is:
+			// either the restore goes on (a renewal came; tokens came,
+			// after the hierarchies ahead in the queue), or the lease is
+			// lost and the desired state that follows takes the
+			// hierarchy out of service here.
 			w.publish(d.Epoch, StateRestoring, w.resStates(""), err.Error())
 			return true
 		}

@@ -48,7 +48,10 @@ func (c call) String() string {
 
 // script is the scripted behaviour of one resource.
 type script struct {
-	restoreErr   error
+	restoreErr error
+	// restoreErrs are the next restores' results, consumed in order
+	// before restoreErr applies.
+	restoreErrs  []error
 	removeErr    error
 	recoverErr   error
 	restoreDelay time.Duration // simulated duration of a restore
@@ -167,6 +170,9 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 	i.k.recordLocked(i.hier, i.res, kit.OpRestore, 0, ctx.Err() != nil)
 	s := i.k.scriptLocked(i.hier, i.res)
 	err, delay, block := s.restoreErr, s.restoreDelay, s.restoreBlock
+	if len(s.restoreErrs) > 0 {
+		err, s.restoreErrs = s.restoreErrs[0], s.restoreErrs[1:]
+	}
 	i.k.mu.Unlock()
 	if block != nil {
 		select {

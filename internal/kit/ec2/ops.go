@@ -18,18 +18,38 @@ import (
 // Restore brings the resource into service on this node. An AWS API that
 // throttles or answers 5xx beyond the SDK's own retries is retried here,
 // with backoff, until the action's timeout: every step is idempotent, and
-// a slow API is no reason to give the hierarchy up on this node.
+// a slow API is no reason to give the hierarchy up on this node. Still
+// throttled at the timeout, the error says so (kit.ErrThrottled): the
+// engine tries again rather than fail the hierarchy over, since every node
+// shares the account's request limits.
 func (in *instance) Restore(ctx context.Context) error {
 	wait := 200 * time.Millisecond
+	// throttled: the last answer AWS gave was "slow down" (an attempt cut
+	// short by the timeout answers nothing).
+	throttled := false
 	for {
 		err := in.restoreOnce(ctx)
 		f := awsapi.Classify(err)
 		if f == nil || (f.Kind != awsapi.KindThrottled && f.Kind != awsapi.KindUnavailable) {
 			return err
 		}
+		if f.Kind == awsapi.KindThrottled {
+			throttled = true
+		} else if ctx.Err() == nil {
+			throttled = false
+		}
+		if ctx.Err() != nil {
+			if throttled {
+				return fmt.Errorf("%w: %w", kit.ErrThrottled, err)
+			}
+			return err
+		}
 		in.env.Logger.Warn("restore: AWS could not answer, retrying", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
+			if throttled {
+				return fmt.Errorf("%w: %w", kit.ErrThrottled, err)
+			}
 			return err
 		case <-time.After(wait):
 		}

@@ -2,6 +2,7 @@ package ec2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -95,5 +96,28 @@ func TestBurstBeyondTheBucketsWaitsForTokens(t *testing.T) {
 				t.Errorf("the account's bucket never throttled CreateRoute: the test proves nothing")
 			}
 		})
+	}
+}
+
+// A restore still throttled when its time runs out says so
+// (kit.ErrThrottled), for the engine to try again rather than fail the
+// hierarchy over; an API that fails otherwise does not.
+func TestRestoreThrottledUntilItsTimeoutSaysSo(t *testing.T) {
+	l := newLab(t)
+	in := l.instance("node1", l.routeParams(), 1) // no retries inside the SDK
+	for _, tc := range []struct {
+		faults    sim.Faults
+		throttled bool
+	}{
+		{sim.Faults{ThrottleRate: 1}, true},
+		{sim.Faults{ErrorRate: 1}, false},
+	} {
+		l.srv.SetFaults(tc.faults)
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		err := in.Restore(ctx)
+		cancel()
+		if err == nil || errors.Is(err, kit.ErrThrottled) != tc.throttled {
+			t.Errorf("faults %+v: restore error %v, want kit.ErrThrottled: %v", tc.faults, err, tc.throttled)
+		}
 	}
 }
