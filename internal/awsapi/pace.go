@@ -3,6 +3,7 @@ package awsapi
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,12 @@ import (
 // anything else the account runs: when AWS throttles a call anyway, the
 // action's local bucket is emptied, so this node slows to the refill rate
 // at once.
+
+// Dry runs (readiness, doctor, upgrade check) count against the same
+// buckets at AWS, but they can wait and a failover cannot: a dry run takes
+// a token only while the bucket is at least half full, so a node taking
+// over many hierarchies does not find half its ReplaceRoute tokens spent
+// proving it could.
 
 // Bucket is a token bucket: Capacity tokens at most, Refill added per second.
 type Bucket struct {
@@ -106,14 +113,17 @@ func (p *pacer) bucketLocked(action string, now time.Time) *localBucket {
 }
 
 // wait takes a token for one attempt of action, waiting for it as long as
-// ctx allows.
-func (p *pacer) wait(ctx context.Context, action string) error {
+// ctx allows. A dry run waits until the bucket is at least half full.
+func (p *pacer) wait(ctx context.Context, action string, dryRun bool) error {
 	p.mu.Lock()
 	now := p.now()
 	lb := p.bucketLocked(action, now)
 	if lb == nil {
 		p.mu.Unlock()
 		return nil
+	}
+	if dryRun {
+		return p.waitHalf(ctx, action, lb)
 	}
 	lb.tokens--
 	var d time.Duration
@@ -141,6 +151,31 @@ func (p *pacer) wait(ctx context.Context, action string) error {
 	}
 }
 
+// waitHalf takes a token once the bucket holds more than half its
+// capacity (p.mu held on entry, released).
+func (p *pacer) waitHalf(ctx context.Context, action string, lb *localBucket) error {
+	for {
+		need := lb.b.Capacity/2 + 1
+		if lb.tokens >= need {
+			lb.tokens--
+			p.mu.Unlock()
+			return nil
+		}
+		d := max(time.Duration((need-lb.tokens)/lb.b.Refill*float64(time.Second)), time.Millisecond)
+		p.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return &Failure{Kind: KindThrottled, Code: "Paced", Err: ctx.Err(),
+				Message: fmt.Sprintf("the dry run's time ran out while it waited for ec2:%s's bucket to be half full (dry runs leave the other half to real calls)", action)}
+		}
+		p.mu.Lock()
+		lb = p.bucketLocked(action, p.now())
+	}
+}
+
 func (p *pacer) bucketFor(action string) Bucket {
 	if strings.HasPrefix(action, "Describe") {
 		return p.describe
@@ -163,7 +198,8 @@ func (p *pacer) throttled(action string) {
 func (p *pacer) middleware() middleware.FinalizeMiddleware {
 	return middleware.FinalizeMiddlewareFunc("LifeboatPacer", func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 		action := awsmiddleware.GetOperationName(ctx)
-		if err := p.wait(ctx, action); err != nil {
+		dry, _ := middleware.GetStackValue(ctx, dryRunKey{}).(bool)
+		if err := p.wait(ctx, action, dry); err != nil {
 			return middleware.FinalizeOutput{}, middleware.Metadata{}, err
 		}
 		out, md, err := next.HandleFinalize(ctx, in)
@@ -174,8 +210,25 @@ func (p *pacer) middleware() middleware.FinalizeMiddleware {
 	})
 }
 
+// dryRunKey marks, in a call's stack values, a call with DryRun=true.
+type dryRunKey struct{}
+
+// markDryRun notes whether the call's input asks for a dry run (every EC2
+// input that can has a DryRun *bool field).
+var markDryRun = middleware.InitializeMiddlewareFunc("LifeboatDryRun", func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+	if v := reflect.ValueOf(in.Parameters); v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct {
+		if f := v.Elem().FieldByName("DryRun"); f.IsValid() && f.Kind() == reflect.Pointer && !f.IsNil() && f.Elem().Kind() == reflect.Bool && f.Elem().Bool() {
+			ctx = middleware.WithStackValue(ctx, dryRunKey{}, true)
+		}
+	}
+	return next.HandleInitialize(ctx, in)
+})
+
 // addPacer puts the pacer into an EC2 client's stack.
 func (p *pacer) addPacer(stack *middleware.Stack) error {
+	if err := stack.Initialize.Add(markDryRun, middleware.After); err != nil {
+		return err
+	}
 	if _, ok := stack.Finalize.Get("Retry"); ok {
 		return stack.Finalize.Insert(p.middleware(), "Retry", middleware.After)
 	}

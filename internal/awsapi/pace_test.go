@@ -21,7 +21,7 @@ func TestPacer(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 6 {
 			wg.Go(func() {
-				if err := p.wait(context.Background(), "ReplaceRoute"); err != nil {
+				if err := p.wait(context.Background(), "ReplaceRoute", false); err != nil {
 					t.Error(err)
 				}
 				mu.Lock()
@@ -39,25 +39,47 @@ func TestPacer(t *testing.T) {
 		}
 		// Describe calls are not paced here (a zero bucket), nor share
 		// ReplaceRoute's bucket.
-		if err := p.wait(context.Background(), "DescribeRouteTables"); err != nil || time.Since(start) != 400*time.Millisecond {
+		if err := p.wait(context.Background(), "DescribeRouteTables", false); err != nil || time.Since(start) != 400*time.Millisecond {
 			t.Fatalf("an unpaced action waited: %v", err)
 		}
 		// A full bucket, then AWS throttles: the next call waits a refill.
 		time.Sleep(time.Second)
 		p.throttled("ReplaceRoute")
 		t0 := time.Now()
-		if err := p.wait(context.Background(), "ReplaceRoute"); err != nil || time.Since(t0) != 100*time.Millisecond {
+		if err := p.wait(context.Background(), "ReplaceRoute", false); err != nil || time.Since(t0) != 100*time.Millisecond {
 			t.Fatalf("after a throttle the next call waited %v (%v), want one refill interval", time.Since(t0), err)
 		}
 		// A caller that gives up hands its turn to the next.
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if err := p.wait(ctx, "ReplaceRoute"); err == nil {
+		if err := p.wait(ctx, "ReplaceRoute", false); err == nil {
 			t.Fatal("a wait beyond its context's end succeeded")
 		}
 		t1 := time.Now()
-		if err := p.wait(context.Background(), "ReplaceRoute"); err != nil || time.Since(t1) != 50*time.Millisecond {
+		if err := p.wait(context.Background(), "ReplaceRoute", false); err != nil || time.Since(t1) != 50*time.Millisecond {
 			t.Fatalf("after a caller gave up, the next waited %v, want the 50ms left of the turn", time.Since(t1))
+		}
+	})
+}
+
+// A dry run takes a token only while the bucket is more than half full:
+// the other half is for the calls a failover makes.
+func TestPacerDryRunsLeaveHalfTheBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(Bucket{Capacity: 4, Refill: 10}, Bucket{})
+		start := time.Now()
+		for range 2 {
+			if err := p.wait(context.Background(), "ReplaceRoute", true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// 2 tokens left: a third dry run waits for 3 (100 ms), while a
+		// real call goes at once.
+		if err := p.wait(context.Background(), "ReplaceRoute", false); err != nil || time.Since(start) != 0 {
+			t.Fatalf("a real call waited %v behind dry runs (%v)", time.Since(start), err)
+		}
+		if err := p.wait(context.Background(), "ReplaceRoute", true); err != nil || time.Since(start) != 200*time.Millisecond {
+			t.Fatalf("the dry run went after %v (%v), want 200ms: when 3 tokens are back", time.Since(start), err)
 		}
 	})
 }

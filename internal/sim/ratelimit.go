@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +39,11 @@ import (
 type Bucket struct {
 	Capacity float64 `json:"capacity"`
 	Refill   float64 `json:"refill"`
+}
+
+// String writes the bucket as CAPACITY/REFILL ("200/5").
+func (b Bucket) String() string {
+	return strconv.FormatFloat(b.Capacity, 'f', -1, 64) + "/" + strconv.FormatFloat(b.Refill, 'f', -1, 64)
 }
 
 // Request-rate categories of EC2 actions.
