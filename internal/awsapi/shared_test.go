@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // Callers of one key share calls, and never an answer older than their
@@ -73,5 +74,42 @@ func TestSharedReadsAreNeverOlderThanTheQuestion(t *testing.T) {
 		}
 		close(block)
 		wg.Wait()
+	})
+}
+
+// A caller that accepts reads sent since a moment (a restore: since its
+// assignment) gets the last answer when it was sent late enough, and a
+// new call otherwise; Forget drops the answer.
+func TestSharedReadsSince(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := &Clients{share: newSharer()}
+		var sent atomic.Int32
+		read := func(context.Context) (any, error) { return sent.Add(1), nil }
+		get := func(ctx context.Context) any {
+			v, err := c.Shared(ctx, "rtb-1", read)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		before := time.Now()
+		time.Sleep(time.Second)
+		if v := get(context.Background()); v != int32(1) {
+			t.Fatalf("first read %v", v)
+		}
+		if v := get(WithReadsSince(context.Background(), before)); v != int32(1) {
+			t.Errorf("a read sent after the caller's moment was not reused: %v", v)
+		}
+		time.Sleep(time.Second)
+		if v := get(WithReadsSince(context.Background(), time.Now())); v != int32(2) {
+			t.Errorf("a read sent before the caller's moment was reused: %v", v)
+		}
+		if v := get(context.Background()); v != int32(3) {
+			t.Errorf("a caller without a moment got an old answer: %v", v)
+		}
+		c.Forget("rtb-1")
+		if v := get(WithReadsSince(context.Background(), before)); v != int32(4) {
+			t.Errorf("a forgotten answer was reused: %v", v)
+		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
@@ -121,6 +122,31 @@ func TestThrottledRestoreIsTriedAgainNotFailed(t *testing.T) {
 		}
 		if c := count(h.fk.journal(), "th", "r", kit.OpRemove); c > 1 {
 			t.Errorf("%d removes: a throttled restore took the hierarchy down", c)
+		}
+	})
+}
+
+// A restore tells the kit when the hierarchy was assigned here: when the
+// desired state asked for it in service, not when its turn came.
+func TestRestoreCarriesWhenItWasAssigned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarnessWith(t, func(c *engine.Config) { c.MaxRestores = 1 })
+		block := make(chan struct{})
+		h.fk.script("first", "r", func(s *script) { s.restoreBlock = block })
+		m := h.col.mark()
+		first := engine.Desired{Spec: hier("first", res("r", 1)), Epoch: 1, InService: true}
+		h.update(first)
+		h.fk.waitFor(t, "first's restore", func(c []call) bool { return count(c, "first", "r", kit.OpRestore) == 1 })
+		asked := time.Now()
+		h.update(first, engine.Desired{Spec: hier("second", res("r", 1)), Epoch: 1, InService: true})
+		synctest.Wait()
+		time.Sleep(time.Second) // second waits its turn meanwhile
+		close(block)
+		h.col.waitState(t, "second", m, engine.StateOnline, 1)
+		var got time.Time
+		h.fk.script("second", "r", func(s *script) { got = s.assignedAt })
+		if !got.Equal(asked) {
+			t.Errorf("restore carried assigned-at %v, want %v (when the update asked for it)", got, asked)
 		}
 	})
 }

@@ -265,7 +265,10 @@ type worker struct {
 	mu      sync.Mutex
 	desired Desired
 	known   bool // present in the cluster state
-	status  Report
+	// assignedAt: when the cluster last asked for the hierarchy in
+	// service here (a new epoch in service), for kit.WithAssignedAt.
+	assignedAt time.Time
+	status     Report
 	// interrupt ends the quickcheck in progress: set stops it when the
 	// hierarchy is no longer wanted in service here, so that a check that
 	// waits on an unreachable API does not delay the removal.
@@ -297,6 +300,9 @@ func (w *worker) set(d Desired, known bool) {
 	w.mu.Lock()
 	if known || w.known {
 		if known {
+			if d.InService && (!w.desired.InService || d.Epoch != w.desired.Epoch) {
+				w.assignedAt = time.Now()
+			}
 			w.desired = d
 		} else {
 			w.desired.InService = false
@@ -564,6 +570,9 @@ func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 	}
 	defer release()
 	w.clean = false
+	w.mu.Lock()
+	ctx = kit.WithAssignedAt(ctx, w.assignedAt)
+	w.mu.Unlock()
 	for _, r := range order {
 		if !w.still(d) {
 			w.removeAll(ctx, d, "restore interrupted: no longer wanted here")

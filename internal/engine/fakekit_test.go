@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -49,6 +50,9 @@ func (c call) String() string {
 // script is the scripted behaviour of one resource.
 type script struct {
 	restoreErr error
+	// assignedAt: what the last restore's context said about when the
+	// hierarchy was assigned here (kit.WithAssignedAt).
+	assignedAt time.Time
 	// restoreErrs are the next restores' results, consumed in order
 	// before restoreErr applies.
 	restoreErrs  []error
@@ -173,6 +177,7 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 	if len(s.restoreErrs) > 0 {
 		err, s.restoreErrs = s.restoreErrs[0], s.restoreErrs[1:]
 	}
+	s.assignedAt = awsapi.ReadsSince(ctx)
 	i.k.mu.Unlock()
 	if block != nil {
 		select {

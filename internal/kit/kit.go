@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -25,6 +26,14 @@ import (
 // node, so failing over would not help (and would add calls). The engine
 // tries again, under the lease, without a failure mark.
 var ErrThrottled = errors.New("throttled by the cloud API")
+
+// WithAssignedAt tells a kit when the hierarchy was assigned to this node:
+// a Restore may use cloud reads sent since (shared with the other restores
+// of the same takeover, awsapi.WithReadsSince), since the previous owner's
+// last change came before it.
+func WithAssignedAt(ctx context.Context, t time.Time) context.Context {
+	return awsapi.WithReadsSince(ctx, t)
+}
 
 // Health is the outcome of a QuickCheck.
 type Health int

@@ -513,8 +513,10 @@ func (in *instance) pointRoute(ctx context.Context, c *awsapi.Clients, rtb, eni,
 	return nil
 }
 
+func sdcKey(eni string) string { return "DescribeNetworkInterfaceAttribute sourceDestCheck " + eni }
+
 func (in *instance) sourceDestCheck(ctx context.Context, c *awsapi.Clients, eni string) (bool, error) {
-	v, err := c.Shared(ctx, "DescribeNetworkInterfaceAttribute sourceDestCheck "+eni, func(ctx context.Context) (any, error) {
+	v, err := c.Shared(ctx, sdcKey(eni), func(ctx context.Context) (any, error) {
 		var out *ec2.DescribeNetworkInterfaceAttributeOutput
 		err := c.Call(ctx, func(ctx context.Context) error {
 			var err error
@@ -550,6 +552,8 @@ func (in *instance) sourceDestOff(ctx context.Context, c *awsapi.Clients, eni st
 		_, err := c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}})
 		return err
 	})
+	// The shared read said "on": the restores after this one read again.
+	c.Forget(sdcKey(eni))
 	if err != nil {
 		return fmt.Errorf("turn off source/destination check of %s: %w", eni, in.explain(ctx, c, "ec2:ModifyNetworkInterfaceAttribute", in.arn(c, "network-interface", eni), err))
 	}
