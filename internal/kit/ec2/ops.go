@@ -27,6 +27,7 @@ func (in *instance) Restore(ctx context.Context) error {
 	// throttled: the last answer AWS gave was "slow down" (an attempt cut
 	// short by the timeout answers nothing).
 	throttled := false
+	defer func() { in.changedAt.Store(time.Now().UnixNano()) }()
 	for {
 		err := in.restoreOnce(ctx)
 		f := awsapi.Classify(err)
@@ -131,7 +132,19 @@ func (in *instance) Remove(ctx context.Context) error {
 
 // QuickCheck observes: the route points here and the source/destination
 // check is off, or the Elastic IP is associated here.
+//
+// A check may use reads of the route table and the interface up to
+// checkReadAge old, shared by every check on this node: 1,000 routes in a
+// table checked every 10 s would otherwise mean 100 DescribeRouteTables a
+// second, each answering with the whole table (five times EC2's describe
+// refill rate, and on a test machine enough XML to starve the agents). A
+// route moved away is noticed at most that much later.
 func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
+	since := time.Now().Add(-checkReadAge)
+	if t := time.Unix(0, in.changedAt.Load()); t.After(since) {
+		since = t // not a read from before this node's own change
+	}
+	ctx = awsapi.WithReadsSince(ctx, since)
 	c, err := in.clients(ctx)
 	if err != nil {
 		return kit.Unknown, err
@@ -175,6 +188,9 @@ func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	}
 	return kit.Healthy, nil
 }
+
+// checkReadAge is how old a read a check may use (see QuickCheck).
+const checkReadAge = time.Second
 
 // unknownOr maps an error during a check: the check could not tell.
 func unknownOr(err error) (kit.Health, error) {
@@ -284,11 +300,14 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 	// Route mode: the interface must be in each route table's VPC.
 	mismatched := map[string]bool{}
 	if in.p[ParamMode] != ModeEIP {
-		vpc, err := in.eniVPC(ctx, c, eni)
+		// The VPC of an interface or a route table never changes: any
+		// read will do, shared with the other probes of the round.
+		vctx := awsapi.WithReadsSince(ctx, time.Unix(1, 0))
+		vpc, err := in.eniVPC(vctx, c, eni)
 		if f := awsapi.Classify(err); f != nil {
 			judge("ec2:DescribeNetworkInterfaces", "ec2:DescribeNetworkInterfaces of "+eni, "*", f, err)
 		} else {
-			tables, err := in.tableVPCs(ctx, c, rtbs)
+			tables, err := in.tableVPCs(vctx, c, rtbs)
 			switch f := awsapi.Classify(err); {
 			case f != nil && f.Kind == awsapi.KindUnauthorized && seen["ec2:DescribeRouteTables"]:
 				// its dry run said so already
@@ -411,15 +430,21 @@ func (in *instance) eniVPC(ctx context.Context, c *awsapi.Clients, eni string) (
 // tableVPCs returns the VPC of each route table (ec2:DescribeRouteTables).
 // Errors come back as the SDK gave them.
 func (in *instance) tableVPCs(ctx context.Context, c *awsapi.Clients, rtbs []string) (map[string]string, error) {
-	var out *ec2.DescribeRouteTablesOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: rtbs})
-		return err
+	// One table: the read restores and checks share.
+	key := "DescribeRouteTables " + strings.Join(rtbs, " ")
+	v, err := c.Shared(ctx, key, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeRouteTablesOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: rtbs})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return nil, err
 	}
+	out := v.(*ec2.DescribeRouteTablesOutput)
 	m := map[string]string{}
 	for _, t := range out.RouteTables {
 		m[aws.ToString(t.RouteTableId)] = aws.ToString(t.VpcId)

@@ -125,3 +125,26 @@ func TestRestoreThrottledUntilItsTimeoutSaysSo(t *testing.T) {
 		}
 	}
 }
+
+// Checks on one node share reads up to a second old: a thousand routes
+// checked every few seconds cost one table read a second, not one each.
+func TestChecksShareRecentReads(t *testing.T) {
+	l := newLab(t)
+	insts := l.routes("node1", 20, nil)
+	for _, in := range insts {
+		if err := in.Restore(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Counting calls: rate limits the checks never reach.
+	l.srv.SetFaults(sim.Faults{RateLimits: &sim.RateLimits{NonMutating: sim.Bucket{Capacity: 1000, Refill: 1000}}})
+	for _, in := range insts {
+		if h, err := in.QuickCheck(context.Background()); h != kit.Healthy {
+			t.Fatalf("check: %s %v", h, err)
+		}
+	}
+	st := l.srv.RateLimitStats()
+	if n := st.Admitted["DescribeRouteTables"]; n < 1 || n > 2 {
+		t.Errorf("%d DescribeRouteTables for 20 checks within a second, want 1 (2 if a second passed)", n)
+	}
+}
