@@ -92,9 +92,9 @@ func (s *sharer) do(ctx context.Context, key string, fn func(context.Context) (a
 	s.mu.Lock()
 	f := s.next[key]
 	switch {
-	case !since.IsZero() && s.last[key] != nil && !s.last[key].sent.Before(since):
+	case !since.IsZero() && s.last[key] != nil && s.last[key].sent.After(since):
 		f = s.last[key] // answered, sent late enough
-	case !since.IsZero() && s.inflight[key] != nil && !s.inflight[key].sent.Before(since):
+	case !since.IsZero() && s.inflight[key] != nil && s.inflight[key].sent.After(since):
 		f = s.inflight[key] // in flight, sent late enough
 	case f != nil:
 		// gathering for the next call: join it
