@@ -151,8 +151,13 @@ func (p *pacer) wait(ctx context.Context, action string, dryRun bool) error {
 	}
 }
 
+// maxDryRunWait: a dry run that would wait longer for its half bucket is
+// not sent (answered as throttled).
+const maxDryRunWait = time.Second
+
 // waitHalf takes a token once the bucket holds more than half its
-// capacity (p.mu held on entry, released).
+// capacity, or gives up at once if that is more than maxDryRunWait away
+// (p.mu held on entry, released).
 func (p *pacer) waitHalf(ctx context.Context, action string, lb *localBucket) error {
 	for {
 		need := lb.b.Capacity/2 + 1
@@ -162,6 +167,14 @@ func (p *pacer) waitHalf(ctx context.Context, action string, lb *localBucket) er
 			return nil
 		}
 		d := max(time.Duration((need-lb.tokens)/lb.b.Refill*float64(time.Second)), time.Millisecond)
+		if d > maxDryRunWait {
+			// Busy (a takeover) or just throttled: a readiness probe
+			// that cannot tell is "unknown" and keeps its last answer,
+			// better than holding a readiness round for many seconds.
+			p.mu.Unlock()
+			return &Failure{Kind: KindThrottled, Code: "Paced",
+				Message: fmt.Sprintf("dry run not sent: this node's ec2:%s bucket is under half full for another %s (dry runs leave that half to real calls)", action, d.Round(time.Millisecond))}
+		}
 		p.mu.Unlock()
 		t := time.NewTimer(d)
 		select {

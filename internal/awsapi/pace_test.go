@@ -81,6 +81,15 @@ func TestPacerDryRunsLeaveHalfTheBucket(t *testing.T) {
 		if err := p.wait(context.Background(), "ReplaceRoute", true); err != nil || time.Since(start) != 200*time.Millisecond {
 			t.Fatalf("the dry run went after %v (%v), want 200ms: when 3 tokens are back", time.Since(start), err)
 		}
+		// A bucket emptied by a throttle answer: a dry run that would wait
+		// more than a second is not sent, and says it was throttled.
+		slow := newPacer(Bucket{Capacity: 200, Refill: 5}, Bucket{})
+		slow.throttled("ReplaceRoute")
+		t0 := time.Now()
+		err := slow.wait(context.Background(), "ReplaceRoute", true)
+		if f := Classify(err); f == nil || f.Kind != KindThrottled || time.Since(t0) != 0 {
+			t.Fatalf("dry run on an empty 200/5 bucket: %v after %v, want throttled at once", err, time.Since(t0))
+		}
 	})
 }
 

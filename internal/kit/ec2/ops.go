@@ -300,14 +300,14 @@ func (in *instance) Ready(ctx context.Context) kit.Readiness {
 	// Route mode: the interface must be in each route table's VPC.
 	mismatched := map[string]bool{}
 	if in.p[ParamMode] != ModeEIP {
-		// The VPC of an interface or a route table never changes: any
-		// read will do, shared with the other probes of the round.
-		vctx := awsapi.WithReadsSince(ctx, time.Unix(1, 0))
-		vpc, err := in.eniVPC(vctx, c, eni)
+		// Fresh reads (shared only with calls sent after the probe asked):
+		// they prove this node may still describe, which an older
+		// answer would not.
+		vpc, err := in.eniVPC(ctx, c, eni)
 		if f := awsapi.Classify(err); f != nil {
 			judge("ec2:DescribeNetworkInterfaces", "ec2:DescribeNetworkInterfaces of "+eni, "*", f, err)
 		} else {
-			tables, err := in.tableVPCs(vctx, c, rtbs)
+			tables, err := in.tableVPCs(ctx, c, rtbs)
 			switch f := awsapi.Classify(err); {
 			case f != nil && f.Kind == awsapi.KindUnauthorized && seen["ec2:DescribeRouteTables"]:
 				// its dry run said so already
