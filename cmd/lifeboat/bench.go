@@ -44,13 +44,23 @@ again --poll after each answer), and how many raft entries were committed
 meanwhile; then the node is restarted and must rejoin. Each run has a cluster
 of its own (with --switchback one cluster serves all runs and automatic
 switchback brings the hierarchies home). --agent-binary runs the agents with
-another lifeboat binary (e.g. the previous release).`,
+another lifeboat binary (e.g. the previous release).
+
+With --three (root): each hierarchy is an app over a route-table virtual IP
+(ec2 kit, its own /32 in the simulated account's route table) over the same
+address on the owner's interface (ip kit), the nodes each a host of their own
+on a network of namespaces, the simulator in the router. --rate-limits makes
+the simulator throttle EC2 calls as AWS does from the kill on, and prints the
+floor its mutating bucket imposes on N ReplaceRoute calls, (N - capacity) /
+refill, beside the time the last hierarchy was back.`,
 		Example: `  lifeboat bench --runs 15
   lifeboat bench --runs 10 --json
   lifeboat bench --runs 10 --profile fast
   lifeboat bench --aws --aws-latency 100ms --runs 10
   lifeboat bench --hierarchies 200 --runs 5
-  lifeboat bench --hierarchies 200 --runs 5 --agent-binary /tmp/lifeboat-prev --json`,
+  lifeboat bench --hierarchies 200 --runs 5 --agent-binary /tmp/lifeboat-prev --json
+  sudo lifeboat bench --hierarchies 1000 --three --runs 3
+  sudo lifeboat bench --hierarchies 400 --three --rate-limits --mutating-bucket 100/20 --runs 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if mass.Hierarchies < 0 {
@@ -58,6 +68,17 @@ another lifeboat binary (e.g. the previous release).`,
 			}
 			if mass.Hierarchies == 0 && mass.AgentBinary != "" {
 				return codeErr{exitUsage, fmt.Errorf("--agent-binary goes with --hierarchies")}
+			}
+			if (mass.Three || mass.ReadinessInterval != 0) && mass.Hierarchies == 0 {
+				return codeErr{exitUsage, fmt.Errorf("--three and --readiness-interval go with --hierarchies")}
+			}
+			if (mass.RateLimits || mass.MutatingBucket != "") && !mass.Three {
+				return codeErr{exitUsage, fmt.Errorf("--rate-limits and --mutating-bucket go with --three")}
+			}
+			if mass.MutatingBucket != "" {
+				if _, err := simRateLimits(mass.MutatingBucket); err != nil {
+					return codeErr{exitUsage, err}
+				}
 			}
 			if awsMode {
 				if mass.Hierarchies > 0 {
@@ -124,6 +145,10 @@ another lifeboat binary (e.g. the previous release).`,
 	cmd.Flags().Float64Var(&mass.MaxOther, "max-other-cpu", 0.25, "with --hierarchies: start a run once other processes use at most this many cores (a shared machine)")
 	cmd.Flags().DurationVar(&mass.OnlineTimeout, "online-timeout", 3*time.Minute, "with --hierarchies: how long a run waits for every hierarchy to be online (on the first node, then elsewhere after the kill) before it counts as failed")
 	cmd.Flags().BoolVar(&mass.Switchback, "switchback", false, "with --hierarchies: one cluster for every run, automatic switchback brings the hierarchies home (default: a cluster per run)")
+	cmd.Flags().BoolVar(&mass.Three, "three", false, "with --hierarchies: three-resource hierarchies (app over an ec2 route over its ip address) on a network of namespaces with the simulator in the router (root)")
+	cmd.Flags().BoolVar(&mass.RateLimits, "rate-limits", false, "with --three: the simulator throttles EC2 as AWS does from the kill on; the agents pace with the same buckets (without it they do not pace)")
+	cmd.Flags().StringVar(&mass.MutatingBucket, "mutating-bucket", "", "with --rate-limits: CAPACITY/REFILL of each mutating action's bucket (default AWS's 200/5)")
+	cmd.Flags().DurationVar(&mass.ReadinessInterval, "readiness-interval", 0, "with --hierarchies: the agents' readiness_interval (default theirs)")
 	cmd.Flags().DurationVar(&mass.QuietWait, "quiet-wait", 2*time.Minute, "with --hierarchies: how long a run waits for --max-other-cpu before it starts anyway")
 	cmd.AddCommand(benchDowntimeCmd(), benchResponderCmd(), benchRejoinCmd())
 	return cmd

@@ -16,6 +16,8 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
+	"github.com/lifeboat-ha/lifeboat/internal/netlab"
+	"github.com/lifeboat-ha/lifeboat/internal/sim"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
 
@@ -43,6 +45,20 @@ type massOptions struct {
 	// Switchback: one cluster for every run (automatic switchback brings
 	// the hierarchies home) instead of a cluster per run.
 	Switchback bool
+	// Three: three-resource hierarchies (an app over a route-table virtual
+	// IP over its local address: app + ec2 + ip) on a network of
+	// namespaces with the simulator in the router (root only), instead of
+	// one app resource on 127.0.0.1.
+	Three bool
+	// RateLimits: with Three, the simulator throttles EC2 calls as AWS
+	// does from the kill on (buckets full at the kill), with the mutating
+	// bucket MutatingBucket (CAPACITY/REFILL, "" AWS's 200/5); the agents
+	// pace their calls with the same buckets. Without it the agents do not
+	// pace (an account whose limits do not bind).
+	RateLimits     bool
+	MutatingBucket string
+	// ReadinessInterval of the agents (0: the agent's default).
+	ReadinessInterval time.Duration
 }
 
 // massRun is one mass failover.
@@ -102,6 +118,14 @@ type massRun struct {
 	// the cluster to settle and the machine to be quiet.
 	OtherCoresBefore float64 `json:"other_cores_before"`
 	WaitedMS         float64 `json:"waited_ms"`
+	// With rate limits: EC2 calls per action the simulator admitted and
+	// throttled from the kill until the last hierarchy was back, and
+	// FloorMS, the least time EC2's buckets allow for the calls the
+	// failover cannot do without (one ReplaceRoute per route: AWS has no
+	// batch form), (N - capacity) / refill.
+	EC2Admitted  map[string]int `json:"ec2_admitted,omitempty"`
+	EC2Throttled map[string]int `json:"ec2_throttled,omitempty"`
+	FloorMS      float64        `json:"floor_ms,omitempty"`
 }
 
 type massResult struct {
@@ -117,6 +141,9 @@ type massResult struct {
 	MedianP50MS       float64   `json:"median_p50_ms"`
 	MedianLastMS      float64   `json:"median_last_ms"`
 	MedianCommits     float64   `json:"median_commits"`
+	Resources         int       `json:"resources_per_hierarchy"`
+	MutatingBucket    string    `json:"mutating_bucket,omitempty"`
+	MedianFloorMS     float64   `json:"median_floor_ms,omitempty"`
 	// Error: why runs failed (each failed run is kept, marked; medians
 	// are over complete runs).
 	Error string `json:"error,omitempty"`
@@ -188,10 +215,20 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 	defer cancel()
 	res := &massResult{Hierarchies: o.Hierarchies, AgentBinary: bin, Profile: o.Profile, Switchback: o.Switchback,
 		MonitorIntervalMS: ms(o.MonitorInterval), PollMS: ms(o.Poll)}
+	res.Resources = 1
+	if o.Three {
+		res.Resources = 3
+		if o.RateLimits {
+			res.MutatingBucket = sim.DefaultMutatingBucket.String()
+			if o.MutatingBucket != "" {
+				res.MutatingBucket = o.MutatingBucket
+			}
+		}
+	}
 	var mc *massCluster
 	defer func() {
 		if mc != nil {
-			mc.c.Kill()
+			mc.close()
 		}
 	}()
 	// oneRun returns the run's figures (nil when it failed before the
@@ -228,7 +265,14 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 			}
 		}
 		waited := time.Since(started)
-		r, err := massFailover(ctx, c, owner, before, o)
+		if o.RateLimits {
+			// The agents' own buckets were drained by the initial
+			// placement and their readiness rounds: let them refill.
+			b := mc.bucket
+			progress("waiting %s for the agents' EC2 buckets to refill", time.Duration(b.Capacity/b.Refill*float64(time.Second)))
+			time.Sleep(time.Duration(b.Capacity / b.Refill * float64(time.Second))) // a refill, nothing to await
+		}
+		r, err := massFailover(ctx, c, owner, before, o, mc)
 		r.OtherCoresBefore, r.WaitedMS = other, ms(waited)
 		if err != nil {
 			return &r, fmt.Errorf("%w (agent logs in %s)", err, c.Dir)
@@ -245,7 +289,7 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 			return &r, fmt.Errorf("%s never rejoined: %w (agent logs in %s)", owner, err, c.Dir)
 		}
 		if !o.Switchback {
-			c.Kill()
+			mc.close()
 			mc = nil
 		}
 		return &r, nil
@@ -270,7 +314,7 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 				break // the cluster is in no state for another run
 			}
 			if mc != nil {
-				mc.c.Kill()
+				mc.close()
 				mc = nil
 			}
 		}
@@ -291,6 +335,13 @@ func runMassBench(o massOptions, progress func(format string, args ...any)) (_ *
 	res.MedianP50MS, _, _ = median(p50)
 	res.MedianLastMS, _, _ = median(last)
 	res.MedianCommits, _, _ = median(commits)
+	var floors []float64
+	for _, r := range res.Runs {
+		if r.Complete && r.EC2Admitted != nil {
+			floors = append(floors, r.FloorMS)
+		}
+	}
+	res.MedianFloorMS, _, _ = median(floors)
 	return res, err
 }
 
@@ -298,6 +349,22 @@ type massCluster struct {
 	c                      *demo.Cluster
 	owner, standby, leader string
 	version                string
+	// Three-resource hierarchies: the network and the simulator.
+	lab    *netlab.Lab
+	env    *demo.SimEnv
+	limits *sim.RateLimits
+	bucket sim.Bucket // the mutating bucket
+}
+
+// close kills the agents and removes the network and the simulator.
+func (mc *massCluster) close() {
+	mc.c.Kill()
+	if mc.env != nil {
+		mc.env.Close()
+	}
+	if mc.lab != nil {
+		mc.lab.Close()
+	}
 }
 
 // startMassCluster starts three agents in dir and applies the hierarchies:
@@ -311,16 +378,47 @@ func startMassCluster(ctx context.Context, o massOptions, bin, dir string) (*mas
 	if o.Profile != "" && o.Profile != config.ProfileDefault {
 		extra = "timing:\n  profile: " + o.Profile + "\n"
 	}
-	c, err := demo.Start(demo.Options{Binary: bin, Dir: dir, Nodes: 3, ExtraConfig: extra})
-	if err != nil {
-		return nil, err
+	if o.ReadinessInterval > 0 {
+		extra += "readiness_interval: " + o.ReadinessInterval.String() + "\n"
 	}
+	opts := demo.Options{Binary: bin, Dir: dir, Nodes: 3, ExtraConfig: extra}
+	mc := &massCluster{}
 	ok := false
 	defer func() {
 		if !ok {
-			c.Kill()
+			if mc.c != nil {
+				mc.c.Kill()
+			}
+			if mc.env != nil {
+				mc.env.Close()
+			}
+			if mc.lab != nil {
+				mc.lab.Close()
+			}
 		}
 	}()
+	names := []string{"node1", "node2", "node3"}
+	if o.Three {
+		var err error
+		if mc.lab, err = netlab.New(netlab.Options{Nodes: 3, Router: true, Dir: filepath.Join(dir, "network")}); err != nil {
+			return nil, fmt.Errorf("three-resource hierarchies need a network of namespaces (root): %w", err)
+		}
+		if mc.env, err = demo.StartSimOnLab(mc.lab, names); err != nil {
+			return nil, err
+		}
+		mc.limits, mc.bucket = massRateLimits(o)
+		pace := "  mutating_bucket: \"off\"\n  describe_bucket: \"off\"\n"
+		if o.RateLimits {
+			pace = fmt.Sprintf("  mutating_bucket: %s\n  describe_bucket: %s\n", mc.bucket, sim.DefaultNonMutatingBucket)
+		}
+		opts.IPs, opts.Wrap = mc.lab.NodeIPs(), mc.lab.Wrap
+		opts.NodeConfig = func(node string) string { return mc.env.NodeConfig(node) + pace }
+	}
+	c, err := demo.Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	mc.c = c
 	if err := c.WaitReady(ctx); err != nil {
 		return nil, fmt.Errorf("%w (agent logs in %s)", err, dir)
 	}
@@ -337,7 +435,7 @@ func startMassCluster(ctx context.Context, o massOptions, bin, dir string) (*mas
 	if st.Leader == "" || len(followers) != 2 {
 		return nil, fmt.Errorf("no raft leader among the three nodes (agent logs in %s)", dir)
 	}
-	mc := &massCluster{c: c, owner: followers[0], standby: followers[1], leader: st.Leader}
+	mc.owner, mc.standby, mc.leader = followers[0], followers[1], st.Leader
 	for _, n := range st.Nodes {
 		if n.Name == st.Leader {
 			mc.version = n.Version
@@ -350,6 +448,12 @@ func startMassCluster(ctx context.Context, o massOptions, bin, dir string) (*mas
 			MonitorInterval: spec.Duration(o.MonitorInterval),
 			Resources: []spec.Resource{{Name: "flag", Type: "app", Params: map[string]string{
 				"restore": "touch " + flag, "remove": "rm -f " + flag, "quickcheck": "test -f " + flag}}}}
+	}
+	if o.Three {
+		hs = massThree(mc, o)
+		if err := mc.env.GrantLeastPrivilege(names, hs); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Apply(ctx, api.ApplyRequest{Hierarchies: hs}); err != nil {
 		return nil, fmt.Errorf("apply %d hierarchies: %w", len(hs), err)
@@ -384,14 +488,23 @@ func massSettle(ctx context.Context, c *demo.Cluster, owner string, n int) (api.
 		case st.FeatureLevel < st.SupportedLevel:
 			why = fmt.Sprintf("feature level %d, the binary supports %d", st.FeatureLevel, st.SupportedLevel)
 		default:
-			on := 0
+			on, proven := 0, 0
 			for _, h := range st.Hierarchies {
 				if strings.HasPrefix(h.Name, "mass-") && h.Owner == owner && h.State == "online" {
 					on++
 				}
+				// Every node's first readiness round is done (its
+				// results committed): until then a standby holds its
+				// takeovers back, and its dry runs share EC2's buckets.
+				if strings.HasPrefix(h.Name, "mass-") && len(h.Readiness) >= len(h.Nodes) {
+					proven++
+				}
 			}
 			why = fmt.Sprintf("%d of %d hierarchies online on %s", on, n, owner)
-			if on == n {
+			if on == n && proven < n {
+				why = fmt.Sprintf("%d of %d hierarchies proven ready on every node", proven, n)
+			}
+			if on == n && proven == n {
 				why = "raft index still moving"
 				quiet = st.Index == last.Index && st.Leader == last.Leader
 			}
@@ -443,7 +556,7 @@ func otherCores(c *demo.Cluster, d time.Duration) float64 {
 
 // massFailover kills owner and polls the leader's status until every mass
 // hierarchy is online on another node.
-func massFailover(ctx context.Context, c *demo.Cluster, owner string, before api.Status, o massOptions) (massRun, error) {
+func massFailover(ctx context.Context, c *demo.Cluster, owner string, before api.Status, o massOptions, mc *massCluster) (massRun, error) {
 	r := massRun{Owner: owner, OwnerWasLeader: before.Leader == owner, Leader: before.Leader, PolledNode: before.Leader,
 		FeatureLevel: before.FeatureLevel, IndexBefore: before.Index, Back: map[string]int{}}
 	if r.OwnerWasLeader {
@@ -462,6 +575,10 @@ func massFailover(ctx context.Context, c *demo.Cluster, owner string, before api
 	busy0, total0 := machineTicks()
 	if s, err := c.Status(ctx, r.PolledNode); err == nil {
 		r.IndexBefore = s.Index
+	}
+	if mc.limits != nil {
+		// EC2's buckets full, counts from zero.
+		mc.env.Server.SetFaults(sim.Faults{RateLimits: mc.limits})
 	}
 	killed := time.Now()
 	if err := c.Signal(owner, syscall.SIGKILL); err != nil {
@@ -501,6 +618,13 @@ func massFailover(ctx context.Context, c *demo.Cluster, owner string, before api
 				back[h.Name] = seen
 				r.Back[h.Owner]++
 			}
+		}
+	}
+	if mc.limits != nil {
+		st := mc.env.Server.RateLimitStats()
+		r.EC2Admitted, r.EC2Throttled = st.Admitted, st.Throttled
+		if extra := float64(o.Hierarchies) - mc.bucket.Capacity; extra > 0 {
+			r.FloorMS = extra / mc.bucket.Refill * 1000
 		}
 	}
 	busy1, total1 := machineTicks()
@@ -609,8 +733,15 @@ func printMass(res *massResult) {
 	if res.Switchback {
 		mode = "one cluster, automatic switchback between runs"
 	}
-	fmt.Fprintf(stdout, "\n%d one-resource app hierarchies, agents %s (%s), %s, monitor interval %s, status read %s after each answer\n",
-		res.Hierarchies, res.AgentBinary, res.AgentVersion, mode, time.Duration(res.MonitorIntervalMS*float64(time.Millisecond)), time.Duration(res.PollMS*float64(time.Millisecond)))
+	kind := "one-resource app"
+	if res.Resources == 3 {
+		kind = "three-resource (app + ec2 route + ip)"
+		if res.MutatingBucket != "" {
+			kind += ", EC2 throttled from the kill on (mutating bucket " + res.MutatingBucket + ")"
+		}
+	}
+	fmt.Fprintf(stdout, "\n%d %s hierarchies, agents %s (%s), %s, monitor interval %s, status read %s after each answer\n",
+		res.Hierarchies, kind, res.AgentBinary, res.AgentVersion, mode, time.Duration(res.MonitorIntervalMS*float64(time.Millisecond)), time.Duration(res.PollMS*float64(time.Millisecond)))
 	fmt.Fprintf(stdout, "%-4s %-6s %-6s %-5s %9s %9s %9s %8s %8s %7s  %-11s %s\n", "run", "owner", "leader", "level", "first", "p50", "last", "commits", "settled", "poll", "back on", "CPU meanwhile")
 	for i, r := range res.Runs {
 		var on, cpu []string
@@ -638,9 +769,57 @@ func printMass(res *massResult) {
 			complete++
 		}
 	}
+	for i, r := range res.Runs {
+		if r.EC2Admitted != nil {
+			fmt.Fprintf(stdout, "run %d: floor %s (the mutating bucket), last back %s after the kill: %s above it; EC2 calls admitted %v, throttled %v\n",
+				i+1, fmtMS(r.FloorMS), fmtMS(r.LastMS), fmtMS(r.LastMS-r.FloorMS), r.EC2Admitted, r.EC2Throttled)
+		}
+	}
 	fmt.Fprintf(stdout, "\nmedians over %d complete runs: first %s, p50 %s, last %s back in service; %.0f raft commits per failover\n",
 		complete, fmtMS(res.MedianFirstMS), fmtMS(res.MedianP50MS), fmtMS(res.MedianLastMS), res.MedianCommits)
 	if res.Error != "" {
 		fmt.Fprintf(stdout, "failed: %s\n", res.Error)
 	}
+}
+
+// massRateLimits returns the simulator's rate limits for o (nil without
+// --rate-limits) and the mutating bucket they use.
+func massRateLimits(o massOptions) (*sim.RateLimits, sim.Bucket) {
+	b := sim.DefaultMutatingBucket
+	if o.MutatingBucket != "" {
+		if rl, err := simRateLimits(o.MutatingBucket); err == nil {
+			b = rl.Mutating
+		}
+	}
+	if !o.RateLimits {
+		return nil, b
+	}
+	return &sim.RateLimits{Mutating: b}, b
+}
+
+// massAddress is hierarchy i's virtual IP (outside the simulated VPC).
+func massAddress(i int) string { return fmt.Sprintf("10.200.%d.%d", i/250, i%250+1) }
+
+// massThree returns the three-resource hierarchies: an app over a
+// route-table virtual IP (ec2, its own /32 in the account's route table)
+// over the same address on the owner's eth0 (ip), as in route-table mode
+// on AWS.
+func massThree(mc *massCluster, o massOptions) []spec.Hierarchy {
+	rtb := mc.env.World.State().RouteTables[0].ID
+	hs := make([]spec.Hierarchy, o.Hierarchies)
+	flag := `"$LB_DATA_DIR/$LB_HIERARCHY.up"`
+	for i := range hs {
+		addr := massAddress(i) + "/32"
+		hs[i] = spec.Hierarchy{Name: massName(i + 1), Nodes: []string{mc.owner, mc.standby, mc.leader}, Switchback: spec.SwitchbackAutomatic,
+			MonitorInterval: spec.Duration(o.MonitorInterval),
+			Resources: []spec.Resource{
+				// No duplicate-address probe: 1,000 ARP probes per
+				// readiness round measure nothing here.
+				{Name: "addr", Type: "ip", Params: map[string]string{"address": addr, "interface": "eth0", "duplicate_check": "false"}},
+				{Name: "vip", Type: "ec2", DependsOn: []string{"addr"}, Params: map[string]string{"mode": "route", "cidr": addr, "route_tables": rtb}},
+				{Name: "flag", Type: "app", DependsOn: []string{"vip"}, Params: map[string]string{
+					"restore": "touch " + flag, "remove": "rm -f " + flag, "quickcheck": "test -f " + flag}},
+			}}
+	}
+	return hs
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,7 +36,8 @@ type simInfo struct {
 
 func simCmd() *cobra.Command {
 	var listen, worldFile, nodes, infoFile string
-	var verbose bool
+	var verbose, rateLimits bool
+	var mutatingBucket string
 	var credTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -56,6 +58,12 @@ The world (VPC, subnets, route tables, instances with ENIs and roles, Elastic
 IPs, policies) comes from --world (JSON) or is built for --nodes. The admin's
 credentials, the endpoint and the IMDS URLs are written to --info (mode 0600).
 
+--rate-limits throttles EC2 calls as AWS does (RequestLimitExceeded, HTTP 503):
+a token bucket per action, sized by its category as AWS documents it
+(https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html);
+a throttled call takes no token. Off by default; also set at run time with
+"rateLimits" in /_sim/faults (lifeboat sim faults --rate-limits).
+
 Test controls (loopback only, not AWS): GET/PUT /_sim/faults, GET /_sim/world,
 GET/PUT/DELETE /_sim/imds/NODE (IMDS options: allowV1, v1Only, credentialTtl,
 refreshBefore, down, latency). PUT and POST need Content-Type: application/json,
@@ -63,6 +71,7 @@ and a request from a web page (a foreign Origin, Sec-Fetch-Site: cross-site) is
 refused, so a page open in a browser on this machine cannot drive them.`,
 		Example: `  lifeboat sim --info /tmp/sim.json
   lifeboat sim --listen 127.0.0.1:4566 --nodes db1,db2
+  lifeboat sim --rate-limits --mutating-bucket 20/5   # EC2's request throttling, a small account
   # in another shell:
   export AWS_ACCESS_KEY_ID=$(jq -r .access_key_id /tmp/sim.json) \
          AWS_SECRET_ACCESS_KEY=$(jq -r .secret_access_key /tmp/sim.json) AWS_DEFAULT_REGION=us-east-1
@@ -91,6 +100,13 @@ refused, so a page open in a browser on this machine cannot drive them.`,
 				return codeErr{exitUsage, errors.New("--imds-credential-ttl must be positive")}
 			}
 			opts := sim.Options{IMDS: sim.IMDSOptions{CredentialTTL: credTTL}}
+			if rateLimits || mutatingBucket != "" {
+				rl, err := simRateLimits(mutatingBucket)
+				if err != nil {
+					return codeErr{exitUsage, err}
+				}
+				opts.Faults.RateLimits = rl
+			}
 			if verbose {
 				opts.Logf = func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
 			}
@@ -165,6 +181,8 @@ refused, so a page open in a browser on this machine cannot drive them.`,
 	cmd.Flags().StringVar(&nodes, "nodes", "node1,node2,node3", "node names for the built-in world")
 	cmd.Flags().StringVar(&infoFile, "info", "", "write endpoint, region, admin credentials, instance ids and IMDS URLs here (0600)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every API request")
+	cmd.Flags().BoolVar(&rateLimits, "rate-limits", false, "throttle EC2 calls as AWS does: a token bucket per action, AWS's default size and refill rate for its category (mutating 200, +5/s; described 100, +20/s; unfiltered describes 50, +10/s)")
+	cmd.Flags().StringVar(&mutatingBucket, "mutating-bucket", "", "with --rate-limits: CAPACITY/REFILL of each mutating action's bucket, e.g. 20/5 (default AWS's 200/5)")
 	cmd.Flags().DurationVar(&credTTL, "imds-credential-ttl", sim.DefaultIMDSCredentialTTL, "lifetime of the instance role credentials IMDS hands out (renewed 15 minutes, or a quarter of this, before expiry)")
 	cmd.AddCommand(simFaultsCmd())
 	return cmd
@@ -175,7 +193,8 @@ func simFaultsCmd() *cobra.Command {
 	var latency, skew time.Duration
 	var throttleEvery int
 	var throttleRate, errorRate float64
-	var expire, clear bool
+	var expire, clear, rateLimits bool
+	var mutatingBucket string
 	cmd := &cobra.Command{
 		Use:   "faults --endpoint URL [flags]",
 		Short: "Show or set the simulator's fault injection at run time",
@@ -188,6 +207,7 @@ not an AWS API.`,
   lifeboat sim faults --endpoint $E --latency 100ms --actions 'ec2:*'
   lifeboat sim faults --endpoint $E --throttle-rate 0.3 --error-rate 0.1
   lifeboat sim faults --endpoint $E --clock-skew 10m
+  lifeboat sim faults --endpoint $E --rate-limits --mutating-bucket 20/5
   lifeboat sim faults --endpoint $E --clear`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -222,6 +242,13 @@ not an AWS API.`,
 					if actions != "" {
 						body["actions"] = strings.Split(actions, ",")
 					}
+					if rateLimits || mutatingBucket != "" {
+						rl, err := simRateLimits(mutatingBucket)
+						if err != nil {
+							return codeErr{exitUsage, err}
+						}
+						body["rateLimits"] = rl
+					}
 				}
 				b, _ := json.Marshal(body)
 				req, _ := http.NewRequest(http.MethodPut, u, strings.NewReader(string(b)))
@@ -250,6 +277,25 @@ not an AWS API.`,
 	f.Float64Var(&errorRate, "error-rate", 0, "answer this fraction of affected calls with a 5xx")
 	f.BoolVar(&expire, "expire-credentials", false, "treat all temporary credentials as expired")
 	f.StringVar(&actions, "actions", "", "limit latency, throttling and errors to these actions (ec2:ReplaceRoute,ec2:*)")
+	f.BoolVar(&rateLimits, "rate-limits", false, "throttle EC2 calls as AWS does (a token bucket per action, AWS's defaults)")
+	f.StringVar(&mutatingBucket, "mutating-bucket", "", "with --rate-limits: CAPACITY/REFILL of each mutating action's bucket, e.g. 20/5")
 	f.BoolVar(&clear, "clear", false, "remove all faults")
 	return cmd
+}
+
+// simRateLimits returns EC2 rate limits with AWS's default buckets, the
+// mutating one replaced by mutating ("CAPACITY/REFILL") when set.
+func simRateLimits(mutating string) (*sim.RateLimits, error) {
+	rl := &sim.RateLimits{}
+	if mutating == "" {
+		return rl, nil
+	}
+	c, r, ok := strings.Cut(mutating, "/")
+	capacity, err1 := strconv.ParseFloat(c, 64)
+	refill, err2 := strconv.ParseFloat(r, 64)
+	if !ok || err1 != nil || err2 != nil || capacity < 1 || refill <= 0 {
+		return nil, fmt.Errorf("--mutating-bucket %q: want CAPACITY/REFILL, a capacity of at least 1 and a positive refill per second (AWS's default: 200/5)", mutating)
+	}
+	rl.Mutating = sim.Bucket{Capacity: capacity, Refill: refill}
+	return rl, nil
 }

@@ -226,6 +226,7 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	// this margin is over well before anyone else is assigned.
 	margin := a.c.Leases.ActMargin()
 	a.eng = engine.New(engine.Config{Lookup: a.kits.Lookup, Node: cfg.Node, DataDir: cfg.DataDir, Logger: a.log, Events: a.events, Report: a.queueReport, AWS: a.aws.get,
+		MaxRestores: cfg.MaxParallelRestores,
 		Authority: func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error) {
 			return a.c.Leases.Bound(ctx, gen, margin)
 		}})

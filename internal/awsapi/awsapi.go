@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
@@ -58,6 +59,20 @@ type Settings struct {
 	MaxAttempts int
 	// Credentials; nil means the instance role through IMDS.
 	Credentials aws.CredentialsProvider
+	// Pace is this node's bucket per EC2 action (pace.go); nil means AWS's
+	// default buckets, a zero Bucket no pacing for that category.
+	Pace *Pace
+}
+
+// Pace sizes the pacer's buckets by category.
+type Pace struct {
+	Mutating Bucket
+	Describe Bucket
+}
+
+// DefaultPace is AWS's default EC2 request-rate buckets.
+func DefaultPace() Pace {
+	return Pace{Mutating: DefaultMutatingBucket, Describe: DefaultDescribeBucket}
 }
 
 func (s Settings) withDefaults() Settings {
@@ -66,6 +81,10 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.MaxAttempts <= 0 {
 		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.Pace == nil {
+		p := DefaultPace()
+		s.Pace = &p
 	}
 	return s
 }
@@ -117,6 +136,8 @@ type Clients struct {
 	EC2      *ec2.Client
 	STS      *sts.Client
 	IMDS     *imds.Client
+	// share: reads shared between callers (Shared; nil: none shared).
+	share *sharer
 }
 
 // New builds the clients. With no region configured it asks IMDS.
@@ -124,7 +145,7 @@ func New(ctx context.Context, s Settings) (*Clients, error) {
 	s = s.withDefaults()
 	hc := s.HTTPClient()
 	imdsOpts := imds.Options{HTTPClient: hc, Endpoint: s.Endpoints.IMDS, ClientEnableState: imds.ClientEnabled}
-	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts)}
+	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts), share: newSharer()}
 	region := s.Region
 	if region == "" {
 		rctx, cancel := context.WithTimeout(ctx, s.CallTimeout)
@@ -148,13 +169,19 @@ func New(ctx context.Context, s Settings) (*Clients, error) {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = s.MaxAttempts
 				o.MaxBackoff = s.CallTimeout / 4
+				// No retry quota: once 100 calls had been throttled, the
+				// SDK's default quota failed every further throttled call
+				// without retrying it. The pacer bounds the rate instead.
+				o.RateLimiter = ratelimit.None
 			})
 		},
 	}
+	pace := newPacer(s.Pace.Mutating, s.Pace.Describe)
 	c.EC2 = ec2.NewFromConfig(c.Config, func(o *ec2.Options) {
 		if s.Endpoints.EC2 != "" {
 			o.BaseEndpoint = aws.String(s.Endpoints.EC2)
 		}
+		o.APIOptions = append(o.APIOptions, pace.addPacer)
 	})
 	c.STS = sts.NewFromConfig(c.Config, func(o *sts.Options) {
 		if s.Endpoints.STS != "" {
@@ -177,6 +204,9 @@ func (c *Clients) Call(ctx context.Context, fn func(context.Context) error) erro
 	defer cancel()
 	err := fn(cctx)
 	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		if f := Classify(err); f.Kind == KindThrottled {
+			return err // it waited for EC2's request limit, and says so
+		}
 		return &Failure{Kind: KindUnavailable, Code: "Timeout", Message: fmt.Sprintf("no answer within %s", c.Settings.CallTimeout), Err: err}
 	}
 	return err

@@ -30,6 +30,14 @@ const (
 // 108 bytes, NUL included).
 const maxSocketPath = 107
 
+// DefaultMaxParallelRestores is max_parallel_restores' default (it is
+// engine.DefaultMaxRestores; config is a leaf and does not import the
+// engine); MaxParallelRestoresLimit its upper bound.
+const (
+	DefaultMaxParallelRestores = 16
+	MaxParallelRestoresLimit   = 4096
+)
+
 const keyHint = "generate one with: head -c 32 /dev/urandom | base64"
 
 var hostnameRe = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$`)
@@ -55,6 +63,10 @@ type Agent struct {
 	// ReadinessInterval is how often this node proves it could take over
 	// each hierarchy (default 5m).
 	ReadinessInterval spec.Duration `yaml:"readiness_interval"`
+	// MaxParallelRestores bounds how many hierarchies this node restores at
+	// once (default 16): a node that takes over 1,000 hierarchies restores
+	// them in turns instead of starving its own lease renewals.
+	MaxParallelRestores int `yaml:"max_parallel_restores"`
 	// Watchdog resets this node when its agent hangs while it holds
 	// resources nothing outside the node arbitrates (the ip kit's local
 	// addresses).
@@ -173,6 +185,13 @@ type AWS struct {
 	// readiness_interval, the probes take longer to come round (status
 	// and doctor say so).
 	ReadinessCallsPerMinute int `yaml:"readiness_calls_per_minute"`
+	// MutatingBucket and DescribeBucket pace this node's EC2 calls per
+	// action the way EC2 throttles them: CAPACITY/REFILL (tokens, tokens
+	// per second), or "off". Defaults: AWS's default account limits,
+	// 200/5 for actions that change something, 100/20 for Describe*.
+	// Raise them when AWS raised the account's limits.
+	MutatingBucket string `yaml:"mutating_bucket"`
+	DescribeBucket string `yaml:"describe_bucket"`
 	// AllowInsecureEndpoints lets Endpoints name plain http:// URLs on
 	// addresses other than loopback (signed requests and the credentials
 	// IMDS hands out would travel in clear). Only for a simulator on a
@@ -413,6 +432,9 @@ func (a *Agent) applyDefaults() {
 	if a.ReadinessInterval == 0 {
 		a.ReadinessInterval = spec.Duration(5 * time.Minute)
 	}
+	if a.MaxParallelRestores == 0 {
+		a.MaxParallelRestores = DefaultMaxParallelRestores
+	}
 	if a.AWS.CallTimeout == 0 {
 		a.AWS.CallTimeout = spec.Duration(5 * time.Second)
 	}
@@ -421,6 +443,12 @@ func (a *Agent) applyDefaults() {
 	}
 	if a.AWS.ReadinessCallsPerMinute == 0 {
 		a.AWS.ReadinessCallsPerMinute = DefaultReadinessCalls(a.ReadinessInterval.D())
+	}
+	if a.AWS.MutatingBucket == "" {
+		a.AWS.MutatingBucket = "200/5"
+	}
+	if a.AWS.DescribeBucket == "" {
+		a.AWS.DescribeBucket = "100/20"
 	}
 	if a.Watchdog.Device != "" && a.Watchdog.Timeout == 0 {
 		a.Watchdog.Timeout = spec.Duration(time.Second)
@@ -548,6 +576,9 @@ func (a *Agent) Validate() []spec.Problem {
 	if n := a.AWS.ReadinessCallsPerMinute; n < MinReadinessCallsPerMinute || n > MaxReadinessCallsPerMinute {
 		add("aws.readiness_calls_per_minute", "must be between %d and %d AWS calls a minute (default %d)", MinReadinessCallsPerMinute, MaxReadinessCallsPerMinute, DefaultReadinessCalls(a.ReadinessInterval.D()))
 	}
+	if a.MaxParallelRestores < 1 || a.MaxParallelRestores > MaxParallelRestoresLimit {
+		add("max_parallel_restores", "%d is not between 1 and %d (default %d)", a.MaxParallelRestores, MaxParallelRestoresLimit, DefaultMaxParallelRestores)
+	}
 	if w := a.Watchdog; w.Device != "" {
 		if !filepath.IsAbs(w.Device) {
 			add("watchdog.device", "%q must be an absolute path such as /dev/watchdog", w.Device)
@@ -563,6 +594,18 @@ func (a *Agent) Validate() []spec.Problem {
 		add("watchdog.timeout", "is set but watchdog.device is not: set the device (/dev/watchdog) or leave the section out")
 	}
 	return ps
+}
+
+// validBucket: CAPACITY/REFILL with a capacity of at least 1 and a
+// positive refill, or "off" (awsapi.ParseBucket reads it).
+func validBucket(s string) bool {
+	if s == "off" {
+		return true
+	}
+	c, r, ok := strings.Cut(s, "/")
+	capacity, err1 := strconv.ParseFloat(strings.TrimSpace(c), 64)
+	refill, err2 := strconv.ParseFloat(strings.TrimSpace(r), 64)
+	return ok && err1 == nil && err2 == nil && capacity >= 1 && refill > 0
 }
 
 func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
@@ -593,6 +636,11 @@ func (a *Agent) validateAWS(add func(field, format string, args ...any)) {
 	}
 	if d := a.AWS.CallTimeout.D(); d < 100*time.Millisecond || d > 5*time.Minute {
 		add("aws.call_timeout", "must be between 100ms and 5m (default 5s)")
+	}
+	for _, b := range []struct{ field, v string }{{"aws.mutating_bucket", a.AWS.MutatingBucket}, {"aws.describe_bucket", a.AWS.DescribeBucket}} {
+		if !validBucket(b.v) {
+			add(b.field, "%q is not CAPACITY/REFILL (tokens, tokens per second; AWS's defaults: mutating 200/5, describe 100/20) or off", b.v)
+		}
 	}
 	if n := a.AWS.MaxAttempts; n < 1 || n > 10 {
 		add("aws.max_attempts", "must be between 1 and 10 (default 4)")

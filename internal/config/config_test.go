@@ -151,6 +151,26 @@ cluster:
 	if a.Watchdog.Device != "" || a.Watchdog.Timeout != 0 {
 		t.Errorf("watchdog on by default: %+v", a.Watchdog)
 	}
+	if a.MaxParallelRestores != DefaultMaxParallelRestores {
+		t.Errorf("max_parallel_restores = %d, want the default %d", a.MaxParallelRestores, DefaultMaxParallelRestores)
+	}
+	if m, err := ParseAgent("/x/agent.yaml", []byte(in+"max_parallel_restores: 4\n")); err != nil {
+		t.Errorf("max_parallel_restores: 4: %v", err)
+	} else if m.MaxParallelRestores != 4 {
+		t.Errorf("max_parallel_restores: 4 read as %d", m.MaxParallelRestores)
+	}
+	if a.AWS.MutatingBucket != "200/5" || a.AWS.DescribeBucket != "100/20" {
+		t.Errorf("EC2 pacing defaults %q %q, want AWS's 200/5 and 100/20", a.AWS.MutatingBucket, a.AWS.DescribeBucket)
+	}
+	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"aws: {mutating_bucket: 500/10, describe_bucket: \"off\"}\n")); err != nil {
+		t.Errorf("buckets: %v", err)
+	}
+	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"aws: {mutating_bucket: 5}\n")); err == nil || !strings.Contains(err.Error(), `aws.mutating_bucket: "5" is not CAPACITY/REFILL`) {
+		t.Errorf("a bucket without a rate: %v", err)
+	}
+	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"max_parallel_restores: -1\n")); err == nil || !strings.Contains(err.Error(), "max_parallel_restores: -1 is not between 1 and 4096") {
+		t.Errorf("max_parallel_restores: -1: %v", err)
+	}
 	// The fast profile changes the defaults; a field set by hand wins.
 	f, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: fast, raft_election: 200ms}\n"))
 	if err != nil {

@@ -204,7 +204,19 @@ func StartSimInRouter(lab *netlab.Lab, nodes []string) (*SimEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	listen := func() (net.Listener, error) {
+	return StartSimWorld(w, nodes, routerListener(lab), sim.Options{RouteHook: hook})
+}
+
+// StartSimOnLab serves a simulated account for nodes inside the router of
+// a network lab, like StartSimInRouter, without mirroring routes into the
+// router: for measurements of many routes, where no traffic follows them.
+func StartSimOnLab(lab *netlab.Lab, nodes []string) (*SimEnv, error) {
+	return StartSimWorld(sim.DefaultWorld(nodes), nodes, routerListener(lab), sim.Options{})
+}
+
+// routerListener listens on the lab router's address, any port.
+func routerListener(lab *netlab.Lab) func() (net.Listener, error) {
+	return func() (net.Listener, error) {
 		var ln net.Listener
 		err := lab.InHost(netlab.Router, func() error {
 			var err error
@@ -213,5 +225,4 @@ func StartSimInRouter(lab *netlab.Lab, nodes []string) (*SimEnv, error) {
 		})
 		return ln, err
 	}
-	return StartSimWorld(w, nodes, listen, sim.Options{RouteHook: hook})
 }

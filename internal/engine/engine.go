@@ -83,7 +83,18 @@ type Config struct {
 	// ends before the lease does. Restore and recover run under it; nil
 	// (tests) means unbounded.
 	Authority func(ctx context.Context, gen uint64) (context.Context, context.CancelFunc, error)
+	// MaxRestores bounds how many hierarchies this node restores at once
+	// (0: DefaultMaxRestores; negative: no bound). The others wait their
+	// turn, in the order they asked, reported "restoring"; the wait is not
+	// part of any action's timeout. Removes and checks are never held back.
+	MaxRestores int
 }
+
+// DefaultMaxRestores is Config.MaxRestores' default: enough to keep cloud
+// calls overlapping, few enough that a burst of restores (1,000 hierarchies
+// assigned in one commit) leaves the agent's lease renewals and raft the
+// CPU they need.
+const DefaultMaxRestores = 16
 
 // lapseRetry is how soon a restore stopped by a lapsing lease is retried.
 const lapseRetry = 20 * time.Millisecond
@@ -101,6 +112,10 @@ type Engine struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+
+	// restoreSlots holds a token per hierarchy being restored (nil: no
+	// bound).
+	restoreSlots chan struct{}
 }
 
 // New starts an engine with no hierarchies.
@@ -114,8 +129,60 @@ func New(cfg Config) *Engine {
 	if cfg.Report == nil {
 		cfg.Report = func(Report) {}
 	}
+	if cfg.MaxRestores == 0 {
+		cfg.MaxRestores = DefaultMaxRestores
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{cfg: cfg, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	e := &Engine{cfg: cfg, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	if cfg.MaxRestores > 0 {
+		e.restoreSlots = make(chan struct{}, cfg.MaxRestores)
+	}
+	return e
+}
+
+// restoreSlot waits for a turn to restore w's hierarchy (d): it returns
+// the function that gives the turn back, or ok false when ctx ended or the
+// hierarchy is no longer wanted in service here while it waited.
+func (w *worker) restoreSlot(ctx context.Context, d Desired) (release func(), ok bool) {
+	slots := w.e.restoreSlots
+	if slots == nil {
+		return func() {}, true
+	}
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, true
+	default:
+	}
+	start := time.Now()
+	w.log.Debug("restore waits for a turn", "epoch", d.Epoch, "max_restores", cap(slots))
+	woken := false
+	defer func() {
+		if woken {
+			// Hand the wake back to the run loop: the desired state
+			// changed while this restore waited, and the loop acts on
+			// it once the restore is over.
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	for {
+		select {
+		case slots <- struct{}{}:
+			if waited := time.Since(start); waited > time.Second {
+				w.log.Info("restore waited for a turn", "epoch", d.Epoch, "duration", waited, "max_restores", cap(slots))
+			}
+			return func() { <-slots }, true
+		case <-ctx.Done():
+			return nil, false
+		case <-w.wake:
+			woken = true
+			if !w.still(d) {
+				return nil, false
+			}
+		}
+	}
 }
 
 // Update hands the engine the complete desired state. Hierarchies missing
@@ -198,21 +265,25 @@ type worker struct {
 	mu      sync.Mutex
 	desired Desired
 	known   bool // present in the cluster state
-	status  Report
+	// assignedAt: when the cluster last asked for the hierarchy in
+	// service here (a new epoch in service), for kit.WithAssignedAt.
+	assignedAt time.Time
+	status     Report
 	// interrupt ends the quickcheck in progress: set stops it when the
 	// hierarchy is no longer wanted in service here, so that a check that
 	// waits on an unreachable API does not delay the removal.
 	interrupt context.CancelFunc
 
 	// owned by the run goroutine
-	specKey     string
-	specRes     spec.Hierarchy
-	insts       map[string]kit.Instance
-	up          map[string]bool
-	clean       bool // everything known removed
-	failedEpoch uint64
-	recoveries  map[string]int
-	nextCheck   map[string]time.Time
+	specKey       string
+	preparedEpoch uint64 // the epoch whose spec insts were checked against
+	specRes       spec.Hierarchy
+	insts         map[string]kit.Instance
+	up            map[string]bool
+	clean         bool // everything known removed
+	failedEpoch   uint64
+	recoveries    map[string]int
+	nextCheck     map[string]time.Time
 }
 
 func newWorker(e *Engine, name string) *worker {
@@ -230,6 +301,9 @@ func (w *worker) set(d Desired, known bool) {
 	w.mu.Lock()
 	if known || w.known {
 		if known {
+			if d.InService && (!w.desired.InService || d.Epoch != w.desired.Epoch) {
+				w.assignedAt = time.Now()
+			}
 			w.desired = d
 		} else {
 			w.desired.InService = false
@@ -351,10 +425,17 @@ func (w *worker) step(ctx context.Context) time.Time {
 
 // prepare (re)creates kit instances when the spec changed.
 func (w *worker) prepare(ctx context.Context, d Desired) error {
+	// A spec changes only with a new epoch: the same epoch needs no
+	// comparison (marshalling every spec on every step was a third of a
+	// node's CPU with 1,000 hierarchies).
+	if w.insts != nil && d.Epoch != 0 && d.Epoch == w.preparedEpoch {
+		return nil
+	}
 	h := d.Spec
 	kb, _ := json.Marshal(h.Resources)
 	key := string(kb)
 	if w.insts != nil && key == w.specKey {
+		w.preparedEpoch = d.Epoch
 		return nil
 	}
 	if len(h.Resources) == 0 {
@@ -390,6 +471,7 @@ func (w *worker) prepare(ctx context.Context, d Desired) error {
 	}
 	w.insts, w.specKey = insts, key
 	w.specRes = h
+	w.preparedEpoch = d.Epoch
 	return nil
 }
 
@@ -490,8 +572,16 @@ func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 		w.publish(d.Epoch, StateFailed, nil, err.Error())
 		return false
 	}
-	w.clean = false
 	w.publish(d.Epoch, StateRestoring, w.resStates(""), "")
+	release, ok := w.restoreSlot(ctx, d)
+	if !ok {
+		return false
+	}
+	defer release()
+	w.clean = false
+	w.mu.Lock()
+	ctx = kit.WithAssignedAt(ctx, w.assignedAt)
+	w.mu.Unlock()
 	for _, r := range order {
 		if !w.still(d) {
 			w.removeAll(ctx, d, "restore interrupted: no longer wanted here")
@@ -504,11 +594,14 @@ func (w *worker) restore(ctx context.Context, d Desired) (retry bool) {
 		if ctx.Err() != nil {
 			return false
 		}
-		if errors.Is(err, ErrNoAuthority) {
-			// Not the resource's fault: the lease is lapsing. Leave what
-			// is up as it is: either a renewal comes and the restore goes
-			// on, or the lease is lost and the desired state that follows
-			// takes the hierarchy out of service here.
+		if errors.Is(err, ErrNoAuthority) || errors.Is(err, kit.ErrThrottled) {
+			// Not the resource's fault: the lease is lapsing, or the
+			// cloud API's request limit (the same on every node) held
+			// the action up past its timeout. Leave what is up as it is:
+			// either the restore goes on (a renewal came; tokens came,
+			// after the hierarchies ahead in the queue), or the lease is
+			// lost and the desired state that follows takes the
+			// hierarchy out of service here.
 			w.publish(d.Epoch, StateRestoring, w.resStates(""), err.Error())
 			return true
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/engine"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -48,7 +49,13 @@ func (c call) String() string {
 
 // script is the scripted behaviour of one resource.
 type script struct {
-	restoreErr   error
+	restoreErr error
+	// assignedAt: what the last restore's context said about when the
+	// hierarchy was assigned here (kit.WithAssignedAt).
+	assignedAt time.Time
+	// restoreErrs are the next restores' results, consumed in order
+	// before restoreErr applies.
+	restoreErrs  []error
 	removeErr    error
 	recoverErr   error
 	restoreDelay time.Duration // simulated duration of a restore
@@ -167,6 +174,10 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 	i.k.recordLocked(i.hier, i.res, kit.OpRestore, 0, ctx.Err() != nil)
 	s := i.k.scriptLocked(i.hier, i.res)
 	err, delay, block := s.restoreErr, s.restoreDelay, s.restoreBlock
+	if len(s.restoreErrs) > 0 {
+		err, s.restoreErrs = s.restoreErrs[0], s.restoreErrs[1:]
+	}
+	s.assignedAt = awsapi.ReadsSince(ctx)
 	i.k.mu.Unlock()
 	if block != nil {
 		select {

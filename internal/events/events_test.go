@@ -535,3 +535,24 @@ func TestReloadAfterRotationWithEmptyFile(t *testing.T) {
 		t.Fatalf("seq %d after reload, want 6", e.Seq)
 	}
 }
+
+// The ring holds the last Ring events however many were added (the slice
+// is trimmed only every Ring events, readers see the window).
+func TestRingWindow(t *testing.T) {
+	l, err := OpenWith("n", "", Options{Ring: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 35 {
+		l.Add(Event{Kind: "action", Message: fmt.Sprint(i)})
+		evs := l.Since(0)
+		want := min(i+1, 10)
+		if len(evs) != want || evs[len(evs)-1].Seq != uint64(i+1) || evs[0].Seq != uint64(i+2-want) {
+			t.Fatalf("after %d events Since(0) holds %d (seq %d..%d), want the last %d", i+1, len(evs), evs[0].Seq, evs[len(evs)-1].Seq, want)
+		}
+	}
+	evs, lost := l.Read(20, 0)
+	if lost != 5 || len(evs) != 10 || evs[0].Seq != 26 {
+		t.Errorf("Read(20) = %d events from seq %d, %d lost; want 10 from 26, 5 lost", len(evs), evs[0].Seq, lost)
+	}
+}

@@ -9,6 +9,7 @@ package kit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,6 +19,21 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 )
+
+// ErrThrottled marks (wrapped) a Restore or Recover that ran out of time
+// while the cloud API kept asking it to slow down. It is not the
+// resource's failure: the account's request limits are the same on every
+// node, so failing over would not help (and would add calls). The engine
+// tries again, under the lease, without a failure mark.
+var ErrThrottled = errors.New("throttled by the cloud API")
+
+// WithAssignedAt tells a kit when the hierarchy was assigned to this node:
+// a Restore may use cloud reads sent since (shared with the other restores
+// of the same takeover, awsapi.WithReadsSince), since the previous owner's
+// last change came before it.
+func WithAssignedAt(ctx context.Context, t time.Time) context.Context {
+	return awsapi.WithReadsSince(ctx, t)
+}
 
 // Health is the outcome of a QuickCheck.
 type Health int

@@ -47,26 +47,31 @@ type Faults struct {
 	// actions, written "ec2:ReplaceRoute" or "sts:GetCallerIdentity"
 	// ("ec2:*" for a whole service); empty means all.
 	Actions []string
+	// RateLimits, when set, throttles EC2 calls as AWS does: a token bucket
+	// per action, sized by the action's category (ratelimit.go). Every EC2
+	// action is subject to it, whatever Actions says.
+	RateLimits *RateLimits
 }
 
 // faultsJSON is the wire form of Faults: durations as Go duration strings
 // ("250ms", "-10m").
 type faultsJSON struct {
-	Latency           string   `json:"latency,omitempty"`
-	ThrottleEvery     int      `json:"throttleEvery,omitempty"`
-	ThrottleRate      float64  `json:"throttleRate,omitempty"`
-	ErrorRate         float64  `json:"errorRate,omitempty"`
-	ClockSkew         string   `json:"clockSkew,omitempty"`
-	ExpireCredentials bool     `json:"expireCredentials,omitempty"`
-	IgnoreDryRun      bool     `json:"ignoreDryRun,omitempty"`
-	Seed              uint64   `json:"seed,omitempty"`
-	Actions           []string `json:"actions,omitempty"`
+	Latency           string      `json:"latency,omitempty"`
+	ThrottleEvery     int         `json:"throttleEvery,omitempty"`
+	ThrottleRate      float64     `json:"throttleRate,omitempty"`
+	ErrorRate         float64     `json:"errorRate,omitempty"`
+	ClockSkew         string      `json:"clockSkew,omitempty"`
+	ExpireCredentials bool        `json:"expireCredentials,omitempty"`
+	IgnoreDryRun      bool        `json:"ignoreDryRun,omitempty"`
+	Seed              uint64      `json:"seed,omitempty"`
+	Actions           []string    `json:"actions,omitempty"`
+	RateLimits        *RateLimits `json:"rateLimits,omitempty"`
 }
 
 // MarshalJSON writes durations as strings such as "250ms".
 func (f Faults) MarshalJSON() ([]byte, error) {
 	j := faultsJSON{ThrottleEvery: f.ThrottleEvery, ThrottleRate: f.ThrottleRate, ErrorRate: f.ErrorRate,
-		ExpireCredentials: f.ExpireCredentials, IgnoreDryRun: f.IgnoreDryRun, Seed: f.Seed, Actions: f.Actions}
+		ExpireCredentials: f.ExpireCredentials, IgnoreDryRun: f.IgnoreDryRun, Seed: f.Seed, Actions: f.Actions, RateLimits: f.RateLimits}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
 	}
@@ -86,7 +91,7 @@ func (f *Faults) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	out := Faults{ThrottleEvery: j.ThrottleEvery, ThrottleRate: j.ThrottleRate, ErrorRate: j.ErrorRate,
-		ExpireCredentials: j.ExpireCredentials, IgnoreDryRun: j.IgnoreDryRun, Seed: j.Seed, Actions: j.Actions}
+		ExpireCredentials: j.ExpireCredentials, IgnoreDryRun: j.IgnoreDryRun, Seed: j.Seed, Actions: j.Actions, RateLimits: j.RateLimits}
 	var err error
 	if j.Latency != "" {
 		if out.Latency, err = time.ParseDuration(j.Latency); err != nil {
@@ -115,6 +120,11 @@ func (f Faults) validate() error {
 		return fmt.Errorf("throttleRate: %v is not in [0, 1]", f.ThrottleRate)
 	case f.ErrorRate < 0 || f.ErrorRate > 1:
 		return fmt.Errorf("errorRate: %v is not in [0, 1]", f.ErrorRate)
+	}
+	if f.RateLimits != nil {
+		if err := f.RateLimits.validate(); err != nil {
+			return err
+		}
 	}
 	for _, a := range f.Actions {
 		if svc, act, ok := strings.Cut(a, ":"); !ok || svc == "" || act == "" {
@@ -150,8 +160,15 @@ func (s *Server) SetFaults(f Faults) {
 	defer s.mu.Unlock()
 	s.faults = f
 	s.faults.Actions = append([]string(nil), f.Actions...)
+	if f.RateLimits != nil {
+		rl := *f.RateLimits
+		s.faults.RateLimits = &rl
+	}
 	s.rng = rand.New(rand.NewPCG(f.Seed, f.Seed^0x5157))
 	s.calls = 0
+	// Full buckets and fresh counts.
+	s.buckets = map[string]*tokenBucket{}
+	s.rlAdmitted, s.rlThrottled = map[string]int{}, map[string]int{}
 }
 
 // Faults returns the injected faults.
@@ -164,6 +181,10 @@ func (s *Server) currentFaults() Faults {
 	defer s.mu.Unlock()
 	f := s.faults
 	f.Actions = append([]string(nil), s.faults.Actions...)
+	if s.faults.RateLimits != nil {
+		rl := *s.faults.RateLimits
+		f.RateLimits = &rl
+	}
 	return f
 }
 

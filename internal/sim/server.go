@@ -69,6 +69,11 @@ type Server struct {
 	calls     int
 	authMsgs  map[string]string // encoded -> decoded authorization messages
 	authOrder []string
+	// EC2 request-rate buckets by action, and what they admitted and
+	// throttled (Faults.RateLimits; reset by SetFaults).
+	buckets     map[string]*tokenBucket
+	rlAdmitted  map[string]int
+	rlThrottled map[string]int
 
 	imds imdsState // the instance metadata services (imds.go)
 }
@@ -261,6 +266,10 @@ func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := s.injectFault(svc, action, f); e != nil {
+		fail(e)
+		return
+	}
+	if e := s.rateLimit(svc, action, params, f.RateLimits); e != nil {
 		fail(e)
 		return
 	}

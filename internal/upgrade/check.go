@@ -58,7 +58,17 @@ func (in Input) kits() *kit.Registry {
 // Settings builds the AWS settings from an agent config exactly as the
 // agent does.
 func Settings(cfg *config.Agent) awsapi.Settings {
+	// Validated with the config; a value that does not parse (a config
+	// built without Validate) keeps AWS's default.
+	pace := awsapi.DefaultPace()
+	if b, err := awsapi.ParseBucket(cfg.AWS.MutatingBucket); err == nil {
+		pace.Mutating = b
+	}
+	if b, err := awsapi.ParseBucket(cfg.AWS.DescribeBucket); err == nil {
+		pace.Describe = b
+	}
 	return awsapi.Settings{
+		Pace:   &pace,
 		Region: cfg.AWS.Region,
 		Endpoints: awsapi.Endpoints{EC2: cfg.AWS.Endpoints.EC2, STS: cfg.AWS.Endpoints.STS,
 			IAM: cfg.AWS.Endpoints.IAM, IMDS: cfg.AWS.Endpoints.IMDS},

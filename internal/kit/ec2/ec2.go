@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
@@ -168,6 +169,9 @@ type instance struct {
 	res spec.Resource
 	env kit.Env
 	p   map[string]string
+	// changedAt: when this instance last finished changing what it
+	// checks (a restore or recover); its checks read nothing older.
+	changedAt atomic.Int64
 }
 
 func (in *instance) clients(ctx context.Context) (*awsapi.Clients, error) {

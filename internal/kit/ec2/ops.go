@@ -18,18 +18,39 @@ import (
 // Restore brings the resource into service on this node. An AWS API that
 // throttles or answers 5xx beyond the SDK's own retries is retried here,
 // with backoff, until the action's timeout: every step is idempotent, and
-// a slow API is no reason to give the hierarchy up on this node.
+// a slow API is no reason to give the hierarchy up on this node. Still
+// throttled at the timeout, the error says so (kit.ErrThrottled): the
+// engine tries again rather than fail the hierarchy over, since every node
+// shares the account's request limits.
 func (in *instance) Restore(ctx context.Context) error {
 	wait := 200 * time.Millisecond
+	// throttled: the last answer AWS gave was "slow down" (an attempt cut
+	// short by the timeout answers nothing).
+	throttled := false
+	defer func() { in.changedAt.Store(time.Now().UnixNano()) }()
 	for {
 		err := in.restoreOnce(ctx)
 		f := awsapi.Classify(err)
 		if f == nil || (f.Kind != awsapi.KindThrottled && f.Kind != awsapi.KindUnavailable) {
 			return err
 		}
+		if f.Kind == awsapi.KindThrottled {
+			throttled = true
+		} else if ctx.Err() == nil {
+			throttled = false
+		}
+		if ctx.Err() != nil {
+			if throttled {
+				return fmt.Errorf("%w: %w", kit.ErrThrottled, err)
+			}
+			return err
+		}
 		in.env.Logger.Warn("restore: AWS could not answer, retrying", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
+			if throttled {
+				return fmt.Errorf("%w: %w", kit.ErrThrottled, err)
+			}
 			return err
 		case <-time.After(wait):
 		}
@@ -111,7 +132,19 @@ func (in *instance) Remove(ctx context.Context) error {
 
 // QuickCheck observes: the route points here and the source/destination
 // check is off, or the Elastic IP is associated here.
+//
+// A check may use reads of the route table and the interface up to
+// checkReadAge old, shared by every check on this node: 1,000 routes in a
+// table checked every 10 s would otherwise mean 100 DescribeRouteTables a
+// second, each answering with the whole table (five times EC2's describe
+// refill rate, and on a test machine enough XML to starve the agents). A
+// route moved away is noticed at most that much later.
 func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
+	since := time.Now().Add(-checkReadAge)
+	if t := time.Unix(0, in.changedAt.Load()); t.After(since) {
+		since = t // not a read from before this node's own change
+	}
+	ctx = awsapi.WithReadsSince(ctx, since)
 	c, err := in.clients(ctx)
 	if err != nil {
 		return kit.Unknown, err
@@ -156,6 +189,9 @@ func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	return kit.Healthy, nil
 }
 
+// checkReadAge is how old a read a check may use (see QuickCheck).
+const checkReadAge = time.Second
+
 // unknownOr maps an error during a check: the check could not tell.
 func unknownOr(err error) (kit.Health, error) {
 	return kit.Unknown, err
@@ -188,15 +224,19 @@ func vpcMismatch(rtb, rtbVPC, eni, eniVPC string) string {
 // eniVPC returns the VPC of a network interface (ec2:DescribeNetworkInterfaces).
 // Errors come back as the SDK gave them.
 func (in *instance) eniVPC(ctx context.Context, c *awsapi.Clients, eni string) (string, error) {
-	var out *ec2.DescribeNetworkInterfacesOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
-		return err
+	v, err := c.Shared(ctx, "DescribeNetworkInterfaces "+eni, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeNetworkInterfacesOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return "", err
 	}
+	out := v.(*ec2.DescribeNetworkInterfacesOutput)
 	for _, n := range out.NetworkInterfaces {
 		if aws.ToString(n.NetworkInterfaceId) == eni && aws.ToString(n.VpcId) != "" {
 			return aws.ToString(n.VpcId), nil
@@ -207,16 +247,25 @@ func (in *instance) eniVPC(ctx context.Context, c *awsapi.Clients, eni string) (
 
 // route returns the route for the CIDR in rtb (nil: none) and the table's
 // VPC.
+//
+// Every hierarchy on this node whose route is in rtb reads the same table:
+// they share one DescribeRouteTables (awsapi.Clients.Shared), so a node
+// that checks or takes over 1,000 routes of one table sends one call at a
+// time, each answering every caller that asked before it was sent.
 func (in *instance) route(ctx context.Context, c *awsapi.Clients, rtb string) (*types.Route, string, error) {
-	var out *ec2.DescribeRouteTablesOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{rtb}})
-		return err
+	v, err := c.Shared(ctx, "DescribeRouteTables "+rtb, func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeRouteTablesOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{rtb}})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("describe route table %s: %w", rtb, in.explain(ctx, c, "ec2:DescribeRouteTables", "*", err))
 	}
+	out := v.(*ec2.DescribeRouteTablesOutput)
 	if len(out.RouteTables) == 0 {
 		return nil, "", fmt.Errorf("route table %s not found", rtb)
 	}
@@ -277,16 +326,22 @@ func (in *instance) pointRoute(ctx context.Context, c *awsapi.Clients, rtb, eni,
 	return nil
 }
 
+func sdcKey(eni string) string { return "DescribeNetworkInterfaceAttribute sourceDestCheck " + eni }
+
 func (in *instance) sourceDestCheck(ctx context.Context, c *awsapi.Clients, eni string) (bool, error) {
-	var out *ec2.DescribeNetworkInterfaceAttributeOutput
-	err := c.Call(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
-		return err
+	v, err := c.Shared(ctx, sdcKey(eni), func(ctx context.Context) (any, error) {
+		var out *ec2.DescribeNetworkInterfaceAttributeOutput
+		err := c.Call(ctx, func(ctx context.Context) error {
+			var err error
+			out, err = c.EC2.DescribeNetworkInterfaceAttribute(ctx, &ec2.DescribeNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), Attribute: types.NetworkInterfaceAttributeSourceDestCheck})
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return false, fmt.Errorf("read source/destination check of %s: %w", eni, in.explain(ctx, c, "ec2:DescribeNetworkInterfaceAttribute", "*", err))
 	}
+	out := v.(*ec2.DescribeNetworkInterfaceAttributeOutput)
 	if out.SourceDestCheck == nil {
 		return false, errors.New("source/destination check missing from the answer")
 	}
@@ -295,6 +350,9 @@ func (in *instance) sourceDestCheck(ctx context.Context, c *awsapi.Clients, eni 
 
 // sourceDestOff turns the interface's source/destination check off, which
 // routing a virtual IP to it needs.
+// The read is shared; the change is not (a shared call runs without its
+// callers' lease deadline, which a change must keep): restores that read
+// "on" together each turn it off, once, on the first takeover.
 func (in *instance) sourceDestOff(ctx context.Context, c *awsapi.Clients, eni string) error {
 	on, err := in.sourceDestCheck(ctx, c, eni)
 	if err != nil {
@@ -307,6 +365,8 @@ func (in *instance) sourceDestOff(ctx context.Context, c *awsapi.Clients, eni st
 		_, err := c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni), SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}})
 		return err
 	})
+	// The shared read said "on": the restores after this one read again.
+	c.Forget(sdcKey(eni))
 	if err != nil {
 		return fmt.Errorf("turn off source/destination check of %s: %w", eni, in.explain(ctx, c, "ec2:ModifyNetworkInterfaceAttribute", in.arn(c, "network-interface", eni), err))
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,11 @@ type instance struct {
 	probeRounds int
 	peerRounds  int
 	newEchoID   func() int
+
+	// checks: the node's shared interface dumps for checks (nil: every
+	// check reads its own); changedAt: this instance's last restore.
+	checks    *linkCache
+	changedAt atomic.Int64
 }
 
 // NeedsNodeFencing implements kit.NodeFenced: nothing outside the node
@@ -59,6 +65,7 @@ func (in *instance) Restore(ctx context.Context) error { return in.restore(ctx, 
 func (in *instance) Recover(ctx context.Context) error { return in.restore(ctx, kit.OpRecover) }
 
 func (in *instance) restore(ctx context.Context, action string) error {
+	defer in.changed()
 	if err := ctx.Err(); err != nil {
 		return in.wrap(action, err)
 	}
@@ -183,7 +190,7 @@ func (in *instance) Remove(ctx context.Context) error {
 // up with carrier and, with peers, at least one peer answers a ping.
 func (in *instance) QuickCheck(ctx context.Context) (kit.Health, error) {
 	const action = kit.OpQuickCheck
-	l, err := in.sys.Link(in.cfg.ifname)
+	l, err := in.checkLink()
 	if errors.Is(err, errNoLink) {
 		return kit.Failed, in.wrap(action, in.missing())
 	}

@@ -128,7 +128,9 @@ func (Kit) New(res spec.Resource, env kit.Env) (kit.Instance, error) {
 		}
 		return nil, fmt.Errorf("ip resource %q: invalid parameters: %w", res.Name, errors.Join(errs...))
 	}
-	return newInstance(cfg, env, hostNet()), nil
+	in := newInstance(cfg, env, hostNet())
+	in.checks = hostLinks
+	return in, nil
 }
 
 // config is a resource's parameters, parsed.

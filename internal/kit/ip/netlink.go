@@ -102,6 +102,10 @@ func (s *osNet) handle() (*netlink.Handle, error) {
 }
 
 // Link implements links.
+// dumpAttempts bounds the dumps of an interface's addresses that address
+// changes interrupt.
+const dumpAttempts = 20
+
 func (s *osNet) Link(name string) (link, error) {
 	h, err := s.handle()
 	if err != nil {
@@ -125,7 +129,18 @@ func (s *osNet) Link(name string) (link, error) {
 		AdminUp: at.RawFlags&unix.IFF_UP != 0,
 		LowerUp: at.RawFlags&unix.IFF_LOWER_UP != 0,
 	}
-	addrs, err := h.AddrList(nl, netlink.FAMILY_ALL)
+	// A dump that an address change interrupted (NLM_F_DUMP_INTR) is
+	// taken again: with many addresses on one interface and restores
+	// adding more, it happens (1,000 virtual IPs on eth0, 16 restores at
+	// once: a restore failed on it, and the hierarchy was failed over).
+	var addrs []netlink.Addr
+	for attempt := 1; ; attempt++ {
+		addrs, err = h.AddrList(nl, netlink.FAMILY_ALL)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == dumpAttempts {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * time.Millisecond) // let the burst of changes pass
+	}
 	if err != nil {
 		return link{}, fmt.Errorf("list addresses of %s: %w", name, err)
 	}
