@@ -27,11 +27,14 @@ func checks() []doctor.Check {
 // doctorEnv describes this node for the checks; hierarchy limits them to
 // one hierarchy.
 func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
+	start := time.Now()
 	env := &doctor.Env{Kits: a.kits, Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
 		Leader: a.c.Leader(), AWSSettings: a.aws.settings, LogLevel: a.levelName(),
 		// Doctor's AWS calls count against readiness's budget, and its
-		// permission probes share readiness's answers.
-		AWS: a.ready.clients, Probes: func() kit.ProbeCalls { return a.ready.shared.View(time.Time{}) },
+		// permission probes share readiness's answers, but only answers
+		// to calls sent since this run began: a doctor run must see a
+		// permission taken away a moment ago (TestDoctorOnTheSimulator).
+		AWS: a.ready.clients, Probes: func() kit.ProbeCalls { return a.ready.shared.View(start) },
 		WatchdogDevice: a.cfg.Watchdog.Device, WatchdogTimeout: a.cfg.Watchdog.Timeout.D(), Owners: map[string]string{}}
 	exe, _ := os.Executable()
 	env.Paths = []string{exe, a.cfg.DataDir, a.cfg.API.Socket}
