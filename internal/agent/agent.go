@@ -593,6 +593,9 @@ func (a *Agent) lead(ctx context.Context) {
 			continue
 		}
 		a.raiseLevel()
+		// A node seen failed is recorded before what placement does about
+		// it (the history reads in order: failed, fenced, assigned).
+		a.reportMembers()
 		// Decide reads the state without copying it (it never mutates);
 		// the actions are committed after the read lock is released.
 		var acts []placement.Action
@@ -606,7 +609,6 @@ func (a *Agent) lead(ctx context.Context) {
 		})
 		a.carryOut(ctx, acts)
 		a.reportStranded(nowhere)
-		a.reportMembers()
 		stale.Reset(staleIn)
 		select {
 		case <-ctx.Done():

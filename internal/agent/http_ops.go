@@ -176,11 +176,12 @@ func (a *Agent) handleSwitchover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	before := as.Epoch
+	asked := time.Now() // the event's time: the request, not its commit
 	if _, err := a.submit(r.Context(), cluster.RequestMove{Hierarchy: name, To: req.To, Force: req.Force, ClearFailed: true, Reason: "switchover to " + req.To + " requested"}); err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	a.events.Add(events.Event{Kind: "switchover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested", By: a.who(r)})
+	a.events.Add(events.Event{Time: asked, Kind: "switchover", Hierarchy: name, Action: "switchover", Message: "switchover to " + req.To + " requested", By: a.who(r)})
 	a.finishWait(w, r, name, start, before, timeoutOr(req.Timeout, 2*time.Minute), func(s *cluster.State, as *cluster.Assignment) (bool, error) {
 		if as.Node != req.To {
 			if as.MoveTo == "" && as.Node != "" {

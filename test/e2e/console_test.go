@@ -202,6 +202,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(ready, "node3") {
 		t.Errorf("the dialog did not show node3's readiness: %q", ready)
 	}
+	var moved string
+	run("timeline switchover", chromedp.WaitVisible(`#timeline li[data-kind="switchover"][data-action="done"]`),
+		chromedp.Text(`#timeline li[data-kind="switchover"][data-action="done"]`, &moved))
+	t.Logf("timeline: %s", moved)
+	if !strings.Contains(moved, "web in service on node3 (from node2)") || !strings.Contains(moved, "ms after the request") {
+		t.Errorf("timeline's switchover line: %q", moved)
+	}
 
 	// A read-only token sees the cluster and no action buttons.
 	var buttons int

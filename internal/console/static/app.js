@@ -234,34 +234,59 @@ $("#doctor-run").addEventListener("click", async () => {
   }
 });
 
-// Moves under way, by hierarchy: when a failover (its owner failed) or a
-// switchover (requested) began, and the last restore that ended; once the
-// hierarchy is in service on that node, the timeline says how long it took.
-const moves = {};   // hierarchy -> {t, what, from}
-const restored = {}; // hierarchy -> {t, node}
+// Failovers and switchovers, told in the timeline with how long they took.
+// The facts arrive in any order (the stream merges every node's events, and
+// the overview may already show the new owner when the leader's "node
+// failed" event comes in), so they are only recorded here, and
+// finishMoves, run after every overview, reports a move once it has all
+// of them: the hierarchy online on a new owner, that owner's restore
+// ended, and either a switchover asked for or the old owner reported
+// failed before that restore ended.
+const failures = {};  // node -> times (ms) it was reported failed, the last few
+const switches = {};  // hierarchy -> time (ms) a switchover was committed
+const restored = {};  // hierarchy -> {t, node}: the last restore that ended
+const owners = {};    // hierarchy -> {node, prev, told}: owners seen online
 
 function noteMove(e) {
   const t = new Date(e.time).getTime();
-  if (e.kind === "node" && e.action === "failed" && status) {
+  if (e.kind === "node" && e.action === "failed") {
     const m = /node (\S+) failed/.exec(e.message || "");
     if (!m) return;
-    for (const h of status.status.hierarchies || []) {
-      if (h.owner === m[1] && !moves[h.name]) moves[h.name] = { t, what: "failover", from: m[1] };
-    }
+    const ts = failures[m[1]] || (failures[m[1]] = []);
+    if (!ts.includes(t)) { ts.push(t); ts.sort((a, b) => a - b); }
+    while (ts.length > 20) ts.shift();
   } else if (e.kind === "switchover" && e.hierarchy) {
-    moves[e.hierarchy] = { t, what: "switchover", from: "" };
+    switches[e.hierarchy] = t;
   } else if (e.kind === "action" && e.action === "restore" && e.phase === "end" && !e.error && e.hierarchy) {
-    restored[e.hierarchy] = { t, node: e.node };
+    if (!restored[e.hierarchy] || restored[e.hierarchy].t <= t) restored[e.hierarchy] = { t, node: e.node };
   }
 }
 
 function finishMoves() {
   for (const h of status.status.hierarchies || []) {
-    const m = moves[h.name], r = restored[h.name];
-    if (!m || !r || !h.online || r.node !== h.owner || r.t < m.t) continue;
-    delete moves[h.name];
-    timeline({ time: r.t, node: h.owner, kind: m.what, hierarchy: h.name, action: "done",
-      message: `${h.name} in service on ${h.owner}${m.from ? " (from " + m.from + ")" : ""} ${r.t - m.t} ms after ${m.what === "failover" ? m.from + " was reported failed" : "the request"}` });
+    if (!h.online || !h.owner) continue;
+    let o = owners[h.name];
+    if (!o) {
+      owners[h.name] = { node: h.owner, prev: "", told: true }; // first seen: nothing to tell
+      continue;
+    }
+    if (o.node !== h.owner) o = owners[h.name] = { node: h.owner, prev: o.node, told: false };
+    const r = restored[h.name];
+    if (o.told || !r || r.node !== h.owner) continue;
+    const sw = switches[h.name];
+    const failed = (failures[o.prev] || []).filter((f) => f <= r.t).pop();
+    let what, since;
+    if (sw !== undefined && sw <= r.t && (failed === undefined || sw >= failed)) {
+      what = "switchover"; since = sw;
+    } else if (failed !== undefined && r.t - failed < 10 * 60 * 1000) {
+      what = "failover"; since = failed;
+    } else {
+      continue; // the reason may still be on its way
+    }
+    o.told = true;
+    delete switches[h.name];
+    timeline({ time: r.t, node: h.owner, kind: what, hierarchy: h.name, action: "done",
+      message: `${h.name} in service on ${h.owner}${o.prev ? " (from " + o.prev + ")" : ""} ${r.t - since} ms after ${what === "failover" ? o.prev + " was reported failed" : "the request"}` });
   }
 }
 
