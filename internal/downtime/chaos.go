@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -60,6 +61,11 @@ type ChaosReport struct {
 	OutagesMS []float64 `json:"outages_ms"`
 	Requests  int       `json:"requests"`
 	Answered  int       `json:"answered"`
+	// Evidence, when an invariant broke at a known instant: around it,
+	// every answer and change of holders seen from outside, and each
+	// agent's log lines (what the agents did; issues and CI logs carry
+	// only this, not the run's directory).
+	Evidence []string `json:"evidence,omitempty"`
 }
 
 // Chaos faults: kill (with link down, then a restart), freeze, link
@@ -136,6 +142,9 @@ func Chaos(ctx context.Context, o ChaosOptions) (*ChaosReport, error) {
 		c.violate("%v", err)
 	}
 	c.check(samples, holders)
+	if !c.brokeAt.IsZero() {
+		c.rep.Evidence = c.evidence(samples, holders)
+	}
 	for _, n := range lab.Nodes() {
 		if !c.s.cluster.Node(n).Running() {
 			c.violate("the agent on %s is not running at the end although every fault was healed (see its log)", n)
@@ -166,6 +175,7 @@ type chaos struct {
 	// windows in which at most one node was impaired: the service must
 	// come back within Recovery after their start
 	faultAt []time.Time
+	brokeAt time.Time // the instant of the first violation with one
 }
 
 func (c *chaos) violate(format string, args ...any) {
@@ -413,6 +423,7 @@ func (c *chaos) check(samples []netlab.Sample, holders []holderSample) {
 		}
 	}
 	if firstDouble != nil {
+		c.brokeAt = firstDouble.at
 		c.violate("%d instants with two connected hosts holding the VIP, first at %s: %v", r.DoubleOwner,
 			firstDouble.at.Sub(c.start).Round(time.Millisecond), firstDouble.holders)
 	}
@@ -448,6 +459,7 @@ func (c *chaos) check(samples []netlab.Sample, holders []holderSample) {
 			if ok[j].From == prev.From && held(cur.From, cur.Answered, ok[j].Answered) {
 				r.StaleAnswers++
 				if r.StaleAnswers == 1 {
+					c.brokeAt = cur.Answered
 					c.violate("%s answered at %s after %s had taken over at %s and still held the VIP", prev.From,
 						ok[j].Answered.Sub(c.start).Round(time.Millisecond), cur.From, cur.Answered.Sub(c.start).Round(time.Millisecond))
 				}
@@ -546,4 +558,77 @@ func (b *bench) clearVIPOn(h, vip string) {
 	for _, l := range []string{"/32", "/24"} {
 		_ = b.lab.DelAddr(h, vip+l)
 	}
+}
+
+// evidenceBefore and evidenceAfter bound the window around the first
+// violation that evidence reports; evidenceLines caps each agent's lines.
+const (
+	evidenceBefore = 1500 * time.Millisecond
+	evidenceAfter  = 300 * time.Millisecond
+	evidenceLines  = 80
+)
+
+// evidence tells what was seen around c.brokeAt: the answers (when the
+// answering host changed), the holders (when they changed), and each
+// agent's log lines in the window, request logs left out.
+func (c *chaos) evidence(samples []netlab.Sample, holders []holderSample) []string {
+	from, to := c.brokeAt.Add(-evidenceBefore), c.brokeAt.Add(evidenceAfter)
+	at := func(t time.Time) string { return t.Sub(c.start).Round(time.Millisecond).String() }
+	type entry struct {
+		t    time.Time
+		line string
+	}
+	var all []entry
+	last := "-"
+	for _, s := range samples {
+		if !s.OK() || s.Answered.Before(from) || s.Answered.After(to) || s.From == last {
+			continue
+		}
+		last = s.From
+		all = append(all, entry{s.Answered, fmt.Sprintf("answered by %s (sent at %s)", s.From, at(s.Sent))})
+	}
+	prev := "?"
+	for _, h := range holders {
+		if h.at.Before(from) || h.at.After(to) {
+			continue
+		}
+		if now := strings.Join(h.holders, ","); now != prev {
+			all = append(all, entry{h.at, fmt.Sprintf("holders: [%s]", now)})
+			prev = now
+		}
+	}
+	for _, n := range c.b.lab.Nodes() {
+		node := c.s.cluster.Node(n)
+		if node == nil {
+			continue
+		}
+		data, err := os.ReadFile(node.Log)
+		if err != nil {
+			all = append(all, entry{from, fmt.Sprintf("%s: log: %v", n, err)})
+			continue
+		}
+		var lines []entry
+		for _, line := range strings.Split(string(data), "\n") {
+			ts, ok := strings.CutPrefix(line, "time=")
+			if !ok || strings.Contains(line, `msg="api request"`) {
+				continue
+			}
+			ts, rest, _ := strings.Cut(ts, " ")
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil || t.Before(from) || t.After(to) {
+				continue
+			}
+			lines = append(lines, entry{t, n + ": " + rest})
+		}
+		if len(lines) > evidenceLines {
+			lines = slices.Delete(lines, evidenceLines/2, len(lines)-evidenceLines/2)
+		}
+		all = append(all, lines...)
+	}
+	slices.SortStableFunc(all, func(a, b entry) int { return a.t.Compare(b.t) })
+	out := make([]string, len(all))
+	for i, e := range all {
+		out[i] = at(e.t) + " " + e.line
+	}
+	return out
 }

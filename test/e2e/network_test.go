@@ -59,6 +59,9 @@ func TestChaosOnNetwork(t *testing.T) {
 	for _, v := range rep.Violations {
 		t.Errorf("violation (seed %d): %s", rep.Seed, v)
 	}
+	if len(rep.Evidence) > 0 {
+		t.Logf("around the first violation:\n%s", strings.Join(rep.Evidence, "\n"))
+	}
 }
 
 // distribution prints count, min, median, p90 and max.
