@@ -25,16 +25,22 @@ func checks() []doctor.Check {
 }
 
 // doctorEnv describes this node for the checks; hierarchy limits them to
-// one hierarchy.
-func (a *Agent) doctorEnv(hierarchy string) *doctor.Env {
+// one hierarchy. background: a run nobody waits for, whose AWS calls wait
+// for readiness's budget; an operator's run is paced on its own (see
+// readiness.operatorPace).
+func (a *Agent) doctorEnv(hierarchy string, background bool) *doctor.Env {
 	start := time.Now()
+	probes := func() kit.ProbeCalls { return a.ready.shared.ViewPaced(start, a.ready.operatorPace) }
+	if background {
+		probes = func() kit.ProbeCalls { return a.ready.shared.View(start) }
+	}
 	env := &doctor.Env{Kits: a.kits, Node: a.cfg.Node, Witness: a.self.Witness, Version: Version, DataDir: a.cfg.DataDir,
 		Leader: a.c.Leader(), AWSSettings: a.aws.settings, LogLevel: a.levelName(),
 		// Doctor's AWS calls count against readiness's budget, and its
 		// permission probes share readiness's answers, but only answers
 		// to calls sent since this run began: a doctor run must see a
 		// permission taken away a moment ago (TestDoctorOnTheSimulator).
-		AWS: a.ready.clients, Probes: func() kit.ProbeCalls { return a.ready.shared.View(start) },
+		AWS: a.ready.clients, Probes: probes,
 		WatchdogDevice: a.cfg.Watchdog.Device, WatchdogTimeout: a.cfg.Watchdog.Timeout.D(), Owners: map[string]string{}}
 	exe, _ := os.Executable()
 	env.Paths = []string{exe, a.cfg.DataDir, a.cfg.API.Socket}
@@ -104,8 +110,19 @@ func redactURL(s string) string {
 // in the cluster state (shown by lifeboat status).
 // Concurrent callers for the same hierarchy share one run (fanout.go).
 func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor {
-	rep, err := shared(ctx, a, a.localRuns, "doctor "+hierarchy, 2*time.Minute, func(ctx context.Context) (api.NodeDoctor, error) {
-		return a.runDoctorNow(ctx, hierarchy), nil
+	return a.runDoctorAs(ctx, hierarchy, false)
+}
+
+// runDoctorAs is runDoctor, in the background (doctorLoop) or for an
+// operator; the two do not share runs, so that an operator never waits
+// for a background run's calls held back by the budget.
+func (a *Agent) runDoctorAs(ctx context.Context, hierarchy string, background bool) api.NodeDoctor {
+	key := "doctor " + hierarchy
+	if background {
+		key = "background " + key
+	}
+	rep, err := shared(ctx, a, a.localRuns, key, 2*time.Minute, func(ctx context.Context) (api.NodeDoctor, error) {
+		return a.runDoctorNow(ctx, hierarchy, background), nil
 	})
 	if err != nil {
 		return api.NodeDoctor{Node: a.cfg.Node, Version: Version, Error: err.Error()}
@@ -113,8 +130,8 @@ func (a *Agent) runDoctor(ctx context.Context, hierarchy string) api.NodeDoctor 
 	return rep
 }
 
-func (a *Agent) runDoctorNow(ctx context.Context, hierarchy string) api.NodeDoctor {
-	fs := doctor.Run(ctx, a.doctorEnv(hierarchy), checks(), nil)
+func (a *Agent) runDoctorNow(ctx context.Context, hierarchy string, background bool) api.NodeDoctor {
+	fs := doctor.Run(ctx, a.doctorEnv(hierarchy, background), checks(), nil)
 	if f, ok := a.ready.budgetFinding(); ok {
 		fs = append(fs, f)
 	}
@@ -210,7 +227,7 @@ func (a *Agent) doctorLoop(ctx context.Context) {
 		case <-next:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		a.runDoctor(rctx, "")
+		a.runDoctorAs(rctx, "", true)
 		cancel()
 		next = time.After(every)
 	}

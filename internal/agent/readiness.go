@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -74,7 +75,11 @@ func (p *awsProvider) get(ctx context.Context) (*awsapi.Clients, error) {
 type readiness struct {
 	a    *Agent
 	wake chan refreshRequest
-	mu   sync.Mutex
+	// hurry tells the loop, while a probe of its own is in flight (it may
+	// be waiting for the budget for many seconds), that a refresh is
+	// coming: that probe gives way and is taken up again after it.
+	hurry chan struct{}
+	mu    sync.Mutex
 	// last: the verdicts as last committed (or tried).
 	last map[string]cluster.Readiness
 
@@ -90,13 +95,17 @@ type readiness struct {
 	now  func() time.Time
 
 	// The pacing.
-	budget  *probe.Budget
-	shared  *probe.Shared
-	meterMu sync.Mutex
-	base    *awsapi.Clients // the node's clients ...
-	metered *awsapi.Clients // ... and the same counted against the budget
-	paceMu  sync.Mutex
-	pace    state.ReadinessPace
+	budget *probe.Budget
+	// operatorPace paces the AWS calls of the doctor runs an operator
+	// waits for: they do not queue behind the budget (which still counts
+	// them), and a burst of them stays gentle on the account's API rate.
+	operatorPace *probe.Budget
+	shared       *probe.Shared
+	meterMu      sync.Mutex
+	base         *awsapi.Clients // the node's clients ...
+	metered      *awsapi.Clients // ... and the same counted against the budget
+	paceMu       sync.Mutex
+	pace         state.ReadinessPace
 }
 
 // refreshRequest asks for names (nil: every hierarchy) to be proven now,
@@ -113,15 +122,20 @@ const notReadyRetry = 3 * time.Second
 // round before it takes over a hierarchy unproven (a variable for tests).
 var firstRoundBound = 5 * time.Second
 
+// operatorCallsPerMinute paces an operator's doctor runs on one node: a
+// burst of 20 calls, then about five a second.
+const operatorCallsPerMinute = 300
+
 func newReadiness(a *Agent) *readiness {
 	interval, perMinute := 5*time.Minute, 0
 	if a.cfg != nil {
 		interval, perMinute = a.cfg.ReadinessInterval.D(), a.cfg.AWS.ReadinessCallsPerMinute
 	}
 	budget := probe.NewBudget(probe.Real, perMinute)
-	return &readiness{a: a, wake: make(chan refreshRequest),
+	return &readiness{a: a, wake: make(chan refreshRequest), hurry: make(chan struct{}, 1),
 		proven: map[string]bool{}, held: map[string]time.Time{}, now: time.Now,
-		budget: budget, shared: probe.NewShared(budget, interval)}
+		budget: budget, shared: probe.NewShared(budget, interval),
+		operatorPace: probe.NewBudget(probe.Real, operatorCallsPerMinute)}
 }
 
 // mayTakeOver reports whether the engine may bring hierarchy name into
@@ -286,6 +300,10 @@ func (r *readiness) run(ctx context.Context) {
 	// ask puts a refresh first in line; it is answered once the names it
 	// asked for are proven.
 	ask := func(req refreshRequest) {
+		select {
+		case <-r.hurry: // this request's, if the loop was idle
+		default:
+		}
 		sync()
 		names := req.names
 		if names == nil {
@@ -347,9 +365,12 @@ func (r *readiness) run(ctx context.Context) {
 				continue
 			}
 			r.shared.Stretch(sched.Period(now))
-			rd := r.proveOne(ctx, h, t, verdicts[t.Name])
+			rd, preempted := r.proveTurn(ctx, h, t, verdicts[t.Name])
 			if ctx.Err() != nil {
 				return
+			}
+			if preempted {
+				continue // still due: taken up after the refresh
 			}
 			done := time.Now()
 			verdicts[t.Name] = rd
@@ -411,15 +432,43 @@ type pendingRefresh struct {
 }
 
 // proveOne runs h's probes for turn t (prev: its last verdict).
-func (r *readiness) proveOne(ctx context.Context, h spec.Hierarchy, t probe.Turn, prev cluster.Readiness) cluster.Readiness {
-	calls := r.shared.View(t.NotBefore)
+// errPreempted ends a scheduled probe that gives way to a refresh.
+var errPreempted = errors.New("a refresh comes first")
+
+// proveTurn proves one turn. A scheduled turn gives way to a refresh that
+// arrives meanwhile (preempted: nothing was proven, the turn stays due); a
+// refresh's own turn (an operator waits: a switchover to this node, status
+// --refresh) is paced on its own, not held back by the budget, which
+// still counts its calls.
+func (r *readiness) proveTurn(ctx context.Context, h spec.Hierarchy, t probe.Turn, prev cluster.Readiness) (rd cluster.Readiness, preempted bool) {
+	if t.Due.IsZero() {
+		return r.proveOne(ctx, h, t, prev, r.operatorPace), false
+	}
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-r.hurry:
+			cancel(errPreempted)
+		case <-stop:
+		}
+	}()
+	rd = r.proveOne(pctx, h, t, prev, r.budget)
+	return rd, errors.Is(context.Cause(pctx), errPreempted)
+}
+
+// proveOne proves one hierarchy, its calls waiting for pace.
+func (r *readiness) proveOne(ctx context.Context, h spec.Hierarchy, t probe.Turn, prev cluster.Readiness, pace *probe.Budget) cluster.Readiness {
+	calls := r.shared.ViewPaced(t.NotBefore, pace)
 	elsewhere := r.servedElsewhere(h.Name)
 	rd, unknown := r.probeHierarchy(ctx, h, elsewhere, calls)
 	if !rd.Ready && !elsewhere && r.servedElsewhere(h.Name) {
 		// It was placed on another node while the probes ran: what
 		// they saw may be that node taking it over. Probe again,
 		// expecting it there.
-		calls = r.shared.View(time.Now())
+		calls = r.shared.ViewPaced(time.Now(), pace)
 		rd, unknown = r.probeHierarchy(ctx, h, true, calls)
 	}
 	if unknown && !prev.At.IsZero() {
@@ -528,6 +577,10 @@ func (r *readiness) RefreshOne(ctx context.Context, name string) (map[string]clu
 
 func (r *readiness) refreshNow(ctx context.Context, names []string) (map[string]cluster.Readiness, error) {
 	req := refreshRequest{names: names, reply: make(chan map[string]cluster.Readiness, 1)}
+	select {
+	case r.hurry <- struct{}{}:
+	default: // one is pending already
+	}
 	select {
 	case r.wake <- req:
 	case <-ctx.Done():

@@ -61,7 +61,16 @@ func (s *Shared) Reused() uint64 { return s.reused.Load() }
 // View returns the calls of one probe: it reuses answers got after
 // notBefore (the zero time: any answer still fresh).
 func (s *Shared) View(notBefore time.Time) *View {
-	return &View{s: s, notBefore: notBefore}
+	return &View{s: s, notBefore: notBefore, wait: s.budget}
+}
+
+// ViewPaced is View for a run an operator waits for (lifeboat doctor):
+// its calls wait for pace instead of the store's budget, so that they do
+// not queue behind the probes the budget holds back. The requests are
+// still counted against the budget where the clients are metered, and the
+// probes pay them back.
+func (s *Shared) ViewPaced(notBefore time.Time, pace *Budget) *View {
+	return &View{s: s, notBefore: notBefore, wait: pace}
 }
 
 // keep reports whether an answer may be given to other probes: not when
@@ -103,6 +112,7 @@ func (s *Shared) store(key kit.ProbeKey, a kit.ProbeAnswer) {
 // goroutine at a time.
 type View struct {
 	s         *Shared
+	wait      *Budget // what a call waits for
 	notBefore time.Time
 	oldest    time.Time
 	calls     int
@@ -120,7 +130,7 @@ func (v *View) Call(ctx context.Context, key kit.ProbeKey, call func(context.Con
 		v.saw(a.At)
 		return a
 	}
-	if err := v.s.budget.Wait(ctx); err != nil {
+	if err := v.wait.Wait(ctx); err != nil {
 		return kit.ProbeAnswer{Err: err, At: v.s.clock.Now()}
 	}
 	at := v.s.clock.Now()
