@@ -167,3 +167,27 @@ func TestSharedAnswers(t *testing.T) {
 		t.Fatalf("reused %d", s.Reused())
 	}
 }
+
+// A paced view (an operator's run) waits for its own pace, not for the
+// store's budget: with the budget spent and its clock never advancing, a
+// plain view's call waits until its context ends, a paced one's is made.
+func TestViewPacedDoesNotQueueBehindTheBudget(t *testing.T) {
+	budget := NewBudget(blockingClock{}, 2)
+	budget.Spend()
+	s := NewShared(budget, time.Minute)
+	key := kit.ProbeKey{Action: "ec2:DescribeRouteTables", Resource: "rtb-1"}
+	made := 0
+	call := func(context.Context) (any, error) { made++; return "ok", nil }
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if a := s.View(time.Time{}).Call(ctx, key, call); a.Err == nil || made != 0 {
+		t.Fatalf("a view behind a spent budget answered %+v after %d calls", a, made)
+	}
+	if a := s.ViewPaced(time.Time{}, NewBudget(blockingClock{}, 300)).Call(context.Background(), key, call); a.Err != nil || made != 1 {
+		t.Fatalf("a paced view answered %+v after %d calls", a, made)
+	}
+	if budget.Deferred() != 1 {
+		t.Errorf("the budget deferred %d calls, want the plain view's one", budget.Deferred())
+	}
+}
