@@ -57,6 +57,9 @@ type ChaosReport struct {
 	// StaleAnswers counts answers from a host after another host had
 	// started answering and while that host still held the VIP.
 	StaleAnswers int `json:"stale_answers"`
+	// LateAnswers counts answers of the old host that came after the new
+	// host's first answer to requests sent before it: no violation.
+	LateAnswers int `json:"late_answers,omitempty"`
 	// OutagesMS are the client-observed outages, in order.
 	OutagesMS []float64 `json:"outages_ms"`
 	Requests  int       `json:"requests"`
@@ -451,9 +454,19 @@ func (c *chaos) check(samples []netlab.Sample, holders []holderSample) {
 			continue
 		}
 		// cur is the first answer of a new host: look for a later answer
-		// of prev's host while cur's host held the VIP throughout.
+		// of prev's host to a request sent after cur's answer came, while
+		// cur's host held the VIP throughout: prev's host then held the
+		// VIP when the request reached it, after cur's host had it. An
+		// answer to a request sent before proves nothing: prev's host may
+		// have answered before the move and the answer been held up (a
+		// reply waits for the client's address to be resolved again after
+		// a link flap).
 		for j := i + 1; j < len(ok); j++ {
 			if ok[j].From == cur.From {
+				continue
+			}
+			if ok[j].From == prev.From && !ok[j].Sent.After(cur.Answered) {
+				r.LateAnswers++
 				continue
 			}
 			if ok[j].From == prev.From && held(cur.From, cur.Answered, ok[j].Answered) {

@@ -81,3 +81,41 @@ func TestUnrecovered(t *testing.T) {
 		})
 	}
 }
+
+// An old owner's answer counts as stale only when its request was sent
+// after the new owner had answered (while the new owner held the VIP
+// throughout): it then held the VIP at the same time. An answer to a
+// request sent before, held up on the way, proves nothing.
+func TestChaosStaleAnswers(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	var holders []holderSample
+	for ms := 0; ms <= 200; ms += 10 {
+		h := []string{"node1"}
+		if ms >= 50 {
+			h = []string{"node2"}
+		}
+		holders = append(holders, holderSample{at: at(ms), holders: h})
+	}
+	answer := func(sent, got int, from string) netlab.Sample {
+		return netlab.Sample{Sent: at(sent), Answered: at(got), From: from}
+	}
+	for _, tc := range []struct {
+		name         string
+		late         netlab.Sample
+		stale, inLag int
+	}{
+		{"request sent before the move", answer(55, 95, "node1"), 0, 1},
+		{"request sent after the move", answer(75, 95, "node1"), 1, 0},
+	} {
+		c := &chaos{o: ChaosOptions{Recovery: 10 * time.Second}, rep: &ChaosReport{}, start: start}
+		samples := []netlab.Sample{answer(30, 31, "node1"), answer(40, 41, "node1"), answer(60, 61, "node2"), tc.late, answer(96, 100, "node2")}
+		c.check(samples, holders)
+		if c.rep.StaleAnswers != tc.stale || c.rep.LateAnswers != tc.inLag {
+			t.Errorf("%s: %d stale, %d late answers, want %d and %d (violations %v)", tc.name, c.rep.StaleAnswers, c.rep.LateAnswers, tc.stale, tc.inLag, c.rep.Violations)
+		}
+		if (len(c.rep.Violations) > 0) != (tc.stale > 0) {
+			t.Errorf("%s: violations %v", tc.name, c.rep.Violations)
+		}
+	}
+}

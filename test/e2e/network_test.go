@@ -44,7 +44,7 @@ func TestChaosOnNetwork(t *testing.T) {
 	for _, f := range rep.Faults {
 		kinds[f.Kind]++
 	}
-	t.Logf("seed %d: %d faults injected %v; %d requests, %d answered", rep.Seed, len(rep.Faults), kinds, rep.Requests, rep.Answered)
+	t.Logf("seed %d: %d faults injected %v; %d requests, %d answered (%d by an old owner to requests sent before the new one answered: in flight, no violation)", rep.Seed, len(rep.Faults), kinds, rep.Requests, rep.Answered, rep.LateAnswers)
 	t.Logf("recovery, every client-observed outage over 50 ms: %s", distribution(rep.OutagesMS))
 	var alone []float64
 	for _, f := range rep.Faults {
