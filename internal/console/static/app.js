@@ -249,9 +249,12 @@ const owners = {};    // hierarchy -> {node, prev, told}: owners seen online
 
 function noteMove(e) {
   const t = new Date(e.time).getTime();
-  if (e.kind === "node" && e.action === "failed") {
-    const m = /node (\S+) failed/.exec(e.message || "");
-    if (!m) return;
+  // A node is reported failed by the failure detector ("node X failed")
+  // or fenced once its lease lapsed ("fenced X ..."), whichever the
+  // leader saw first: either may come after the restore elsewhere.
+  const m = e.kind === "node" && e.action === "failed" ? /node (\S+) failed/.exec(e.message || "")
+    : e.kind === "failover" && e.action === "fence" ? /^fenced (\S+)/.exec(e.message || "") : null;
+  if (m) {
     const ts = failures[m[1]] || (failures[m[1]] = []);
     if (!ts.includes(t)) { ts.push(t); ts.sort((a, b) => a - b); }
     while (ts.length > 20) ts.shift();
@@ -274,7 +277,11 @@ function finishMoves() {
     const r = restored[h.name];
     if (o.told || !r || r.node !== h.owner) continue;
     const sw = switches[h.name];
-    const failed = (failures[o.prev] || []).filter((f) => f <= r.t).pop();
+    // The earliest of the reports that came before the restore, one
+    // after another (the detector's and the fence, within seconds).
+    const before = (failures[o.prev] || []).filter((f) => f <= r.t);
+    let failed = before.pop();
+    while (before.length && failed - before[before.length - 1] < 10000) failed = before.pop();
     let what, since;
     if (sw !== undefined && sw <= r.t && (failed === undefined || sw >= failed)) {
       what = "switchover"; since = sw;
