@@ -126,7 +126,12 @@ func newFleet(t testing.TB, routedOnFirst, onOthers, others, eips int, meter fun
 	}
 	akid, secret, token, _ := w.IssueRoleCredentials("lifeboat-node2", 24*time.Hour)
 	c, err := awsapi.New(context.Background(), awsapi.Settings{Region: w.Region(), Endpoints: awsapi.Endpoints{EC2: hs.URL, STS: hs.URL},
-		Credentials: credentials.NewStaticCredentialsProvider(akid, secret, token), CallTimeout: 5 * time.Second, MaxAttempts: 1})
+		Credentials: credentials.NewStaticCredentialsProvider(akid, secret, token), CallTimeout: 5 * time.Second, MaxAttempts: 1,
+		// No per-node request pacing: it runs on the real clock, while
+		// these fleets are driven by the budget's fake one (hours of
+		// probes in seconds; paced, a test waited 115 s for dry-run
+		// tokens at the mutating bucket's 5 a second).
+		Pace: &awsapi.Pace{}})
 	if err != nil {
 		t.Fatal(err)
 	}
