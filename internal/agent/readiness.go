@@ -250,7 +250,16 @@ func (r *readiness) run(ctx context.Context) {
 	// sync reads the hierarchies this node could run: a new one, or one
 	// whose spec changed, is due now.
 	encoded := map[string]string{}
+	var specGen uint64
+	synced := false
 	sync := func() {
+		// Under the FSM's generation of specs, nothing to compare: most
+		// changes of the state are assignments and reports.
+		gen := r.a.c.FSM.SpecGen()
+		if synced && gen == specGen {
+			return
+		}
+		synced, specGen = true, gen
 		key := r.mySpecKey()
 		if key == specKey {
 			return

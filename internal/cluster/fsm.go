@@ -38,6 +38,28 @@ type FSM struct {
 	// failure detector's view), where taking the read lock again would
 	// deadlock against a waiting Apply.
 	members atomic.Pointer[[]state.Member]
+	// specGen counts the applies that may have changed a hierarchy's
+	// spec (changesSpecs) and the snapshots restored, so that a reader
+	// of the specs (readiness) need not compare them all at every change
+	// of the state (found at 1,000 hierarchies: 14% of a new owner's CPU
+	// went to encoding every spec at every assignment and report).
+	specGen atomic.Uint64
+}
+
+// SpecGen returns a number that changes whenever a hierarchy's spec may
+// have: read it before the specs, and read them again once it differs.
+func (f *FSM) SpecGen() uint64 { return f.specGen.Load() }
+
+// changesSpecs reports whether c may change State.Hierarchies. A command
+// that writes State.Hierarchies must be listed here (TestSpecGen).
+func changesSpecs(c Cmd) bool {
+	switch c := c.(type) {
+	case PutHierarchies, Purge, Restore:
+		return true
+	case Batch:
+		return slices.ContainsFunc(c.Cmds, changesSpecs)
+	}
+	return false
 }
 
 // Members returns the replicated membership (empty until a run-time
@@ -162,6 +184,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		res = c.apply(f.state, at)
 		f.state.Index = l.Index
 		f.syncMembers()
+		if changesSpecs(c) {
+			f.specGen.Add(1)
+		}
 	}
 	ws := f.waiters
 	f.waiters = nil
@@ -222,6 +247,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.state = s
 	f.syncMembers()
+	f.specGen.Add(1)
 	ws := f.waiters
 	f.waiters = nil
 	f.mu.Unlock()
