@@ -340,17 +340,7 @@ func TestFeatureLevel(t *testing.T) {
 // decodes bare JSON), so an old binary on an upgraded data directory
 // refuses to start instead of replaying entries it cannot read.
 func TestSnapshotForm(t *testing.T) {
-	persist := func(f *FSM) []byte {
-		snap, err := f.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sink := &memSink{}
-		if err := snap.Persist(sink); err != nil {
-			t.Fatal(err)
-		}
-		return sink.Bytes()
-	}
+	persist := func(f *FSM) []byte { return snapshotBytes(t, f) }
 	f := NewFSM()
 	f.Apply(mustLog(t, 1, Join{Node: "n1", Version: "0.2.0", Level: 2}, LevelLegacy))
 	legacy := persist(f)

@@ -424,6 +424,20 @@ func (s *memSink) String() string { return s.Buffer.String() }
 
 var _ raft.SnapshotSink = (*memSink)(nil)
 
+// snapshotBytes is f's snapshot as raft would persist it.
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
 func richState(t *testing.T) *FSM {
 	t.Helper()
 	f := NewFSM()

@@ -87,16 +87,8 @@ func TestFSMMembersFollowsState(t *testing.T) {
 	if got := f.Members(); len(got) != 2 || got[1].Name != "n2" {
 		t.Fatalf("after apply: %v", got)
 	}
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := NewFSM()
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.Members(); len(got) != 2 {

@@ -57,16 +57,9 @@ func TestSpecGen(t *testing.T) {
 	step(Batch{Cmds: []Cmd{PutHierarchies{Hierarchies: []spec.Hierarchy{h}}}}, true)
 	step(Restore{Hierarchies: []spec.Hierarchy{h}, Online: map[string]bool{"web": true}}, true)
 
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
+	b := snapshotBytes(t, f)
 	before := f.SpecGen()
-	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := f.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 		t.Fatal(err)
 	}
 	if f.SpecGen() == before {
