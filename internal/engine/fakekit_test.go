@@ -66,6 +66,9 @@ type script struct {
 	// are used up every check returns checkDefault.
 	checks       []kit.Health
 	checkDefault kit.Health
+	// upAfterRestore: a successful restore turns checkDefault Healthy (a
+	// stopped service that a restore starts).
+	upAfterRestore bool
 	// checkUntilDone makes QuickCheck wait for its context to end and then
 	// report Failed, like a kit that treats an interrupted probe as a failure.
 	checkUntilDone bool
@@ -195,6 +198,13 @@ func (i *fakeInstance) Restore(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if err == nil {
+		i.k.mu.Lock()
+		if s.upAfterRestore {
+			s.checkDefault = kit.Healthy
+		}
+		i.k.mu.Unlock()
 	}
 	return err
 }
