@@ -44,61 +44,6 @@ type FSM struct {
 	// of the state (found at 1,000 hierarchies: 14% of a new owner's CPU
 	// went to encoding every spec at every assignment and report).
 	specGen atomic.Uint64
-	// lease is what the lease protocol reads of the state, replaced after
-	// every apply: renewals and attestations never wait for the state's
-	// lock (a 1,000-hierarchy status holds it for reading for a quarter
-	// of a second, and an apply waiting behind it blocks every new
-	// reader: a starved owner lost its lease at a mass failover).
-	lease atomic.Pointer[LeaseView]
-}
-
-// LeaseView is what the lease protocol reads of the replicated state.
-type LeaseView struct {
-	Index  uint64
-	Level  int
-	Halted bool
-	// Gens is every node's current lease generation and whether it was
-	// revoked; shared between views, never written once published.
-	Gens map[string]NodeGen
-}
-
-// NodeGen is a node's lease generation in the state.
-type NodeGen struct {
-	Gen     uint64
-	Revoked bool
-}
-
-// Lease returns the lease view of the last applied state, without a lock.
-func (f *FSM) Lease() *LeaseView {
-	if v := f.lease.Load(); v != nil {
-		return v
-	}
-	return &LeaseView{Level: LevelLegacy}
-}
-
-// syncLease publishes the lease view of the state; f.mu held.
-func (f *FSM) syncLease() {
-	v := &LeaseView{Index: f.state.Index, Level: f.state.FeatureLevel(), Halted: f.halt != nil}
-	same := false
-	if prev := f.lease.Load(); prev != nil && len(prev.Gens) == len(f.state.Nodes) {
-		same = true
-		for name, n := range f.state.Nodes {
-			if g, ok := prev.Gens[name]; !ok || g != (NodeGen{n.Gen, n.Revoked}) {
-				same = false
-				break
-			}
-		}
-		if same {
-			v.Gens = prev.Gens
-		}
-	}
-	if !same {
-		v.Gens = make(map[string]NodeGen, len(f.state.Nodes))
-		for name, n := range f.state.Nodes {
-			v.Gens[name] = NodeGen{n.Gen, n.Revoked}
-		}
-	}
-	f.lease.Store(v)
 }
 
 // SpecGen returns a number that changes whenever a hierarchy's spec may
@@ -243,7 +188,6 @@ func (f *FSM) Apply(l *raft.Log) any {
 			f.specGen.Add(1)
 		}
 	}
-	f.syncLease()
 	ws := f.waiters
 	f.waiters = nil
 	f.mu.Unlock()
@@ -304,7 +248,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.state = s
 	f.syncMembers()
 	f.specGen.Add(1)
-	f.syncLease()
 	ws := f.waiters
 	f.waiters = nil
 	f.mu.Unlock()

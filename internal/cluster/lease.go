@@ -166,36 +166,30 @@ func (l *Leases) voters() []string {
 
 // HandleRenew is the voter side of a renewal.
 func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
-	if l.cfg.FSM.Lease().Halted {
+	if h := l.cfg.FSM.Halted(); h != nil {
 		// Its state is frozen: it cannot tell which generation is current.
-		why := "this voter's state machine halted"
-		if h := l.cfg.FSM.Halted(); h != nil {
-			why = "this voter " + h.String()
-		}
-		return RenewResponse{Reason: why}
+		return RenewResponse{Reason: "this voter " + h.String()}
 	}
 	if req.Voters != nil {
 		if mine := l.voters(); !slices.Equal(slices.Sorted(slices.Values(mine)), slices.Sorted(slices.Values(req.Voters))) {
 			return RenewResponse{Reason: fmt.Sprintf("voter set differs: %s counts %v, this voter %v (a membership change is under way)", req.Node, req.Voters, mine)}
 		}
 	}
-	// The state is read and the grant recorded under gmu, which attest
-	// holds while it reads the applied index and the grants: an
-	// attestation that sees the revoke applied sees every grant made
-	// before it, and no grant is made after it (otherwise a renewal that
-	// read the state just before the revoke was applied could record its
-	// grant just after an attestation had found none).
-	l.gmu.Lock()
-	g, known := l.cfg.FSM.Lease().Gens[req.Node]
+	var cur uint64
+	var revoked, known bool
+	l.cfg.FSM.View(func(s *State) {
+		if n := s.Nodes[req.Node]; n != nil {
+			cur, revoked, known = n.Gen, n.Revoked, true
+		}
+	})
 	switch {
-	case !known || g.Gen < req.Gen:
-		l.gmu.Unlock()
+	case !known || cur < req.Gen:
 		return RenewResponse{Reason: fmt.Sprintf("generation %d of %s not yet known here", req.Gen, req.Node)}
-	case g.Gen > req.Gen || g.Revoked:
-		l.gmu.Unlock()
+	case cur > req.Gen || revoked:
 		return RenewResponse{Revoked: true, Reason: fmt.Sprintf("generation %d of %s was fenced", req.Gen, req.Node)}
 	}
 	now := time.Now()
+	l.gmu.Lock()
 	if prev, ok := l.grants[grantKey{req.Node, req.Gen}]; !ok || now.Sub(prev) >= l.Threshold() {
 		for _, c := range l.fresh {
 			close(c)
@@ -256,11 +250,11 @@ func (l *Leases) AwaitAttest(ctx context.Context, req AttestRequest) AttestRespo
 // attest computes a voter's answer and, when it is no, how long until it
 // may turn into yes (behind: waiting for raft, not for the clock).
 func (l *Leases) attest(req AttestRequest) (r AttestResponse, after time.Duration, behind bool) {
-	l.gmu.Lock() // see HandleRenew
-	defer l.gmu.Unlock()
-	if idx := l.cfg.FSM.Lease().Index; idx < req.MinIndex {
+	if idx := l.cfg.FSM.Index(); idx < req.MinIndex {
 		return AttestResponse{Reason: fmt.Sprintf("state at index %d, behind %d", idx, req.MinIndex)}, 0, true
 	}
+	l.gmu.Lock()
+	defer l.gmu.Unlock()
 	th := max(l.Threshold(), time.Duration(req.MinAgeMS)*time.Millisecond)
 	if since := time.Since(l.started); since < th {
 		return AttestResponse{Reason: fmt.Sprintf("voter started %s ago", since.Round(time.Millisecond))}, th - since, false
@@ -470,8 +464,13 @@ func (l *Leases) Run(ctx context.Context) {
 			l.cfg.Logger.Info("joined the cluster", "node", l.cfg.Node, "gen", g)
 		default:
 		}
-		own := l.cfg.FSM.Lease().Gens[l.cfg.Node]
-		gen, revoked := own.Gen, own.Revoked
+		var gen uint64
+		var revoked bool
+		l.cfg.FSM.View(func(s *State) {
+			if n := s.Nodes[l.cfg.Node]; n != nil {
+				gen, revoked = n.Gen, n.Revoked
+			}
+		})
 		if (mine == 0 || gen > mine || (gen == mine && revoked)) && time.Since(lastRejoin) > 5*l.cfg.Renew && rejoining.CompareAndSwap(false, true) {
 			lastRejoin = time.Now()
 			go func() {
@@ -493,7 +492,7 @@ func (l *Leases) Run(ctx context.Context) {
 		// A node whose state machine halted holds nothing: it lets its
 		// lease run out so that the others fence it and move its
 		// hierarchies.
-		if mine != 0 && gen == mine && !revoked && !l.cfg.FSM.Lease().Halted {
+		if mine != 0 && gen == mine && !revoked && l.cfg.FSM.Halted() == nil {
 			if l.round(ctx, gen) {
 				l.hmu.Lock()
 				until := l.until
@@ -536,7 +535,7 @@ func (l *Leases) round(ctx context.Context, gen uint64) bool {
 	voters := l.voters()
 	majority := len(voters)/2 + 1
 	req := RenewRequest{Node: l.cfg.Node, Gen: gen}
-	if l.cfg.FSM.Lease().Level >= LevelTyped {
+	if l.cfg.FSM.Level() >= LevelTyped {
 		// Only then is every voter a version that reads the field (an
 		// older one refuses a request with a field it does not know), and
 		// only then can the membership change.

@@ -961,39 +961,3 @@ func TestFreshened(t *testing.T) {
 		}
 	})
 }
-
-// A voter answers renewals and attestations without the state's lock: a
-// long reader of the state (a 1,000-hierarchy status) with an apply
-// waiting behind it blocks every new reader, and an owner whose renewals
-// wait for that loses its lease (found at a mass failover).
-func TestLeaseAnswersWithoutTheStateLock(t *testing.T) {
-	c := newLeaseCluster(600*time.Millisecond, 100*time.Millisecond, time.Hour)
-	gen := c.applyAll(Command{Type: CmdJoin, Node: "n1"}).Gen
-	f, l := c.fsms["n2"], c.leases["n2"]
-	f.mu.Lock() // as an apply holds it
-	done := make(chan RenewResponse, 1)
-	go func() { done <- l.HandleRenew(RenewRequest{Node: "n1", Gen: gen}) }()
-	var r RenewResponse
-	var a AttestResponse
-	select {
-	case r = <-done:
-	case <-time.After(10 * time.Second):
-		f.mu.Unlock()
-		t.Fatal("a renewal waited for the state's lock")
-	}
-	attested := make(chan AttestResponse, 1)
-	go func() { attested <- l.HandleAttest(AttestRequest{Node: "n1", Gen: gen}) }()
-	select {
-	case a = <-attested:
-	case <-time.After(10 * time.Second):
-		f.mu.Unlock()
-		t.Fatal("an attestation waited for the state's lock")
-	}
-	f.mu.Unlock()
-	if !r.Granted {
-		t.Errorf("renewal: %+v", r)
-	}
-	if a.Expired {
-		t.Errorf("attested expired right after a grant: %+v", a)
-	}
-}
