@@ -250,6 +250,7 @@ func (a *Agent) routes() *http.ServeMux {
 	// root on the socket, or an admin token.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /v1/tokens", a.handleTokens)
 	mux.HandleFunc("POST /v1/tokens/reload", a.handleTokensReload)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics(), promhttp.HandlerOpts{}))

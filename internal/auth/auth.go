@@ -252,6 +252,7 @@ var Routes = map[string]Role{
 	"GET /v1/tokens":                Admin,
 	"GET /debug/pprof/":             Admin,
 	"GET /debug/pprof/profile":      Admin,
+	"GET /debug/pprof/trace":        Admin,
 	"POST /v1/tokens/reload":        Admin,
 }
 

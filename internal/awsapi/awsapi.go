@@ -138,6 +138,8 @@ type Clients struct {
 	IMDS     *imds.Client
 	// share: reads shared between callers (Shared; nil: none shared).
 	share *sharer
+	// meta: instance metadata that cannot change (StaticMetadata).
+	meta *metaMemo
 }
 
 // New builds the clients. With no region configured it asks IMDS.
@@ -145,7 +147,7 @@ func New(ctx context.Context, s Settings) (*Clients, error) {
 	s = s.withDefaults()
 	hc := s.HTTPClient()
 	imdsOpts := imds.Options{HTTPClient: hc, Endpoint: s.Endpoints.IMDS, ClientEnableState: imds.ClientEnabled}
-	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts), share: newSharer()}
+	c := &Clients{Settings: s, IMDS: imds.New(imdsOpts), share: newSharer(), meta: &metaMemo{}}
 	region := s.Region
 	if region == "" {
 		rctx, cancel := context.WithTimeout(ctx, s.CallTimeout)

@@ -49,6 +49,9 @@ type InmemNet struct {
 	// cut holds the directed links that drop everything, raftCut those
 	// that drop raft's messages only.
 	cut, raftCut map[[2]string]bool
+	// loseCommits: on the directed link, raft appends that tell a commit
+	// index at least this are lost (LoseCommits).
+	loseCommits map[[2]string]uint64
 }
 
 type inmemHost struct {
@@ -72,7 +75,7 @@ type inmemHost struct {
 
 // NewInmemNet returns an empty network: every link up, no node started.
 func NewInmemNet() *InmemNet {
-	return &InmemNet{hosts: map[string]*inmemHost{}, byGossip: map[string]*inmemHost{}, byAPI: map[string]*inmemHost{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}}
+	return &InmemNet{hosts: map[string]*inmemHost{}, byGossip: map[string]*inmemHost{}, byAPI: map[string]*inmemHost{}, cut: map[[2]string]bool{}, raftCut: map[[2]string]bool{}, loseCommits: map[[2]string]uint64{}}
 }
 
 // SetLink cuts (up false) or restores the link that carries messages
@@ -101,6 +104,20 @@ func (n *InmemNet) SetRaftLink(from, to string, up bool) {
 		n.raftCut[[2]string{from, to}] = true
 	}
 	n.relink()
+}
+
+// LoseCommits loses raft's appends from one node to another that tell a
+// commit index of at least index (0: none lost): the follower receives the
+// entries but not the news that they committed, as when the link fails
+// right after it acknowledged them.
+func (n *InmemNet) LoseCommits(from, to string, index uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if index == 0 {
+		delete(n.loseCommits, [2]string{from, to})
+	} else {
+		n.loseCommits[[2]string{from, to}] = index
+	}
 }
 
 // Isolate cuts (or, isolated false, restores) every link to and from node,
@@ -261,6 +278,17 @@ func (t *inmemRaftTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAdd
 }
 
 func (t *inmemRaftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	n := t.net
+	n.mu.Lock()
+	for _, h := range n.hosts {
+		if h.raftAddr == target {
+			if at, ok := n.loseCommits[[2]string{t.host.name, h.name}]; ok && args.LeaderCommitIndex >= at {
+				n.mu.Unlock()
+				return fmt.Errorf("in-memory network: the append to %s telling commit %d was lost", target, args.LeaderCommitIndex)
+			}
+		}
+	}
+	n.mu.Unlock()
 	return t.answered(target, t.InmemTransport.AppendEntries(id, target, args, resp))
 }
 

@@ -154,7 +154,11 @@ func Start(cfg Config) (c *Cluster, err error) {
 	// Heartbeats are paced to a third of the heartbeat timeout (see
 	// paceTransport): the leader's lease must span more than one of them.
 	rc.LeaderLeaseTimeout = cfg.Timing.RaftHeartbeat
-	rc.CommitTimeout = 10 * time.Millisecond
+	// A backstop only: the leader pushes each commit to the followers as
+	// it applies it (paceTransport.Commit), and raft's tick at this
+	// timeout (per follower, whether or not anything changed) was the
+	// largest share of an idle leader's wake-ups at 10 ms.
+	rc.CommitTimeout = max(cfg.Timing.RaftHeartbeat/3, 10*time.Millisecond)
 	rc.SnapshotThreshold = 2048
 	rc.TrailingLogs = 4096
 	rc.Logger = hl
@@ -207,7 +211,25 @@ func Start(cfg Config) (c *Cluster, err error) {
 	c.ctx = ctx
 	go c.joinLoop(ctx)
 	go c.sealLoop(ctx)
+	go c.commitLoop(ctx)
 	return c, nil
+}
+
+// commitLoop has the transport push each commit to the followers while
+// this node leads: the state machine applies only what committed, so what
+// it has applied (raft's commit index then) can be told at once.
+func (c *Cluster) commitLoop(ctx context.Context) {
+	for {
+		changed := c.FSM.Changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if c.Raft.State() == raft.Leader {
+			c.pace.Commit(c.Raft.CommitIndex())
+		}
+	}
 }
 
 // openDurable opens the raft store and snapshots in the data directory and

@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 func inmemConfig(net *InmemNet, node string, members []Member) Config {
@@ -124,4 +127,51 @@ func TestStartErrorIsReturned(t *testing.T) {
 	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "no TLS identity") {
 		t.Errorf("start without a TLS identity: %v", err)
 	}
+}
+
+// A follower learns that an entry committed as soon as the leader has
+// applied it, not at raft's commit tick (CommitTimeout, here a third of a
+// 3 s heartbeat: 1-2 s): the leader's transport pushes the commit. Time
+// is synctest's, which stands still while anything can run, so "at once"
+// is within the few milliseconds the test allows.
+func TestFollowersLearnCommitsWithoutRaftsTick(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := NewInmemNet()
+		var members []Member
+		for i, name := range []string{"n1", "n2", "n3"} {
+			members = append(members, Member{Name: name, Raft: name, Gossip: fmt.Sprintf("10.0.0.%d:7946", i+1)})
+		}
+		var nodes []*Cluster
+		for _, m := range members {
+			cfg := inmemConfig(net, m.Name, members)
+			cfg.Timing.RaftHeartbeat, cfg.Timing.RaftElection = 3*time.Second, 3*time.Second
+			c, err := Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Shutdown()
+			nodes = append(nodes, c)
+		}
+		var leader *Cluster
+		for leader == nil {
+			time.Sleep(100 * time.Millisecond)
+			for _, c := range nodes {
+				if c.Raft.State() == raft.Leader {
+					leader = c
+				}
+			}
+		}
+		for i := range 5 {
+			_, idx, err := leader.Apply(Join{Node: fmt.Sprintf("n%d", i%3+1), Version: "test", Level: 1}, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			for _, c := range nodes {
+				if got := c.FSM.Index(); got < idx {
+					t.Fatalf("entry %d: %s has applied up to %d 5 ms after the leader applied it", idx, c.cfg.Node, got)
+				}
+			}
+		}
+	})
 }

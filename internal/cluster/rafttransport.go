@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -50,6 +51,25 @@ import (
 //     so raft counts one failure per outage and retries 10 ms after the
 //     follower answers. Heartbeats keep their own backoff, capped by raft
 //     at HeartbeatTimeout/2.
+//
+//  4. Commits are pushed. A follower learns that an entry committed only
+//     from the leader's next AppendEntries, which raft sends when a new
+//     entry comes or at its CommitTimeout tick (raft wakes for that tick
+//     every 10-20 ms per follower when it is that short: the largest share
+//     of an idle leader's wake-ups). lifeboat sets CommitTimeout to a
+//     backstop (see Start) and the leader calls Commit as soon as its state
+//     machine has applied an entry: for each follower the transport sends
+//     the append raft's next tick would send, with no entries, the previous
+//     entry being the last one sent to that follower and the commit index
+//     no higher than it. On a pipeline it goes on the same connection, after
+//     everything raft sent, so the follower holds that entry when it reads
+//     the push; raft's decoder takes the answer like that of its own idle
+//     appends (it only counts contact). Without a pipeline (raft falls back
+//     to one call at a time after an error, and the in-memory transport has
+//     none) it follows the last call that succeeded, and its answer goes
+//     nowhere. Either way the message is one raft could have sent itself:
+//     the term and sender of raft's own last append, an entry the follower
+//     acknowledged or receives first, and an index the leader committed.
 type paceTransport struct {
 	raft.Transport
 	heartbeatEvery time.Duration
@@ -57,14 +77,54 @@ type paceTransport struct {
 	closed         chan struct{}
 	closeOnce      sync.Once
 
-	mu    sync.Mutex
-	peers map[raft.ServerAddress]*raftLink
+	mu     sync.Mutex
+	peers  map[raft.ServerAddress]*raftLink
+	commit uint64 // the highest commit index Commit was given
 }
 
 // raftLink is what the transport knows of one follower.
 type raftLink struct {
 	lastBeat time.Time     // when the last heartbeat to it was sent
 	down     chan struct{} // non-nil while unreachable: closed when a heartbeat gets through
+	id       raft.ServerID
+	pipe     *quietPipeline // its open pipeline, if any
+	acked    *appendMark    // raft's last call to it that succeeded (no pipeline)
+	kick     chan struct{}  // wakes its pusher (nil until the first Commit)
+}
+
+// appendMark is what an append told a follower: enough to build the next
+// one that adds nothing but a commit index.
+type appendMark struct {
+	header         raft.RPCHeader
+	leader         []byte
+	term           uint64
+	prev, prevTerm uint64 // the last entry the follower holds after it
+	commit         uint64 // the commit index it carried
+}
+
+func markOf(req *raft.AppendEntriesRequest) appendMark {
+	m := appendMark{header: req.RPCHeader, term: req.Term,
+		prev: req.PrevLogEntry, prevTerm: req.PrevLogTerm, commit: req.LeaderCommitIndex}
+	if n := len(req.Entries); n > 0 {
+		m.prev, m.prevTerm = req.Entries[n-1].Index, req.Entries[n-1].Term
+	}
+	//lint:ignore SA1019 raft 1.8 still fills the old field in; the push says what raft says
+	m.leader = req.Leader
+	return m
+}
+
+// push is the append that tells the follower commit, if it tells it
+// anything new: never beyond the last entry it holds.
+func (m appendMark) push(commit uint64) (*raft.AppendEntriesRequest, bool) {
+	c := min(commit, m.prev)
+	if c <= m.commit {
+		return nil, false
+	}
+	req := &raft.AppendEntriesRequest{RPCHeader: m.header, Term: m.term,
+		PrevLogEntry: m.prev, PrevLogTerm: m.prevTerm, LeaderCommitIndex: c}
+	//lint:ignore SA1019 as raft 1.8 sends it (see markOf)
+	req.Leader = m.leader
+	return req, true
 }
 
 func newPaceTransport(inner raft.Transport, heartbeatTimeout time.Duration) *paceTransport {
@@ -106,6 +166,21 @@ func (t *paceTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 		return t.heartbeat(id, target, req, resp)
 	}
 	err := t.Transport.AppendEntries(id, target, req, resp)
+	t.mu.Lock()
+	l := t.link(target)
+	l.id = id
+	if err == nil && resp.Success {
+		m := markOf(req)
+		l.acked = &m
+		if _, ok := m.push(t.commit); ok {
+			// The commit was announced while this follower could not
+			// hear it: tell it now.
+			t.kickLocked(target, l)
+		}
+	} else {
+		l.acked = nil
+	}
+	t.mu.Unlock()
 	if err != nil {
 		t.hold(target)
 	}
@@ -158,7 +233,74 @@ func (t *paceTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
-	return &quietPipeline{AppendPipeline: p}, nil
+	qp := &quietPipeline{AppendPipeline: p, t: t, target: target}
+	t.mu.Lock()
+	l := t.link(target)
+	l.id, l.pipe = id, qp
+	t.mu.Unlock()
+	return qp, nil
+}
+
+// Commit tells the transport that the log is committed up to index (on the
+// leader): every follower that has not been told is sent that (see
+// paceTransport), each by a goroutine of its own so that one slow follower
+// holds up no other.
+func (t *paceTransport) Commit(index uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if index <= t.commit {
+		return
+	}
+	t.commit = index
+	for target, l := range t.peers {
+		if l.pipe != nil || l.acked != nil {
+			t.kickLocked(target, l)
+		}
+	}
+}
+
+// kickLocked has target's pusher run (t.mu held).
+func (t *paceTransport) kickLocked(target raft.ServerAddress, l *raftLink) {
+	if l.kick == nil {
+		l.kick = make(chan struct{}, 1)
+		go t.pusher(target, l.kick)
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default: // a push is already due: it reads the newest index
+	}
+}
+
+// pusher sends target the commit index each time Commit kicks it.
+func (t *paceTransport) pusher(target raft.ServerAddress, kick <-chan struct{}) {
+	for {
+		select {
+		case <-t.closed:
+			return
+		case <-kick:
+		}
+		t.mu.Lock()
+		l, commit := t.link(target), t.commit
+		pipe, id := l.pipe, l.id
+		var req *raft.AppendEntriesRequest
+		if pipe == nil && l.acked != nil {
+			req, _ = l.acked.push(commit)
+		}
+		t.mu.Unlock()
+		switch {
+		case pipe != nil:
+			pipe.push(commit)
+		case req != nil:
+			var resp raft.AppendEntriesResponse
+			if err := t.Transport.AppendEntries(id, target, req, &resp); err == nil && resp.Success {
+				t.mu.Lock()
+				if a := l.acked; a != nil && a.term == req.Term && a.prev == req.PrevLogEntry {
+					a.commit = max(a.commit, req.LeaderCommitIndex)
+				}
+				t.mu.Unlock()
+			}
+		}
+	}
 }
 
 // RequestPreVote passes pre-votes on when the wrapped transport has them
@@ -191,27 +333,63 @@ var (
 )
 
 // quietPipeline drops an append that repeats the last one sent without
-// anything new (see paceTransport).
+// anything new, and carries the transport's commit pushes (see
+// paceTransport).
 type quietPipeline struct {
 	raft.AppendPipeline
-	sent                          bool
-	term, prev, prevTerm, commitd uint64
+	t      *paceTransport
+	target raft.ServerAddress
+
+	closed atomic.Bool
+
+	mu   sync.Mutex // raft's replication goroutine and the pusher both send
+	sent bool
+	mark appendMark // what the last append sent told the follower
 }
 
 func (p *quietPipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
-	if len(req.Entries) == 0 && p.sent && req.Term == p.term && req.PrevLogEntry == p.prev && req.PrevLogTerm == p.prevTerm && req.LeaderCommitIndex == p.commitd {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(req.Entries) == 0 && p.sent && req.Term == p.mark.term && req.PrevLogEntry == p.mark.prev &&
+		req.PrevLogTerm == p.mark.prevTerm && req.LeaderCommitIndex <= p.mark.commit {
 		return skippedAppend{start: time.Now(), req: req, resp: resp}, nil
 	}
 	f, err := p.AppendPipeline.AppendEntries(req, resp)
 	if err == nil {
 		p.sent = true
-		p.term, p.prevTerm, p.commitd = req.Term, req.PrevLogTerm, req.LeaderCommitIndex
-		p.prev = req.PrevLogEntry
-		if n := len(req.Entries); n > 0 {
-			p.prev, p.prevTerm = req.Entries[n-1].Index, req.Entries[n-1].Term
-		}
+		p.mark = markOf(req)
 	}
 	return f, err
+}
+
+// push sends the append that tells the follower commit, after all that
+// raft sent on the pipeline; raft's decoder takes its answer.
+func (p *quietPipeline) push(commit uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.sent || p.closed.Load() {
+		return
+	}
+	req, ok := p.mark.push(commit)
+	if !ok {
+		return
+	}
+	if _, err := p.AppendPipeline.AppendEntries(req, new(raft.AppendEntriesResponse)); err == nil {
+		p.mark.commit = req.LeaderCommitIndex
+	}
+}
+
+// Close ends the pipeline: no push goes on it after. It does not wait for
+// a push under way: closing the pipeline is what ends a push that waits
+// for room in it.
+func (p *quietPipeline) Close() error {
+	p.closed.Store(true)
+	p.t.mu.Lock()
+	if l := p.t.peers[p.target]; l != nil && l.pipe == p {
+		l.pipe = nil
+	}
+	p.t.mu.Unlock()
+	return p.AppendPipeline.Close()
 }
 
 // skippedAppend is the future of an append not sent: never delivered.

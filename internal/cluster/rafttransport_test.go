@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -17,20 +18,23 @@ type fakeRaftTransport struct {
 	mu             sync.Mutex
 	down           bool
 	beats, appends []time.Time
-	piped          []*raft.AppendEntriesRequest
+	piped          []*raft.AppendEntriesRequest // sent on a pipeline
+	called         []*raft.AppendEntriesRequest // sent one call at a time (not heartbeats)
 }
 
-func (f *fakeRaftTransport) AppendEntries(_ raft.ServerID, _ raft.ServerAddress, req *raft.AppendEntriesRequest, _ *raft.AppendEntriesResponse) error {
+func (f *fakeRaftTransport) AppendEntries(_ raft.ServerID, _ raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if isHeartbeat(req) {
 		f.beats = append(f.beats, time.Now())
 	} else {
 		f.appends = append(f.appends, time.Now())
+		f.called = append(f.called, req)
 	}
 	if f.down {
 		return errors.New("connection refused")
 	}
+	resp.Success = true
 	return nil
 }
 
@@ -55,6 +59,8 @@ func (p *fakePipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.
 	p.f.mu.Unlock()
 	return skippedAppend{req: req, resp: resp}, nil
 }
+
+func (p *fakePipeline) Close() error { return nil }
 
 func heartbeatReq() *raft.AppendEntriesRequest {
 	return &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte("a1")}, Term: 3}
@@ -163,5 +169,105 @@ func TestPaceTransportHoldsFailedAppendUntilFollowerAnswers(t *testing.T) {
 		}
 		close(stopBeats)
 		<-beatsDone
+	})
+}
+
+// appendReq is an append of term 2 after entry prev carrying commit.
+func appendReq(prev, commit uint64, entries ...uint64) *raft.AppendEntriesRequest {
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte("a1")}, Term: 2,
+		PrevLogEntry: prev, PrevLogTerm: 2, LeaderCommitIndex: commit}
+	for _, i := range entries {
+		req.Entries = append(req.Entries, &raft.Log{Index: i, Term: 2})
+	}
+	return req
+}
+
+// what is the (prev entry, commit, entries) of each request.
+func what(reqs []*raft.AppendEntriesRequest) [][3]uint64 {
+	var out [][3]uint64
+	for _, r := range reqs {
+		out = append(out, [3]uint64{r.PrevLogEntry, r.LeaderCommitIndex, uint64(len(r.Entries))})
+	}
+	return out
+}
+
+// On a pipeline, Commit sends the follower the append raft's next tick
+// would send: after the last entry sent on that pipeline, with the
+// leader's header and term, and a commit index no higher than that entry;
+// only when it tells the follower something new, and never after Close.
+func TestCommitPushedOnPipeline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeRaftTransport{}
+		pt := newPaceTransport(f, 300*time.Millisecond)
+		defer pt.stop()
+		pt.Commit(3) // nothing sent yet: nothing to follow
+		p, err := pt.AppendEntriesPipeline("n2", "a2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(req *raft.AppendEntriesRequest) {
+			if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(appendReq(4, 4, 5, 6))
+		pt.Commit(6)
+		synctest.Wait()
+		pt.Commit(6)          // told already
+		pt.Commit(9)          // beyond the last entry sent: 6 is all it may be told
+		send(appendReq(6, 6)) // raft's idle tick: dropped
+		send(appendReq(6, 6, 7))
+		pt.Commit(7)
+		synctest.Wait()
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		send(appendReq(7, 7, 8)) // a pipeline raft has closed is not used again; the fake takes it
+		pt.Commit(8)
+		synctest.Wait()
+		got := what(f.piped)
+		want := [][3]uint64{{4, 4, 2}, {6, 6, 0}, {6, 6, 1}, {7, 7, 0}, {7, 7, 1}}
+		if !slices.Equal(got, want) {
+			t.Errorf("sent (prev, commit, entries) %v, want %v", got, want)
+		}
+		push := f.piped[1]
+		if string(push.ID) != "n1" || string(push.Addr) != "a1" || push.Term != 2 || push.PrevLogTerm != 2 || isHeartbeat(push) {
+			t.Errorf("push %+v: want raft's header, term 2, previous entry's term 2", push)
+		}
+	})
+}
+
+// Without a pipeline the push follows raft's last call that succeeded,
+// on a call of its own; after a call that failed it waits for the next.
+func TestCommitPushedWithoutPipeline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeRaftTransport{}
+		pt := newPaceTransport(f, 300*time.Millisecond)
+		defer pt.stop()
+		call := func(req *raft.AppendEntriesRequest) {
+			_ = pt.AppendEntries("n2", "a2", req, &raft.AppendEntriesResponse{})
+		}
+		call(appendReq(4, 4, 5))
+		pt.Commit(5)
+		synctest.Wait()
+		pt.Commit(5)
+		synctest.Wait()
+		f.setDown(true)
+		done := make(chan struct{})
+		go func() { call(appendReq(5, 5, 6)); close(done) }() // held until a heartbeat gets through
+		synctest.Wait()
+		pt.Commit(6) // the last call failed: nothing to follow
+		synctest.Wait()
+		f.setDown(false)
+		_ = pt.AppendEntries("n2", "a2", heartbeatReq(), &raft.AppendEntriesResponse{})
+		<-done
+		call(appendReq(5, 5, 6))
+		pt.Commit(6)
+		synctest.Wait()
+		got := what(f.called)
+		want := [][3]uint64{{4, 4, 1}, {5, 5, 0}, {5, 5, 1}, {5, 5, 1}, {6, 6, 0}}
+		if !slices.Equal(got, want) {
+			t.Errorf("called (prev, commit, entries) %v, want %v", got, want)
+		}
 	})
 }

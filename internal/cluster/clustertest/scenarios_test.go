@@ -495,15 +495,21 @@ func TestInmemAttestNeedsRevokeApplied(t *testing.T) {
 		lc := c.Node(leader)
 		time.Sleep(lc.Leases.Threshold() + c.Timing().Renew)
 
-		// Nothing else commits meanwhile, and the fake clock stands still
-		// until this goroutine blocks: the voter has appended the revoke
-		// (it committed with it) but learns of the commit only with
-		// raft's next message, which the cut loses.
+		// Nothing else commits meanwhile: the revoke is the next entry.
+		// The voter appends it (it commits with it) but every message
+		// that would tell it of the commit is lost (the leader pushes
+		// commits at once), and then raft's link to it is cut.
+		next := lc.Raft.LastIndex() + 1
+		c.Net.LoseCommits(leader, voter, next)
 		_, idx, err := lc.Apply(cluster.Revoke{Node: victim, Gen: gen, Reason: "test"}, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if idx != next {
+			t.Fatalf("revoke at index %d, want %d: scenario not set up", idx, next)
+		}
 		c.CutRaft(leader, voter)
+		c.Net.LoseCommits(leader, voter, 0)
 		if applied := c.Node(voter).FSM.Index(); applied >= idx {
 			t.Fatalf("%s applied the revoke (index %d >= %d) before the cut: scenario not set up", voter, applied, idx)
 		}

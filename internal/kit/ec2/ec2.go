@@ -23,8 +23,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-
 	"github.com/lifeboat-ha/lifeboat/internal/awsapi"
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
@@ -188,33 +186,11 @@ func (in *instance) eni(ctx context.Context, c *awsapi.Clients) (string, error) 
 	if e := in.p[ParamENI]; e != "" {
 		return e, nil
 	}
-	var mac string
-	err := c.Call(ctx, func(ctx context.Context) error {
-		out, err := c.IMDS.GetMetadata(ctx, &imds.GetMetadataInput{Path: "mac"})
-		if err != nil {
-			return err
-		}
-		defer out.Content.Close()
-		b := make([]byte, 64)
-		n, _ := out.Content.Read(b)
-		mac = strings.TrimSpace(string(b[:n]))
-		return nil
-	})
+	mac, err := c.StaticMetadata(ctx, "mac")
 	if err != nil {
 		return "", fmt.Errorf("find this node's network interface from instance metadata: %w (or set the eni parameter)", err)
 	}
-	var id string
-	err = c.Call(ctx, func(ctx context.Context) error {
-		out, err := c.IMDS.GetMetadata(ctx, &imds.GetMetadataInput{Path: "network/interfaces/macs/" + mac + "/interface-id"})
-		if err != nil {
-			return err
-		}
-		defer out.Content.Close()
-		b := make([]byte, 64)
-		n, _ := out.Content.Read(b)
-		id = strings.TrimSpace(string(b[:n]))
-		return nil
-	})
+	id, err := c.StaticMetadata(ctx, "network/interfaces/macs/"+mac+"/interface-id")
 	if err != nil {
 		return "", fmt.Errorf("find the interface id of MAC %s from instance metadata: %w", mac, err)
 	}
