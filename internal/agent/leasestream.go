@@ -62,41 +62,75 @@ type streamConn struct {
 
 	mu       sync.Mutex
 	nextID   uint32
-	pending  map[uint32]chan cluster.RenewResponse
+	pending  map[uint32]pendingRenew
 	lastRead time.Time
 	err      error // set once the connection failed
 }
 
+// pendingRenew is a renewal sent and not yet answered.
+type pendingRenew struct {
+	done    func(cluster.RenewResponse, error)
+	sent    time.Time
+	timeout time.Duration
+}
+
 var errLegacyPeer = errors.New("peer renews over HTTP only")
 
-// renew sends one renewal on the stream, opening it if needed. It returns
-// errLegacyPeer when the peer does not speak it.
+// renew sends one renewal on the stream and waits for its answer (see
+// sendAsync). It returns errLegacyPeer when the peer does not speak it.
 func (s *leaseStream) renew(ctx context.Context, req cluster.RenewRequest) (cluster.RenewResponse, error) {
-	c, err := s.get(ctx)
-	if err != nil {
-		return cluster.RenewResponse{}, err
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
 	}
-	ch := make(chan cluster.RenewResponse, 1)
-	sent := time.Now()
-	id, err := c.send(ctx, req, ch)
-	if err != nil {
-		s.drop(c, err)
-		return cluster.RenewResponse{}, fmt.Errorf("lease renewal stream to %s: %w", s.peer, err)
+	type result struct {
+		r   cluster.RenewResponse
+		err error
 	}
+	ch := make(chan result, 1)
+	s.sendAsync(req, timeout, func(r cluster.RenewResponse, err error) { ch <- result{r, err} })
 	select {
-	case r, ok := <-ch:
-		if !ok { // closed by stop: the connection failed
-			return cluster.RenewResponse{}, fmt.Errorf("lease renewal stream to %s: %w", s.peer, c.failure())
-		}
-		return r, nil
+	case res := <-ch:
+		return res.r, res.err
 	case <-ctx.Done():
-		c.forget(id)
-		if !c.readSince(sent) {
-			// Nothing came back at all: a dead peer or a stuck
-			// connection. The next renewal dials again.
-			s.drop(c, ctx.Err())
-		}
 		return cluster.RenewResponse{}, fmt.Errorf("lease renewal stream to %s: %w", s.peer, ctx.Err())
+	}
+}
+
+// sendAsync sends one renewal and returns without waiting: done gets the
+// answer from the stream's reader, or an error (errLegacyPeer when the
+// peer does not speak the stream). On an open stream it is one write
+// from the caller's goroutine; only when the stream must be opened first
+// does a goroutine of its own dial (bounded by timeout).
+func (s *leaseStream) sendAsync(req cluster.RenewRequest, timeout time.Duration, done func(cluster.RenewResponse, error)) {
+	s.mu.Lock()
+	legacy := time.Now().Before(s.legacyUntil)
+	c := s.conn
+	s.mu.Unlock()
+	switch {
+	case legacy:
+		done(cluster.RenewResponse{}, errLegacyPeer)
+	case c != nil:
+		s.sendOn(c, req, timeout, done)
+	default:
+		go func() {
+			ctx, cancel := context.WithTimeout(s.a.ctx, timeout)
+			defer cancel()
+			c, err := s.get(ctx)
+			if err != nil {
+				done(cluster.RenewResponse{}, err)
+				return
+			}
+			s.sendOn(c, req, timeout, done)
+		}()
+	}
+}
+
+func (s *leaseStream) sendOn(c *streamConn, req cluster.RenewRequest, timeout time.Duration, done func(cluster.RenewResponse, error)) {
+	if err := c.send(req, timeout, done); err != nil {
+		// A dead peer or a stuck connection: the next renewal dials again.
+		s.drop(c, err)
+		done(cluster.RenewResponse{}, fmt.Errorf("lease renewal stream to %s: %w", s.peer, err))
 	}
 }
 
@@ -218,42 +252,64 @@ func (s *leaseStream) open(ctx context.Context) (*streamConn, error) {
 		return fail(fmt.Errorf("lease renewal stream to %s: upgrade answered %s", s.peer, resp.Status))
 	}
 	_ = tc.SetDeadline(time.Time{})
-	c := &streamConn{Conn: tc, raw: raw, pending: map[uint32]chan cluster.RenewResponse{}, lastRead: time.Now(), wmu: make(chan struct{}, 1)}
+	c := &streamConn{Conn: tc, raw: raw, pending: map[uint32]pendingRenew{}, lastRead: time.Now(), wmu: make(chan struct{}, 1)}
 	go c.read(br, s)
 	return c, nil
 }
 
-// send writes a renewal frame; its answer goes to ch.
-func (c *streamConn) send(ctx context.Context, req cluster.RenewRequest, ch chan cluster.RenewResponse) (uint32, error) {
+// errStreamStuck: renewals went unanswered past their timeout and nothing
+// at all came back since.
+var errStreamStuck = errors.New("no answer on the stream since the renewals that timed out")
+
+// send writes a renewal frame; its answer goes to done. Renewals left
+// unanswered past their timeout are failed first (done with an error);
+// when nothing at all came back since the oldest of them, the stream is
+// stuck and send fails without writing. When send returns an error, done
+// was not called and is not registered.
+func (c *streamConn) send(req cluster.RenewRequest, timeout time.Duration, done func(cluster.RenewResponse, error)) error {
+	now := time.Now()
+	var expired []pendingRenew
+	var oldest time.Time
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return 0, c.err
+		return c.err
 	}
-	c.nextID++
-	id := c.nextID
-	c.pending[id] = ch
+	for id, p := range c.pending {
+		if now.Sub(p.sent) >= p.timeout {
+			expired = append(expired, p)
+			delete(c.pending, id)
+			if oldest.IsZero() || p.sent.Before(oldest) {
+				oldest = p.sent
+			}
+		}
+	}
+	stuck := len(expired) > 0 && c.lastRead.Before(oldest)
+	var id uint32
+	if !stuck {
+		c.nextID++
+		id = c.nextID
+		c.pending[id] = pendingRenew{done: done, sent: now, timeout: timeout}
+	}
 	c.mu.Unlock()
-	select {
-	case c.wmu <- struct{}{}:
-	case <-ctx.Done():
-		c.forget(id)
-		return 0, ctx.Err()
+	for _, p := range expired {
+		p.done(cluster.RenewResponse{}, fmt.Errorf("no answer within %v", p.timeout))
 	}
+	if stuck {
+		return errStreamStuck
+	}
+	c.wmu <- struct{}{}
 	defer func() { <-c.wmu }()
 	var err error
 	c.buf, err = cluster.AppendRenewFrame(c.buf[:0], id, req)
-	if err != nil {
-		c.forget(id)
-		return 0, err
+	if err == nil {
+		_ = c.SetWriteDeadline(now.Add(timeout))
+		_, err = c.Write(c.buf)
 	}
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(5 * time.Second)
+	if err != nil && c.forget(id) {
+		return err
 	}
-	_ = c.SetWriteDeadline(dl)
-	_, err = c.Write(c.buf)
-	return id, err
+	return nil // a write error found the renewal failed already (stop)
 }
 
 // read hands answers to their waiters until the connection fails.
@@ -276,45 +332,40 @@ func (c *streamConn) read(br *bufio.Reader, s *leaseStream) {
 		}
 		c.mu.Lock()
 		c.lastRead = time.Now()
-		ch := c.pending[id]
+		pr, ok := c.pending[id]
 		delete(c.pending, id)
 		c.mu.Unlock()
-		if ch != nil {
-			ch <- r
+		if ok {
+			pr.done(r, nil)
 		}
 	}
 }
 
 // stop closes the connection and fails the renewals waiting on it.
 func (c *streamConn) stop(err error) {
+	var failed []pendingRenew
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
-		for id, ch := range c.pending {
-			close(ch)
+		for id, p := range c.pending {
+			failed = append(failed, p)
 			delete(c.pending, id)
 		}
 	}
 	c.mu.Unlock()
 	_ = c.raw.Close()
+	for _, p := range failed {
+		p.done(cluster.RenewResponse{}, err)
+	}
 }
 
-func (c *streamConn) failure() error {
+// forget removes a renewal that is still pending, and reports whether it was.
+func (c *streamConn) forget(id uint32) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
-}
-
-func (c *streamConn) forget(id uint32) {
-	c.mu.Lock()
+	_, ok := c.pending[id]
 	delete(c.pending, id)
-	c.mu.Unlock()
-}
-
-func (c *streamConn) readSince(t time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.lastRead.Before(t)
+	return ok
 }
 
 // handleLeaseStream is the voter's side: it takes the connection over and

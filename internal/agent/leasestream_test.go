@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
@@ -118,4 +121,64 @@ func TestLeaseStreamFallsBackToHTTPForOlderPeers(t *testing.T) {
 	if renewals.Load() != 3 || upgrades.Load() != 1 {
 		t.Errorf("%d renewals over HTTP and %d upgrade attempts, want 3 and 1", renewals.Load(), upgrades.Load())
 	}
+}
+
+// Renewals left unanswered past their timeout are failed at the next send;
+// when nothing at all came back since the oldest of them, the stream is
+// stuck: the send fails without writing (the caller dials again), and an
+// answer that did come keeps a stream from being called stuck.
+func TestLeaseStreamFailsUnansweredRenewals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		near, far := net.Pipe()
+		defer near.Close()
+		frames := make(chan uint32, 8)
+		go func() { // the voter: reads renewals, answers none
+			var buf []byte
+			for {
+				_, p, next, err := cluster.ReadLeaseFrame(far, buf)
+				buf = next
+				if err != nil {
+					return
+				}
+				id, _, _ := cluster.DecodeRenewFrame(p, "n1")
+				frames <- id
+			}
+		}()
+		c := &streamConn{Conn: near, raw: near, pending: map[uint32]pendingRenew{}, lastRead: time.Now(), wmu: make(chan struct{}, 1)}
+		var errs []error
+		done := func(_ cluster.RenewResponse, err error) { errs = append(errs, err) }
+		req := cluster.RenewRequest{Node: "n1", Gen: 1}
+		time.Sleep(time.Millisecond) // the stream opened (and read) a moment before
+		if err := c.send(req, 50*time.Millisecond, done); err != nil {
+			t.Fatal(err)
+		}
+		<-frames
+		time.Sleep(60 * time.Millisecond)
+		if err := c.send(req, 50*time.Millisecond, done); !errors.Is(err, errStreamStuck) {
+			t.Fatalf("send after an unanswered renewal and nothing read: %v, want %v", err, errStreamStuck)
+		}
+		if len(errs) != 1 || errs[0] == nil || !strings.Contains(errs[0].Error(), "no answer within 50ms") {
+			t.Fatalf("the unanswered renewal's result: %v", errs)
+		}
+		// Something was read after the next renewal went out: not stuck.
+		if err := c.send(req, 50*time.Millisecond, done); err != nil {
+			t.Fatal(err)
+		}
+		<-frames
+		c.mu.Lock()
+		c.lastRead = time.Now().Add(time.Millisecond)
+		c.mu.Unlock()
+		time.Sleep(60 * time.Millisecond)
+		if err := c.send(req, 50*time.Millisecond, done); err != nil {
+			t.Fatalf("send on a stream that answers: %v", err)
+		}
+		<-frames
+		if len(errs) != 2 {
+			t.Fatalf("results %v, want the second unanswered renewal failed too", errs)
+		}
+		c.stop(errors.New("closed"))
+		if len(errs) != 3 || errs[2] == nil || errs[2].Error() != "closed" {
+			t.Fatalf("results %v: the renewal pending at stop fails with stop's error", errs)
+		}
+	})
 }

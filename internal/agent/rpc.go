@@ -120,6 +120,32 @@ func (r *rpc) Renew(ctx context.Context, peer string, req cluster.RenewRequest) 
 	return out, err
 }
 
+// SendRenew implements cluster.RenewSender: the renewal goes on the
+// peer's stream without waiting for the answer; to a peer of a version
+// from before the stream, over HTTP/JSON from a goroutine.
+func (r *rpc) SendRenew(peer string, req cluster.RenewRequest, timeout time.Duration, done func(cluster.RenewResponse, error)) {
+	pc, err := r.peer(peer)
+	if err != nil {
+		done(cluster.RenewResponse{}, err)
+		return
+	}
+	pc.stream.sendAsync(req, timeout, func(resp cluster.RenewResponse, err error) {
+		if !errors.Is(err, errLegacyPeer) {
+			done(resp, err)
+			return
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(r.a.ctx, timeout)
+			defer cancel()
+			var out cluster.RenewResponse
+			err := pc.fast.Do(ctx, "POST", "/v1/internal/lease/renew", req, &out)
+			done(out, err)
+		}()
+	})
+}
+
+var _ cluster.RenewSender = (*rpc)(nil)
+
 func (r *rpc) Attest(ctx context.Context, peer string, req cluster.AttestRequest) (cluster.AttestResponse, error) {
 	var out cluster.AttestResponse
 	// The voter may hold the answer up to req.WaitMS: bound the call by

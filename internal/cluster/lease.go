@@ -80,6 +80,16 @@ type LeaseTransport interface {
 	Attest(ctx context.Context, peer string, req AttestRequest) (AttestResponse, error)
 }
 
+// RenewSender is a LeaseTransport that can send a renewal without waiting
+// for its answer. done is called exactly once: with the voter's answer, or
+// with an error (no answer within timeout at the latest, or the connection
+// failed), from a goroutine of the transport's; it must not block. A
+// renewal round then costs the renewing node no goroutine and no wake-up
+// of its own per voter: the transport's reader counts the answer in.
+type RenewSender interface {
+	SendRenew(peer string, req RenewRequest, timeout time.Duration, done func(RenewResponse, error))
+}
+
 // LeaseConfig configures a Leases.
 type LeaseConfig struct {
 	Node string
@@ -121,6 +131,23 @@ type Leases struct {
 	lastOK  time.Time
 	lastWhy string // why the last round that failed did
 	waiters []chan struct{}
+	last    *renewRound // the round under way, or the last one
+	// ending fires when Acting turns false, expiry when the lease ends
+	// (both re-armed at every extension; nil until the first).
+	ending, expiry *time.Timer
+}
+
+// renewRound is one round of renewals: its answers are counted as they
+// come, each by the goroutine that received it (under hmu).
+type renewRound struct {
+	gen              uint64
+	start            time.Time
+	voters           []string
+	majority         int
+	granted          int
+	answered         map[string]bool
+	why              []string
+	extended, closed bool // the majority granted; the next round began
 }
 
 // NewLeases makes the lease service; Run starts renewing.
@@ -441,14 +468,17 @@ func (l *Leases) Run(ctx context.Context) {
 	if !l.cfg.Holder {
 		return
 	}
-	t := time.NewTicker(l.cfg.Renew)
+	// Rounds start on the cluster's beat (see nextBeat), at least half a
+	// period apart.
+	t := time.NewTimer(nextBeat(time.Now(), l.cfg.Renew, 0))
 	defer t.Stop()
-	var expiry, ending *time.Timer
 	defer func() {
-		if expiry != nil {
-			expiry.Stop()
-			ending.Stop()
+		l.hmu.Lock()
+		if l.expiry != nil {
+			l.expiry.Stop()
+			l.ending.Stop()
 		}
+		l.hmu.Unlock()
 	}()
 	var lastRejoin time.Time
 	// rejoining: a join is in flight; another one would only commit
@@ -493,47 +523,32 @@ func (l *Leases) Run(ctx context.Context) {
 		// lease run out so that the others fence it and move its
 		// hierarchies.
 		if mine != 0 && gen == mine && !revoked && l.cfg.FSM.Halted() == nil {
-			if l.round(ctx, gen) {
-				l.hmu.Lock()
-				until := l.until
-				l.hmu.Unlock()
-				if expiry != nil {
-					expiry.Stop()
-					ending.Stop()
-				}
-				// Waiters hear when the lease is about to end (Acting turns
-				// false) and when it has ended.
-				ending = time.AfterFunc(time.Until(until.Add(-l.ActMargin()))+time.Millisecond, func() {
-					l.hmu.Lock()
-					if !time.Now().Before(l.until.Add(-l.ActMargin())) {
-						l.notify()
-					}
-					l.hmu.Unlock()
-				})
-				expiry = time.AfterFunc(time.Until(until)+time.Millisecond, func() {
-					l.hmu.Lock()
-					if !time.Now().Before(l.until) {
-						l.cfg.Logger.Warn("lease expired: no majority of voters granted it", "node", l.cfg.Node, "gen", l.gen, "why", l.lastWhy)
-						l.notify()
-					}
-					l.hmu.Unlock()
-				})
-			}
+			l.startRound(ctx, gen)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(nextBeat(time.Now(), l.cfg.Renew, l.cfg.Renew/2))
 		}
 	}
 }
 
-// round asks all voters for a grant and extends the lease on a majority.
-// It reports whether the lease was extended.
-func (l *Leases) round(ctx context.Context, gen uint64) bool {
-	start := time.Now()
+// startRound asks all voters for a grant: this one at once, the others
+// through the transport without waiting for them. Each answer is counted
+// as it comes (answer), and the lease is extended to the round's start
+// plus Lease the moment a majority has granted. A round whose majority
+// had not granted by the time the next one starts has its reasons kept
+// (lastWhy) for the log line when the lease runs out; its answers still
+// count if they come later (within Lease/2), since a grant given after the
+// round started is good until its start plus Lease.
+//
+// The calls still out when a majority has granted are left to finish,
+// never cancelled: cancelling a request made the HTTP client close its
+// connection, and the next round paid a new TLS handshake.
+func (l *Leases) startRound(ctx context.Context, gen uint64) *renewRound {
 	voters := l.voters()
-	majority := len(voters)/2 + 1
+	r := &renewRound{gen: gen, start: time.Now(), voters: voters, majority: len(voters)/2 + 1, answered: map[string]bool{}}
 	req := RenewRequest{Node: l.cfg.Node, Gen: gen}
 	if l.cfg.FSM.Level() >= LevelTyped {
 		// Only then is every voter a version that reads the field (an
@@ -541,73 +556,113 @@ func (l *Leases) round(ctx context.Context, gen uint64) bool {
 		// only then can the membership change.
 		req.Voters = voters
 	}
-	// The calls still out when a majority has granted are left to finish
-	// (within the same bound), not cancelled: cancelling a request makes
-	// the HTTP client close its connection, and the next round would pay
-	// a new TLS handshake to that voter (measured: about 2.4 new
-	// connections a second per node, idle, most of the handshake CPU).
-	rctx, cancel := context.WithTimeout(ctx, l.cfg.Lease/2)
-	var out sync.WaitGroup
-	out.Add(len(voters))
-	go func() {
-		out.Wait()
-		cancel()
-	}()
-	type answer struct {
-		voter string
-		r     RenewResponse
+	l.hmu.Lock()
+	if p := l.last; p != nil {
+		p.closed = true
+		if !p.extended {
+			l.lastWhy = p.reasons()
+		}
 	}
-	ch := make(chan answer, len(voters))
+	l.last = r
+	if len(voters) == 0 {
+		l.lastWhy = "this node is not a voter in any raft configuration it knows (not yet added?)"
+	}
+	l.hmu.Unlock()
+	timeout := l.cfg.Lease / 2
+	sender, async := l.cfg.Transport.(RenewSender)
 	for _, v := range voters {
-		go func() {
-			defer out.Done()
-			if v == l.cfg.Node {
-				ch <- answer{v, l.HandleRenew(req)}
-				return
-			}
-			r, err := l.cfg.Transport.Renew(rctx, v, req)
-			if err != nil {
-				r = RenewResponse{Reason: err.Error()}
-			}
-			ch <- answer{v, r}
-		}()
-	}
-	granted, answered := 0, 0
-	var why []string
-	for granted < majority && answered < len(voters) {
-		select {
-		case a := <-ch:
-			answered++
-			if a.r.Granted {
-				granted++
-			} else {
-				why = append(why, a.voter+": "+a.r.Reason)
-			}
-		case <-rctx.Done():
-			why = append(why, fmt.Sprintf("%d of %d voters answered within %v", answered, len(voters), l.cfg.Lease/2))
-			answered = len(voters)
+		switch {
+		case v == l.cfg.Node:
+			l.answer(r, v, l.HandleRenew(req), nil)
+		case async:
+			sender.SendRenew(v, req, timeout, func(resp RenewResponse, err error) { l.answer(r, v, resp, err) })
+		default:
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				resp, err := l.cfg.Transport.Renew(cctx, v, req)
+				cancel()
+				l.answer(r, v, resp, err)
+			}()
 		}
 	}
-	if len(voters) == 0 || granted < majority {
-		if len(voters) == 0 {
-			why = append(why, "this node is not a voter in any raft configuration it knows (not yet added?)")
-		}
-		l.hmu.Lock()
-		l.lastWhy = strings.Join(why, "; ")
-		l.hmu.Unlock()
-		return false
-	}
+	return r
+}
+
+// answer counts voter's answer to round r, and extends the lease when it
+// makes a majority.
+func (l *Leases) answer(r *renewRound, voter string, resp RenewResponse, err error) {
 	l.hmu.Lock()
 	defer l.hmu.Unlock()
-	was := l.gen == gen && time.Now().Before(l.until)
-	l.gen = gen
-	if u := start.Add(l.cfg.Lease); u.After(l.until) {
+	if r.answered[voter] {
+		return
+	}
+	r.answered[voter] = true
+	switch {
+	case err != nil:
+		r.why = append(r.why, voter+": "+err.Error())
+	case !resp.Granted:
+		r.why = append(r.why, voter+": "+resp.Reason)
+	default:
+		r.granted++
+	}
+	if r.extended || r.granted < r.majority {
+		return
+	}
+	r.extended = true
+	if r.gen < l.gen {
+		return // a late answer to a round of a generation left behind
+	}
+	was := l.gen == r.gen && time.Now().Before(l.until)
+	l.gen = r.gen
+	if u := r.start.Add(l.cfg.Lease); u.After(l.until) {
 		l.until = u
 	}
 	l.lastOK = time.Now()
 	if !was {
-		l.cfg.Logger.Info("lease acquired", "node", l.cfg.Node, "gen", gen)
+		l.cfg.Logger.Info("lease acquired", "node", l.cfg.Node, "gen", r.gen)
 		l.notify()
 	}
-	return true
+	l.armLocked()
+}
+
+// armLocked sets the timers at which waiters hear that the lease is about
+// to end (Acting turns false) and that it has ended (hmu held).
+func (l *Leases) armLocked() {
+	toEnding := time.Until(l.until.Add(-l.ActMargin())) + time.Millisecond
+	toExpiry := time.Until(l.until) + time.Millisecond
+	if l.expiry != nil {
+		l.ending.Reset(toEnding)
+		l.expiry.Reset(toExpiry)
+		return
+	}
+	l.ending = time.AfterFunc(toEnding, func() {
+		l.hmu.Lock()
+		if !time.Now().Before(l.until.Add(-l.ActMargin())) {
+			l.notify()
+		}
+		l.hmu.Unlock()
+	})
+	l.expiry = time.AfterFunc(toExpiry, func() {
+		l.hmu.Lock()
+		if !time.Now().Before(l.until) {
+			l.cfg.Logger.Warn("lease expired: no majority of voters granted it", "node", l.cfg.Node, "gen", l.gen, "why", l.lastWhy)
+			l.notify()
+		}
+		l.hmu.Unlock()
+	})
+}
+
+// reasons says why round r has no majority (hmu held).
+func (r *renewRound) reasons() string {
+	why := slices.Clone(r.why)
+	var silent []string
+	for _, v := range r.voters {
+		if !r.answered[v] {
+			silent = append(silent, v)
+		}
+	}
+	if len(silent) > 0 {
+		why = append(why, fmt.Sprintf("no answer from %s within %v", strings.Join(silent, ", "), time.Since(r.start).Round(time.Millisecond)))
+	}
+	return strings.Join(why, "; ")
 }

@@ -887,17 +887,18 @@ func TestSlogWriterHoldsBackRepeats(t *testing.T) {
 	}
 }
 
-// slowVoter grants at once, except voter slow, which answers after a
-// while unless its call is cancelled first.
+// slowVoter grants at once, except voter slow, which answers after 20 ms
+// unless its call is cancelled first.
 type slowVoter struct {
-	slow      string
-	cancelled chan struct{}
+	slow                string
+	cancelled, answered chan struct{}
 }
 
 func (s *slowVoter) Renew(ctx context.Context, peer string, req RenewRequest) (RenewResponse, error) {
 	if peer == s.slow {
 		select {
-		case <-time.After(30 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
+			close(s.answered)
 		case <-ctx.Done():
 			close(s.cancelled)
 			return RenewResponse{}, ctx.Err()
@@ -910,23 +911,28 @@ func (s *slowVoter) Attest(context.Context, string, AttestRequest) (AttestRespon
 	return AttestResponse{}, errors.New("not used")
 }
 
-// A renewal round returns once a majority granted, and leaves the calls
-// still out to finish instead of cancelling them: a cancelled call closes
-// its HTTP connection, and the next round would pay a new TLS handshake.
+// A renewal round extends the lease once a majority granted, and leaves
+// the calls still out to finish instead of cancelling them: a cancelled
+// call closes its HTTP connection, and the next round would pay a new TLS
+// handshake.
 func TestRoundLeavesSlowVotersAlone(t *testing.T) {
-	c := newLeaseCluster(testLease, testRenew, 0)
-	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
-	l := c.leases["n1"]
-	sv := &slowVoter{slow: "n3", cancelled: make(chan struct{})}
-	l.cfg.Transport = sv
-	if !l.round(context.Background(), 1) {
-		t.Fatal("no majority")
-	}
-	select {
-	case <-sv.cancelled:
-		t.Fatal("the slow voter's call was cancelled once the majority granted")
-	case <-time.After(100 * time.Millisecond):
-	}
+	synctest.Test(t, func(t *testing.T) {
+		c := newLeaseCluster(testLease, testRenew, 0)
+		c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+		l := c.leases["n1"]
+		sv := &slowVoter{slow: "n3", cancelled: make(chan struct{}), answered: make(chan struct{})}
+		l.cfg.Transport = sv
+		l.startRound(context.Background(), 1)
+		time.Sleep(time.Millisecond)
+		if !l.Valid(1) {
+			t.Fatal("no lease 1 ms after a majority granted")
+		}
+		select {
+		case <-sv.cancelled:
+			t.Fatal("the slow voter's call was cancelled once the majority granted")
+		case <-sv.answered:
+		}
+	})
 }
 
 // Freshened fires at a grant to a lease this voter had not granted within

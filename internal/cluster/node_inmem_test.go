@@ -149,9 +149,17 @@ func TestFollowersLearnCommitsWithoutRaftsTick(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Shutdown()
 			nodes = append(nodes, c)
 		}
+		defer func() {
+			for _, c := range nodes {
+				c.Shutdown()
+			}
+			// memberlist's probes in flight end on their own timeouts,
+			// which Shutdown does not wait for; the bubble's clock stops
+			// when this function returns.
+			time.Sleep(time.Second)
+		}()
 		var leader *Cluster
 		for leader == nil {
 			time.Sleep(100 * time.Millisecond)

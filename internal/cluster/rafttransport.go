@@ -19,8 +19,9 @@ import (
 //  1. Heartbeats are paced. raft's heartbeat goroutine sends one to each
 //     follower every HeartbeatTimeout/10 to 2×that (30-60 ms at default
 //     timing). The wrapper holds each heartbeat until heartbeatEvery
-//     (HeartbeatTimeout/3) has passed since the previous one to the same
-//     follower, then sends it. A follower calls an election only after a
+//     (HeartbeatTimeout/3) has nearly passed since the previous one to the
+//     same follower (nine tenths of it), and then until the cluster's next
+//     beat (see nextBeat), then sends it. A follower calls an election only after a
 //     randomised HeartbeatTimeout to 2×HeartbeatTimeout without contact, so
 //     it still hears the leader at least three times per timeout. The
 //     leader counts a follower in its leader lease (LeaderLeaseTimeout)
@@ -189,9 +190,13 @@ func (t *paceTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 
 func (t *paceTransport) heartbeat(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.mu.Lock()
-	next := t.link(target).lastBeat.Add(t.heartbeatEvery)
+	last := t.link(target).lastBeat
 	t.mu.Unlock()
-	t.wait(time.Until(next))
+	// On the cluster's beat (see nextBeat), at least nine tenths of a
+	// period after the last one; at once after a long silence.
+	if since := time.Since(last); since < 2*t.heartbeatEvery {
+		t.wait(nextBeat(time.Now(), t.heartbeatEvery, t.heartbeatEvery-t.heartbeatEvery/10-since))
+	}
 	t.mu.Lock()
 	t.link(target).lastBeat = time.Now()
 	t.mu.Unlock()

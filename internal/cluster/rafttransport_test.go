@@ -271,3 +271,23 @@ func TestCommitPushedWithoutPipeline(t *testing.T) {
 		}
 	})
 }
+
+// Renewal rounds and heartbeats leave on the cluster's beat: multiples of
+// their period on the wall clock, whatever the phase of the caller.
+func TestNextBeat(t *testing.T) {
+	base := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	for _, c := range []struct {
+		at, min, want time.Duration
+	}{
+		{0, 0, 0},
+		{1 * ms, 0, 99 * ms},
+		{1 * ms, 50 * ms, 99 * ms},
+		{60 * ms, 50 * ms, 140 * ms}, // 100 is too close: the next one
+		{99 * ms, 0, 1 * ms},
+	} {
+		if got := nextBeat(base.Add(c.at), 100*ms, c.min); got != c.want {
+			t.Errorf("at +%v, at least %v away: %v, want %v", c.at, c.min, got, c.want)
+		}
+	}
+}
