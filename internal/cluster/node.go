@@ -424,7 +424,13 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.ProbeTimeout = c.cfg.Timing.ProbeTimeout
 	mc.SuspicionMult = c.cfg.Timing.SuspicionMult
 	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 50 * time.Millisecond
+	// Suspicions and deaths ride on every probe and ack as well; the
+	// gossip tick only adds a path for them. At 50 ms it was a fifth of an
+	// idle agent's CPU (a wake-up every tick, even with nothing to send);
+	// at 200 ms (memberlist's LAN default; proportionally shorter with a
+	// faster probe) failover and detection measured the same
+	// (docs/benchmarks.md, "Idle cost").
+	mc.GossipInterval = c.cfg.Timing.ProbeInterval + c.cfg.Timing.ProbeInterval/3
 	mc.GossipToTheDeadTime = 5 * time.Second
 	mc.PushPullInterval = 15 * time.Second
 	mc.TCPTimeout = 2 * time.Second
