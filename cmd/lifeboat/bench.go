@@ -127,7 +127,11 @@ refill, beside the time the last hierarchy was back.`,
 			fmt.Fprintf(stdout, "owner was a follower: median %.0f ms; owner was the raft leader: median %.0f ms\n", res.FollowerMedianMS, res.LeaderMedianMS)
 			fmt.Fprintf(stdout, "failure detection (kill -> declared failed): median %.0f ms\n", res.DetectMedianMS)
 			for _, n := range res.Idle {
-				fmt.Fprintf(stdout, "idle %s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, n.CPUPercent, idle, n.RSSMiB)
+				role := ""
+				if n.Role != "" {
+					role = " (" + n.Role + ")"
+				}
+				fmt.Fprintf(stdout, "idle %s%s: CPU %.2f%% of one core over %s, RSS %.1f MiB\n", n.Node, role, n.CPUPercent, idle, n.RSSMiB)
 			}
 			return nil
 		},
@@ -158,6 +162,8 @@ type idleFigure struct {
 	Node       string  `json:"node"`
 	CPUPercent float64 `json:"cpu_percent"`
 	RSSMiB     float64 `json:"rss_mib"`
+	// Role: "leader", "owner" (of the bench hierarchy), both, or "".
+	Role string `json:"role,omitempty"`
 }
 
 type benchResult struct {
@@ -205,11 +211,28 @@ func runBench(runs int, dir string, idle time.Duration, profile string) (*benchR
 		return nil, err
 	}
 	res := &benchResult{}
-	// idle figures first, with the hierarchy in service
-	if _, _, err := benchOwner(ctx, c, "", 0); err != nil {
+	// idle figures first, with the hierarchy in service, once the start's
+	// own work (readiness proofs, the first checks) has settled
+	owner, _, err := benchOwner(ctx, c, "", 0)
+	if err != nil {
 		return nil, err
 	}
+	time.Sleep(idleSettle) // measuring a steady state, not synchronising
 	res.Idle = idleFigures(c, idle)
+	leader := ""
+	if st, err := c.Status(ctx, owner); err == nil {
+		leader = st.Leader
+	}
+	for i := range res.Idle {
+		var roles []string
+		if res.Idle[i].Node == leader {
+			roles = append(roles, "leader")
+		}
+		if res.Idle[i].Node == owner {
+			roles = append(roles, "owner")
+		}
+		res.Idle[i].Role = strings.Join(roles, ", ")
+	}
 	for i := 0; i < runs; i++ {
 		owner, epoch, err := benchOwner(ctx, c, "", 0)
 		if err != nil {
@@ -369,6 +392,11 @@ func waitNodeFailed(ctx context.Context, c *demo.Cluster, node string) error {
 		}
 	}
 }
+
+// idleSettle is how long the bench lets a new cluster settle before it
+// measures idle CPU: the first readiness proofs and checks are the start's
+// work, not the steady cost.
+const idleSettle = 5 * time.Second
 
 // idleFigures measures each agent's CPU use over d from /proc and its RSS.
 func idleFigures(c *demo.Cluster, d time.Duration) []idleFigure {

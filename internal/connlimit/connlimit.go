@@ -169,16 +169,16 @@ func (l *Listener) admit(c net.Conn) (net.Conn, bool) {
 	if ip.IsValid() && l.cfg.Reserved != nil && l.cfg.Reserved(ip) {
 		if l.reserved.Add(1) > int64(l.cfg.Max) {
 			l.reserved.Add(-1)
+			l.refuse(c.RemoteAddr()) // counted before the peer can see the close
 			_ = c.Close()
-			l.refuse(c.RemoteAddr())
 			return nil, false
 		}
 		return &conn{Conn: c, l: l, reserved: true}, true
 	}
 	if l.open.Add(1) > int64(l.cfg.Max) {
 		l.open.Add(-1)
+		l.refuse(c.RemoteAddr()) // counted before the peer can see the close
 		_ = c.Close()
-		l.refuse(c.RemoteAddr())
 		return nil, false
 	}
 	if l.cfg.PerHost > 0 && ip.IsValid() {
@@ -186,8 +186,8 @@ func (l *Listener) admit(c net.Conn) (net.Conn, bool) {
 		if l.hosts[ip] >= l.cfg.PerHost {
 			l.hostMu.Unlock()
 			l.open.Add(-1)
+			l.refuse(c.RemoteAddr()) // counted before the peer can see the close
 			_ = c.Close()
-			l.refuse(c.RemoteAddr())
 			return nil, false
 		}
 		l.hosts[ip]++
