@@ -157,8 +157,12 @@ func Start(cfg Config) (c *Cluster, err error) {
 	// A backstop only: the leader pushes each commit to the followers as
 	// it applies it (paceTransport.Commit), and raft's tick at this
 	// timeout (per follower, whether or not anything changed) was the
-	// largest share of an idle leader's wake-ups at 10 ms.
-	rc.CommitTimeout = max(cfg.Timing.RaftHeartbeat/3, 10*time.Millisecond)
+	// largest share of an idle leader's wake-ups at 10 ms. What the push
+	// does not carry waits for it: the commit of entries the state
+	// machine does not see (raft's own no-op and configuration entries,
+	// which no follower acts on once committed), and a push that could
+	// not follow raft's last call.
+	rc.CommitTimeout = cfg.Timing.RaftHeartbeat
 	rc.SnapshotThreshold = 2048
 	rc.TrailingLogs = 4096
 	rc.Logger = hl

@@ -130,8 +130,8 @@ func TestStartErrorIsReturned(t *testing.T) {
 }
 
 // A follower learns that an entry committed as soon as the leader has
-// applied it, not at raft's commit tick (CommitTimeout, here a third of a
-// 3 s heartbeat: 1-2 s): the leader's transport pushes the commit. Time
+// applied it, not at raft's commit tick (CommitTimeout, here the 3 s
+// heartbeat: 3-6 s): the leader's transport pushes the commit. Time
 // is synctest's, which stands still while anything can run, so "at once"
 // is within the few milliseconds the test allows.
 func TestFollowersLearnCommitsWithoutRaftsTick(t *testing.T) {
