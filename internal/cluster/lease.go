@@ -124,6 +124,9 @@ type Leases struct {
 	gmu    sync.Mutex
 	grants map[grantKey]time.Time
 	fresh  []chan struct{} // closed at the next grant to a lease not fresh here
+	// beforeGrant, when set (tests), runs between a renewal's check of
+	// the state and the recording of its grant.
+	beforeGrant func()
 
 	hmu     sync.Mutex
 	gen     uint64
@@ -215,21 +218,49 @@ func (l *Leases) HandleRenew(req RenewRequest) RenewResponse {
 	case cur > req.Gen || revoked:
 		return RenewResponse{Revoked: true, Reason: fmt.Sprintf("generation %d of %s was fenced", req.Gen, req.Node)}
 	}
+	if l.beforeGrant != nil {
+		l.beforeGrant()
+	}
 	now := time.Now()
+	key := grantKey{req.Node, req.Gen}
 	l.gmu.Lock()
-	if prev, ok := l.grants[grantKey{req.Node, req.Gen}]; !ok || now.Sub(prev) >= l.Threshold() {
+	prev, had := l.grants[key]
+	if !had || now.Sub(prev) >= l.Threshold() {
 		for _, c := range l.fresh {
 			close(c)
 		}
 		l.fresh = nil
 	}
-	l.grants[grantKey{req.Node, req.Gen}] = now
+	l.grants[key] = now
+	l.gmu.Unlock()
+	// The revoke may have been applied after the check above, and an
+	// attestation that came in between (after the revoke, before the
+	// grant was recorded) found no grant and said the lease expired. So
+	// the state is read again now that the grant is recorded: a grant
+	// answered was recorded before any revoke applied here, and every
+	// later attestation sees it. (Read after, not under, the grants' lock:
+	// placement reads grants while it holds the state's read lock.)
+	l.cfg.FSM.View(func(s *State) {
+		n := s.Nodes[req.Node]
+		revoked = n == nil || n.Gen != req.Gen || n.Revoked
+	})
+	l.gmu.Lock()
+	defer l.gmu.Unlock()
+	if revoked {
+		if l.grants[key].Equal(now) { // never answered: taken back
+			if had {
+				l.grants[key] = prev
+			} else {
+				delete(l.grants, key)
+			}
+		}
+		return RenewResponse{Revoked: true, Reason: fmt.Sprintf("generation %d of %s was fenced", req.Gen, req.Node)}
+	}
 	for k, at := range l.grants {
 		if k.node == req.Node && k.gen < req.Gen && now.Sub(at) > l.Threshold() {
 			delete(l.grants, k) // old generation, long expired
 		}
 	}
-	l.gmu.Unlock()
 	return RenewResponse{Granted: true}
 }
 

@@ -967,3 +967,30 @@ func TestFreshened(t *testing.T) {
 		}
 	})
 }
+
+// A renewal that checked the state just before the revoke was applied,
+// and recorded its grant just after an attestation (which required the
+// revoke applied) found no grant and said the lease expired, must not be
+// answered as granted: the two would not intersect. It is refused, and the
+// grant it recorded is taken back.
+func TestRenewalRacingARevokeIsRefused(t *testing.T) {
+	c := newLeaseCluster(testLease, testRenew, time.Second)
+	c.applyAll(Command{Type: CmdJoin, Node: "n1"})
+	v := c.leases["n2"]
+	var attested AttestResponse
+	v.beforeGrant = func() {
+		v.beforeGrant = nil
+		_, idx := c.applyAllIdx(Command{Type: CmdRevoke, Node: "n1", Gen: 1})
+		attested = v.HandleAttest(AttestRequest{Node: "n1", Gen: 1, MinIndex: idx})
+	}
+	r := v.HandleRenew(RenewRequest{Node: "n1", Gen: 1})
+	if !attested.Expired {
+		t.Fatalf("attestation between the renewal's check and its grant: %+v, want expired (no grant yet)", attested)
+	}
+	if r.Granted || !r.Revoked {
+		t.Errorf("renewal answered %+v after the voter attested the lease expired: want refused as revoked", r)
+	}
+	if _, ok := v.LastGrant("n1", 1); ok {
+		t.Errorf("the refused renewal's grant is still recorded")
+	}
+}
