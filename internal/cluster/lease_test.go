@@ -994,3 +994,54 @@ func TestRenewalRacingARevokeIsRefused(t *testing.T) {
 		t.Errorf("the refused renewal's grant is still recorded")
 	}
 }
+
+// roundClock records when renewals were sent and grants them at once.
+type roundClock struct {
+	mu   sync.Mutex
+	sent []time.Time
+}
+
+func (r *roundClock) Renew(context.Context, string, RenewRequest) (RenewResponse, error) {
+	return RenewResponse{Granted: true}, nil
+}
+
+func (r *roundClock) Attest(context.Context, string, AttestRequest) (AttestResponse, error) {
+	return AttestResponse{}, errors.New("not used")
+}
+
+func (r *roundClock) SendRenew(peer string, req RenewRequest, timeout time.Duration, done func(RenewResponse, error)) {
+	if peer == "n2" {
+		r.mu.Lock()
+		r.sent = append(r.sent, time.Now())
+		r.mu.Unlock()
+	}
+	done(RenewResponse{Granted: true}, nil)
+}
+
+// Rounds start on the beat: on multiples of the renew interval, one per
+// interval, never two at once (the first one aside, made at once when
+// the node has joined).
+func TestRoundsOnTheBeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newLeaseCluster(testLease, testRenew, time.Second)
+		l := c.leases["n1"]
+		rc := &roundClock{}
+		l.cfg.Transport = rc
+		time.Sleep(3 * time.Millisecond) // off the beat
+		c.run(t, "n1")
+		time.Sleep(testRenew * 20)
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if len(rc.sent) < 18 || len(rc.sent) > 22 {
+			t.Fatalf("%d rounds in 20 renew intervals", len(rc.sent))
+		}
+		for i, at := range rc.sent[2:] {
+			if at.Truncate(testRenew) != at {
+				t.Errorf("round %d at %v: not on a multiple of %v", i+2, at.Format("15:04:05.000000"), testRenew)
+			}
+			if gap := at.Sub(rc.sent[i+1]); gap < testRenew/2 {
+				t.Errorf("rounds %d and %d %v apart", i+1, i+2, gap)
+			}
+		}
+	})
+}
