@@ -571,7 +571,9 @@ func (a *Agent) lead(ctx context.Context) {
 	// The tick is for time-based policies only (failure marks expiring,
 	// confirmation timeouts, the first placement's grace), whose periods
 	// are seconds or more.
-	tick := time.NewTicker(leaderTick)
+	beat := max(a.c.BeatPeriod(), time.Millisecond)
+	tickEvery := beat * max(1, (leaderTick+beat-1)/beat)
+	tick := time.NewTimer(cluster.NextBeat(time.Now(), tickEvery, 0))
 	defer tick.Stop()
 	stale := time.NewTimer(time.Hour)
 	defer stale.Stop()
@@ -618,13 +620,15 @@ func (a *Agent) lead(ctx context.Context) {
 		case <-freshC:
 		case <-stale.C:
 		case <-tick.C:
+			tick.Reset(cluster.NextBeat(time.Now(), tickEvery, tickEvery/2))
 		}
 	}
 }
 
-// leaderTick is how often placement runs on the leader when nothing
-// happens (time-based policies only; see lead).
-const leaderTick = 250 * time.Millisecond
+// leaderTick is about how often placement runs on the leader when nothing
+// happens (time-based policies only; see lead): the first multiple of the
+// cluster's beat at least this long, on the beat.
+const leaderTick = 500 * time.Millisecond
 
 // nextStale is how long until the first lease this voter holds fresh for
 // placement (nodeViews' LeaseFresh) turns stale, just past that moment;

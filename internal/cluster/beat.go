@@ -14,10 +14,10 @@ import "time"
 // phase, and nothing that decides safety reads these moments (leases
 // count on the monotonic clock).
 
-// nextBeat is how long from now until the first multiple of every on the
+// NextBeat is how long from now until the first multiple of every on the
 // wall clock that is at least minWait away; every when the wall clock
 // disagrees with the monotonic one (it was set meanwhile).
-func nextBeat(now time.Time, every, minWait time.Duration) time.Duration {
+func NextBeat(now time.Time, every, minWait time.Duration) time.Duration {
 	if every <= 0 {
 		return minWait
 	}
@@ -33,3 +33,8 @@ func nextBeat(now time.Time, every, minWait time.Duration) time.Duration {
 	}
 	return d
 }
+
+// BeatPeriod is the cluster's beat on this node: the renewal interval.
+// Periodic work that can wait a little takes a multiple of it and starts
+// on the beat (NextBeat), so that it costs no wake-up of its own.
+func (c *Cluster) BeatPeriod() time.Duration { return c.cfg.Timing.Renew }

@@ -499,9 +499,9 @@ func (l *Leases) Run(ctx context.Context) {
 	if !l.cfg.Holder {
 		return
 	}
-	// Rounds start on the cluster's beat (see nextBeat), at least half a
+	// Rounds start on the cluster's beat (see NextBeat), at least half a
 	// period apart.
-	t := time.NewTimer(nextBeat(time.Now(), l.cfg.Renew, 0))
+	t := time.NewTimer(NextBeat(time.Now(), l.cfg.Renew, 0))
 	defer t.Stop()
 	defer func() {
 		l.hmu.Lock()
@@ -560,7 +560,7 @@ func (l *Leases) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			t.Reset(nextBeat(time.Now(), l.cfg.Renew, l.cfg.Renew/2))
+			t.Reset(NextBeat(time.Now(), l.cfg.Renew, l.cfg.Renew/2))
 		}
 	}
 }

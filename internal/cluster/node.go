@@ -178,7 +178,7 @@ func Start(cfg Config) (c *Cluster, err error) {
 		return nil, err
 	}
 	logs = newReadCache(logs)
-	c.pace = newPaceTransport(c.trans, rc.HeartbeatTimeout)
+	c.pace = newPaceTransport(c.trans, rc.HeartbeatTimeout, cfg.Timing.Renew)
 	c.trans = c.pace
 	snaps := c.snaps
 	has, err := raft.HasExistingState(logs, stable, snaps)
@@ -430,11 +430,10 @@ func (c *Cluster) startMemberlist(self *Member) error {
 	mc.SuspicionMaxTimeoutMult = 2
 	// Suspicions and deaths ride on every probe and ack as well; the
 	// gossip tick only adds a path for them. At 50 ms it was a fifth of an
-	// idle agent's CPU (a wake-up every tick, even with nothing to send);
-	// at 200 ms (memberlist's LAN default; proportionally shorter with a
-	// faster probe) failover and detection measured the same
-	// (docs/benchmarks.md, "Idle cost").
-	mc.GossipInterval = c.cfg.Timing.ProbeInterval + c.cfg.Timing.ProbeInterval/3
+	// idle agent's CPU (a wake-up every tick, even with nothing to send).
+	// At the probe's period both tickers, started together, fire at the
+	// same moments: one wake-up for both (docs/benchmarks.md, "Idle cost").
+	mc.GossipInterval = c.cfg.Timing.ProbeInterval
 	mc.GossipToTheDeadTime = 5 * time.Second
 	mc.PushPullInterval = 15 * time.Second
 	mc.TCPTimeout = 2 * time.Second

@@ -19,11 +19,15 @@ import (
 //  1. Heartbeats are paced. raft's heartbeat goroutine sends one to each
 //     follower every HeartbeatTimeout/10 to 2×that (30-60 ms at default
 //     timing). The wrapper holds each heartbeat until heartbeatEvery
-//     (HeartbeatTimeout/3) has nearly passed since the previous one to the
+//     (a whole number of beats near HeartbeatTimeout/3: 100 ms at default
+//     timing, see heartbeatEvery) has nearly passed since the previous one to the
 //     same follower (nine tenths of it), and then until the cluster's next
-//     beat (see nextBeat), then sends it. A follower calls an election only after a
+//     beat (see NextBeat), then sends it; each of raft's calls sends two,
+//     on consecutive beats (see heartbeat), so that raft's own timer wakes
+//     the leader half as often. A follower calls an election only after a
 //     randomised HeartbeatTimeout to 2×HeartbeatTimeout without contact, so
-//     it still hears the leader at least three times per timeout. The
+//     it still hears the leader three times per timeout (at least twice
+//     when the beat is longer than a third of it). The
 //     leader counts a follower in its leader lease (LeaderLeaseTimeout)
 //     only on real answers, so a leader cut off steps down as before; with
 //     fewer contacts the lease is set to HeartbeatTimeout (see Start), which
@@ -74,6 +78,7 @@ import (
 type paceTransport struct {
 	raft.Transport
 	heartbeatEvery time.Duration
+	twoPerCall     bool // each of raft's calls sends two heartbeats (see heartbeat)
 	holdMax        time.Duration
 	closed         chan struct{}
 	closeOnce      sync.Once
@@ -128,9 +133,32 @@ func (m appendMark) push(commit uint64) (*raft.AppendEntriesRequest, bool) {
 	return req, true
 }
 
-func newPaceTransport(inner raft.Transport, heartbeatTimeout time.Duration) *paceTransport {
-	return &paceTransport{Transport: inner, heartbeatEvery: heartbeatTimeout / 3, holdMax: 10 * time.Second,
-		closed: make(chan struct{}), peers: map[raft.ServerAddress]*raftLink{}}
+// heartbeatEvery is how often a follower hears the leader: a whole number
+// of the cluster's beats (the renewal interval), so that heartbeats leave
+// on the beat; the most that still lets a follower hear the leader three
+// times before its election timer can fire, or else twice; a third of the
+// timeout when the beat is longer than half of it (or unknown).
+func heartbeatEvery(heartbeatTimeout, beat time.Duration) time.Duration {
+	switch {
+	case beat <= 0 || beat > heartbeatTimeout/2:
+		return heartbeatTimeout / 3
+	case beat <= heartbeatTimeout/3:
+		return beat * (heartbeatTimeout / 3 / beat)
+	default:
+		return beat
+	}
+}
+
+// newPaceTransport wraps inner for a leader whose followers time out
+// after heartbeatTimeout, on a cluster whose beat is beat (0: none).
+func newPaceTransport(inner raft.Transport, heartbeatTimeout, beat time.Duration) *paceTransport {
+	every := heartbeatEvery(heartbeatTimeout, beat)
+	// Two per call leaves raft's leader lease (LeaderLeaseTimeout, set to
+	// heartbeatTimeout) seeing contact up to 2×every old: only if what is
+	// left for an answer's delay is at least a third of it and 100 ms.
+	two := heartbeatTimeout-2*every >= max(heartbeatTimeout/3, 100*time.Millisecond)
+	return &paceTransport{Transport: inner, heartbeatEvery: every, twoPerCall: two,
+		holdMax: 10 * time.Second, closed: make(chan struct{}), peers: map[raft.ServerAddress]*raftLink{}}
 }
 
 // isHeartbeat is raft's own test for a heartbeat (net_transport.go; raft
@@ -188,14 +216,34 @@ func (t *paceTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	return err
 }
 
+// heartbeat sends raft's heartbeat on two beats in a row, a period apart,
+// and returns the second answer (the first one's if it failed or was
+// refused). raft's heartbeat goroutine waits its own random
+// HeartbeatTimeout/10 to /5 after every call, a wake-up off the beat: the
+// largest share of an idle leader's left after the beat itself. So raft
+// wakes once per two heartbeats; the follower still hears the leader every
+// heartbeatEvery, and raft still counts each follower's contact from real
+// answers, every 2×heartbeatEvery (two thirds of its LeaderLeaseTimeout).
 func (t *paceTransport) heartbeat(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.beatOnce(id, target, req, resp); err != nil || !resp.Success || !t.twoPerCall {
+		return err
+	}
+	select {
+	case <-t.closed:
+		return nil
+	default:
+	}
+	return t.beatOnce(id, target, req, resp)
+}
+
+func (t *paceTransport) beatOnce(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.mu.Lock()
 	last := t.link(target).lastBeat
 	t.mu.Unlock()
-	// On the cluster's beat (see nextBeat), at least nine tenths of a
+	// On the cluster's beat (see NextBeat), at least nine tenths of a
 	// period after the last one; at once after a long silence.
 	if since := time.Since(last); since < 2*t.heartbeatEvery {
-		t.wait(nextBeat(time.Now(), t.heartbeatEvery, t.heartbeatEvery-t.heartbeatEvery/10-since))
+		t.wait(NextBeat(time.Now(), t.heartbeatEvery, t.heartbeatEvery-t.heartbeatEvery/10-since))
 	}
 	t.mu.Lock()
 	t.link(target).lastBeat = time.Now()

@@ -17,6 +17,7 @@ type fakeRaftTransport struct {
 	raft.Transport // nil: only the methods below are called
 	mu             sync.Mutex
 	down           bool
+	refuse         bool // answer heartbeats with Success false (a higher term)
 	beats, appends []time.Time
 	piped          []*raft.AppendEntriesRequest // sent on a pipeline
 	called         []*raft.AppendEntriesRequest // sent one call at a time (not heartbeats)
@@ -34,7 +35,7 @@ func (f *fakeRaftTransport) AppendEntries(_ raft.ServerID, _ raft.ServerAddress,
 	if f.down {
 		return errors.New("connection refused")
 	}
-	resp.Success = true
+	resp.Success = !f.refuse || !isHeartbeat(req)
 	return nil
 }
 
@@ -69,17 +70,29 @@ func heartbeatReq() *raft.AppendEntriesRequest {
 func TestPaceTransportSpacesHeartbeats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeRaftTransport{}
-		pt := newPaceTransport(f, 300*time.Millisecond)
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
 		start := time.Now()
+		calls := 0
 		// raft's heartbeat goroutine: a heartbeat, then 30-60 ms, again.
 		for time.Since(start) < 3*time.Second {
 			if err := pt.AppendEntries("n2", "a2", heartbeatReq(), &raft.AppendEntriesResponse{}); err != nil {
 				t.Fatal(err)
 			}
+			calls++
 			time.Sleep(30 * time.Millisecond)
 		}
-		if n := len(f.beats); n < 28 || n > 31 {
+		n := 0
+		for _, b := range f.beats {
+			if b.Sub(start) < 3*time.Second {
+				n++
+			}
+		}
+		if n < 28 || n > 31 {
 			t.Errorf("%d heartbeats in 3 s, want one per 100 ms (30)", n)
+		}
+		// Each call carries two: raft's timer wakes it every 200 ms.
+		if calls < 14 || calls > 16 {
+			t.Errorf("raft called %d times in 3 s, want one per 200 ms (15)", calls)
 		}
 		for i := 1; i < len(f.beats); i++ {
 			if gap := f.beats[i].Sub(f.beats[i-1]); gap < 100*time.Millisecond {
@@ -89,9 +102,35 @@ func TestPaceTransportSpacesHeartbeats(t *testing.T) {
 	})
 }
 
+// A heartbeat that fails, or that the follower refuses, goes back to raft
+// at once: only a good answer is followed by the second heartbeat.
+func TestPaceTransportReturnsAFailedHeartbeatAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeRaftTransport{down: true}
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
+		for range 3 {
+			if err := pt.AppendEntries("n2", "a2", heartbeatReq(), &raft.AppendEntriesResponse{}); err == nil {
+				t.Fatal("heartbeat to a follower that is down succeeded")
+			}
+		}
+		if n := len(f.beats); n != 3 {
+			t.Errorf("%d heartbeats sent for 3 failed calls, want 3", n)
+		}
+		f.setDown(false)
+		f.refuse = true
+		resp := &raft.AppendEntriesResponse{}
+		if err := pt.AppendEntries("n2", "a2", heartbeatReq(), resp); err != nil || resp.Success {
+			t.Fatalf("refused heartbeat: err %v, success %v", err, resp.Success)
+		}
+		if n := len(f.beats); n != 4 {
+			t.Errorf("%d heartbeats sent after a refused one, want 4", n)
+		}
+	})
+}
+
 func TestQuietPipelineDropsOnlyRepeats(t *testing.T) {
 	f := &fakeRaftTransport{}
-	pt := newPaceTransport(f, 300*time.Millisecond)
+	pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
 	p, err := pt.AppendEntriesPipeline("n2", "a2")
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +166,7 @@ func TestQuietPipelineDropsOnlyRepeats(t *testing.T) {
 func TestPaceTransportHoldsFailedAppendUntilFollowerAnswers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeRaftTransport{down: true}
-		pt := newPaceTransport(f, 300*time.Millisecond)
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
 		defer pt.stop()
 		stopBeats := make(chan struct{})
 		beatsDone := make(chan struct{})
@@ -198,7 +237,7 @@ func what(reqs []*raft.AppendEntriesRequest) [][3]uint64 {
 func TestCommitPushedOnPipeline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeRaftTransport{}
-		pt := newPaceTransport(f, 300*time.Millisecond)
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
 		defer pt.stop()
 		pt.Commit(3) // nothing sent yet: nothing to follow
 		p, err := pt.AppendEntriesPipeline("n2", "a2")
@@ -242,7 +281,7 @@ func TestCommitPushedOnPipeline(t *testing.T) {
 func TestCommitPushedWithoutPipeline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeRaftTransport{}
-		pt := newPaceTransport(f, 300*time.Millisecond)
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
 		defer pt.stop()
 		call := func(req *raft.AppendEntriesRequest) {
 			_ = pt.AppendEntries("n2", "a2", req, &raft.AppendEntriesResponse{})
@@ -286,8 +325,32 @@ func TestNextBeat(t *testing.T) {
 		{60 * ms, 50 * ms, 140 * ms}, // 100 is too close: the next one
 		{99 * ms, 0, 1 * ms},
 	} {
-		if got := nextBeat(base.Add(c.at), 100*ms, c.min); got != c.want {
+		if got := NextBeat(base.Add(c.at), 100*ms, c.min); got != c.want {
 			t.Errorf("at +%v, at least %v away: %v, want %v", c.at, c.min, got, c.want)
+		}
+	}
+}
+
+// Heartbeats leave on the cluster's beat: every a whole number of beats,
+// at most a third of the heartbeat timeout or else half; two per raft call only where raft's
+// leader lease keeps room for a slow answer.
+func TestHeartbeatEvery(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		timeout, beat, want time.Duration
+		two                 bool
+	}{
+		{300 * ms, 100 * ms, 100 * ms, true},  // default timing
+		{300 * ms, 150 * ms, 150 * ms, false}, // a slower beat: twice per timeout
+		{100 * ms, 30 * ms, 30 * ms, false},   // fast profile: too little room
+		{300 * ms, 200 * ms, 100 * ms, true},  // beat longer than half: a third, off the beat
+		{1000 * ms, 100 * ms, 300 * ms, true},
+		{1000 * ms, 400 * ms, 400 * ms, false},
+		{300 * ms, 0, 100 * ms, true},
+	} {
+		pt := newPaceTransport(&fakeRaftTransport{}, c.timeout, c.beat)
+		if pt.heartbeatEvery != c.want || pt.twoPerCall != c.two {
+			t.Errorf("timeout %v beat %v: every %v two %v, want %v %v", c.timeout, c.beat, pt.heartbeatEvery, pt.twoPerCall, c.want, c.two)
 		}
 	}
 }

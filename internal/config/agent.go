@@ -286,8 +286,8 @@ func (t *Timing) durations() []durationField {
 	}
 	return []durationField{
 		{"lease", &t.Lease, 600 * ms},
-		{"renew_interval", &t.RenewInterval, 100 * ms},
-		{"probe_interval", &t.ProbeInterval, 150 * ms},
+		{"renew_interval", &t.RenewInterval, 150 * ms},
+		{"probe_interval", &t.ProbeInterval, 300 * ms},
 		{"probe_timeout", &t.ProbeTimeout, 100 * ms},
 		{"raft_heartbeat", &t.RaftHeartbeat, 300 * ms},
 		{"raft_election", &t.RaftElection, 300 * ms},

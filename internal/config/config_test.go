@@ -140,8 +140,8 @@ cluster:
 		t.Errorf("api: %+v", a.API)
 	}
 	d := DefaultTiming()
-	if a.Timing != d || d.Lease.D() != 600*time.Millisecond || d.RenewInterval.D() != 100*time.Millisecond ||
-		d.ProbeInterval.D() != 150*time.Millisecond || d.ProbeTimeout.D() != 100*time.Millisecond ||
+	if a.Timing != d || d.Lease.D() != 600*time.Millisecond || d.RenewInterval.D() != 150*time.Millisecond ||
+		d.ProbeInterval.D() != 300*time.Millisecond || d.ProbeTimeout.D() != 100*time.Millisecond ||
 		d.SuspicionMult != 2 || d.RaftHeartbeat.D() != 300*time.Millisecond || d.RaftElection.D() != 300*time.Millisecond {
 		t.Errorf("timing = %+v, defaults %+v", a.Timing, d)
 	}
