@@ -83,9 +83,10 @@ type paceTransport struct {
 	closed         chan struct{}
 	closeOnce      sync.Once
 
-	mu     sync.Mutex
-	peers  map[raft.ServerAddress]*raftLink
-	commit uint64 // the highest commit index Commit was given
+	mu      sync.Mutex
+	peers   map[raft.ServerAddress]*raftLink
+	commit  uint64 // the highest commit index Commit was given
+	keeping bool   // the keepalives goroutine runs
 }
 
 // raftLink is what the transport knows of one follower.
@@ -151,6 +152,19 @@ func heartbeatEvery(heartbeatTimeout, beat time.Duration) time.Duration {
 
 // newPaceTransport wraps inner for a leader whose followers time out
 // after heartbeatTimeout, on a cluster whose beat is beat (0: none).
+// keep is the append that tells the follower commit if it can, and
+// otherwise repeats what the last one told it.
+func (m appendMark) keep(commit uint64) *raft.AppendEntriesRequest {
+	if req, ok := m.push(commit); ok {
+		return req
+	}
+	req := &raft.AppendEntriesRequest{RPCHeader: m.header, Term: m.term,
+		PrevLogEntry: m.prev, PrevLogTerm: m.prevTerm, LeaderCommitIndex: m.commit}
+	//lint:ignore SA1019 as raft 1.8 sends it (see markOf)
+	req.Leader = m.leader
+	return req
+}
+
 func newPaceTransport(inner raft.Transport, heartbeatTimeout, beat time.Duration) *paceTransport {
 	every := heartbeatEvery(heartbeatTimeout, beat)
 	// Two per call leaves raft's leader lease (LeaderLeaseTimeout, set to
@@ -225,6 +239,7 @@ func (t *paceTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 // heartbeatEvery, and raft still counts each follower's contact from real
 // answers, every 2×heartbeatEvery (two thirds of its LeaderLeaseTimeout).
 func (t *paceTransport) heartbeat(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	t.whileCarried(target)
 	if err := t.beatOnce(id, target, req, resp); err != nil || !resp.Success || !t.twoPerCall {
 		return err
 	}
@@ -262,6 +277,59 @@ func (t *paceTransport) beatOnce(id raft.ServerID, target raft.ServerAddress, re
 	return err
 }
 
+// whileCarried returns once target's pipeline does not carry the
+// heartbeats (see keepalive): at once when it has none or does not answer.
+func (t *paceTransport) whileCarried(target raft.ServerAddress) {
+	for {
+		t.mu.Lock()
+		p := t.link(target).pipe
+		t.mu.Unlock()
+		if p == nil {
+			return
+		}
+		stop := p.carrying()
+		if stop == nil {
+			return
+		}
+		select {
+		case <-stop:
+		case <-t.closed:
+			return
+		}
+	}
+}
+
+// keepalives sends, on every heartbeat beat, each follower's pipeline the
+// append raft's own idle tick would send (see keepalive), while the
+// transport has pipelines; it is started with the first one.
+func (t *paceTransport) keepalives() {
+	for {
+		t.wait(NextBeat(time.Now(), t.heartbeatEvery, t.heartbeatEvery/2))
+		select {
+		case <-t.closed:
+			return
+		default:
+		}
+		t.mu.Lock()
+		var pipes []*quietPipeline
+		for _, l := range t.peers {
+			if l.pipe != nil {
+				pipes = append(pipes, l.pipe)
+			}
+		}
+		commit := t.commit
+		if len(pipes) == 0 {
+			t.keeping = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		for _, p := range pipes {
+			p.keepalive(commit, t.heartbeatEvery)
+		}
+	}
+}
+
 // hold returns once target has answered a heartbeat since this call began
 // (it is marked unreachable now), after holdMax, or at shutdown.
 func (t *paceTransport) hold(target raft.ServerAddress) {
@@ -286,10 +354,16 @@ func (t *paceTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
-	qp := &quietPipeline{AppendPipeline: p, t: t, target: target}
+	qp := &quietPipeline{AppendPipeline: p, t: t, target: target,
+		out: make(chan raft.AppendFuture, 16), done: make(chan struct{})}
+	go qp.forward()
 	t.mu.Lock()
 	l := t.link(target)
 	l.id, l.pipe = id, qp
+	if !t.keeping {
+		t.keeping = true
+		go t.keepalives()
+	}
 	t.mu.Unlock()
 	return qp, nil
 }
@@ -395,9 +469,102 @@ type quietPipeline struct {
 
 	closed atomic.Bool
 
-	mu   sync.Mutex // raft's replication goroutine and the pusher both send
+	mu   sync.Mutex // raft's replication goroutine, the pusher and keepalives send
 	sent bool
 	mark appendMark // what the last append sent told the follower
+
+	out       chan raft.AppendFuture // the answers, for raft's decoder, after forward saw them
+	done      chan struct{}          // closed by Close
+	closeOnce sync.Once
+
+	// Liveness, under lmu (never held while sending: forward takes it, and
+	// a send may wait for forward to make room).
+	lmu     sync.Mutex
+	pending time.Time     // when a keepalive went out unanswered (zero: none)
+	carry   chan struct{} // non-nil while the keepalives carry the heartbeats: closed when they stop
+}
+
+// forward hands raft's decoder every answer, noting that the follower
+// answers.
+func (p *quietPipeline) forward() {
+	in := p.AppendPipeline.Consumer()
+	for {
+		select {
+		case f := <-in:
+			if f.Error() == nil && f.Response().Success {
+				p.lmu.Lock()
+				p.pending = time.Time{}
+				if p.carry == nil && !p.closed.Load() {
+					p.carry = make(chan struct{})
+				}
+				p.lmu.Unlock()
+			}
+			select {
+			case p.out <- f:
+			case <-p.done:
+				return
+			case <-p.t.closed:
+				return
+			}
+		case <-p.done:
+			return
+		case <-p.t.closed:
+			return
+		}
+	}
+}
+
+// Consumer is where raft's decoder reads the answers.
+func (p *quietPipeline) Consumer() <-chan raft.AppendFuture { return p.out }
+
+// carrying returns a channel closed when the keepalives stop carrying the
+// heartbeats, or nil if they do not carry them now.
+func (p *quietPipeline) carrying() <-chan struct{} {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	if p.carry == nil {
+		return nil
+	}
+	return p.carry
+}
+
+func (p *quietPipeline) stopCarryingLocked() {
+	if p.carry != nil {
+		close(p.carry)
+		p.carry = nil
+	}
+}
+
+// keepalive sends the follower the append raft's idle tick would send (the
+// one quietPipeline drops from raft: the term and sender of raft's last
+// append, the last entry sent, the commit index it may be told), which
+// stands in for raft's heartbeat: the follower's raft takes any append from
+// the leader as contact, and raft's decoder takes the answer as contact for
+// the leader's lease, so raft's heartbeat goroutine, and its random timer,
+// can rest (whileCarried) while this pipeline answers. A keepalive still
+// unanswered a period later hands the heartbeats back to raft; no other is
+// sent on this pipeline until it answers again.
+func (p *quietPipeline) keepalive(commit uint64, every time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.sent || p.closed.Load() {
+		return
+	}
+	now := time.Now()
+	p.lmu.Lock()
+	if !p.pending.IsZero() {
+		if now.Sub(p.pending) >= every-every/10 {
+			p.stopCarryingLocked()
+		}
+		p.lmu.Unlock()
+		return
+	}
+	p.pending = now
+	p.lmu.Unlock()
+	req := p.mark.keep(commit)
+	if _, err := p.AppendPipeline.AppendEntries(req, new(raft.AppendEntriesResponse)); err == nil {
+		p.mark.commit = req.LeaderCommitIndex
+	}
 }
 
 func (p *quietPipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
@@ -437,6 +604,10 @@ func (p *quietPipeline) push(commit uint64) {
 // for room in it.
 func (p *quietPipeline) Close() error {
 	p.closed.Store(true)
+	p.closeOnce.Do(func() { close(p.done) })
+	p.lmu.Lock()
+	p.stopCarryingLocked()
+	p.lmu.Unlock()
 	p.t.mu.Lock()
 	if l := p.t.peers[p.target]; l != nil && l.pipe == p {
 		l.pipe = nil

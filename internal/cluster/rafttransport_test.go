@@ -18,6 +18,7 @@ type fakeRaftTransport struct {
 	mu             sync.Mutex
 	down           bool
 	refuse         bool // answer heartbeats with Success false (a higher term)
+	pipeAnswers    bool // the follower answers what is sent on a pipeline
 	beats, appends []time.Time
 	piped          []*raft.AppendEntriesRequest // sent on a pipeline
 	called         []*raft.AppendEntriesRequest // sent one call at a time (not heartbeats)
@@ -40,7 +41,7 @@ func (f *fakeRaftTransport) AppendEntries(_ raft.ServerID, _ raft.ServerAddress,
 }
 
 func (f *fakeRaftTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
-	return &fakePipeline{f: f}, nil
+	return &fakePipeline{f: f, answers: make(chan raft.AppendFuture, 1024)}, nil
 }
 
 func (f *fakeRaftTransport) setDown(v bool) {
@@ -51,15 +52,25 @@ func (f *fakeRaftTransport) setDown(v bool) {
 
 type fakePipeline struct {
 	raft.AppendPipeline
-	f *fakeRaftTransport
+	f       *fakeRaftTransport
+	answers chan raft.AppendFuture
 }
 
+// AppendEntries records req; the follower answers it (on Consumer) only
+// while pipeAnswers is set and it is not down.
 func (p *fakePipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	p.f.mu.Lock()
 	p.f.piped = append(p.f.piped, req)
+	answer := p.f.pipeAnswers && !p.f.down
 	p.f.mu.Unlock()
+	if answer {
+		resp.Success = true
+		p.answers <- skippedAppend{req: req, resp: resp}
+	}
 	return skippedAppend{req: req, resp: resp}, nil
 }
+
+func (p *fakePipeline) Consumer() <-chan raft.AppendFuture { return p.answers }
 
 func (p *fakePipeline) Close() error { return nil }
 
@@ -128,36 +139,40 @@ func TestPaceTransportReturnsAFailedHeartbeatAtOnce(t *testing.T) {
 	})
 }
 
+// (In fake time that stands still: no keepalive goes out meanwhile.)
 func TestQuietPipelineDropsOnlyRepeats(t *testing.T) {
-	f := &fakeRaftTransport{}
-	pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
-	p, err := pt.AppendEntriesPipeline("n2", "a2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(prev, commit uint64, entries ...uint64) {
-		req := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: prev, PrevLogTerm: 2, LeaderCommitIndex: commit}
-		for _, i := range entries {
-			req.Entries = append(req.Entries, &raft.Log{Index: i, Term: 2})
-		}
-		if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeRaftTransport{}
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
+		defer pt.stop()
+		p, err := pt.AppendEntriesPipeline("n2", "a2")
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	send(4, 4)       // first: sent
-	send(4, 4)       // repeat: dropped
-	send(4, 4, 5, 6) // entries: sent
-	send(6, 4)       // nothing new since the entries: dropped
-	send(6, 6)       // commit index moved: sent
-	send(6, 6)       // dropped
-	send(6, 6)       // dropped
-	var got []uint64
-	for _, r := range f.piped {
-		got = append(got, r.LeaderCommitIndex*100+uint64(len(r.Entries)))
-	}
-	if want := []uint64{400, 402, 600}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
-		t.Errorf("sent (commit*100+entries) %v, want %v", got, want)
-	}
+		send := func(prev, commit uint64, entries ...uint64) {
+			req := &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: prev, PrevLogTerm: 2, LeaderCommitIndex: commit}
+			for _, i := range entries {
+				req.Entries = append(req.Entries, &raft.Log{Index: i, Term: 2})
+			}
+			if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(4, 4)       // first: sent
+		send(4, 4)       // repeat: dropped
+		send(4, 4, 5, 6) // entries: sent
+		send(6, 4)       // nothing new since the entries: dropped
+		send(6, 6)       // commit index moved: sent
+		send(6, 6)       // dropped
+		send(6, 6)       // dropped
+		var got []uint64
+		for _, r := range f.piped {
+			got = append(got, r.LeaderCommitIndex*100+uint64(len(r.Entries)))
+		}
+		if want := []uint64{400, 402, 600}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+			t.Errorf("sent (commit*100+entries) %v, want %v", got, want)
+		}
+	})
 }
 
 // A replication call to a follower that is down fails only once a
@@ -353,4 +368,112 @@ func TestHeartbeatEvery(t *testing.T) {
 			t.Errorf("timeout %v beat %v: every %v two %v, want %v %v", c.timeout, c.beat, pt.heartbeatEvery, pt.twoPerCall, c.want, c.two)
 		}
 	}
+}
+
+// While the follower answers on the pipeline, a keepalive there on every
+// beat stands in for raft's heartbeats: raft's heartbeat call waits and
+// raft's decoder gets an answer a beat. When the keepalives go
+// unanswered, raft's heartbeats go out again, until the pipeline answers.
+func TestKeepalivesCarryHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeRaftTransport{pipeAnswers: true}
+		pt := newPaceTransport(f, 300*time.Millisecond, 100*time.Millisecond)
+		defer pt.stop()
+		p, err := pt.AppendEntriesPipeline("n2", "a2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		answers, calls := 0, 0
+		go func() { // raft's decoder
+			for {
+				select {
+				case <-p.Consumer():
+				case <-pt.closed:
+					return
+				}
+				mu.Lock()
+				answers++
+				mu.Unlock()
+			}
+		}()
+		if _, err := p.AppendEntries(appendReq(4, 4, 5), &raft.AppendEntriesResponse{}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // its answer read
+		go func() {     // raft's heartbeat goroutine
+			for {
+				_ = pt.AppendEntries("n2", "a2", heartbeatReq(), &raft.AppendEntriesResponse{})
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				select {
+				case <-pt.closed:
+					return
+				case <-time.After(30 * time.Millisecond):
+				}
+			}
+		}()
+		count := func() (beats, piped, ans, c int) {
+			synctest.Wait()
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			return len(f.beats), len(f.piped), answers, calls
+		}
+		time.Sleep(3 * time.Second)
+		beats, piped, ans, c := count()
+		if beats != 0 || c != 0 {
+			t.Errorf("%d heartbeats sent and %d raft calls returned in 3 s while the pipeline answers, want none", beats, c)
+		}
+		if piped < 30 || piped > 32 || ans != piped {
+			t.Errorf("%d appends on the pipeline and %d answers in 3 s, want one keepalive per 100 ms beat, each answered", piped, ans)
+		}
+		f.mu.Lock()
+		k := f.piped[len(f.piped)-1]
+		f.mu.Unlock()
+		if string(k.ID) != "n1" || k.Term != 2 || k.PrevLogEntry != 5 || k.PrevLogTerm != 2 || len(k.Entries) != 0 || isHeartbeat(k) {
+			t.Errorf("keepalive %+v: want raft's header and term, after entry 5, no entries", k)
+		}
+
+		// The follower stops answering on the pipeline (its heartbeats get
+		// through): raft's heartbeats take over within two beats, and
+		// one keepalive at most is left unanswered.
+		f.mu.Lock()
+		f.pipeAnswers = false
+		f.mu.Unlock()
+		time.Sleep(time.Second)
+		beats2, piped2, _, _ := count()
+		if beats2-beats < 8 {
+			t.Errorf("%d heartbeats in the second after the pipeline went silent, want about ten", beats2-beats)
+		}
+		if piped2-piped > 1 {
+			t.Errorf("%d keepalives sent to a silent pipeline, want at most one", piped2-piped)
+		}
+
+		// It answers again: the keepalives take over again.
+		f.mu.Lock()
+		f.pipeAnswers = true
+		f.mu.Unlock()
+		if _, err := p.AppendEntries(appendReq(5, 5, 6), &raft.AppendEntriesResponse{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the heartbeat under way
+		beats3, piped3, _, _ := count()
+		time.Sleep(time.Second)
+		beats4, piped4, _, _ := count()
+		if beats4 != beats3 || piped4-piped3 < 9 {
+			t.Errorf("after the pipeline answered again: %d heartbeats and %d keepalives in a second, want none and about ten", beats4-beats3, piped4-piped3)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Closed: raft's heartbeats go out again.
+		time.Sleep(time.Second)
+		beats5, _, _, _ := count()
+		if beats5-beats4 < 8 {
+			t.Errorf("%d heartbeats in the second after the pipeline closed, want about ten", beats5-beats4)
+		}
+	})
 }

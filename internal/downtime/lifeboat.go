@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/api"
+	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/demo"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/watchdog"
@@ -43,12 +44,10 @@ func (s *lifeboatSetup) name() (string, string, string) { return ToolLifeboat, s
 func (s *lifeboatSetup) vip() string                    { return s.addr }
 
 // watchdogTimeout: the shortest the config accepts for the profile (two
-// renew intervals and a fifth of the lease).
+// renew intervals and a fifth of the lease): 60 ms fast, 300 ms default.
 func (s *lifeboatSetup) watchdogTimeout() time.Duration {
-	if s.profile == "fast" {
-		return 60 * time.Millisecond
-	}
-	return 200 * time.Millisecond
+	t := config.ProfileTiming(s.profile)
+	return max(2*t.RenewInterval.D(), t.Lease.D()/5)
 }
 
 func (s *lifeboatSetup) start(ctx context.Context) error {
