@@ -377,7 +377,7 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 	// Every input of desired() that changes tells (the state, the lease
 	// gained, about to end or ended); the tick is for the readiness
 	// gate's bound (firstRoundBound, seconds) and as a backstop.
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTimer(a.c.OnBeat(time.Second)) // with the renewals
 	defer tick.Stop()
 	grace := time.Now().Add(a.c.Leases.Threshold())
 	waiting := true
@@ -403,6 +403,7 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 		case <-fsmC:
 		case <-leaseC:
 		case <-tick.C:
+			tick.Reset(a.c.OnBeat(time.Second))
 		}
 	}
 }
@@ -571,9 +572,7 @@ func (a *Agent) lead(ctx context.Context) {
 	// The tick is for time-based policies only (failure marks expiring,
 	// confirmation timeouts, the first placement's grace), whose periods
 	// are seconds or more.
-	beat := max(a.c.BeatPeriod(), time.Millisecond)
-	tickEvery := beat * max(1, (leaderTick+beat-1)/beat)
-	tick := time.NewTimer(cluster.NextBeat(time.Now(), tickEvery, 0))
+	tick := time.NewTimer(a.c.OnBeat(leaderTick))
 	defer tick.Stop()
 	stale := time.NewTimer(time.Hour)
 	defer stale.Stop()
@@ -620,7 +619,7 @@ func (a *Agent) lead(ctx context.Context) {
 		case <-freshC:
 		case <-stale.C:
 		case <-tick.C:
-			tick.Reset(cluster.NextBeat(time.Now(), tickEvery, tickEvery/2))
+			tick.Reset(a.c.OnBeat(leaderTick))
 		}
 	}
 }

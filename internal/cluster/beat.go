@@ -34,7 +34,18 @@ func NextBeat(now time.Time, every, minWait time.Duration) time.Duration {
 	return d
 }
 
-// BeatPeriod is the cluster's beat on this node: the renewal interval.
-// Periodic work that can wait a little takes a multiple of it and starts
-// on the beat (NextBeat), so that it costs no wake-up of its own.
-func (c *Cluster) BeatPeriod() time.Duration { return c.cfg.Timing.Renew }
+// OnBeat is how long until the next beat of a period of about every: the
+// first multiple of the cluster's beat at least every long, at least half
+// of it from now. For periodic work that can wait: it then wakes the
+// process together with the renewals instead of on its own.
+func (c *Cluster) OnBeat(every time.Duration) time.Duration {
+	return onBeat(time.Now(), c.cfg.Timing.Renew, every)
+}
+
+func onBeat(now time.Time, beat, every time.Duration) time.Duration {
+	if beat <= 0 {
+		return every
+	}
+	period := beat * max(1, (every+beat-1)/beat)
+	return NextBeat(now, period, period/2)
+}

@@ -501,7 +501,7 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 				joined = true
 			}
 		}
-		wait := reconnectInterval
+		wait := c.OnBeat(reconnectInterval)
 		if !joined {
 			wait = 500 * time.Millisecond
 		}

@@ -13,7 +13,7 @@ import (
 // when nothing happens, and to bring a follower that comes back up to date
 // at once. hashicorp/raft has no knob for either; the transport is ours.
 //
-// Three changes, each only to *when* an RPC is sent, never to what an RPC
+// Five changes, each only to *when* an RPC is sent, never to what an RPC
 // or its answer says (no answer is ever made up):
 //
 //  1. Heartbeats are paced. raft's heartbeat goroutine sends one to each
@@ -75,6 +75,21 @@ import (
 //     nowhere. Either way the message is one raft could have sent itself:
 //     the term and sender of raft's own last append, an entry the follower
 //     acknowledged or receives first, and an index the leader committed.
+//
+//  5. Keepalives stand in for heartbeats on a pipeline that answers. raft's
+//     heartbeat goroutine wakes on its own random timer, 30-60 ms after
+//     each call, per follower: with the heartbeats held to the beat, the
+//     largest share of an idle leader's wake-ups left. On every heartbeat
+//     beat the transport sends each pipeline the idle append raft's own
+//     tick would send (and that item 2 drops from raft): a follower's raft
+//     takes any append from the leader as contact, and raft's decoder
+//     takes its answer as contact for the leader's lease, exactly as for
+//     raft's idle appends before lifeboat quieted them. While they are
+//     answered, raft's heartbeat call waits (whileCarried), and its timer
+//     with it. A keepalive still unanswered at the next beat (a follower
+//     down, cut off, frozen, or its raft too busy to answer) hands the
+//     heartbeats back to raft at once: they go out on their own connection
+//     and raft's fast path as before, until the pipeline answers again.
 type paceTransport struct {
 	raft.Transport
 	heartbeatEvery time.Duration

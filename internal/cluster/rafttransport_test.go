@@ -346,6 +346,31 @@ func TestNextBeat(t *testing.T) {
 	}
 }
 
+// Periodic work that can wait lands on a beat: a whole number of beats,
+// at least the period asked, at least half of it from now.
+func TestOnBeat(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		at, beat, every, want time.Duration
+	}{
+		{10 * ms, 150 * ms, time.Second, 1040 * ms},        // period 1050 ms
+		{600 * ms, 150 * ms, time.Second, 1500 * ms},       // the next one is too close: the one after
+		{100 * ms, 150 * ms, 500 * ms, 500 * ms},           // period 600 ms
+		{400 * ms, 150 * ms, 500 * ms, 800 * ms},           // 600 is too close: the next one
+		{10 * ms, 100 * ms, 250 * ms, 290 * ms},            // period 300 ms
+		{10 * ms, 0, time.Second, time.Second},             // no beat
+		{10 * ms, 2 * time.Second, time.Second, 1990 * ms}, // a beat longer than asked: one beat
+	} {
+		base := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+		if c.beat > 0 {
+			base = base.Truncate(c.beat * max(1, (c.every+c.beat-1)/c.beat)) // on a period's beat
+		}
+		if got := onBeat(base.Add(c.at), c.beat, c.every); got != c.want {
+			t.Errorf("at +%v, beat %v, every %v: %v, want %v", c.at, c.beat, c.every, got, c.want)
+		}
+	}
+}
+
 // Heartbeats leave on the cluster's beat: every a whole number of beats,
 // at most a third of the heartbeat timeout or else half; two per raft call only where raft's
 // leader lease keeps room for a slow answer.
