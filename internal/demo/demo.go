@@ -25,6 +25,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/api"
 	"github.com/lifeboat-ha/lifeboat/internal/pki"
 	"github.com/lifeboat-ha/lifeboat/internal/ports"
+	"github.com/lifeboat-ha/lifeboat/internal/termsafe"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 )
 
@@ -442,6 +443,9 @@ func (c *Cluster) Status(ctx context.Context, name string) (api.Status, error) {
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	var last error
 	for {
+		if err := c.allExited(); err != nil {
+			return err
+		}
 		ok := true
 		for _, n := range c.Nodes {
 			if !n.Running() {
@@ -483,6 +487,23 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// allExited says why, when no node runs any more: the last line of the
+// first node's log (a config error, most often).
+func (c *Cluster) allExited() error {
+	for _, n := range c.Nodes {
+		if n.Running() {
+			return nil
+		}
+	}
+	if len(c.Nodes) == 0 {
+		return nil
+	}
+	n := c.Nodes[0]
+	b, _ := os.ReadFile(n.Log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return fmt.Errorf("every agent exited (%s exit status %d): %s", n.Name, n.ExitCode(), termsafe.Escape(lines[len(lines)-1]))
 }
 
 // Apply submits hierarchies written as YAML through the first running node.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -309,5 +310,21 @@ func writeFile(t *testing.T, p, s string) {
 	t.Helper()
 	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A cluster whose agents all refuse their config says why: WaitReady names
+// the config error from the log, instead of "ready" with nothing running.
+func TestWaitReadyNamesWhyEveryAgentExited(t *testing.T) {
+	c, err := demo.Start(demo.Options{Binary: binary, Dir: t.TempDir(), ExtraConfig: "timing:\n  renew_interval: 1s\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err = c.WaitReady(ctx)
+	if err == nil || !strings.Contains(err.Error(), "every agent exited") || !strings.Contains(err.Error(), "timing.renew_interval") {
+		t.Fatalf("WaitReady with every agent refusing its config: %v, want the config error", err)
 	}
 }
