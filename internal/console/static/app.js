@@ -26,10 +26,10 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-async function call(method, path, body) {
+async function call(method, path, body, csrf) {
   const opts = { method, headers: {}, credentials: "same-origin" };
   if (method !== "GET") {
-    opts.headers["X-CSRF-Token"] = session ? session.csrf : "";
+    opts.headers["X-CSRF-Token"] = csrf !== undefined ? csrf : session ? session.csrf : "";
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body || {});
   }
@@ -84,19 +84,24 @@ $("#signin-form").addEventListener("submit", async (ev) => {
 });
 
 $("#signout").addEventListener("click", async () => {
-  try { await call("POST", "/ui/logout"); } catch (_) { /* signed out anyway */ }
-  if (events) events.close();
+  // The stream and the refreshes stop first: an event arriving while the
+  // sign-out is under way would refresh with a session already ended.
+  if (events) { events.close(); events = null; }
+  clearTimeout(refreshTimer);
+  const csrf = session ? session.csrf : "";
   session = null;
+  try { await call("POST", "/ui/logout", undefined, csrf); } catch (_) { /* signed out anyway */ }
   show(false);
 });
 
 function scheduleRefresh(delay) {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refresh, delay);
+  if (session) refreshTimer = setTimeout(refresh, delay);
 }
 
 async function refresh() {
   clearTimeout(refreshTimer);
+  if (!session) return;
   try {
     status = await call("GET", "/ui/overview");
     render();
