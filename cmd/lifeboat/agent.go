@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/logring"
+	"github.com/lifeboat-ha/lifeboat/internal/timerslack"
 )
 
 func agentCmd() *cobra.Command {
@@ -33,7 +34,13 @@ out of service and leaves them stopped.
 The agent runs with umask 077: everything it creates is its owner's only. It
 refuses to start when the config file, cluster.key_file or api.token_file can
 be read or written by group or other users (chmod 600 FILE), and makes the data
-directory and the socket's own directory mode 0700.`,
+directory and the socket's own directory mode 0700.
+
+At start the agent gives its threads a timer slack (timing.timer_slack, 1ms:
+the kernel may end its sleeps that much later, to end several with one
+wake-up) by executing its own binary once more, in the same process. The
+commands it runs (app resources, notifications) keep the slack it was started
+with.`,
 		Example: `  lifeboat agent --config /etc/lifeboat/agent.yaml
   lifeboat agent --config ./node1.yaml --log-json`,
 		Args: cobra.NoArgs,
@@ -51,6 +58,10 @@ directory and the socket's own directory mode 0700.`,
 			if err := cfg.CheckFileModes(path); err != nil {
 				return codeErr{exitUsage, fmt.Errorf("refusing to start: %w", err)}
 			}
+			// Before anything the agent would do twice: with the timer
+			// slack to set, this executes the binary again (same process,
+			// same arguments) and does not return.
+			slackErr := timerslack.Ensure(cfg.Timing.TimerSlack.D())
 			level := new(slog.LevelVar)
 			if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 				return codeErr{exitUsage, fmt.Errorf("%s: log_level: %w", path, err)}
@@ -64,6 +75,9 @@ directory and the socket's own directory mode 0700.`,
 			// formatted with the same options: what the log prints.
 			ring := logring.New(logring.DefaultRecords, logring.DefaultBytes)
 			logger := slog.New(ring.Handler(h, opts))
+			if slackErr != nil {
+				logger.Warn("timer slack unchanged: the agent runs as it would with timing.timer_slack: 50us, at a higher idle CPU", "error", slackErr)
+			}
 			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level, Logs: ring})
 			if err != nil {
 				return codeErr{exitFailure, err}

@@ -236,6 +236,10 @@ type Timing struct {
 	SuspicionMult int           `yaml:"suspicion_mult"`
 	RaftHeartbeat spec.Duration `yaml:"raft_heartbeat"`
 	RaftElection  spec.Duration `yaml:"raft_election"`
+	// TimerSlack is how late the kernel may end the agent's sleeps, so
+	// that it ends several with one wake-up (see package timerslack). The
+	// kernel's own default is 50us: set that to keep it.
+	TimerSlack spec.Duration `yaml:"timer_slack"`
 }
 
 // Timers are the lease, failure-detection and raft timers as the cluster
@@ -282,6 +286,7 @@ func (t *Timing) durations() []durationField {
 			{"probe_timeout", &t.ProbeTimeout, 30 * ms},
 			{"raft_heartbeat", &t.RaftHeartbeat, 100 * ms},
 			{"raft_election", &t.RaftElection, 100 * ms},
+			{"timer_slack", &t.TimerSlack, ms},
 		}
 	}
 	return []durationField{
@@ -291,6 +296,7 @@ func (t *Timing) durations() []durationField {
 		{"probe_timeout", &t.ProbeTimeout, 100 * ms},
 		{"raft_heartbeat", &t.RaftHeartbeat, 300 * ms},
 		{"raft_election", &t.RaftElection, 300 * ms},
+		{"timer_slack", &t.TimerSlack, ms},
 	}
 }
 
@@ -751,6 +757,9 @@ func (a *Agent) validateTiming(add func(field, format string, args ...any)) {
 	}
 	if t.RaftHeartbeat > 0 && t.RaftHeartbeat.D() < 5*time.Millisecond {
 		add("timing.raft_heartbeat", "%v is too short: raft needs at least 5ms", t.RaftHeartbeat)
+	}
+	if t.TimerSlack > 0 && (t.TimerSlack.D() > 10*time.Millisecond || t.Lease > 0 && t.TimerSlack > t.Lease/100) {
+		add("timing.timer_slack", "%v is too long: at most 10ms and a hundredth of timing.lease (%v); 1ms is the default, 50us the kernel's", t.TimerSlack, t.Lease)
 	}
 	if t.RaftElection > 0 && t.RaftElection < t.RaftHeartbeat {
 		add("timing.raft_election", "%v must be at least timing.raft_heartbeat (%v)", t.RaftElection, t.RaftHeartbeat)

@@ -109,6 +109,7 @@ func TestParseAgentGood(t *testing.T) {
 		Lease:   spec.Duration(900 * time.Millisecond), RenewInterval: spec.Duration(200 * time.Millisecond),
 		ProbeInterval: spec.Duration(200 * time.Millisecond), ProbeTimeout: spec.Duration(150 * time.Millisecond),
 		SuspicionMult: 3, RaftHeartbeat: spec.Duration(200 * time.Millisecond), RaftElection: spec.Duration(400 * time.Millisecond),
+		TimerSlack: spec.Duration(time.Millisecond),
 	}
 	if a.Timing != want {
 		t.Errorf("timing = %+v, want %+v", a.Timing, want)
@@ -186,6 +187,20 @@ cluster:
 	if got, want := f.Timing.Timers(), (Timers{Lease: 150 * ms, Renew: 30 * ms, ProbeInterval: 50 * ms, ProbeTimeout: 30 * ms,
 		SuspicionMult: 2, RaftHeartbeat: 100 * ms, RaftElection: 200 * ms}); got != want {
 		t.Errorf("fast timers = %+v, want %+v", got, want)
+	}
+	// The timer slack: the kernel's own 50us is allowed (it keeps the
+	// kernel's behaviour); a slack the lease's own margins would notice is
+	// not.
+	if k, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {timer_slack: 50us}\n")); err != nil || k.Timing.TimerSlack.D() != 50*time.Microsecond {
+		t.Errorf("timer_slack: 50us: %v", err)
+	}
+	for _, bad := range []string{"timing: {timer_slack: 20ms}\n", "timing: {profile: fast, timer_slack: 2ms}\n"} {
+		if _, err := ParseAgent("/x/agent.yaml", []byte(in+bad)); err == nil || !strings.Contains(err.Error(), "timing.timer_slack") || !strings.Contains(err.Error(), "a hundredth of timing.lease") {
+			t.Errorf("%s: %v", strings.TrimSpace(bad), err)
+		}
+	}
+	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {timer_slack: 0s}\n")); err == nil || !strings.Contains(err.Error(), "timing.timer_slack: must be greater than 0") {
+		t.Errorf("timer_slack: 0s: %v", err)
 	}
 	if _, err := ParseAgent("/x/agent.yaml", []byte(in+"timing: {profile: quick}\n")); err == nil || !strings.Contains(err.Error(), "use default or fast") {
 		t.Errorf("unknown profile: %v", err)

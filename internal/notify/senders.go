@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-ha/lifeboat/internal/config"
+	"github.com/lifeboat-ha/lifeboat/internal/timerslack"
 )
 
 // Webhook POSTs messages as JSON.
@@ -108,7 +109,10 @@ func (c *Command) Send(ctx context.Context, body []byte, m Message) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	err := timerslack.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
 		return nil
 	}

@@ -98,6 +98,7 @@ import (
 
 	"github.com/lifeboat-ha/lifeboat/internal/kit"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
+	"github.com/lifeboat-ha/lifeboat/internal/timerslack"
 )
 
 // Type is the resource type name of this kit.
@@ -483,7 +484,11 @@ func (in *instance) run(ctx context.Context, action string) outcome {
 	cmd.WaitDelay = in.waitDelay
 
 	start := time.Now()
-	runErr := cmd.Run()
+	// Started with the agent's original timer slack, not its own.
+	runErr := timerslack.Start(cmd)
+	if runErr == nil {
+		runErr = cmd.Wait()
+	}
 	dur := time.Since(start)
 
 	o := outcome{code: -1}
