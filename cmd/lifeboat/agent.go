@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/agent"
 	"github.com/lifeboat-ha/lifeboat/internal/config"
 	"github.com/lifeboat-ha/lifeboat/internal/logring"
+	"github.com/lifeboat-ha/lifeboat/internal/procs"
 	"github.com/lifeboat-ha/lifeboat/internal/timerslack"
 )
 
@@ -40,7 +41,12 @@ At start the agent gives its threads a timer slack (timing.timer_slack, 1ms:
 the kernel may end its sleeps that much later, to end several with one
 wake-up) by executing its own binary once more, in the same process. The
 commands it runs (app resources, notifications) keep the slack it was started
-with.`,
+with.
+
+While idle the agent runs its Go code on one CPU at a time, and on every CPU
+it may use (GOMAXPROCS's default) as soon as it gets busy (a beat more than
+half busy; back to one after 5 s under a tenth). GOMAXPROCS in its
+environment fixes the number instead.`,
 		Example: `  lifeboat agent --config /etc/lifeboat/agent.yaml
   lifeboat agent --config ./node1.yaml --log-json`,
 		Args: cobra.NoArgs,
@@ -78,7 +84,7 @@ with.`,
 			if slackErr != nil {
 				logger.Warn("timer slack unchanged: the agent runs as it would with timing.timer_slack: 50us, at a higher idle CPU", "error", slackErr)
 			}
-			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level, Logs: ring})
+			a, err := agent.New(cfg, agent.Options{Logger: logger, Level: level, Logs: ring, Procs: procs.New()})
 			if err != nil {
 				return codeErr{exitFailure, err}
 			}

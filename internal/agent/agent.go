@@ -37,6 +37,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/logring"
 	"github.com/lifeboat-ha/lifeboat/internal/notify"
 	"github.com/lifeboat-ha/lifeboat/internal/placement"
+	"github.com/lifeboat-ha/lifeboat/internal/procs"
 	"github.com/lifeboat-ha/lifeboat/internal/spec"
 	"github.com/lifeboat-ha/lifeboat/internal/tlsid"
 	"github.com/lifeboat-ha/lifeboat/internal/upgrade"
@@ -103,6 +104,9 @@ type Agent struct {
 	wd *watchdogFeeder // nil: no watchdog configured
 
 	net *cluster.InmemNet // nil: real sockets
+	// procs sets the Ps (GOMAXPROCS) from the load; nil: left as they are
+	// (an agent in a test process among others).
+	procs *procs.Governor
 
 	health *http.Server // nil: no health_listen
 	// listeners are the bounded listeners of the HTTP servers, for metrics.
@@ -154,13 +158,17 @@ type Options struct {
 	// already feeds (the caller wraps its handler with the same options,
 	// see logring.Ring.Handler); nil: New wraps Logger's handler itself.
 	Logs *logring.Ring
+	// Procs, when set, runs on the cluster's beat and sets the process's
+	// GOMAXPROCS: one P while the agent is idle, every P while it is busy
+	// (see package procs). Only for an agent that is the process's own.
+	Procs *procs.Governor
 }
 
 // New starts a node from its config. Call Shutdown to stop it.
 func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: opts.Logger, sessions: console.NewSessions(), level: opts.Level, self: cfg.Self(), kits: opts.Kits,
 		pending: map[string]engine.Report{}, repWake: make(chan struct{}, 1), fencing: map[string]bool{}, net: opts.Net,
-		lostFrom: map[string]string{}, failovers: newFailoverCounter()}
+		lostFrom: map[string]string{}, failovers: newFailoverCounter(), procs: opts.Procs}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -257,6 +265,10 @@ func New(cfg *config.Agent, opts Options) (a *Agent, err error) {
 		a.goFn(a.wd.run)
 	}
 	a.goFn(a.systemdLoop)
+	if a.procs != nil {
+		beat := cfg.Timing.RenewInterval.D()
+		a.goFn(func(ctx context.Context) { a.procs.Run(ctx, func() time.Duration { return a.c.OnBeat(beat) }) })
+	}
 	return a, nil
 }
 

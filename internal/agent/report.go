@@ -20,6 +20,7 @@ import (
 	"github.com/lifeboat-ha/lifeboat/internal/cluster"
 	"github.com/lifeboat-ha/lifeboat/internal/events"
 	"github.com/lifeboat-ha/lifeboat/internal/report"
+	"github.com/lifeboat-ha/lifeboat/internal/timerslack"
 )
 
 // Bounds of the support bundle's gathering.
@@ -83,7 +84,7 @@ func (a *Agent) nodeReport(ctx context.Context) report.NodePart {
 		return report.Limit(name, b, limit), nil
 	}
 	add(jsonFile("version.json", a.versionInfo(), report.MaxPart))
-	add(jsonFile("runtime.json", runtimeInfo(), report.MaxPart))
+	add(jsonFile("runtime.json", a.runtimeInfo(), report.MaxPart))
 	add(a.eventsFile(red))
 	dctx, cancel := context.WithTimeout(ctx, reportDoctorTimeout)
 	doc := a.runDoctor(dctx, "")
@@ -108,15 +109,41 @@ func (a *Agent) versionInfo() map[string]any {
 	}
 }
 
-func runtimeInfo() map[string]any {
+func (a *Agent) runtimeInfo() map[string]any {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return map[string]any{
 		"goroutines": runtime.NumGoroutine(), "gomaxprocs": runtime.GOMAXPROCS(0), "num_cpu": runtime.NumCPU(),
 		"heap_alloc_bytes": ms.HeapAlloc, "heap_inuse_bytes": ms.HeapInuse, "sys_bytes": ms.Sys,
 		"total_alloc_bytes": ms.TotalAlloc, "num_gc": ms.NumGC, "gc_pause_total": time.Duration(ms.PauseTotalNs).String(),
-		"pid": os.Getpid(),
+		"pid": os.Getpid(), "timer_slack": timerSlackInfo(), "procs": a.procsInfo(),
 	}
+}
+
+// procsInfo says how the process's Ps are set (see package procs).
+func (a *Agent) procsInfo() map[string]any {
+	if a.procs == nil {
+		return map[string]any{"mode": "as started"}
+	}
+	now, busy, fixed := a.procs.Procs()
+	if fixed {
+		return map[string]any{"mode": "fixed (GOMAXPROCS in the environment, or one CPU)", "procs": now}
+	}
+	return map[string]any{"mode": "1 while idle, more while busy", "procs": now, "busy": busy, "raises": a.procs.Raises()}
+}
+
+// timerSlackInfo says the slack the agent runs with (timing.timer_slack)
+// and the one its commands get, when different.
+func timerSlackInfo() map[string]any {
+	cur, err := timerslack.Current()
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	info := map[string]any{"agent": cur.String()}
+	if _, started := timerslack.Slack(); started != 0 {
+		info["commands"] = started.String()
+	}
+	return info
 }
 
 // eventsFile is the node's history, one JSON object a line, the newest

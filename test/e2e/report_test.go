@@ -116,6 +116,13 @@ func TestReportBundle(t *testing.T) {
 	if err := json.Unmarshal(files["nodes/node1/runtime.json"], &rt); err != nil || rt["goroutines"] == nil {
 		t.Errorf("runtime.json: %v %s", err, files["nodes/node1/runtime.json"])
 	}
+	// The defaults in force: timer_slack 1ms (the commands keep the
+	// slack the agent was started with), Ps set by the load.
+	slack, _ := rt["timer_slack"].(map[string]any)
+	procs, _ := rt["procs"].(map[string]any)
+	if slack["agent"] != "1ms" || slack["commands"] == nil || procs["mode"] != "1 while idle, more while busy" || procs["procs"] != rt["gomaxprocs"] {
+		t.Errorf("runtime.json: timer_slack %v, procs %v, gomaxprocs %v; want 1ms (commands: the slack the agent was started with) and Ps set by the load", rt["timer_slack"], rt["procs"], rt["gomaxprocs"])
+	}
 	cfg := string(files["nodes/node2/config.json"])
 	if !strings.Contains(cfg, `"https_proxy": "http://lifeboat:REDACTED@proxy.invalid:3128"`) || !strings.Contains(cfg, `"key_file"`) {
 		t.Errorf("node2's config:\n%s", cfg)
