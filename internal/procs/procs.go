@@ -5,8 +5,8 @@
 // costs more than it needs: a goroutine made ready by the network while
 // another P is idle makes the runtime wake a second thread to look for
 // work, which finds none and sleeps again. With one P there is no one to
-// hand off to: on the idle three-node bench the CPU drops by a third to a
-// half (docs/benchmarks.md, "Idle cost, fifth round"). A node that takes
+// hand off to: on the idle three-node bench the CPU drops by a quarter to a
+// third (docs/benchmarks.md, "Idle cost, fifth round"). A node that takes
 // over a thousand hierarchies is another matter: it is CPU-bound for
 // seconds and one P made that failover half again as long. So the Governor
 // samples the process's CPU time on the cluster's beat: a beat interval

@@ -10,7 +10,7 @@
 // process is awake, polls in 20 µs sleeps until it is idle again. A slack of
 // a millisecond lets the first sleep end when the timer is due and the
 // monitor's polls cover the whole wake-up: on the idle three-node bench the
-// context switches halve and the CPU drops by a third (docs/benchmarks.md,
+// context switches halve and the CPU drops by a fifth to a third (docs/benchmarks.md,
 // "Idle cost, fifth round"). Nothing in the agent keeps time to the
 // millisecond: a node stops acting timing.lease/10 before its lease ends.
 //
