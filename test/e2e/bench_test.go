@@ -95,3 +95,56 @@ func TestBenchMassFailover(t *testing.T) {
 		t.Errorf("medians of one run differ from the run: %+v", res)
 	}
 }
+
+// TestBenchIdleByComponent runs the plain `lifeboat bench` once with a
+// short idle window: every agent's idle CPU and RSS are reported, then its
+// CPU profile (fetched through the agent's socket) split by component.
+func TestBenchIdleByComponent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "bench", "--runs", "1", "--idle", "2s", "--dir", dir, "--json")
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	var res struct {
+		FailoverMS []float64 `json:"failover_ms"`
+		Idle       []struct {
+			Node       string  `json:"node"`
+			CPUPercent float64 `json:"cpu_percent"`
+			RSSMiB     float64 `json:"rss_mib"`
+			Profile    *struct {
+				Samples    int     `json:"samples"`
+				CPUMS      float64 `json:"cpu_ms"`
+				Error      string  `json:"error"`
+				Components []struct {
+					Name    string  `json:"name"`
+					Percent float64 `json:"percent"`
+				} `json:"components"`
+			} `json:"profile"`
+		} `json:"idle"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out.String())
+	}
+	if len(res.FailoverMS) != 1 || len(res.Idle) != 3 {
+		t.Fatalf("want one failover and three idle figures: %s", out.String())
+	}
+	for _, n := range res.Idle {
+		if n.RSSMiB <= 0 || n.Profile == nil || n.Profile.Error != "" {
+			t.Errorf("%s: RSS %.1f MiB, profile %+v: want an RSS and a profile", n.Node, n.RSSMiB, n.Profile)
+			continue
+		}
+		sum := 0.0
+		for _, c := range n.Profile.Components {
+			sum += c.Percent
+		}
+		if n.Profile.Samples > 0 && (sum < 99.9 || sum > 100.1) || n.Profile.Samples == 0 && len(n.Profile.Components) != 0 {
+			t.Errorf("%s: %d samples, components add up to %.1f%%: %+v", n.Node, n.Profile.Samples, sum, n.Profile.Components)
+		}
+	}
+}
